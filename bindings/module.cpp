@@ -1,0 +1,8 @@
+#include "register.hpp"
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "colmena's compiled core (private; use the colmena package).";
+  colmena::bindings::register_info(m);
+  colmena::bindings::register_buffer(m);
+  colmena::bindings::register_features(m);
+}

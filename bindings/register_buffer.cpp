@@ -1,0 +1,4 @@
+#include "register.hpp"
+namespace colmena::bindings {
+void register_buffer(pybind11::module_&) {}
+}  // namespace colmena::bindings
