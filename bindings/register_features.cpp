@@ -1,4 +1,150 @@
+// Features: log returns and fractional differentiation.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "array_checks.hpp"
+#include "colmena/fracdiff.hpp"
+#include "colmena/log_returns.hpp"
 #include "register.hpp"
+
+namespace py = pybind11;
+
 namespace colmena::bindings {
-void register_features(pybind11::module_&) {}
+namespace {
+
+ConvolutionMethod parse_method(const std::string& method) {
+  if (method == "auto") return ConvolutionMethod::automatic;
+  if (method == "direct") return ConvolutionMethod::direct;
+  if (method == "fft") return ConvolutionMethod::fft;
+  throw py::value_error("method must be 'auto', 'direct' or 'fft', got '" + method + "'");
+}
+
+py::array_t<double> to_array(const std::vector<double>& v) {
+  py::array_t<double> out(static_cast<py::ssize_t>(v.size()));
+  std::copy(v.begin(), v.end(), out.mutable_data());
+  return out;
+}
+
+}  // namespace
+
+void register_features(py::module_& m) {
+  m.def(
+      "log_returns",
+      [](const py::handle& close_obj) {
+        DoubleArray close = require_1d_float64(close_obj, "close");
+        const auto n = static_cast<std::size_t>(close.size());
+        py::array_t<double> out(static_cast<py::ssize_t>(n > 0 ? n - 1 : 0));
+        std::size_t bad_row = 0;
+        bool ok = true;
+        {
+          py::gil_scoped_release release;
+          ok = colmena::log_returns(close.data(), n, out.mutable_data(), &bad_row);
+        }
+        if (!ok) {
+          throw py::value_error("close: price at row " + std::to_string(bad_row) + " is " +
+                                std::to_string(close.data()[bad_row]) + "; prices must be > 0");
+        }
+        return out;
+      },
+      py::arg("close"));
+
+  m.def(
+      "fracdiff_weights",
+      [](double d, double threshold, std::size_t window) {
+        try {
+          return to_array(colmena::fracdiff_weights(d, threshold, window));
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+      },
+      py::arg("d"), py::arg("threshold"), py::arg("window"));
+
+  m.def(
+      "fracdiff_ffd",
+      [](const py::handle& x_obj, const py::handle& w_obj, const std::string& method) {
+        DoubleArray x = require_1d_float64(x_obj, "x");
+        DoubleArray w = require_1d_float64(w_obj, "weights");
+        const auto n = static_cast<std::size_t>(x.size());
+        const auto window = static_cast<std::size_t>(w.size());
+        if (window == 0 || window > n) {
+          throw py::value_error("window (" + std::to_string(window) + " weights) must be in [1, len(x) = " +
+                                std::to_string(n) + "]");
+        }
+        const ConvolutionMethod how = parse_method(method);
+        py::array_t<double> out(static_cast<py::ssize_t>(n - window + 1));
+        {
+          py::gil_scoped_release release;
+          colmena::fracdiff_ffd(x.data(), n, w.data(), window, out.mutable_data(), how);
+        }
+        return out;
+      },
+      py::arg("x"), py::arg("weights"), py::arg("method") = "auto");
+
+  m.def(
+      "fracdiff_expanding",
+      [](const py::handle& x_obj, double d, double threshold, const std::string& method) {
+        DoubleArray x = require_1d_float64(x_obj, "x");
+        const ConvolutionMethod how = parse_method(method);
+        if (!(d >= 0.0 && d <= 2.0)) throw py::value_error("d must be in [0, 2], got " + std::to_string(d));
+        if (!(threshold >= 0.0 && threshold <= 1.0)) {
+          throw py::value_error("threshold must be in [0, 1], got " + std::to_string(threshold));
+        }
+        const auto n = static_cast<std::size_t>(x.size());
+        py::array_t<double> out(static_cast<py::ssize_t>(n));
+        {
+          py::gil_scoped_release release;
+          colmena::fracdiff_expanding(x.data(), n, d, threshold, out.mutable_data(), how);
+        }
+        return out;
+      },
+      py::arg("x"), py::arg("d"), py::arg("threshold"), py::arg("method") = "auto");
+
+  m.def(
+      "expanding_skip",
+      [](const py::handle& w_obj, double threshold) {
+        DoubleArray w = require_1d_float64(w_obj, "weights");
+        return colmena::expanding_skip(w.data(), static_cast<std::size_t>(w.size()), threshold);
+      },
+      py::arg("weights"), py::arg("threshold"));
+
+  m.def("fracdiff_fft_crossover", &colmena::fracdiff_fft_crossover);
+
+  py::class_<FracDiffStream>(m, "FracDiffStream")
+      .def(py::init([](const py::handle& w_obj) {
+             DoubleArray w = require_1d_float64(w_obj, "weights");
+             if (w.size() == 0) throw py::value_error("weights must not be empty");
+             for (py::ssize_t i = 0; i < w.size(); ++i) {
+               if (!std::isfinite(w.data()[i])) {
+                 throw py::value_error("weights[" + std::to_string(i) + "] is not finite");
+               }
+             }
+             return FracDiffStream(std::vector<double>(w.data(), w.data() + w.size()));
+           }),
+           py::arg("weights"))
+      .def("update", &FracDiffStream::update, py::arg("x"))
+      .def(
+          "update_many",
+          [](FracDiffStream& self, const py::handle& x_obj) {
+            DoubleArray x = require_1d_float64(x_obj, "x");
+            py::array_t<double> out(x.size());
+            const double* src = x.data();
+            double* dst = out.mutable_data();
+            const auto n = static_cast<std::size_t>(x.size());
+            {
+              py::gil_scoped_release release;
+              for (std::size_t i = 0; i < n; ++i) dst[i] = self.update(src[i]);
+            }
+            return out;
+          },
+          py::arg("x"))
+      .def("reset", &FracDiffStream::reset)
+      .def_property_readonly("window", &FracDiffStream::window)
+      .def_property_readonly("count", &FracDiffStream::count)
+      .def_property_readonly("weights", [](const FracDiffStream& self) { return to_array(self.weights()); });
+}
+
 }  // namespace colmena::bindings

@@ -93,3 +93,24 @@ const char* simd_level_name(SimdLevel level) noexcept {
 }
 
 }  // namespace colmena
+
+#include "colmena/simd_kernels.hpp"
+
+namespace colmena::simd {
+
+const KernelTable& kernels() noexcept {
+  switch (active_simd_level()) {
+#ifdef COLMENA_HAVE_SIMD_avx512
+    case SimdLevel::avx512:
+      return avx512::table;
+#endif
+#ifdef COLMENA_HAVE_SIMD_avx2
+    case SimdLevel::avx2:
+      return avx2::table;
+#endif
+    default:
+      return baseline::table;
+  }
+}
+
+}  // namespace colmena::simd
