@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include <cmath>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -113,19 +114,48 @@ void register_features(py::module_& m) {
 
   m.def("fracdiff_fft_crossover", &colmena::fracdiff_fft_crossover);
 
-  py::class_<FracDiffStream>(m, "FracDiffStream")
-      .def(py::init([](const py::handle& w_obj) {
-             DoubleArray w = require_1d_float64(w_obj, "weights");
-             if (w.size() == 0) throw py::value_error("weights must not be empty");
-             for (py::ssize_t i = 0; i < w.size(); ++i) {
-               if (!std::isfinite(w.data()[i])) {
-                 throw py::value_error("weights[" + std::to_string(i) + "] is not finite");
-               }
+  py::class_<FracDiffStream>(m, "FracDiffStream", R"doc(
+Streaming fixed-width-window fractional differentiation (FFD, AFML ch. 5, snippet 5.3).
+
+FracDiffStream(d, *, threshold=None, window=None) keeps the newest ``window`` values in a ring and
+returns, for every new value, ``sum_k w_k * x[t - k]``: the same number the batch
+``colmena.fracdiff`` gives at that position, in O(window) per update. Exactly one of ``threshold``
+(drop weights once |w_k| < threshold) and ``window`` (number of weights) is required.
+
+update(x) returns NaN until ``window`` values have arrived and while a non-finite value is inside
+the window. Not thread-safe: one stream per producer.
+
+Raises ValueError for d outside [0, 2], both or neither of threshold/window, threshold <= 0 or
+window < 1.
+)doc")
+      .def(py::init([](double d, std::optional<double> threshold, std::optional<long long> window) {
+             if (threshold.has_value() == window.has_value()) {
+               throw py::value_error("give exactly one of threshold and window");
              }
-             return FracDiffStream(std::vector<double>(w.data(), w.data() + w.size()));
+             if (threshold && !(*threshold > 0.0 && std::isfinite(*threshold))) {
+               throw py::value_error("threshold must be finite and > 0, got " + std::to_string(*threshold));
+             }
+             if (window && *window < 1) throw py::value_error("window must be >= 1, got " + std::to_string(*window));
+             try {
+               return FracDiffStream(colmena::fracdiff_weights(d, threshold.value_or(0.0),
+                                                               static_cast<std::size_t>(window.value_or(0))));
+             } catch (const std::invalid_argument& e) {
+               throw py::value_error(e.what());
+             }
            }),
-           py::arg("weights"))
-      .def("update", &FracDiffStream::update, py::arg("x"))
+           py::arg("d"), py::kw_only(), py::arg("threshold") = py::none(), py::arg("window") = py::none())
+      .def_static(
+          "from_weights",
+          [](const py::handle& w_obj) {
+            DoubleArray w = require_1d_float64(w_obj, "weights");
+            if (w.size() == 0) throw py::value_error("weights must not be empty");
+            for (py::ssize_t i = 0; i < w.size(); ++i) {
+              if (!std::isfinite(w.data()[i])) throw py::value_error("weights[" + std::to_string(i) + "] is not finite");
+            }
+            return FracDiffStream(std::vector<double>(w.data(), w.data() + w.size()));
+          },
+          py::arg("weights"), "Stream with explicit weights w_0..w_{W-1} (float64 [W], w_0 applies to the newest value).")
+      .def("update", &FracDiffStream::update, py::arg("x"), "Add one value; returns the FFD value at it (NaN while the window is incomplete).")
       .def(
           "update_many",
           [](FracDiffStream& self, const py::handle& x_obj) {
