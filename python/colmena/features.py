@@ -24,12 +24,12 @@ FracDiffStream = _core.FracDiffStream
 __all__ = [
     "FracDiffStream",
     "MinFfdResult",
+    "adf_test",
     "fracdiff",
     "fracdiff_expanding",
     "fracdiff_fft_crossover",
     "fracdiff_weights",
     "log_returns",
-    "adf_test",
     "min_ffd_d",
 ]
 
