@@ -1,0 +1,71 @@
+"""Turn a pytest-benchmark JSON file into the README's table of ratios.
+
+Usage: ``python bench/report.py bench/results.json``. In every group the row named
+``test_colmena_*`` is colmena and the ``test_peer_*`` rows are its peers; each line gives both
+median times and the ratio colmena / peer (below 1 means colmena is faster). Extra figures a
+benchmark stored in ``extra_info`` (for example GB/s) are printed next to its row.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def _fmt_time(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def _extra(bench: dict[str, Any]) -> str:
+    info = bench.get("extra_info") or {}
+    return ", ".join(f"{k} {v}" for k, v in sorted(info.items()))
+
+
+def render(data: dict[str, Any]) -> str:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for bench in data["benchmarks"]:
+        groups[bench.get("group") or bench["name"]].append(bench)
+    machine = data.get("machine_info", {})
+    lines = [
+        f"Machine: {machine.get('cpu', {}).get('brand_raw', 'unknown CPU')}, "
+        f"{machine.get('cpu', {}).get('count', '?')} cores; "
+        f"Python {machine.get('python_version', '?')}; median of each benchmark.",
+        "",
+        "| benchmark | colmena | peer | peer time | colmena / peer |",
+        "|---|---|---|---|---|",
+    ]
+    for group in sorted(groups):
+        rows = groups[group]
+        ours = [b for b in rows if b["name"].startswith("test_colmena")]
+        peers = [b for b in rows if b["name"].startswith("test_peer")]
+        if len(ours) != 1 or not peers:
+            continue
+        mine = ours[0]
+        t_mine = mine["stats"]["median"]
+        for peer in sorted(peers, key=lambda b: b["stats"]["median"]):
+            t_peer = peer["stats"]["median"]
+            peer_name = peer["name"].removeprefix("test_peer_").replace("_", " ")
+            mine_txt = _fmt_time(t_mine) + (f" ({_extra(mine)})" if _extra(mine) else "")
+            peer_txt = _fmt_time(t_peer) + (f" ({_extra(peer)})" if _extra(peer) else "")
+            lines.append(
+                f"| {group} | {mine_txt} | {peer_name} | {peer_txt} | {t_mine / t_peer:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    print(render(json.loads(Path(argv[1]).read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

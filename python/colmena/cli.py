@@ -1,0 +1,185 @@
+"""The ``colmena`` command line (click + rich).
+
+Commands: ``colmena features`` (market features of a candle file), ``colmena info`` (what this
+build contains).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from colmena import build_info
+from colmena.features import fracdiff, fracdiff_weights, log_returns, min_ffd_d
+
+console = Console(stderr=True)
+
+
+def _write_parquet_atomically(table: object, out: Path) -> None:
+    """Write to a temp file beside ``out``, fsync, then rename: never a half-written file."""
+    import pyarrow.parquet as pq
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="colmena")
+def main() -> None:
+    """colmena: a swarm of neural trading agents for crypto markets."""
+
+
+@main.command()
+def info() -> None:
+    """Print what this build contains (backends, SIMD variants, CUDA devices)."""
+    table = Table(show_header=False)
+    for key, value in build_info().items():
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--d", "d", type=click.FloatRange(0.0, 2.0), help="Order of differentiation.")
+@click.option("--auto-d", is_flag=True, help="Use the smallest d that passes an ADF test.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="FFD weight cut |w_k| >= threshold (default 1e-4 unless --window is given).",
+)
+@click.option("--window", type=click.IntRange(min=1), default=None, help="FFD window in bars.")
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="ADF confidence for --auto-d.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the features to this Parquet file.",
+)
+def features(
+    path: Path,
+    d: float | None,
+    auto_d: bool,
+    threshold: float | None,
+    window: int | None,
+    confidence: float,
+    out: Path | None,
+) -> None:
+    """Load OHLCV candles from PATH (Parquet or CSV) and compute log returns and FFD.
+
+    The FFD (fixed-width-window fractional differentiation, Lopez de Prado, AFML ch. 5) runs on
+    log close prices. Output columns: ts (UTC), open, high, low, close, volume, after_gap (bar
+    follows missing bars), log_return (from the previous bar; NaN on the first), ffd (NaN until
+    the window is full). Gaps are reported, never filled.
+    """
+    from colmena.data import load_ohlcv
+
+    if (d is None) == (not auto_d):
+        raise click.UsageError("give exactly one of --d D and --auto-d")
+    if threshold is not None and window is not None:
+        raise click.UsageError("give at most one of --threshold and --window")
+    if threshold is None and window is None:
+        threshold = 1e-4
+    started = time.perf_counter()
+    adf: tuple[float, float] | None = None
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("loading candles", total=4)
+        try:
+            candles = load_ohlcv(path)
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        progress.update(task, advance=1, description="log returns")
+        log_close = np.log(candles.close)
+        returns = np.concatenate([[np.nan], log_returns(candles.close)])
+        if auto_d:
+            progress.update(task, advance=1, description="searching d (ADF)")
+            try:
+                found = min_ffd_d(
+                    log_close, confidence=confidence, threshold=threshold, window=window
+                )
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from exc
+            d = found.d
+            adf = (found.adf_statistic, found.p_value)
+        else:
+            progress.update(task, advance=1)
+        assert d is not None
+        progress.update(task, advance=1, description="fractional differentiation")
+        weights = fracdiff_weights(d, threshold=threshold, window=window)
+        if weights.size > len(candles):
+            raise click.ClickException(
+                f"{path}: {len(candles)} candles are fewer than the FFD window of "
+                f"{weights.size} weights (d={d:g}); use a longer file or a coarser --threshold"
+            )
+        ffd = np.full(len(candles), np.nan)
+        ffd[weights.size - 1 :] = fracdiff(log_close, d, threshold=threshold, window=window)
+        if adf is None:
+            from colmena.features import adf_test
+
+            adf = adf_test(ffd[weights.size - 1 :], 1)
+        if out is not None:
+            progress.update(task, advance=1, description=f"writing {out}")
+            import pyarrow as pa
+
+            table = candles.to_arrow()
+            after_gap = np.zeros(len(candles), dtype=bool)
+            after_gap[candles.gaps.rows] = True
+            table = table.append_column("after_gap", pa.array(after_gap))
+            table = table.append_column("log_return", pa.array(returns))
+            table = table.append_column("ffd", pa.array(ffd))
+            _write_parquet_atomically(table, out)
+        progress.update(task, completed=4)
+    elapsed = time.perf_counter() - started
+
+    gaps = candles.gaps
+    summary = Table(title=f"features of {path.name}", show_header=False)
+    summary.add_row("rows", f"{len(candles):,}")
+    if len(candles):
+        first = np.datetime64(int(candles.ts[0]), "ns")
+        last = np.datetime64(int(candles.ts[-1]), "ns")
+        summary.add_row("span", f"{first} .. {last} UTC")
+    bar = candles.interval_seconds
+    summary.add_row("bar", "unknown" if bar is None else f"{bar:g} s")
+    summary.add_row(
+        "gaps",
+        f"{gaps.count:,} gaps, {gaps.missing_bars:,} bars missing "
+        f"(longest {gaps.longest_missing_bars:,} bars); none filled",
+    )
+    summary.add_row("d", f"{d:.4g}" + (" (auto, ADF)" if auto_d else ""))
+    summary.add_row("FFD window", f"{weights.size:,} weights")
+    summary.add_row("ADF statistic", f"{adf[0]:.3f} (p-value {adf[1]:.3g})")
+    if out is not None:
+        summary.add_row("written", str(out))
+    summary.add_row("time", f"{elapsed:.2f} s")
+    Console().print(summary)
