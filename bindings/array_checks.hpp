@@ -20,8 +20,8 @@ inline DoubleArray require_1d_float64(const pybind11::handle& obj, const char* n
                                std::string(pybind11::str(arr.dtype())));
   }
   if (arr.ndim() != 1) {
-    throw pybind11::value_error(std::string(name) + " must be 1-D, got " + std::to_string(arr.ndim()) +
-                                " dimensions");
+    throw pybind11::value_error(std::string(name) + " must be 1-D, got " +
+                                std::to_string(arr.ndim()) + " dimensions");
   }
   if (!(arr.flags() & pybind11::array::c_style)) {
     throw pybind11::value_error(std::string(name) + " must be C-contiguous");

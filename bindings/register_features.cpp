@@ -72,8 +72,8 @@ void register_features(py::module_& m) {
         const auto n = static_cast<std::size_t>(x.size());
         const auto window = static_cast<std::size_t>(w.size());
         if (window == 0 || window > n) {
-          throw py::value_error("window (" + std::to_string(window) + " weights) must be in [1, len(x) = " +
-                                std::to_string(n) + "]");
+          throw py::value_error("window (" + std::to_string(window) +
+                                " weights) must be in [1, len(x) = " + std::to_string(n) + "]");
         }
         const ConvolutionMethod how = parse_method(method);
         py::array_t<double> out(static_cast<py::ssize_t>(n - window + 1));
@@ -90,7 +90,8 @@ void register_features(py::module_& m) {
       [](const py::handle& x_obj, double d, double threshold, const std::string& method) {
         DoubleArray x = require_1d_float64(x_obj, "x");
         const ConvolutionMethod how = parse_method(method);
-        if (!(d >= 0.0 && d <= 2.0)) throw py::value_error("d must be in [0, 2], got " + std::to_string(d));
+        if (!(d >= 0.0 && d <= 2.0))
+          throw py::value_error("d must be in [0, 2], got " + std::to_string(d));
         if (!(threshold >= 0.0 && threshold <= 1.0)) {
           throw py::value_error("threshold must be in [0, 1], got " + std::to_string(threshold));
         }
@@ -133,29 +134,36 @@ window < 1.
                throw py::value_error("give exactly one of threshold and window");
              }
              if (threshold && !(*threshold > 0.0 && std::isfinite(*threshold))) {
-               throw py::value_error("threshold must be finite and > 0, got " + std::to_string(*threshold));
+               throw py::value_error("threshold must be finite and > 0, got " +
+                                     std::to_string(*threshold));
              }
-             if (window && *window < 1) throw py::value_error("window must be >= 1, got " + std::to_string(*window));
+             if (window && *window < 1)
+               throw py::value_error("window must be >= 1, got " + std::to_string(*window));
              try {
-               return FracDiffStream(colmena::fracdiff_weights(d, threshold.value_or(0.0),
-                                                               static_cast<std::size_t>(window.value_or(0))));
+               return FracDiffStream(colmena::fracdiff_weights(
+                   d, threshold.value_or(0.0), static_cast<std::size_t>(window.value_or(0))));
              } catch (const std::invalid_argument& e) {
                throw py::value_error(e.what());
              }
            }),
-           py::arg("d"), py::kw_only(), py::arg("threshold") = py::none(), py::arg("window") = py::none())
+           py::arg("d"), py::kw_only(), py::arg("threshold") = py::none(),
+           py::arg("window") = py::none())
       .def_static(
           "from_weights",
           [](const py::handle& w_obj) {
             DoubleArray w = require_1d_float64(w_obj, "weights");
             if (w.size() == 0) throw py::value_error("weights must not be empty");
             for (py::ssize_t i = 0; i < w.size(); ++i) {
-              if (!std::isfinite(w.data()[i])) throw py::value_error("weights[" + std::to_string(i) + "] is not finite");
+              if (!std::isfinite(w.data()[i]))
+                throw py::value_error("weights[" + std::to_string(i) + "] is not finite");
             }
             return FracDiffStream(std::vector<double>(w.data(), w.data() + w.size()));
           },
-          py::arg("weights"), "Stream with explicit weights w_0..w_{W-1} (float64 [W], w_0 applies to the newest value).")
-      .def("update", &FracDiffStream::update, py::arg("x"), "Add one value; returns the FFD value at it (NaN while the window is incomplete).")
+          py::arg("weights"),
+          "Stream with explicit weights w_0..w_{W-1} (float64 [W], w_0 applies to the newest "
+          "value).")
+      .def("update", &FracDiffStream::update, py::arg("x"),
+           "Add one value; returns the FFD value at it (NaN while the window is incomplete).")
       .def(
           "update_many",
           [](FracDiffStream& self, const py::handle& x_obj) {
@@ -174,7 +182,8 @@ window < 1.
       .def("reset", &FracDiffStream::reset)
       .def_property_readonly("window", &FracDiffStream::window)
       .def_property_readonly("count", &FracDiffStream::count)
-      .def_property_readonly("weights", [](const FracDiffStream& self) { return to_array(self.weights()); });
+      .def_property_readonly("weights",
+                             [](const FracDiffStream& self) { return to_array(self.weights()); });
 }
 
 }  // namespace colmena::bindings

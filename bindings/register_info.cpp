@@ -22,7 +22,8 @@ void register_info(py::module_& m) {
     d["simd_supported"] = info.simd_supported;
     d["simd_selected"] = info.simd_selected;
     d["native_build"] = info.native_build;
-    d["cuda_toolkit"] = info.cuda_toolkit.empty() ? py::object(py::none()) : py::str(info.cuda_toolkit);
+    d["cuda_toolkit"] =
+        info.cuda_toolkit.empty() ? py::object(py::none()) : py::str(info.cuda_toolkit);
     d["cuda_architectures"] =
         info.cuda_architectures.empty() ? py::object(py::none()) : py::str(info.cuda_architectures);
     d["hardware_threads"] = info.hardware_threads;
@@ -36,7 +37,8 @@ void register_info(py::module_& m) {
       py::dict d;
       d["index"] = dev.index;
       d["name"] = dev.name;
-      d["compute_capability"] = py::make_tuple(dev.compute_capability_major, dev.compute_capability_minor);
+      d["compute_capability"] =
+          py::make_tuple(dev.compute_capability_major, dev.compute_capability_minor);
       d["total_memory_bytes"] = dev.total_memory_bytes;
       d["multiprocessor_count"] = dev.multiprocessor_count;
       out.append(d);
@@ -47,15 +49,20 @@ void register_info(py::module_& m) {
     for (SimdLevel level : {SimdLevel::baseline, SimdLevel::avx2, SimdLevel::avx512}) {
       if (name == simd_level_name(level)) {
         if (!colmena::set_simd_level(level)) {
-          throw py::value_error("SIMD level '" + name + "' is not usable here (not compiled in or not supported by this CPU)");
+          throw py::value_error(
+              "SIMD level '" + name +
+              "' is not usable here (not compiled in or not supported by this CPU)");
         }
         return;
       }
     }
-    throw py::value_error("unknown SIMD level '" + name + "'; expected 'baseline', 'avx2' or 'avx512'");
+    throw py::value_error("unknown SIMD level '" + name +
+                          "'; expected 'baseline', 'avx2' or 'avx512'");
   });
   m.def("set_max_threads", [](long n) {
-    if (n < 0) throw py::value_error("max_threads must be >= 0 (0 restores the default), got " + std::to_string(n));
+    if (n < 0)
+      throw py::value_error("max_threads must be >= 0 (0 restores the default), got " +
+                            std::to_string(n));
     colmena::set_max_threads(static_cast<std::size_t>(n));
   });
   m.def("max_threads", &colmena::max_threads);

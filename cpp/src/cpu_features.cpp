@@ -34,7 +34,8 @@ SimdLevel detect() noexcept {
     if (std::strcmp(cap, "baseline") == 0) wanted = SimdLevel::baseline;
     if (std::strcmp(cap, "avx2") == 0) wanted = SimdLevel::avx2;
     if (std::strcmp(cap, "avx512") == 0) wanted = SimdLevel::avx512;
-    if (static_cast<int>(wanted) < static_cast<int>(best) && simd_level_usable(wanted)) best = wanted;
+    if (static_cast<int>(wanted) < static_cast<int>(best) && simd_level_usable(wanted))
+      best = wanted;
   }
   return best;
 }
@@ -63,7 +64,9 @@ bool simd_level_compiled(SimdLevel level) noexcept {
   return false;
 }
 
-bool simd_level_usable(SimdLevel level) noexcept { return simd_level_compiled(level) && cpu_supports(level); }
+bool simd_level_usable(SimdLevel level) noexcept {
+  return simd_level_compiled(level) && cpu_supports(level);
+}
 
 SimdLevel active_simd_level() noexcept {
   int level = g_level.load(std::memory_order_relaxed);

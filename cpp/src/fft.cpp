@@ -65,7 +65,8 @@ const double* sanitized(const double* x, std::size_t n, std::vector<double>& cop
   return copy.data();
 }
 
-// y[t] covers inputs [t + offset - (window - 1), t + offset]; NaN where that range holds a bad index.
+// y[t] covers inputs [t + offset - (window - 1), t + offset]; NaN where that range holds a bad
+// index.
 void mask_windows(const std::vector<std::size_t>& bad, std::size_t window, std::ptrdiff_t offset,
                   double* y, std::size_t n_out) {
   if (bad.empty()) return;
@@ -95,7 +96,8 @@ const TwiddleTable& twiddles(std::size_t n) {
     table->re.resize(n);
     table->im.resize(n);
     for (std::size_t k = 0; k < n; ++k) {
-      const double angle = -2.0 * std::numbers::pi * static_cast<double>(k) / static_cast<double>(n);
+      const double angle =
+          -2.0 * std::numbers::pi * static_cast<double>(k) / static_cast<double>(n);
       table->re[k] = std::cos(angle);
       table->im[k] = std::sin(angle);
     }
@@ -125,7 +127,8 @@ std::vector<std::size_t> fft_output_frequencies(std::size_t n) {
 
 void convolve_valid_direct(const double* x, std::size_t n, const double* w, std::size_t window,
                            double* y) {
-  if (window == 0 || window > n) throw std::invalid_argument("convolve_valid_direct: need 1 <= window <= n");
+  if (window == 0 || window > n)
+    throw std::invalid_argument("convolve_valid_direct: need 1 <= window <= n");
   std::vector<double> copy;
   std::vector<std::size_t> bad;
   const double* xs = sanitized(x, n, copy, bad);
@@ -167,7 +170,8 @@ std::size_t overlap_save_fft_size(std::size_t window, std::size_t n) {
 
 void convolve_valid_fft(const double* x, std::size_t n, const double* w, std::size_t window,
                         double* y) {
-  if (window == 0 || window > n) throw std::invalid_argument("convolve_valid_fft: need 1 <= window <= n");
+  if (window == 0 || window > n)
+    throw std::invalid_argument("convolve_valid_fft: need 1 <= window <= n");
   std::vector<double> copy;
   std::vector<std::size_t> bad;
   const double* xs = sanitized(x, n, copy, bad);
@@ -373,7 +377,8 @@ class FourStep {
     }
   }
 
-  void gather_rows(const double* re, const double* im, std::size_t strip, double* pr, double* pi) const {
+  void gather_rows(const double* re, const double* im, std::size_t strip, double* pr,
+                   double* pi) const {
     for (std::size_t l = 0; l < L; ++l) {
       const double* rr = re + (strip * L + l) * n2_;
       const double* ri = im + (strip * L + l) * n2_;
@@ -384,7 +389,8 @@ class FourStep {
     }
   }
 
-  void scatter_rows(const double* pr, const double* pi, std::size_t strip, double* re, double* im) const {
+  void scatter_rows(const double* pr, const double* pi, std::size_t strip, double* re,
+                    double* im) const {
     for (std::size_t l = 0; l < L; ++l) {
       double* rr = re + (strip * L + l) * n2_;
       double* ri = im + (strip * L + l) * n2_;
@@ -404,7 +410,8 @@ class FourStep {
 
 void convolve_causal_fft(const double* x, std::size_t n, const double* w, std::size_t window,
                          double* y) {
-  if (window == 0 || window > n) throw std::invalid_argument("convolve_causal_fft: need 1 <= window <= n");
+  if (window == 0 || window > n)
+    throw std::invalid_argument("convolve_causal_fft: need 1 <= window <= n");
   std::vector<double> copy;
   std::vector<std::size_t> bad;
   const double* xs = sanitized(x, n, copy, bad);

@@ -78,8 +78,9 @@ void fracdiff_expanding(const double* x, std::size_t n, double d, double thresho
   }
   const std::vector<double> full = fracdiff_weights(d, 0.0, n);  // exactly n weights
   // Direct: y = 'valid' convolution of [0]*(n-1) + x with the n weights.
-  const bool use_fft = method == ConvolutionMethod::fft ||
-                       (method == ConvolutionMethod::automatic && n >= 4 * fracdiff_fft_crossover());
+  const bool use_fft =
+      method == ConvolutionMethod::fft ||
+      (method == ConvolutionMethod::automatic && n >= 4 * fracdiff_fft_crossover());
   if (use_fft) {
     convolve_causal_fft(x, n, full.data(), n, y);
   } else {

@@ -58,9 +58,9 @@ class FracDiffStream {
   std::vector<double> reversed_;  // [window], oldest value's weight first
   std::vector<double> ring_;      // [2 * window], each value stored at slot s and s + window
   std::size_t window_;
-  std::size_t head_ = 0;          // slot of the next value
+  std::size_t head_ = 0;  // slot of the next value
   std::size_t count_ = 0;
-  std::size_t last_bad_ = 0;      // 1 + index of the newest non-finite value (0: none)
+  std::size_t last_bad_ = 0;  // 1 + index of the newest non-finite value (0: none)
 };
 
 }  // namespace colmena

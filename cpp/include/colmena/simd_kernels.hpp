@@ -26,9 +26,11 @@ struct KernelTable {
   void (*fft_inverse)(double* re, double* im, std::size_t n, const double* twiddle_re,
                       const double* twiddle_im);
   /// panel[p, l] *= h[p] for a spectrum h of n complex values (one per row, broadcast over lanes).
-  void (*multiply_rows)(double* re, double* im, std::size_t n, const double* h_re, const double* h_im);
+  void (*multiply_rows)(double* re, double* im, std::size_t n, const double* h_re,
+                        const double* h_im);
   /// panel[p, l] *= h[p, l] for a full [n, kLanes] spectrum panel.
-  void (*multiply_panel)(double* re, double* im, std::size_t n, const double* h_re, const double* h_im);
+  void (*multiply_panel)(double* re, double* im, std::size_t n, const double* h_re,
+                         const double* h_im);
   /// y[t] = sum_{j < window} reversed_weights[j] * x[t + j] for t in [0, n_out): 'valid'
   /// correlation with reversed weights, i.e. convolution with the weights.
   void (*correlate_valid)(const double* x, std::size_t n_out, const double* reversed_weights,

@@ -83,8 +83,8 @@ inline void dif4(double* re, double* im, std::size_t base, std::size_t m, std::s
 }
 
 // Inverse radix-4 DIT butterflies (conjugate twiddles first, then the inverse 4-point DFT).
-inline void dit4_inverse(double* re, double* im, std::size_t base, std::size_t m, std::size_t stride,
-                         const double* twr, const double* twi) {
+inline void dit4_inverse(double* re, double* im, std::size_t base, std::size_t m,
+                         std::size_t stride, const double* twr, const double* twi) {
   const std::size_t q = m / 4;
   for (std::size_t j = 0; j < q; ++j) {
     const std::size_t e = j * stride;
@@ -250,7 +250,7 @@ double dot(const double* a, const double* b, std::size_t n) {
 
 }  // namespace
 
-const KernelTable table = {&fft_forward, &fft_inverse, &multiply_rows, &multiply_panel,
-                           &correlate_valid, &dot};
+const KernelTable table = {&fft_forward,    &fft_inverse,     &multiply_rows,
+                           &multiply_panel, &correlate_valid, &dot};
 
 }  // namespace colmena::simd::COLMENA_SIMD_LEVEL
