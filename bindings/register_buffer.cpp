@@ -1,4 +1,236 @@
+// MarketBuffer and OHLCV validation: array checks, error conversion, GIL release. The logic lives
+// in cpp/ (market_buffer.hpp, ohlcv_validation.hpp).
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "colmena/market_buffer.hpp"
+#include "colmena/ohlcv_validation.hpp"
 #include "register.hpp"
+
+namespace py = pybind11;
+
 namespace colmena::bindings {
-void register_buffer(pybind11::module_&) {}
+namespace {
+
+// The core buffer plus a lock: extend() releases the GIL, so without the lock another Python
+// thread could write while a bulk copy runs. The lock is never held while taking the GIL.
+struct BufferHandle {
+  BufferHandle(std::size_t capacity, RingStoragePreference preference)
+      : buffer(capacity, preference) {}
+  MarketBuffer buffer;
+  std::mutex mutex;
+};
+
+// A 1-D, contiguous, native-endian array of T; anything else is a TypeError or ValueError that
+// names the argument.
+template <typename T>
+const T* checked_column(const py::handle& obj, const std::string& context, const char* name,
+                        std::optional<py::ssize_t>& length) {
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::type_error(context + ": " + name + " must be a numpy.ndarray, got " +
+                         std::string(py::str(py::type::of(obj).attr("__name__"))));
+  }
+  const auto array = py::reinterpret_borrow<py::array>(obj);
+  const py::dtype want = py::dtype::of<T>();
+  if (!array.dtype().equal(want)) {
+    throw py::type_error(context + ": " + name + " must have dtype " +
+                         std::string(py::str(want)) + ", got " +
+                         std::string(py::str(array.dtype())));
+  }
+  if (array.ndim() != 1) {
+    throw py::value_error(context + ": " + name + " must be 1-D, got " +
+                          std::to_string(array.ndim()) + " dimensions");
+  }
+  if (array.shape(0) > 1 && array.strides(0) != static_cast<py::ssize_t>(sizeof(T))) {
+    throw py::value_error(context + ": " + name +
+                          " must be contiguous (use numpy.ascontiguousarray)");
+  }
+  if (length && *length != array.shape(0)) {
+    throw py::value_error(context + ": columns differ in length: ts has " +
+                          std::to_string(*length) + " rows, " + name + " has " +
+                          std::to_string(array.shape(0)));
+  }
+  length = array.shape(0);
+  return static_cast<const T*>(array.data());
+}
+
+OhlcvColumns checked_columns(const std::string& context, const py::handle& ts,
+                             const py::handle& open, const py::handle& high, const py::handle& low,
+                             const py::handle& close, const py::handle& volume) {
+  std::optional<py::ssize_t> length;
+  OhlcvColumns c;
+  c.ts = checked_column<std::int64_t>(ts, context, "ts", length);
+  c.open = checked_column<double>(open, context, "open", length);
+  c.high = checked_column<double>(high, context, "high", length);
+  c.low = checked_column<double>(low, context, "low", length);
+  c.close = checked_column<double>(close, context, "close", length);
+  c.volume = checked_column<double>(volume, context, "volume", length);
+  c.size = static_cast<std::size_t>(*length);
+  return c;
+}
+
+// A read-only view of n elements at ptr whose base is `owner` (keeps the buffer alive).
+template <typename T>
+py::array ring_view(const py::object& owner, const T* ptr, std::size_t n) {
+  py::array view(py::dtype::of<T>(), {static_cast<py::ssize_t>(n)},
+                 {static_cast<py::ssize_t>(sizeof(T))}, ptr, owner);
+  py::detail::array_proxy(view.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+  return view;
+}
+
+template <typename T>
+py::array owned_array(const std::vector<T>& values) {
+  return py::array_t<T>(static_cast<py::ssize_t>(values.size()), values.data());  // copies
+}
+
+RingStoragePreference parse_storage(const std::string& name) {
+  if (name == "auto") return RingStoragePreference::automatic;
+  if (name == "mirrored") return RingStoragePreference::mirrored;
+  if (name == "double_write") return RingStoragePreference::double_write;
+  throw py::value_error("MarketBuffer: storage must be 'auto', 'mirrored' or 'double_write', got '" +
+                        name + "'");
+}
+
+}  // namespace
+
+void register_buffer(py::module_& m) {
+  py::class_<OhlcvViolation>(m, "OhlcvViolation",
+                             "The first invalid row of a batch of candles (see find_invalid_ohlcv).")
+      .def_property_readonly(
+          "row", [](const OhlcvViolation& v) { return v.row; }, "0-based row index in the batch.")
+      .def_property_readonly(
+          "field", [](const OhlcvViolation& v) { return field_name(v.field); },
+          "Field at fault: 'ts', 'open', 'high', 'low', 'close' or 'volume'.")
+      .def_property_readonly(
+          "rule", [](const OhlcvViolation& v) { return rule_name(v.rule); },
+          "Rule broken, e.g. 'high_below_low' or 'ts_not_increasing'.")
+      .def_property_readonly(
+          "value",
+          [](const OhlcvViolation& v) -> py::object {
+            if (v.field == OhlcvField::ts) return py::int_(v.candle.ts);
+            return py::float_(v.value());
+          },
+          "Offending value: int ns since epoch UTC for 'ts', float otherwise.")
+      .def_property_readonly(
+          "message", [](const OhlcvViolation& v) { return v.describe(true); },
+          "What is wrong, with the row: \"row 17: high (101.5) < low (102.0)\".")
+      .def_property_readonly(
+          "detail", [](const OhlcvViolation& v) { return v.describe(false); },
+          "What is wrong, without the row: \"high (101.5) < low (102.0)\".")
+      .def("__repr__", [](const OhlcvViolation& v) {
+        return "OhlcvViolation(row=" + std::to_string(v.row) + ", field='" + field_name(v.field) +
+               "', rule='" + rule_name(v.rule) + "', message='" + v.describe(true) + "')";
+      });
+
+  m.def(
+      "find_invalid_ohlcv",
+      [](const py::handle& ts, const py::handle& open, const py::handle& high,
+         const py::handle& low, const py::handle& close, const py::handle& volume,
+         std::optional<std::int64_t> newest_timestamp) -> std::optional<OhlcvViolation> {
+        const OhlcvColumns c =
+            checked_columns("find_invalid_ohlcv", ts, open, high, low, close, volume);
+        py::gil_scoped_release release;
+        return find_invalid_ohlcv(c, newest_timestamp);
+      },
+      py::arg("ts"), py::arg("open"), py::arg("high"), py::arg("low"), py::arg("close"),
+      py::arg("volume"), py::arg("newest_timestamp") = py::none(),
+      "First row breaking an OHLCV rule, or None. Arrays: ts int64 ns since epoch UTC, the rest "
+      "float64, all 1-D, contiguous and of equal length.");
+
+  py::class_<BufferHandle>(m, "MarketBuffer",
+                           "Fixed-capacity ring of OHLCV candles (core; use colmena.MarketBuffer).")
+      .def(py::init([](py::ssize_t capacity, const std::string& storage) {
+             if (capacity <= 0) {
+               throw py::value_error("MarketBuffer: capacity must be >= 1, got " +
+                                     std::to_string(capacity));
+             }
+             const RingStoragePreference preference = parse_storage(storage);
+             return new BufferHandle(static_cast<std::size_t>(capacity), preference);
+           }),
+           py::arg("capacity"), py::arg("storage") = "auto")
+      .def_property_readonly("capacity",
+                             [](const BufferHandle& h) { return h.buffer.capacity(); })
+      .def_property_readonly("ring_slots", [](const BufferHandle& h) { return h.buffer.slots(); })
+      .def_property_readonly("is_full", [](const BufferHandle& h) { return h.buffer.full(); })
+      .def_property_readonly(
+          "storage", [](const BufferHandle& h) { return ring_storage_name(h.buffer.storage()); })
+      .def_property_readonly(
+          "newest_timestamp",
+          [](BufferHandle& h) {
+            std::lock_guard<std::mutex> lock(h.mutex);
+            return h.buffer.newest_timestamp();
+          })
+      .def("__len__",
+           [](BufferHandle& h) {
+             std::lock_guard<std::mutex> lock(h.mutex);
+             return h.buffer.size();
+           })
+      .def(
+          "push",
+          [](BufferHandle& h, std::int64_t ts, double open, double high, double low, double close,
+             double volume) {
+            std::lock_guard<std::mutex> lock(h.mutex);
+            h.buffer.push(Candle{ts, open, high, low, close, volume});
+          },
+          py::arg("ts"), py::arg("open"), py::arg("high"), py::arg("low"), py::arg("close"),
+          py::arg("volume"))
+      .def(
+          "extend",
+          [](BufferHandle& h, const py::handle& ts, const py::handle& open,
+             const py::handle& high, const py::handle& low, const py::handle& close,
+             const py::handle& volume) {
+            const OhlcvColumns c =
+                checked_columns("MarketBuffer.extend", ts, open, high, low, close, volume);
+            py::gil_scoped_release release;
+            std::lock_guard<std::mutex> lock(h.mutex);  // released before the GIL is retaken
+            h.buffer.extend(c);
+          },
+          py::arg("ts"), py::arg("open"), py::arg("high"), py::arg("low"), py::arg("close"),
+          py::arg("volume"))
+      .def(
+          "last",
+          [](const py::object& self, py::ssize_t n, bool copy) {
+            if (n < 0) {
+              throw py::value_error("MarketBuffer.last: n must be >= 0, got " + std::to_string(n));
+            }
+            auto& h = self.cast<BufferHandle&>();
+            OhlcvColumns w;
+            if (copy) {
+              // Copy under the lock into C++ vectors; build the arrays (which may run Python code
+              // and let other threads in) only after the lock is released.
+              std::vector<std::int64_t> ts;
+              std::vector<double> values[5];
+              {
+                std::lock_guard<std::mutex> lock(h.mutex);
+                w = h.buffer.last(static_cast<std::size_t>(n));
+                ts.assign(w.ts, w.ts + w.size);
+                const double* src[5] = {w.open, w.high, w.low, w.close, w.volume};
+                for (std::size_t f = 0; f < 5; ++f) values[f].assign(src[f], src[f] + w.size);
+              }
+              return py::make_tuple(owned_array(ts), owned_array(values[0]),
+                                    owned_array(values[1]), owned_array(values[2]),
+                                    owned_array(values[3]), owned_array(values[4]));
+            }
+            {
+              std::lock_guard<std::mutex> lock(h.mutex);
+              w = h.buffer.last(static_cast<std::size_t>(n));
+            }
+            return py::make_tuple(ring_view(self, w.ts, w.size), ring_view(self, w.open, w.size),
+                                  ring_view(self, w.high, w.size), ring_view(self, w.low, w.size),
+                                  ring_view(self, w.close, w.size),
+                                  ring_view(self, w.volume, w.size));
+          },
+          py::arg("n"), py::arg("copy") = false)
+      .def("clear", [](BufferHandle& h) {
+        std::lock_guard<std::mutex> lock(h.mutex);
+        h.buffer.clear();
+      });
+}
+
 }  // namespace colmena::bindings
