@@ -184,15 +184,16 @@ void register_buffer(py::module_& m) {
           "extend",
           [](BufferHandle& h, const py::handle& ts, const py::handle& open,
              const py::handle& high, const py::handle& low, const py::handle& close,
-             const py::handle& volume) {
-            const OhlcvColumns c =
-                checked_columns("MarketBuffer.extend", ts, open, high, low, close, volume);
+             const py::handle& volume, const std::string& caller) {
+            const OhlcvColumns c = checked_columns(caller, ts, open, high, low, close, volume);
             py::gil_scoped_release release;
             std::lock_guard<std::mutex> lock(h.mutex);  // released before the GIL is retaken
-            h.buffer.extend(c);
+            h.buffer.extend(c, caller.c_str());
           },
           py::arg("ts"), py::arg("open"), py::arg("high"), py::arg("low"), py::arg("close"),
-          py::arg("volume"))
+          py::arg("volume"), py::kw_only(), py::arg("caller") = "MarketBuffer.extend",
+          "Append candles from 1-D contiguous arrays (ts int64, the rest float64); all-or-nothing. "
+          "`caller` names the operation in error messages.")
       .def(
           "last",
           [](const py::object& self, py::ssize_t n, bool copy) {

@@ -269,11 +269,11 @@ void MarketBuffer::write_rows(const OhlcvColumns& columns, std::size_t first,
   }
 }
 
-void MarketBuffer::extend(const OhlcvColumns& columns) {
+void MarketBuffer::extend(const OhlcvColumns& columns, const char* caller) {
   const std::size_t n = columns.size;
   if (n == 0) return;
   if (auto violation = find_invalid_ohlcv(columns, newest_timestamp())) {
-    throw OhlcvValidationError("MarketBuffer.extend", *violation, true);
+    throw OhlcvValidationError(caller, *violation, true);
   }
   const std::size_t count = std::min(n, capacity_);
   const std::size_t first = n - count;

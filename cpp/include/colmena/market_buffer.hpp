@@ -83,7 +83,8 @@ class MarketBuffer {
   /// anything is written; on a bad row OhlcvValidationError is thrown and nothing changes. Only
   /// the newest min(n_rows, capacity) rows are copied (one memcpy per field when mirrored).
   /// Source columns may alias this buffer's own memory (they are staged through a copy).
-  void extend(const OhlcvColumns& columns);
+  /// `caller` names the operation in error messages.
+  void extend(const OhlcvColumns& columns, const char* caller = "MarketBuffer.extend");
 
   /// The newest min(n, size()) candles, oldest first, as contiguous borrowed columns. No copy:
   /// the pointers address the ring and stay valid for the buffer's lifetime; later writes
