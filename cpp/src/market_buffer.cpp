@@ -302,8 +302,10 @@ void MarketBuffer::extend(const OhlcvColumns& columns, const char* caller) {
 }
 
 OhlcvColumns MarketBuffer::last(std::size_t n) const noexcept {
+  // Every window ends at head + P (the mirror of the next write slot), so windows of different
+  // lengths taken between writes share their end address, and overlap visibly in memory.
   const std::size_t m = std::min(n, size_);
-  const std::size_t start = head_ >= m ? head_ - m : head_ + slots_ - m;
+  const std::size_t start = head_ + slots_ - m;
   return OhlcvColumns{field<std::int64_t>(0) + start, field<double>(1) + start,
                       field<double>(2) + start,       field<double>(3) + start,
                       field<double>(4) + start,       field<double>(5) + start,

@@ -373,6 +373,8 @@ def _one_dimensional(values: ArrayLike, name: str, context: str) -> NDArray[Any]
 def _timestamps(values: ArrayLike, context: str) -> NDArray[np.int64]:
     array = _one_dimensional(values, "ts", context)
     kind = array.dtype.kind
+    if array.size == 0 and kind in "fiu":  # np.asarray([]) is float64
+        return np.zeros(0, dtype=np.int64)
     if kind == "M":
         if np.isnat(array).any():
             row = int(np.flatnonzero(np.isnat(array))[0])

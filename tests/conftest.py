@@ -1,0 +1,31 @@
+"""Shared fixtures: the real candle files, located outside the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: Environment variable that overrides where the real candle files are.
+DATA_DIR_ENV = "COLMENA_DATA_DIR"
+
+
+def shared_data_path() -> Path:
+    """``$COLMENA_DATA_DIR``, or ``shared/data`` next to the repository root."""
+    override = os.environ.get(DATA_DIR_ENV)
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """Folder with the real candle files (see its README); skips when it is missing."""
+    folder = shared_data_path()
+    if not folder.is_dir():
+        pytest.skip(
+            f"real candle files not found at {folder}; set {DATA_DIR_ENV} to the folder that "
+            "holds them (the data are not in the repository)"
+        )
+    return folder
