@@ -436,9 +436,9 @@ def _float64(array: pa.Array, file: Path, column: str) -> NDArray[np.float64]:
             array = parse(text)
         except pa.ArrowInvalid:
             row = _first_failing_row(text, parse)
-            raise _cell_error(
-                file, row, column, f"cannot parse {text[row].as_py()!r} as a number"
-            ) from None
+            cell = text[row].as_py()
+            what = f"cannot parse {cell!r} as a number" if cell else "missing value"
+            raise _cell_error(file, row, column, what) from None
     elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
         array = pc.cast(array, pa.float64(), safe=False)
     else:
@@ -525,10 +525,10 @@ def _parse_iso_timestamps(text: pa.Array, file: Path, column: str) -> NDArray[np
         parsed = parse(text)
     except pa.ArrowInvalid:
         row = _first_failing_row(text, parse)
+        cell = text[row].as_py()
         hint = "" if row == 0 else " (every timestamp must take the form of the first row's)"
-        raise _cell_error(
-            file, row, column, f"cannot parse {text[row].as_py()!r} as a timestamp{hint}"
-        ) from None
+        what = f"cannot parse {cell!r} as a timestamp{hint}" if cell else "missing timestamp"
+        raise _cell_error(file, row, column, what) from None
     return _int64_numpy(pc.cast(parsed, pa.int64()))
 
 
