@@ -89,6 +89,88 @@ py::array owned_array(const std::vector<T>& values) {
   return py::array_t<T>(static_cast<py::ssize_t>(values.size()), values.data());  // copies
 }
 
+// MarketBuffer.push as a METH_FASTCALL method: pybind11's generic dispatch (an argument tuple,
+// overload resolution, six casters) costs several times more than the push itself, and push is
+// the per-candle path of live feeds. Same checks, same errors.
+constexpr const char* kPushDoc =
+    "push($self, /, ts, open, high, low, close, volume)\n--\n\n"
+    "Append one candle (ts int ns since epoch UTC; prices and volume float); O(1). Raises "
+    "ValueError on a candle that breaks a rule and TypeError on a non-number.";
+
+PyObject* push_fastcall(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                        PyObject* kwnames) noexcept {
+  static constexpr const char* kNames[MarketBuffer::kFields] = {"ts",  "open",  "high",
+                                                                "low", "close", "volume"};
+  PyObject* values[MarketBuffer::kFields] = {};
+  if (nargs > static_cast<Py_ssize_t>(MarketBuffer::kFields)) {
+    PyErr_Format(PyExc_TypeError, "MarketBuffer.push() takes 6 arguments (%zd given)", nargs);
+    return nullptr;
+  }
+  for (Py_ssize_t i = 0; i < nargs; ++i) values[i] = args[i];
+  const Py_ssize_t nkw = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
+  for (Py_ssize_t k = 0; k < nkw; ++k) {
+    PyObject* name = PyTuple_GET_ITEM(kwnames, k);
+    std::size_t slot = MarketBuffer::kFields;
+    for (std::size_t f = 0; f < MarketBuffer::kFields; ++f) {
+      if (PyUnicode_CompareWithASCIIString(name, kNames[f]) == 0) slot = f;
+    }
+    if (slot == MarketBuffer::kFields || values[slot] != nullptr) {
+      PyErr_Format(PyExc_TypeError, "MarketBuffer.push() got %s keyword argument '%U'",
+                   slot == MarketBuffer::kFields ? "an unexpected" : "a repeated", name);
+      return nullptr;
+    }
+    values[slot] = args[nargs + k];
+  }
+  for (std::size_t f = 0; f < MarketBuffer::kFields; ++f) {
+    if (values[f] == nullptr) {
+      PyErr_Format(PyExc_TypeError, "MarketBuffer.push() missing argument '%s'", kNames[f]);
+      return nullptr;
+    }
+  }
+  Candle candle;
+  // ts must be an integer: an int or anything with __index__ (numpy integers), never a float.
+  if (!PyLong_Check(values[0]) && !PyIndex_Check(values[0])) {
+    PyErr_Format(PyExc_TypeError, "MarketBuffer.push: ts must be an int (ns since epoch UTC), got %s",
+                 Py_TYPE(values[0])->tp_name);
+    return nullptr;
+  }
+  candle.ts = PyLong_AsLongLong(values[0]);
+  if (candle.ts == -1 && PyErr_Occurred()) return nullptr;
+  double* targets[5] = {&candle.open, &candle.high, &candle.low, &candle.close, &candle.volume};
+  for (std::size_t f = 1; f < MarketBuffer::kFields; ++f) {
+    PyObject* v = values[f];
+    if (PyFloat_CheckExact(v)) {
+      *targets[f - 1] = PyFloat_AS_DOUBLE(v);
+      continue;
+    }
+    if (PyUnicode_Check(v) || PyBytes_Check(v)) {  // PyFloat_AsDouble would reject these too,
+      PyErr_Format(PyExc_TypeError, "MarketBuffer.push: %s must be a number, got %s",
+                   kNames[f], Py_TYPE(v)->tp_name);  // but with a vaguer message
+      return nullptr;
+    }
+    *targets[f - 1] = PyFloat_AsDouble(v);  // int, numpy scalars, anything with __float__
+    if (*targets[f - 1] == -1.0 && PyErr_Occurred()) return nullptr;
+  }
+  try {
+    auto& h = py::handle(self).cast<BufferHandle&>();
+    std::lock_guard<std::mutex> lock(h.mutex);
+    h.buffer.push(candle);
+  } catch (const OhlcvValidationError& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  } catch (const py::cast_error& e) {
+    PyErr_SetString(PyExc_TypeError, e.what());
+    return nullptr;
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+PyMethodDef kPushMethod = {"push", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&push_fastcall)),
+                           METH_FASTCALL | METH_KEYWORDS, kPushDoc};
+
 RingStoragePreference parse_storage(const std::string& name) {
   if (name == "auto") return RingStoragePreference::automatic;
   if (name == "mirrored") return RingStoragePreference::mirrored;
@@ -143,8 +225,9 @@ void register_buffer(py::module_& m) {
       "First row breaking an OHLCV rule, or None. Arrays: ts int64 ns since epoch UTC, the rest "
       "float64, all 1-D, contiguous and of equal length.");
 
-  py::class_<BufferHandle>(m, "MarketBuffer",
-                           "Fixed-capacity ring of OHLCV candles (core; use colmena.MarketBuffer).")
+  py::class_<BufferHandle> buffer_class(
+      m, "MarketBuffer", "Fixed-capacity ring of OHLCV candles (core; use colmena.MarketBuffer).");
+  buffer_class
       .def(py::init([](py::ssize_t capacity, const std::string& storage) {
              if (capacity <= 0) {
                throw py::value_error("MarketBuffer: capacity must be >= 1, got " +
@@ -171,15 +254,6 @@ void register_buffer(py::module_& m) {
              std::lock_guard<std::mutex> lock(h.mutex);
              return h.buffer.size();
            })
-      .def(
-          "push",
-          [](BufferHandle& h, std::int64_t ts, double open, double high, double low, double close,
-             double volume) {
-            std::lock_guard<std::mutex> lock(h.mutex);
-            h.buffer.push(Candle{ts, open, high, low, close, volume});
-          },
-          py::arg("ts"), py::arg("open"), py::arg("high"), py::arg("low"), py::arg("close"),
-          py::arg("volume"))
       .def(
           "extend",
           [](BufferHandle& h, const py::handle& ts, const py::handle& open,
@@ -232,6 +306,10 @@ void register_buffer(py::module_& m) {
         std::lock_guard<std::mutex> lock(h.mutex);
         h.buffer.clear();
       });
+  auto* type = reinterpret_cast<PyTypeObject*>(buffer_class.ptr());
+  py::object push = py::reinterpret_steal<py::object>(PyDescr_NewMethod(type, &kPushMethod));
+  if (!push) throw py::error_already_set();
+  buffer_class.attr("push") = push;
 }
 
 }  // namespace colmena::bindings

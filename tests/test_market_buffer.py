@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import gc
+import inspect
 import math
 import os
 import threading
@@ -344,6 +345,38 @@ def test_push_rejects_non_numbers() -> None:
         buffer.push(float(T0), 1.0, 1.0, 1.0, 1.0, 1.0)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         buffer.push(T0, "1", 1.0, 1.0, 1.0, 1.0)  # type: ignore[arg-type]
+
+
+def test_push_accepts_keywords_and_numpy_scalars() -> None:
+    buffer = MarketBuffer(5)
+    buffer.push(ts=T0, open=100.0, high=101.0, low=99.0, close=100.5, volume=2)
+    buffer.push(np.int64(T0 + 1), np.float32(100.0), 101, np.float64(99.0), 100.5, volume=0.0)
+    assert buffer.last().ts.tolist() == [T0, T0 + 1]
+    assert buffer.last().high.tolist() == [101.0, 101.0]
+
+
+def test_core_push_argument_errors() -> None:
+    core = _core.MarketBuffer(5)
+    with pytest.raises(TypeError, match="missing argument 'volume'"):
+        core.push(T0, 1.0, 1.0, 1.0, 1.0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="takes 6 arguments"):
+        core.push(T0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'price'"):
+        core.push(T0, 1.0, 1.0, 1.0, 1.0, price=1.0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="repeated keyword argument 'open'"):
+        core.push(T0, 1.0, 1.0, 1.0, 1.0, open=1.0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"ts must be an int .* got float"):
+        core.push(float(T0), 1.0, 1.0, 1.0, 1.0, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="low must be a number, got str"):
+        core.push(T0, 1.0, 1.0, "1", 1.0, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        core.push(T0, 1.0, 1.0, None, 1.0, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(OverflowError):
+        core.push(2**63, 1.0, 1.0, 1.0, 1.0, 1.0)
+    with pytest.raises(TypeError):
+        _core.MarketBuffer.push(object(), T0, 1.0, 1.0, 1.0, 1.0, 1.0)  # type: ignore[arg-type]
+    assert len(core) == 0
+    assert str(inspect.signature(core.push)) == "(ts, open, high, low, close, volume)"
 
 
 def test_extend_error_message_matches_the_documented_form() -> None:
