@@ -39,9 +39,8 @@ const T* checked_column(const py::handle& obj, const std::string& context, const
   const auto array = py::reinterpret_borrow<py::array>(obj);
   const py::dtype want = py::dtype::of<T>();
   if (!array.dtype().equal(want)) {
-    throw py::type_error(context + ": " + name + " must have dtype " +
-                         std::string(py::str(want)) + ", got " +
-                         std::string(py::str(array.dtype())));
+    throw py::type_error(context + ": " + name + " must have dtype " + std::string(py::str(want)) +
+                         ", got " + std::string(py::str(array.dtype())));
   }
   if (array.ndim() != 1) {
     throw py::value_error(context + ": " + name + " must be 1-D, got " +
@@ -130,7 +129,8 @@ PyObject* push_fastcall(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
   Candle candle;
   // ts must be an integer: an int or anything with __index__ (numpy integers), never a float.
   if (!PyLong_Check(values[0]) && !PyIndex_Check(values[0])) {
-    PyErr_Format(PyExc_TypeError, "MarketBuffer.push: ts must be an int (ns since epoch UTC), got %s",
+    PyErr_Format(PyExc_TypeError,
+                 "MarketBuffer.push: ts must be an int (ns since epoch UTC), got %s",
                  Py_TYPE(values[0])->tp_name);
     return nullptr;
   }
@@ -143,9 +143,10 @@ PyObject* push_fastcall(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
       *targets[f - 1] = PyFloat_AS_DOUBLE(v);
       continue;
     }
-    if (PyUnicode_Check(v) || PyBytes_Check(v)) {  // PyFloat_AsDouble would reject these too,
-      PyErr_Format(PyExc_TypeError, "MarketBuffer.push: %s must be a number, got %s",
-                   kNames[f], Py_TYPE(v)->tp_name);  // but with a vaguer message
+    // PyFloat_AsDouble rejects strings too, but with a message that does not name the field.
+    if (PyUnicode_Check(v) || PyBytes_Check(v)) {
+      PyErr_Format(PyExc_TypeError, "MarketBuffer.push: %s must be a number, got %s", kNames[f],
+                   Py_TYPE(v)->tp_name);
       return nullptr;
     }
     *targets[f - 1] = PyFloat_AsDouble(v);  // int, numpy scalars, anything with __float__
@@ -168,22 +169,23 @@ PyObject* push_fastcall(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
   Py_RETURN_NONE;
 }
 
-PyMethodDef kPushMethod = {"push", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&push_fastcall)),
-                           METH_FASTCALL | METH_KEYWORDS, kPushDoc};
+PyMethodDef kPushMethod = {
+    "push", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&push_fastcall)),
+    METH_FASTCALL | METH_KEYWORDS, kPushDoc};
 
 RingStoragePreference parse_storage(const std::string& name) {
   if (name == "auto") return RingStoragePreference::automatic;
   if (name == "mirrored") return RingStoragePreference::mirrored;
   if (name == "double_write") return RingStoragePreference::double_write;
-  throw py::value_error("MarketBuffer: storage must be 'auto', 'mirrored' or 'double_write', got '" +
-                        name + "'");
+  throw py::value_error(
+      "MarketBuffer: storage must be 'auto', 'mirrored' or 'double_write', got '" + name + "'");
 }
 
 }  // namespace
 
 void register_buffer(py::module_& m) {
-  py::class_<OhlcvViolation>(m, "OhlcvViolation",
-                             "The first invalid row of a batch of candles (see find_invalid_ohlcv).")
+  py::class_<OhlcvViolation>(
+      m, "OhlcvViolation", "The first invalid row of a batch of candles (see find_invalid_ohlcv).")
       .def_property_readonly(
           "row", [](const OhlcvViolation& v) { return v.row; }, "0-based row index in the batch.")
       .def_property_readonly(
@@ -237,18 +239,16 @@ void register_buffer(py::module_& m) {
              return new BufferHandle(static_cast<std::size_t>(capacity), preference);
            }),
            py::arg("capacity"), py::arg("storage") = "auto")
-      .def_property_readonly("capacity",
-                             [](const BufferHandle& h) { return h.buffer.capacity(); })
+      .def_property_readonly("capacity", [](const BufferHandle& h) { return h.buffer.capacity(); })
       .def_property_readonly("ring_slots", [](const BufferHandle& h) { return h.buffer.slots(); })
       .def_property_readonly("is_full", [](const BufferHandle& h) { return h.buffer.full(); })
       .def_property_readonly(
           "storage", [](const BufferHandle& h) { return ring_storage_name(h.buffer.storage()); })
-      .def_property_readonly(
-          "newest_timestamp",
-          [](BufferHandle& h) {
-            std::lock_guard<std::mutex> lock(h.mutex);
-            return h.buffer.newest_timestamp();
-          })
+      .def_property_readonly("newest_timestamp",
+                             [](BufferHandle& h) {
+                               std::lock_guard<std::mutex> lock(h.mutex);
+                               return h.buffer.newest_timestamp();
+                             })
       .def("__len__",
            [](BufferHandle& h) {
              std::lock_guard<std::mutex> lock(h.mutex);
@@ -256,9 +256,9 @@ void register_buffer(py::module_& m) {
            })
       .def(
           "extend",
-          [](BufferHandle& h, const py::handle& ts, const py::handle& open,
-             const py::handle& high, const py::handle& low, const py::handle& close,
-             const py::handle& volume, const std::string& caller) {
+          [](BufferHandle& h, const py::handle& ts, const py::handle& open, const py::handle& high,
+             const py::handle& low, const py::handle& close, const py::handle& volume,
+             const std::string& caller) {
             const OhlcvColumns c = checked_columns(caller, ts, open, high, low, close, volume);
             py::gil_scoped_release release;
             std::lock_guard<std::mutex> lock(h.mutex);  // released before the GIL is retaken
@@ -288,9 +288,9 @@ void register_buffer(py::module_& m) {
                 const double* src[5] = {w.open, w.high, w.low, w.close, w.volume};
                 for (std::size_t f = 0; f < 5; ++f) values[f].assign(src[f], src[f] + w.size);
               }
-              return py::make_tuple(owned_array(ts), owned_array(values[0]),
-                                    owned_array(values[1]), owned_array(values[2]),
-                                    owned_array(values[3]), owned_array(values[4]));
+              return py::make_tuple(owned_array(ts), owned_array(values[0]), owned_array(values[1]),
+                                    owned_array(values[2]), owned_array(values[3]),
+                                    owned_array(values[4]));
             }
             {
               std::lock_guard<std::mutex> lock(h.mutex);

@@ -182,7 +182,8 @@ void MarketBuffer::remap_private_copy() noexcept {
     const unsigned char* src = base_ + 2 * f * section;
     std::size_t done = 0;
     while (ok && done < section) {
-      const ssize_t n = pwrite(fd, src + done, section - done, static_cast<off_t>(f * section + done));
+      const ssize_t n =
+          pwrite(fd, src + done, section - done, static_cast<off_t>(f * section + done));
       ok = n > 0;
       if (ok) done += static_cast<std::size_t>(n);
     }
@@ -245,8 +246,8 @@ void MarketBuffer::push(const Candle& candle) {
 
 void MarketBuffer::write_rows(const OhlcvColumns& columns, std::size_t first,
                               std::size_t count) noexcept {
-  const void* sources[kFields] = {columns.ts + first,   columns.open + first,
-                                  columns.high + first, columns.low + first,
+  const void* sources[kFields] = {columns.ts + first,    columns.open + first,
+                                  columns.high + first,  columns.low + first,
                                   columns.close + first, columns.volume + first};
   const std::size_t h = head_;
   for (std::size_t f = 0; f < kFields; ++f) {
@@ -277,7 +278,7 @@ void MarketBuffer::extend(const OhlcvColumns& columns, const char* caller) {
   }
   const std::size_t count = std::min(n, capacity_);
   const std::size_t first = n - count;
-  const void* sources[kFields] = {columns.ts, columns.open, columns.high,
+  const void* sources[kFields] = {columns.ts,  columns.open,  columns.high,
                                   columns.low, columns.close, columns.volume};
   bool aliased = false;
   for (const void* src : sources) {
@@ -290,8 +291,13 @@ void MarketBuffer::extend(const OhlcvColumns& columns, const char* caller) {
     const double* values[5] = {columns.open, columns.high, columns.low, columns.close,
                                columns.volume};
     for (std::size_t f = 0; f < 5; ++f) staged[f].assign(values[f] + first, values[f] + n);
-    const OhlcvColumns copy{ts.data(),        staged[0].data(), staged[1].data(),
-                            staged[2].data(), staged[3].data(), staged[4].data(), count};
+    const OhlcvColumns copy{ts.data(),
+                            staged[0].data(),
+                            staged[1].data(),
+                            staged[2].data(),
+                            staged[3].data(),
+                            staged[4].data(),
+                            count};
     write_rows(copy, 0, count);
   } else {
     write_rows(columns, first, count);
@@ -306,9 +312,12 @@ OhlcvColumns MarketBuffer::last(std::size_t n) const noexcept {
   // lengths taken between writes share their end address, and overlap visibly in memory.
   const std::size_t m = std::min(n, size_);
   const std::size_t start = head_ + slots_ - m;
-  return OhlcvColumns{field<std::int64_t>(0) + start, field<double>(1) + start,
-                      field<double>(2) + start,       field<double>(3) + start,
-                      field<double>(4) + start,       field<double>(5) + start,
+  return OhlcvColumns{field<std::int64_t>(0) + start,
+                      field<double>(1) + start,
+                      field<double>(2) + start,
+                      field<double>(3) + start,
+                      field<double>(4) + start,
+                      field<double>(5) + start,
                       m};
 }
 

@@ -24,7 +24,8 @@ inline bool values_ok(double o, double h, double l, double c, double v) noexcept
 
 // The slow, ordered check of one row; defines which rule is reported when several fail.
 std::optional<OhlcvViolation> check_row(const Candle& c, std::size_t row, bool has_previous,
-                                        std::int64_t previous_ts, bool previous_is_stored) noexcept {
+                                        std::int64_t previous_ts,
+                                        bool previous_is_stored) noexcept {
   OhlcvViolation v;
   v.row = row;
   v.candle = c;
@@ -97,8 +98,8 @@ void civil_from_days(std::int64_t z, std::int64_t& y, unsigned& m, unsigned& d) 
 
 }  // namespace
 
-std::optional<OhlcvViolation> find_invalid_ohlcv(const OhlcvColumns& columns,
-                                                 std::optional<std::int64_t> newest_stored) noexcept {
+std::optional<OhlcvViolation> find_invalid_ohlcv(
+    const OhlcvColumns& columns, std::optional<std::int64_t> newest_stored) noexcept {
   const std::size_t n = columns.size;
   if (n == 0) return std::nullopt;
   if (auto v = check_row(columns.row(0), 0, newest_stored.has_value(), newest_stored.value_or(0),
@@ -115,8 +116,8 @@ std::optional<OhlcvViolation> find_invalid_ohlcv(const OhlcvColumns& columns,
   return std::nullopt;
 }
 
-std::optional<OhlcvViolation> find_invalid_candle(const Candle& candle,
-                                                  std::optional<std::int64_t> newest_stored) noexcept {
+std::optional<OhlcvViolation> find_invalid_candle(
+    const Candle& candle, std::optional<std::int64_t> newest_stored) noexcept {
   const bool ts_ok = !newest_stored || candle.ts > *newest_stored;
   if (ts_ok & values_ok(candle.open, candle.high, candle.low, candle.close, candle.volume)) {
     return std::nullopt;
@@ -213,11 +214,10 @@ std::string format_timestamp_ns(std::int64_t ts) {
   unsigned day = 0;
   civil_from_days(days, year, month, day);
   char buf[96];
-  int len = std::snprintf(buf, sizeof(buf), "%lld (%04lld-%02u-%02uT%02lld:%02lld:%02lld",
-                          static_cast<long long>(ts), static_cast<long long>(year), month, day,
-                          static_cast<long long>(second_of_day / 3600),
-                          static_cast<long long>(second_of_day / 60 % 60),
-                          static_cast<long long>(second_of_day % 60));
+  int len = std::snprintf(
+      buf, sizeof(buf), "%lld (%04lld-%02u-%02uT%02lld:%02lld:%02lld", static_cast<long long>(ts),
+      static_cast<long long>(year), month, day, static_cast<long long>(second_of_day / 3600),
+      static_cast<long long>(second_of_day / 60 % 60), static_cast<long long>(second_of_day % 60));
   std::string text(buf, static_cast<std::size_t>(std::max(len, 0)));
   if (nanos != 0) {
     std::snprintf(buf, sizeof(buf), ".%09lld", static_cast<long long>(nanos));
@@ -240,8 +240,8 @@ std::string OhlcvViolation::describe(bool with_row) const {
               " the previous row's ts " + format_timestamp_ns(previous_ts);
       break;
     case OhlcvRule::ts_not_after_stored:
-      text += "ts " + format_timestamp_ns(candle.ts) +
-              " is not after the newest stored ts " + format_timestamp_ns(previous_ts);
+      text += "ts " + format_timestamp_ns(candle.ts) + " is not after the newest stored ts " +
+              format_timestamp_ns(previous_ts);
       break;
     case OhlcvRule::price_not_finite:
     case OhlcvRule::volume_not_finite:

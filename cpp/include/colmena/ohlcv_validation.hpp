@@ -66,10 +66,10 @@ enum class OhlcvRule : std::uint8_t {
 
 /// The first bad row of a batch and why it is bad.
 struct OhlcvViolation {
-  std::size_t row = 0;       ///< 0-based row index within the batch
+  std::size_t row = 0;  ///< 0-based row index within the batch
   OhlcvField field = OhlcvField::ts;
   OhlcvRule rule = OhlcvRule::ts_not_increasing;
-  Candle candle;             ///< the whole offending row
+  Candle candle;                 ///< the whole offending row
   std::int64_t previous_ts = 0;  ///< ts it had to exceed (ts rules only)
 
   /// The offending value as a double (ts converted; exact for |ts| < 2^53).
@@ -89,12 +89,12 @@ const char* rule_name(OhlcvRule rule) noexcept;
 /// UTC), or nullopt when nothing is stored. Returns nullopt when every row is valid. Runs at
 /// memory speed: blocks of rows are checked with branch-free, vectorisable code and only a
 /// block that contains a bad row is rescanned row by row.
-std::optional<OhlcvViolation> find_invalid_ohlcv(const OhlcvColumns& columns,
-                                                 std::optional<std::int64_t> newest_stored) noexcept;
+std::optional<OhlcvViolation> find_invalid_ohlcv(
+    const OhlcvColumns& columns, std::optional<std::int64_t> newest_stored) noexcept;
 
 /// Check a single candle against the same rules (the push path).
-std::optional<OhlcvViolation> find_invalid_candle(const Candle& candle,
-                                                  std::optional<std::int64_t> newest_stored) noexcept;
+std::optional<OhlcvViolation> find_invalid_candle(
+    const Candle& candle, std::optional<std::int64_t> newest_stored) noexcept;
 
 /// Thrown for invalid candles (a std::invalid_argument, so Python sees a ValueError).
 class OhlcvValidationError : public std::invalid_argument {
