@@ -270,6 +270,12 @@ def test_capacity_must_be_an_int(capacity: object) -> None:
         MarketBuffer(capacity)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("storage", ["auto", "double_write"])
+def test_capacity_beyond_physical_memory_is_refused_before_allocating(storage: str) -> None:
+    with pytest.raises(ValueError, match="more than this machine's memory"):
+        MarketBuffer(2**50, storage=storage)  # type: ignore[arg-type]
+
+
 def test_unknown_storage_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="storage must be 'auto', 'mirrored' or 'double_write'"):
         MarketBuffer(10, storage="fast")  # type: ignore[arg-type]

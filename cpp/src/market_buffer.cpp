@@ -80,6 +80,22 @@ MarketBuffer::MarketBuffer(std::size_t capacity, RingStoragePreference preferenc
     throw std::length_error("MarketBuffer: capacity " + std::to_string(capacity) +
                             " is too large to address");
   }
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+  // Storage is committed up front, so a capacity beyond physical memory would not fail cleanly
+  // later: it would get the process killed while pre-faulting. Refuse it here.
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page_size > 0) {
+    const double physical = static_cast<double>(pages) * static_cast<double>(page_size);
+    const double needed = static_cast<double>(capacity) * kFields * kElementBytes;
+    if (needed > physical) {
+      throw std::length_error("MarketBuffer: capacity " + std::to_string(capacity) + " needs " +
+                              std::to_string(static_cast<unsigned long long>(needed)) +
+                              " bytes, more than this machine's memory (" +
+                              std::to_string(static_cast<unsigned long long>(physical)) + ")");
+    }
+  }
+#endif
   if (preference != RingStoragePreference::double_write && try_map_mirrored()) {
     storage_ = RingStorage::mirrored;
 #if defined(COLMENA_HAVE_MIRRORED_RING)

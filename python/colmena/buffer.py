@@ -107,7 +107,8 @@ class MarketBuffer:
     Raises
     ------
     ValueError
-        capacity < 1, or an unknown storage name.
+        capacity < 1, an unknown storage name, or a capacity whose storage (48 bytes per
+        candle) exceeds the machine's physical memory.
     TypeError
         capacity is not an integer.
     RuntimeError

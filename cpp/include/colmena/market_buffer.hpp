@@ -49,8 +49,8 @@ class MarketBuffer {
   /// A buffer holding up to `capacity` candles (>= 1).
   ///
   /// Throws std::invalid_argument when capacity is 0, std::length_error when the storage size
-  /// overflows, std::runtime_error when `mirrored` is demanded but cannot be set up, and
-  /// std::bad_alloc when memory runs out.
+  /// overflows or exceeds the machine's physical memory, std::runtime_error when `mirrored` is
+  /// demanded but cannot be set up, and std::bad_alloc when memory runs out.
   explicit MarketBuffer(std::size_t capacity,
                         RingStoragePreference preference = RingStoragePreference::automatic);
   ~MarketBuffer();
