@@ -640,6 +640,15 @@ def test_extend_arrow_combines_chunks() -> None:
     assert_window_equals(buffer.last(), as_rows(columns))
 
 
+def test_extend_arrow_reads_ns_and_float64_columns_without_copying() -> None:
+    from colmena.buffer import _arrow_float64, _arrow_timestamps_ns
+
+    ts = pa.array(np.arange(5, dtype=np.int64)).cast(pa.timestamp("ns", tz="UTC"))
+    close = pa.array(np.linspace(1.0, 2.0, 5))
+    assert _arrow_timestamps_ns(ts, "ts", "t").ctypes.data == ts.buffers()[1].address
+    assert _arrow_float64(close, "close", "t").ctypes.data == close.buffers()[1].address
+
+
 def test_extend_arrow_errors() -> None:
     columns = arrow_columns(10)
     good = {f: pa.array(columns[f]) for f in FIELDS}

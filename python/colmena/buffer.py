@@ -249,13 +249,9 @@ class MarketBuffer:
             A dtype cannot be converted safely (e.g. float timestamps, strings, objects).
         """
         context = "MarketBuffer.extend"
-        self._core.extend(
-            _timestamps(ts, context),
-            *(
-                _prices(v, name, context)
-                for name, v in zip(_PRICE_FIELDS, (open, high, low, close, volume), strict=True)
-            ),
-        )
+        values = (open, high, low, close, volume)
+        prices = [_prices(v, name, context) for name, v in zip(_PRICE_FIELDS, values, strict=True)]
+        self._core.extend(_timestamps(ts, context), *prices)
 
     def extend_arrow(self, data: pa.Table | pa.RecordBatch) -> None:
         """Append candles from an Arrow table or record batch; all-or-nothing.
