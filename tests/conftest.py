@@ -1,4 +1,4 @@
-"""Shared fixtures: the real candles in ../shared/data (never copied into the repository)."""
+"""Shared fixtures: the real candle files, located outside the repository."""
 
 from __future__ import annotations
 
@@ -9,21 +9,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Environment variable that overrides where the real candle files are.
+DATA_DIR_ENV = "COLMENA_DATA_DIR"
 
 
 def shared_data_path() -> Path:
-    """The real-candle folder: $COLMENA_DATA_DIR, else ../shared/data beside the repository."""
-    env = os.environ.get("COLMENA_DATA_DIR")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    """``$COLMENA_DATA_DIR``, or ``shared/data`` next to the repository root."""
+    override = os.environ.get(DATA_DIR_ENV)
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
-    path = shared_data_path()
-    if not path.is_dir():
-        pytest.skip(f"real candle data not found at {path} (set COLMENA_DATA_DIR)")
-    return path
+    """Folder with the real candle files (see its README); skips when it is missing."""
+    folder = shared_data_path()
+    if not folder.is_dir():
+        pytest.skip(
+            f"real candle files not found at {folder}; set {DATA_DIR_ENV} to the folder that "
+            "holds them (the data are not in the repository)"
+        )
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -31,5 +38,4 @@ def btc_2023_close(shared_data_dir: Path) -> np.ndarray:
     """Close prices of the Binance.US BTC/USDT 1-minute candles, March 2023 (30,240 rows)."""
     path = shared_data_dir / "binanceus_btcusdt_1m_2023-03-01_2023-03-21.csv"
     with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return np.array([float(r["close"]) for r in rows])
+        return np.array([float(row["close"]) for row in csv.DictReader(fh)])

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from colmena import _core
+from colmena.buffer import CandleWindow, MarketBuffer
+from colmena.data import Candles, DataValidationError, GapReport, load_ohlcv
 from colmena.features import (
     FracDiffStream,
     MinFfdResult,
@@ -49,7 +51,12 @@ def cuda_available() -> bool:
 
 
 __all__ = [
+    "CandleWindow",
+    "Candles",
+    "DataValidationError",
     "FracDiffStream",
+    "GapReport",
+    "MarketBuffer",
     "MinFfdResult",
     "__version__",
     "build_info",
@@ -58,6 +65,7 @@ __all__ = [
     "fracdiff_expanding",
     "fracdiff_fft_crossover",
     "fracdiff_weights",
+    "load_ohlcv",
     "log_returns",
     "min_ffd_d",
 ]
