@@ -1,7 +1,7 @@
 """Turn a pytest-benchmark JSON file into the README's table of ratios.
 
-Usage: ``python bench/report.py bench/results.json``. In every group the row named
-``test_colmena_*`` is colmena and the ``test_peer_*`` rows are its peers; each line gives both
+Usage: ``python bench/report.py bench/results.json``. In every group the rows named
+``test_colmena_*`` are colmena and the ``test_peer_*`` rows are its peers; each line gives both
 median times and the ratio colmena / peer (below 1 means colmena is faster). Extra figures a
 benchmark stored in ``extra_info`` (for example GB/s) are printed next to its row.
 """
@@ -44,15 +44,16 @@ def render(data: dict[str, Any]) -> str:
         rows = groups[group]
         ours = [b for b in rows if b["name"].startswith("test_colmena")]
         peers = [b for b in rows if b["name"].startswith("test_peer")]
-        if len(ours) != 1 or not peers:
-            continue
-        mine = ours[0]
-        t_mine = mine["stats"]["median"]
-        for peer in sorted(peers, key=lambda b: b["stats"]["median"]):
+        pairs = [(m, p) for m in ours for p in sorted(peers, key=lambda b: b["stats"]["median"])]
+        for mine, peer in pairs:
+            t_mine = mine["stats"]["median"]
             t_peer = peer["stats"]["median"]
             peer_name = peer["name"].removeprefix("test_peer_").replace("_", " ")
             mine_txt = _fmt_time(t_mine) + (f" ({_extra(mine)})" if _extra(mine) else "")
             peer_txt = _fmt_time(t_peer) + (f" ({_extra(peer)})" if _extra(peer) else "")
+            if len(ours) > 1:
+                mine_txt = f"{mine['name'].removeprefix('test_colmena_').replace('_', ' ')}: "
+                mine_txt += _fmt_time(t_mine) + (f" ({_extra(mine)})" if _extra(mine) else "")
             lines.append(
                 f"| {group} | {mine_txt} | {peer_name} | {peer_txt} | {t_mine / t_peer:.2f} |"
             )

@@ -58,7 +58,7 @@ def push_rows() -> list[tuple[int, float, float, float, float, float]]:
     return list(zip(ts_ns, *(c[f].tolist() for f in FIELDS[1:]), strict=True))
 
 
-def test_push_market_buffer(benchmark: Any, push_rows: list[tuple[Any, ...]]) -> None:
+def test_colmena_push(benchmark: Any, push_rows: list[tuple[Any, ...]]) -> None:
     benchmark.group = "push: 10k candles from Python"
     buffer = MarketBuffer(1_000)
     push = buffer.push
@@ -72,7 +72,7 @@ def test_push_market_buffer(benchmark: Any, push_rows: list[tuple[Any, ...]]) ->
     assert len(buffer) == 1_000
 
 
-def test_push_deque_of_tuples(benchmark: Any, push_rows: list[tuple[Any, ...]]) -> None:
+def test_peer_deque_append_tuple(benchmark: Any, push_rows: list[tuple[Any, ...]]) -> None:
     benchmark.group = "push: 10k candles from Python"
     ring: deque[tuple[Any, ...]] = deque(maxlen=1_000)
     append = ring.append
@@ -93,7 +93,7 @@ def bulk() -> dict[str, np.ndarray]:
     return candle_columns(BULK_ROWS, seed=1)
 
 
-def test_extend_arrow_1m(benchmark: Any, bulk: dict[str, np.ndarray]) -> None:
+def test_colmena_extend_arrow_1m(benchmark: Any, bulk: dict[str, np.ndarray]) -> None:
     """Arrow table as stored in the Parquet files (ts timestamp[ms, UTC]): cast, validate, copy."""
     benchmark.group = "extend: 1M candles"
     table = pa.table(
@@ -108,7 +108,7 @@ def test_extend_arrow_1m(benchmark: Any, bulk: dict[str, np.ndarray]) -> None:
     assert len(buffer) == BULK_ROWS
 
 
-def test_extend_numpy_1m(benchmark: Any, bulk: dict[str, np.ndarray]) -> None:
+def test_colmena_extend_numpy_1m(benchmark: Any, bulk: dict[str, np.ndarray]) -> None:
     """NumPy columns already in the buffer's dtypes (ts int64 ns): validate, copy."""
     benchmark.group = "extend: 1M candles"
     columns = [bulk["ts"] * 1_000_000, *(bulk[f] for f in FIELDS[1:])]
@@ -117,7 +117,7 @@ def test_extend_numpy_1m(benchmark: Any, bulk: dict[str, np.ndarray]) -> None:
     record(benchmark, "GB_per_s", lambda mean: BULK_ROWS * len(FIELDS) * 8 / mean / 1e9)
 
 
-def test_numpy_copyto_same_bytes(benchmark: Any, bulk: dict[str, np.ndarray]) -> None:
+def test_peer_numpy_copyto_same_bytes(benchmark: Any, bulk: dict[str, np.ndarray]) -> None:
     """The floor: copy the same 48 MB into preallocated arrays, no checks."""
     benchmark.group = "extend: 1M candles"
     sources = [bulk[f] for f in FIELDS]
@@ -143,21 +143,25 @@ def filled() -> tuple[MarketBuffer, list[np.ndarray]]:
     return buffer, plain
 
 
-def test_last_1000_views(benchmark: Any, filled: tuple[MarketBuffer, list[np.ndarray]]) -> None:
+def test_colmena_last_1000_views(
+    benchmark: Any, filled: tuple[MarketBuffer, list[np.ndarray]]
+) -> None:
     benchmark.group = "last: newest 1000 candles"
     buffer, _ = filled
     window = benchmark(buffer.last, WINDOW)
     assert window.close.shape == (WINDOW,)
 
 
-def test_last_1000_copy(benchmark: Any, filled: tuple[MarketBuffer, list[np.ndarray]]) -> None:
+def test_colmena_last_1000_copy(
+    benchmark: Any, filled: tuple[MarketBuffer, list[np.ndarray]]
+) -> None:
     benchmark.group = "last: newest 1000 candles"
     buffer, _ = filled
     window = benchmark(lambda: buffer.last(WINDOW, copy=True))
     assert window.close.flags.owndata
 
 
-def test_numpy_slice_copy_1000(
+def test_peer_numpy_slice_copy_1000(
     benchmark: Any, filled: tuple[MarketBuffer, list[np.ndarray]]
 ) -> None:
     benchmark.group = "last: newest 1000 candles"

@@ -260,12 +260,12 @@ void MarketBuffer::push(const Candle& candle) {
   newest_ts_ = candle.ts;
 }
 
-void MarketBuffer::write_rows(const OhlcvColumns& columns, std::size_t first,
-                              std::size_t count) noexcept {
+void MarketBuffer::write_rows(const OhlcvColumns& columns, std::size_t first, std::size_t count,
+                              std::size_t offset) noexcept {
   const void* sources[kFields] = {columns.ts + first,    columns.open + first,
                                   columns.high + first,  columns.low + first,
                                   columns.close + first, columns.volume + first};
-  const std::size_t h = head_;
+  const std::size_t h = (head_ + offset) % slots_;
   for (std::size_t f = 0; f < kFields; ++f) {
     auto* dst = field<unsigned char>(f);
     const auto* src = static_cast<const unsigned char*>(sources[f]);
@@ -289,18 +289,16 @@ void MarketBuffer::write_rows(const OhlcvColumns& columns, std::size_t first,
 void MarketBuffer::extend(const OhlcvColumns& columns, const char* caller) {
   const std::size_t n = columns.size;
   if (n == 0) return;
+  const std::size_t count = std::min(n, capacity_);
+  const std::size_t first = n - count;
+  if (storage_ == RingStorage::mirrored && count <= slots_ - size_ && !overlaps_any(columns)) {
+    extend_fused(columns, caller, first, count);
+    return;
+  }
   if (auto violation = find_invalid_ohlcv(columns, newest_timestamp())) {
     throw OhlcvValidationError(caller, *violation, true);
   }
-  const std::size_t count = std::min(n, capacity_);
-  const std::size_t first = n - count;
-  const void* sources[kFields] = {columns.ts,  columns.open,  columns.high,
-                                  columns.low, columns.close, columns.volume};
-  bool aliased = false;
-  for (const void* src : sources) {
-    aliased |= overlaps(src, static_cast<const unsigned char*>(src) + n * kElementBytes);
-  }
-  if (aliased) {
+  if (overlaps_any(columns)) {
     // The source is (partly) this ring, e.g. a window taken before clear(): stage it first.
     std::vector<std::int64_t> ts(columns.ts + first, columns.ts + n);
     std::vector<double> staged[5];
@@ -317,6 +315,49 @@ void MarketBuffer::extend(const OhlcvColumns& columns, const char* caller) {
     write_rows(copy, 0, count);
   } else {
     write_rows(columns, first, count);
+  }
+  head_ = (head_ + count) % slots_;
+  size_ = std::min(capacity_, size_ + count);
+  newest_ts_ = columns.ts[n - 1];
+}
+
+bool MarketBuffer::overlaps_any(const OhlcvColumns& columns) const noexcept {
+  const void* sources[kFields] = {columns.ts,  columns.open,  columns.high,
+                                  columns.low, columns.close, columns.volume};
+  bool aliased = false;
+  for (const void* src : sources) {
+    aliased |= overlaps(src, static_cast<const unsigned char*>(src) + columns.size * kElementBytes);
+  }
+  return aliased;
+}
+
+void MarketBuffer::extend_fused(const OhlcvColumns& columns, const char* caller, std::size_t first,
+                                std::size_t count) {
+  // The rows land in free slots (count <= slots - size), so copying a block before the rows after
+  // it are checked cannot touch stored candles: a bad row throws before head/size move and the
+  // buffer is unchanged. Each block is validated while it is in cache and copied from there, so
+  // the data is read from memory once instead of twice.
+  constexpr std::size_t kBlock = 8192;
+  const std::size_t n = columns.size;
+  std::optional<std::int64_t> previous = newest_timestamp();
+  for (std::size_t start = 0; start < n; start += kBlock) {
+    const std::size_t len = std::min(kBlock, n - start);
+    const OhlcvColumns block{columns.ts + start,
+                             columns.open + start,
+                             columns.high + start,
+                             columns.low + start,
+                             columns.close + start,
+                             columns.volume + start,
+                             len};
+    if (auto violation = find_invalid_ohlcv(block, previous)) {
+      violation->row += start;
+      throw OhlcvValidationError(caller, *violation, true);
+    }
+    previous = columns.ts[start + len - 1];
+    const std::size_t copy_from = std::max(start, first);
+    if (copy_from < start + len) {
+      write_rows(columns, copy_from, start + len - copy_from, copy_from - first);
+    }
   }
   head_ = (head_ + count) % slots_;
   size_ = std::min(capacity_, size_ + count);

@@ -103,7 +103,15 @@ class MarketBuffer {
   bool try_map_mirrored() noexcept;
   void allocate_double_write();
   void remap_private_copy() noexcept;  // in a forked child: give it its own memfd
-  void write_rows(const OhlcvColumns& columns, std::size_t first, std::size_t count) noexcept;
+  /// True when any column of `columns` lies (partly) inside this ring's memory.
+  bool overlaps_any(const OhlcvColumns& columns) const noexcept;
+  /// Validate-and-copy block by block into free slots (see extend).
+  void extend_fused(const OhlcvColumns& columns, const char* caller, std::size_t first,
+                    std::size_t count);
+  /// Copy rows [first, first + count) of `columns` to ring slots head + offset onwards (the head
+  /// itself does not move).
+  void write_rows(const OhlcvColumns& columns, std::size_t first, std::size_t count,
+                  std::size_t offset = 0) noexcept;
 
   template <typename T>
   T* field(std::size_t f) const noexcept {
