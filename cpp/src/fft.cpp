@@ -1,6 +1,7 @@
 #include "colmena/fft.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -168,38 +169,65 @@ std::size_t overlap_save_fft_size(std::size_t window, std::size_t n) {
   return best;
 }
 
+namespace {
+
+// Spectrum of the zero-padded filter in panel row order, scaled by 1/size. The last one is kept:
+// a series of calls with the same weights (a feature pipeline) computes it once.
+struct FilterSpectrum {
+  std::size_t size = 0;
+  std::vector<double> weights;
+  std::vector<double> re, im;
+};
+
+std::shared_ptr<const FilterSpectrum> filter_spectrum(const double* w, std::size_t window,
+                                                      std::size_t size) {
+  static std::mutex mutex;
+  static std::shared_ptr<const FilterSpectrum> last;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (last && last->size == size && last->weights.size() == window &&
+        std::equal(w, w + window, last->weights.begin())) {
+      return last;
+    }
+  }
+  auto spectrum = std::make_shared<FilterSpectrum>();
+  spectrum->size = size;
+  spectrum->weights.assign(w, w + window);
+  spectrum->re.resize(size);
+  spectrum->im.resize(size);
+  const TwiddleTable& tw = twiddles(size);
+  AlignedBuffer pr(size * L), pi(size * L);
+  std::fill(pr.data(), pr.data() + size * L, 0.0);
+  std::fill(pi.data(), pi.data() + size * L, 0.0);
+  for (std::size_t k = 0; k < window; ++k) pr.data()[k * L] = w[k];
+  simd::kernels().fft_forward(pr.data(), pi.data(), size, tw.re.data(), tw.im.data());
+  const double scale = 1.0 / static_cast<double>(size);
+  for (std::size_t p = 0; p < size; ++p) {
+    spectrum->re[p] = pr.data()[p * L] * scale;
+    spectrum->im[p] = pi.data()[p * L] * scale;
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  last = spectrum;
+  return spectrum;
+}
+
+}  // namespace
+
 void convolve_valid_fft(const double* x, std::size_t n, const double* w, std::size_t window,
                         double* y) {
   if (window == 0 || window > n)
     throw std::invalid_argument("convolve_valid_fft: need 1 <= window <= n");
-  std::vector<double> copy;
-  std::vector<std::size_t> bad;
-  const double* xs = sanitized(x, n, copy, bad);
-
   const std::size_t n_out = n - window + 1;
   const std::size_t size = overlap_save_fft_size(window, n);
   const std::size_t per_block = size - window + 1;
   const TwiddleTable& tw = twiddles(size);
   const auto& kernels = simd::kernels();
-
-  // Spectrum of the zero-padded filter, in panel row order, scaled by 1/size.
-  std::vector<double> h_re(size), h_im(size);
-  {
-    AlignedBuffer pr(size * L), pi(size * L);
-    std::fill(pr.data(), pr.data() + size * L, 0.0);
-    std::fill(pi.data(), pi.data() + size * L, 0.0);
-    for (std::size_t k = 0; k < window; ++k) pr.data()[k * L] = w[k];
-    kernels.fft_forward(pr.data(), pi.data(), size, tw.re.data(), tw.im.data());
-    const double scale = 1.0 / static_cast<double>(size);
-    for (std::size_t p = 0; p < size; ++p) {
-      h_re[p] = pr.data()[p * L] * scale;
-      h_im[p] = pi.data()[p * L] * scale;
-    }
-  }
+  const std::shared_ptr<const FilterSpectrum> h = filter_spectrum(w, window, size);
 
   const std::size_t n_blocks = (n_out + per_block - 1) / per_block;
   const std::size_t n_pairs = (n_blocks + 1) / 2;
   const std::size_t n_batches = (n_pairs + L - 1) / L;
+  std::atomic<bool> saw_non_finite{false};
 
   parallel_for(n_batches, [&](std::size_t batch) {
     Scratch& s = thread_scratch();
@@ -207,6 +235,8 @@ void convolve_valid_fft(const double* x, std::size_t n, const double* w, std::si
     double* pr = s.re.data();
     double* pi = s.im.data();
     // Gather: lane l holds block 2p in its real part and block 2p + 1 in its imaginary part.
+    // Non-finite inputs are replaced by zero on the way in (v - v is 0 only for finite v).
+    unsigned bad = 0;
     for (std::size_t l = 0; l < L; ++l) {
       const std::size_t pair = batch * L + l;
       for (int half = 0; half < 2; ++half) {
@@ -214,12 +244,19 @@ void convolve_valid_fft(const double* x, std::size_t n, const double* w, std::si
         const std::size_t block = 2 * pair + static_cast<std::size_t>(half);
         const std::size_t start = block * per_block;
         const std::size_t avail = block < n_blocks ? std::min(size, n - std::min(n, start)) : 0;
-        for (std::size_t p = 0; p < avail; ++p) dst[p * L + l] = xs[start + p];
+        const double* src = x + start;
+        for (std::size_t p = 0; p < avail; ++p) {
+          const double v = src[p];
+          const bool finite = v - v == 0.0;
+          bad |= static_cast<unsigned>(!finite);
+          dst[p * L + l] = finite ? v : 0.0;
+        }
         for (std::size_t p = avail; p < size; ++p) dst[p * L + l] = 0.0;
       }
     }
+    if (bad != 0) saw_non_finite.store(true, std::memory_order_relaxed);
     kernels.fft_forward(pr, pi, size, tw.re.data(), tw.im.data());
-    kernels.multiply_rows(pr, pi, size, h_re.data(), h_im.data());
+    kernels.multiply_rows(pr, pi, size, h->re.data(), h->im.data());
     kernels.fft_inverse(pr, pi, size, tw.re.data(), tw.im.data());
     // Scatter: circular outputs [window - 1, size) are the linear 'valid' outputs of the block.
     for (std::size_t l = 0; l < L; ++l) {
@@ -234,7 +271,13 @@ void convolve_valid_fft(const double* x, std::size_t n, const double* w, std::si
       }
     }
   });
-  mask_windows(bad, window, static_cast<std::ptrdiff_t>(window) - 1, y, n_out);
+  if (saw_non_finite.load()) {
+    std::vector<std::size_t> positions;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!std::isfinite(x[i])) positions.push_back(i);
+    }
+    mask_windows(positions, window, static_cast<std::ptrdiff_t>(window) - 1, y, n_out);
+  }
 }
 
 // --------------------------------------------------------------------------------- four-step
