@@ -183,3 +183,131 @@ def features(
         summary.add_row("written", str(out))
     summary.add_row("time", f"{elapsed:.2f} s")
     Console().print(summary)
+
+
+@main.command()
+@click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Checkpoint directory (created; the last checkpoints are kept).",
+)
+@click.option("--agents", type=click.IntRange(min=2), default=100, show_default=True)
+@click.option("--generations", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--eval-bars",
+    type=click.IntRange(min=100),
+    default=20_000,
+    show_default=True,
+    help="Bars in each generation's fitness window.",
+)
+@click.option("--vae-epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--fee-bps",
+    type=click.FloatRange(min=0.0),
+    default=10.0,
+    show_default=True,
+    help="Trading cost in the fitness, basis points of traded notional.",
+)
+@click.option(
+    "--finetune-steps",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Adam fine-tuning steps per generation (needs torch).",
+)
+def train(
+    data: Path,
+    out_dir: Path,
+    agents: int,
+    generations: int,
+    seed: int,
+    eval_bars: int,
+    vae_epochs: int,
+    fee_bps: float,
+    finetune_steps: int,
+) -> None:
+    """Train the VAE and evolve a swarm of agents on the candles in DATA, then checkpoint it.
+
+    The same DATA, options and seed give the same checkpoint.
+    """
+    import msgspec
+
+    from colmena import checkpoint as checkpoints
+    from colmena.data import load_ohlcv
+    from colmena.evolution import EvolutionConfig, GenerationStats
+    from colmena.training import TrainConfig
+    from colmena.training import train as run_training
+    from colmena.vae import VAEConfig
+
+    try:
+        config = TrainConfig(
+            seed=seed,
+            vae=VAEConfig(epochs=vae_epochs),
+            evolution=EvolutionConfig(
+                agents=agents,
+                generations=generations,
+                eval_bars=eval_bars,
+                fee_bps=fee_bps,
+                finetune_steps=finetune_steps,
+                elite=min(5, agents - 1),
+                tournament_size=min(3, agents),
+            ),
+        )
+    except msgspec.ValidationError as exc:
+        raise click.UsageError(str(exc)) from exc
+    started = time.perf_counter()
+    try:
+        candles = load_ohlcv(data)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        vae_task = progress.add_task("VAE epochs", total=config.vae.epochs, info="")
+        gen_task = progress.add_task("generations", total=generations, info="")
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            progress.update(vae_task, completed=epoch, info=f"val loss {metrics['val_loss']:.4f}")
+
+        def on_generation(stats: GenerationStats) -> None:
+            if not progress.tasks[vae_task].finished:
+                progress.update(vae_task, completed=config.vae.epochs)
+            progress.update(
+                gen_task,
+                completed=stats.generation,
+                info=f"best {stats.best_fitness:.2f}  median {stats.median_fitness:.2f}  "
+                f"entropy {stats.entropy:.3f}",
+            )
+
+        try:
+            result = run_training(
+                candles, config, on_vae_epoch=on_epoch, on_generation=on_generation
+            )
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    path = checkpoints.save(out_dir, result.checkpoint)
+    elapsed = time.perf_counter() - started
+    history = result.population.history
+    summary = Table(title=f"trained on {data.name}", show_header=False)
+    summary.add_row("candles", f"{len(candles):,}")
+    summary.add_row("VAE", f"{result.vae.epochs_run} epochs (best {result.vae.best_epoch})")
+    summary.add_row("agents", f"{result.population.n_agents}")
+    summary.add_row("generations", f"{len(history)}")
+    summary.add_row(
+        "fitness (last)",
+        f"best {history[-1].best_fitness:.3f}, median {history[-1].median_fitness:.3f}",
+    )
+    summary.add_row("entropy (last)", f"{history[-1].entropy:.3f}")
+    summary.add_row("checkpoint", str(path))
+    summary.add_row("time", f"{elapsed:.1f} s")
+    Console().print(summary)

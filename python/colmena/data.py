@@ -196,6 +196,30 @@ class Candles:
         """Number of candles (n_rows)."""
         return int(self.ts.shape[0])
 
+    def slice(self, start: int, stop: int) -> Candles:
+        """Rows ``[start, stop)`` as new Candles (views, no copy); gaps recomputed for the slice.
+
+        Raises
+        ------
+        ValueError
+            If the range is empty or outside ``[0, len(self)]``.
+        """
+        n = len(self)
+        if not (0 <= start < stop <= n):
+            raise ValueError(f"slice [{start}, {stop}) is empty or outside [0, {n}]")
+        ts = self.ts[start:stop]
+        return Candles(
+            ts=ts,
+            open=self.open[start:stop],
+            high=self.high[start:stop],
+            low=self.low[start:stop],
+            close=self.close[start:stop],
+            volume=self.volume[start:stop],
+            source=self.source,
+            interval_seconds=self.interval_seconds,
+            gaps=GapReport.from_timestamps(ts, self.interval_seconds),
+        )
+
     def to_arrow(self) -> pa.Table:
         """The candles as an Arrow table, sharing memory with the arrays.
 

@@ -1,0 +1,232 @@
+"""Market state: the per-bar features the VAE and the agents see, computed causally.
+
+Every value at bar ``t`` uses candles up to and including bar ``t`` (its close) and nothing
+later, so a decision made at the close of bar ``t`` never reads the future.
+
+Base features, one row per bar, in this column order (:data:`FEATURE_NAMES`):
+
+``log_return``
+    ``log(close[t] / close[t-1])`` (NaN on the first bar).
+``ffd``
+    Fixed-width-window fractional differentiation of log close (AFML ch. 5) with
+    ``FeatureSpec.ffd_d`` and ``FeatureSpec.ffd_window`` weights.
+``volatility``
+    Realized volatility: population standard deviation of the last ``volatility_bars`` log
+    returns (per bar, not annualized).
+``relative_volume``
+    ``log1p(volume[t])`` minus the mean of ``log1p(volume)`` over the last ``volume_bars``.
+
+Gaps are never filled: a bar whose look-back window spans a gap of more than
+``max_gap_bars`` missing bars is invalid until the whole look-back lies after the gap again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Final
+
+import msgspec
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from numpy.typing import NDArray
+
+from colmena.data import Candles
+from colmena.features import fracdiff, log_returns
+
+__all__ = [
+    "FEATURE_NAMES",
+    "FeatureSpec",
+    "MarketState",
+    "Normalization",
+    "compute_market_state",
+]
+
+FEATURE_NAMES: Final[tuple[str, ...]] = ("log_return", "ffd", "volatility", "relative_volume")
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class FeatureSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How the market state is computed (stored in checkpoints; must match to reuse a model).
+
+    Attributes
+    ----------
+    ffd_d : float
+        FFD order in [0, 2].
+    ffd_window : int
+        FFD weights (bars), >= 1.
+    volatility_bars : int
+        Log returns in the realized-volatility window, >= 2.
+    volume_bars : int
+        Bars in the relative-volume mean, >= 1.
+    state_bars : int
+        Bars in one VAE input window; the VAE sees ``state_bars * 4`` numbers.
+    max_gap_bars : int
+        Largest gap (missing bars) a look-back window may span; 0 means any gap invalidates.
+    """
+
+    ffd_d: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] = 0.4
+    ffd_window: PositiveInt = 256
+    volatility_bars: Annotated[int, msgspec.Meta(ge=2)] = 30
+    volume_bars: PositiveInt = 60
+    state_bars: PositiveInt = 16
+    max_gap_bars: Annotated[int, msgspec.Meta(ge=0)] = 5
+
+    @property
+    def n_features(self) -> int:
+        """Base features per bar (4)."""
+        return len(FEATURE_NAMES)
+
+    @property
+    def state_size(self) -> int:
+        """Length of one VAE input vector: ``state_bars * n_features``."""
+        return self.state_bars * self.n_features
+
+    @property
+    def lookback_bars(self) -> int:
+        """Bars of history one valid state needs (the warm-up), including bar ``t`` itself."""
+        per_bar = max(self.ffd_window, self.volatility_bars + 1, self.volume_bars)
+        return per_bar + self.state_bars - 1
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-feature standardization fitted on training bars only.
+
+    Attributes
+    ----------
+    mean, std : numpy.ndarray of float64, shape [n_features]
+        ``(x - mean) / std``; ``std`` is floored at 1e-12.
+    """
+
+    mean: NDArray[np.float64]
+    std: NDArray[np.float64]
+
+    @classmethod
+    def fit(cls, features: NDArray[np.float64], valid: NDArray[np.bool_]) -> Normalization:
+        """Mean and standard deviation of the valid rows of ``features`` [n_bars, n_features].
+
+        Raises
+        ------
+        ValueError
+            If fewer than two rows are valid.
+        """
+        rows = features[valid]
+        if rows.shape[0] < 2:
+            raise ValueError(
+                f"only {rows.shape[0]} valid bars to fit the normalization; need at least 2 "
+                "(the data is shorter than the feature warm-up or full of gaps)"
+            )
+        return cls(mean=rows.mean(axis=0), std=np.maximum(rows.std(axis=0), 1e-12))
+
+    def apply(self, features: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Standardized copy of ``features`` [n_bars, n_features]."""
+        return (features - self.mean) / self.std
+
+
+@dataclass(frozen=True)
+class MarketState:
+    """Base features of a candle series and which bars have a complete, gap-free history.
+
+    Attributes
+    ----------
+    features : numpy.ndarray of float64, shape [n_bars, n_features]
+        Columns as in :data:`FEATURE_NAMES`; NaN during warm-up.
+    valid : numpy.ndarray of bool, shape [n_bars]
+        True where the state at the bar is complete (warm-up done, no large gap in the
+        look-back).
+    spec : FeatureSpec
+    """
+
+    features: NDArray[np.float64]
+    valid: NDArray[np.bool_]
+    spec: FeatureSpec
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def windows(self, normalization: Normalization) -> NDArray[np.float32]:
+        """VAE inputs: the standardized last ``state_bars`` rows at every bar, oldest first.
+
+        Returns
+        -------
+        numpy.ndarray of float32, shape [n_bars, state_bars * n_features]
+            Row ``t`` is ``standardized[t - state_bars + 1 : t + 1].ravel()``; rows that are not
+            ``valid`` are zero (never used for training or trading).
+        """
+        spec = self.spec
+        z = normalization.apply(self.features)
+        out = np.zeros((len(self), spec.state_size), dtype=np.float32)
+        if len(self) >= spec.state_bars:
+            view = sliding_window_view(z, (spec.state_bars, spec.n_features))[:, 0]
+            flat = view.reshape(view.shape[0], spec.state_size)
+            rows = np.flatnonzero(self.valid)
+            out[rows] = flat[rows - (spec.state_bars - 1)]
+        return out
+
+    def current(self, normalization: Normalization) -> NDArray[np.float32]:
+        """Standardized features of bar ``t`` itself, float32 [n_bars, n_features]; 0 where
+        not ``valid``."""
+        z = normalization.apply(self.features).astype(np.float32)
+        z[~self.valid] = 0.0
+        return z
+
+
+def _rolling_mean(x: NDArray[np.float64], bars: int) -> NDArray[np.float64]:
+    out = np.full_like(x, np.nan)
+    if x.size >= bars:
+        out[bars - 1 :] = sliding_window_view(x, bars).mean(axis=1)
+    return out
+
+
+def compute_market_state(candles: Candles, spec: FeatureSpec | None = None) -> MarketState:
+    """Base features and validity of every bar of ``candles``.
+
+    Parameters
+    ----------
+    candles : Candles
+        Validated candles (``colmena.data.load_ohlcv``), oldest first.
+    spec : FeatureSpec, optional
+        Defaults to ``FeatureSpec()``.
+
+    Returns
+    -------
+    MarketState
+
+    Raises
+    ------
+    ValueError
+        If there are fewer candles than ``spec.lookback_bars`` (no bar could be valid).
+    """
+    spec = spec or FeatureSpec()
+    n = len(candles)
+    if n < spec.lookback_bars:
+        raise ValueError(
+            f"{candles.source}: {n} candles, fewer than the {spec.lookback_bars} bars of "
+            "history one market state needs (FFD window, volatility and volume windows, state "
+            "window); use more data or smaller windows"
+        )
+    close = np.asarray(candles.close, dtype=np.float64)
+    features = np.full((n, spec.n_features), np.nan)
+    returns = log_returns(close)
+    features[1:, 0] = returns
+    features[spec.ffd_window - 1 :, 1] = fracdiff(np.log(close), spec.ffd_d, window=spec.ffd_window)
+    vol = np.full(n, np.nan)
+    if returns.size >= spec.volatility_bars:
+        vol[spec.volatility_bars :] = sliding_window_view(returns, spec.volatility_bars).std(axis=1)
+    features[:, 2] = vol
+    log_volume = np.log1p(np.asarray(candles.volume, dtype=np.float64))
+    features[:, 3] = log_volume - _rolling_mean(log_volume, spec.volume_bars)
+
+    valid = np.all(np.isfinite(features), axis=1)
+    valid[: spec.lookback_bars - 1] = False
+    gaps = candles.gaps
+    large = gaps.rows[gaps.missing_per_gap > spec.max_gap_bars]
+    if large.size:
+        # A gap lies between rows g - 1 and g. The look-back [t - lookback + 1, t] of bar t spans
+        # it when g <= t <= g + lookback - 2.
+        spoiled = np.zeros(n + 1, dtype=np.int64)
+        np.add.at(spoiled, large, 1)
+        np.add.at(spoiled, np.minimum(large + spec.lookback_bars - 1, n), -1)
+        valid &= np.cumsum(spoiled)[:n] == 0
+    return MarketState(features=features, valid=valid, spec=spec)
