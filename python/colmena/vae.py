@@ -79,6 +79,9 @@ class TrainedVAE:
         Epoch (1-based) whose weights were kept.
     history : list of dict
         Per epoch: ``train_loss``, ``val_loss``, ``reconstruction``, ``kl``.
+    module : torch.nn.Module or None
+        The trained torch model (best epoch), for decoding or further training; not stored in
+        checkpoints.
     """
 
     layers: list[tuple[NDArray[np.float32], NDArray[np.float32]]]
@@ -87,6 +90,7 @@ class TrainedVAE:
     epochs_run: int
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
+    module: Any = None
 
     def encoder(self) -> Any:
         """The C++ encoder (:class:`colmena.VAEEncoder`) with these weights."""
@@ -251,4 +255,5 @@ def train_vae(
         epochs_run=epoch,
         best_epoch=best_epoch,
         history=history,
+        module=model,
     )
