@@ -1,0 +1,353 @@
+// Risk: VaR / expected shortfall, the risk manager, paper execution and the backtest loop.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "array_checks.hpp"
+#include "colmena/paper_executor.hpp"
+#include "colmena/risk.hpp"
+#include "colmena/risk_manager.hpp"
+#include "register.hpp"
+
+namespace py = pybind11;
+
+namespace colmena::bindings {
+namespace {
+
+template <typename T>
+py::array_t<T> to_numpy(const std::vector<T>& v) {
+  py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
+  if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(T));
+  return out;
+}
+
+py::list events_to_list(const std::vector<RiskEvent>& events) {
+  py::list out;
+  for (const auto& e : events)
+    out.append(py::make_tuple(e.ts, event_type_name(e.type), e.code, e.value));
+  return out;
+}
+
+TailRisk tail_risk(const py::handle& returns_obj, double confidence, const std::string& method,
+                   std::size_t horizon, std::size_t paths, std::uint64_t seed) {
+  DoubleArray r = require_1d_float64(returns_obj, "returns");
+  const auto n = static_cast<std::size_t>(r.size());
+  try {
+    if (method == "historical") return historical_tail_risk(r.data(), n, confidence);
+    if (method == "gaussian") return gaussian_tail_risk(r.data(), n, confidence);
+    if (method == "cornish_fisher") return cornish_fisher_tail_risk(r.data(), n, confidence);
+    if (method == "monte_carlo") {
+      py::gil_scoped_release release;
+      return monte_carlo_tail_risk(r.data(), n, confidence, horizon, paths, seed);
+    }
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+  throw py::value_error(
+      "method must be 'historical', 'gaussian', 'cornish_fisher' or 'monte_carlo', got '" + method +
+      "'");
+}
+
+}  // namespace
+
+void register_risk(py::module_& m) {
+  m.def(
+      "tail_risk",
+      [](const py::handle& returns, double confidence, const std::string& method,
+         std::size_t horizon, std::size_t paths, std::uint64_t seed) {
+        const TailRisk t = tail_risk(returns, confidence, method, horizon, paths, seed);
+        return py::make_tuple(t.var, t.expected_shortfall);
+      },
+      py::arg("returns"), py::arg("confidence"), py::arg("method"), py::arg("horizon") = 1,
+      py::arg("paths") = 10000, py::arg("seed") = 0);
+  m.def("normal_quantile", [](double p) {
+    try {
+      return normal_quantile(p);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  });
+  m.def("sample_moments", [](const py::handle& returns_obj) {
+    DoubleArray r = require_1d_float64(returns_obj, "returns");
+    try {
+      const SampleMoments s = sample_moments(r.data(), static_cast<std::size_t>(r.size()));
+      return py::make_tuple(s.mean, s.std, s.skewness, s.excess_kurtosis, s.count);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  });
+
+  py::class_<RiskConfig>(m, "RiskConfig")
+      .def(py::init<>())
+      .def_readwrite("kelly_multiplier", &RiskConfig::kelly_multiplier)
+      .def_readwrite("kelly_window", &RiskConfig::kelly_window)
+      .def_readwrite("kelly_min_trades", &RiskConfig::kelly_min_trades)
+      .def_readwrite("kelly_prior", &RiskConfig::kelly_prior)
+      .def_readwrite("max_leverage", &RiskConfig::max_leverage)
+      .def_readwrite("var_budget", &RiskConfig::var_budget)
+      .def_readwrite("var_confidence", &RiskConfig::var_confidence)
+      .def_readwrite("var_horizon_bars", &RiskConfig::var_horizon_bars)
+      .def_readwrite("ewma_lambda", &RiskConfig::ewma_lambda)
+      .def_readwrite("min_trade_fraction", &RiskConfig::min_trade_fraction)
+      .def_readwrite("halt_drawdown", &RiskConfig::halt_drawdown)
+      .def_readwrite("halt_window_ns", &RiskConfig::halt_window_ns)
+      .def_property(
+          "ladder_drawdown",
+          [](const RiskConfig& c) {
+            return py::make_tuple(c.ladder_drawdown[0], c.ladder_drawdown[1], c.ladder_drawdown[2]);
+          },
+          [](RiskConfig& c, const std::array<double, 3>& v) {
+            std::copy(v.begin(), v.end(), c.ladder_drawdown);
+          })
+      .def_property(
+          "ladder_pause_ns",
+          [](const RiskConfig& c) {
+            return py::make_tuple(c.ladder_pause_ns[0], c.ladder_pause_ns[1], c.ladder_pause_ns[2]);
+          },
+          [](RiskConfig& c, const std::array<std::int64_t, 3>& v) {
+            std::copy(v.begin(), v.end(), c.ladder_pause_ns);
+          })
+      .def_readwrite("stale_after_ns", &RiskConfig::stale_after_ns)
+      .def_readwrite("alert_drawdown_warning", &RiskConfig::alert_drawdown_warning)
+      .def_readwrite("alert_drawdown_critical", &RiskConfig::alert_drawdown_critical)
+      .def_readwrite("alert_daily_pnl_warning", &RiskConfig::alert_daily_pnl_warning)
+      .def_readwrite("alert_daily_pnl_critical", &RiskConfig::alert_daily_pnl_critical)
+      .def("validate", [](const RiskConfig& c) {
+        try {
+          c.validate();
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+      });
+
+  py::class_<ExecutionConfig>(m, "ExecutionConfig")
+      .def(py::init<>())
+      .def_readwrite("initial_cash", &ExecutionConfig::initial_cash)
+      .def_readwrite("fee_bps", &ExecutionConfig::fee_bps)
+      .def_readwrite("slippage_bps", &ExecutionConfig::slippage_bps)
+      .def_readwrite("impact_bps", &ExecutionConfig::impact_bps)
+      .def_readwrite("max_participation", &ExecutionConfig::max_participation)
+      .def("validate", [](const ExecutionConfig& c) {
+        try {
+          c.validate();
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+      });
+
+  py::class_<RiskManager>(m, "RiskManager")
+      .def(py::init([](const RiskConfig& config) {
+             try {
+               return RiskManager(config);
+             } catch (const std::invalid_argument& e) {
+               throw py::value_error(e.what());
+             }
+           }),
+           py::arg("config"))
+      .def(
+          "observe",
+          [](RiskManager& self, std::int64_t ts, double equity, double bar_log_return) {
+            std::vector<RiskEvent> events;
+            try {
+              self.observe(ts, equity, bar_log_return, events);
+            } catch (const std::invalid_argument& e) {
+              throw py::value_error(e.what());
+            }
+            return events_to_list(events);
+          },
+          py::arg("ts"), py::arg("equity"),
+          py::arg("bar_log_return") = std::numeric_limits<double>::quiet_NaN())
+      .def(
+          "observe_data_age",
+          [](RiskManager& self, std::int64_t ts, std::int64_t newest_candle_ts) {
+            std::vector<RiskEvent> events;
+            self.observe_data_age(ts, newest_candle_ts, events);
+            return events_to_list(events);
+          },
+          py::arg("ts"), py::arg("newest_candle_ts"))
+      .def(
+          "decide",
+          [](const RiskManager& self, double signal, double current_fraction) {
+            const Decision d = self.decide(signal, current_fraction);
+            return py::make_tuple(d.requested, d.target, verdict_name(d.verdict), d.place_order);
+          },
+          py::arg("signal"), py::arg("current_fraction"))
+      .def("allowed_quantity", &RiskManager::allowed_quantity, py::arg("quantity"),
+           py::arg("position"))
+      .def("record_trade", &RiskManager::record_trade, py::arg("pnl"))
+      .def(
+          "reset_halt",
+          [](RiskManager& self, std::int64_t ts, double equity) {
+            std::vector<RiskEvent> events;
+            self.reset_halt(ts, equity, events);
+            return events_to_list(events);
+          },
+          py::arg("ts"), py::arg("equity"))
+      .def("clear_flatten", &RiskManager::clear_flatten)
+      .def_property_readonly("state",
+                             [](const RiskManager& s) { return trading_state_name(s.state()); })
+      .def_property_readonly("drawdown", &RiskManager::drawdown)
+      .def_property_readonly("peak_equity", &RiskManager::peak_equity)
+      .def_property_readonly("kelly_fraction", &RiskManager::kelly_fraction)
+      .def_property_readonly("bar_volatility", &RiskManager::bar_volatility)
+      .def_property_readonly("paused_until", &RiskManager::paused_until)
+      .def_property_readonly("flatten_requested", &RiskManager::flatten_requested);
+
+  py::class_<PaperExecutor>(m, "PaperExecutor")
+      .def(py::init([](const ExecutionConfig& config) {
+             try {
+               return PaperExecutor(config);
+             } catch (const std::invalid_argument& e) {
+               throw py::value_error(e.what());
+             }
+           }),
+           py::arg("config"))
+      .def(
+          "execute",
+          [](PaperExecutor& self, std::int64_t ts, double quantity, double open_price,
+             double volume) {
+            std::vector<ClosedTrade> closed;
+            ErrorCode error{};
+            const auto fill = self.execute(ts, quantity, open_price, volume, closed, &error);
+            py::list trades;
+            for (const auto& t : closed)
+              trades.append(py::make_tuple(t.open_ts, t.close_ts, t.side, t.pnl));
+            py::object f = py::none();
+            if (fill) {
+              py::dict d;
+              d["ts"] = fill->ts;
+              d["quantity"] = fill->quantity;
+              d["price"] = fill->price;
+              d["fee"] = fill->fee;
+              d["slippage_cost"] = fill->slippage_cost;
+              d["requested"] = fill->requested;
+              f = d;
+            }
+            return py::make_tuple(f, trades);
+          },
+          py::arg("ts"), py::arg("quantity"), py::arg("open_price"), py::arg("volume"))
+      .def_property_readonly("cash", &PaperExecutor::cash)
+      .def_property_readonly("position", &PaperExecutor::position)
+      .def_property_readonly("average_price", &PaperExecutor::average_price)
+      .def_property_readonly("realized_pnl", &PaperExecutor::realized_pnl)
+      .def_property_readonly("fees_paid", &PaperExecutor::fees_paid)
+      .def("equity", &PaperExecutor::equity, py::arg("mark"))
+      .def("unrealized_pnl", &PaperExecutor::unrealized_pnl, py::arg("mark"));
+
+  m.def(
+      "run_backtest",
+      [](const py::handle& ts_obj, const py::handle& open, const py::handle& high,
+         const py::handle& low, const py::handle& close, const py::handle& volume,
+         const py::handle& signal, std::int64_t bar_ns, const RiskConfig& risk,
+         const ExecutionConfig& execution) {
+        if (!py::isinstance<py::array_t<std::int64_t>>(ts_obj))
+          throw py::type_error("ts must be an int64 array");
+        auto ts =
+            py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(ts_obj);
+        DoubleArray o = require_1d_float64(open, "open"), h = require_1d_float64(high, "high"),
+                    l = require_1d_float64(low, "low"), c = require_1d_float64(close, "close"),
+                    v = require_1d_float64(volume, "volume"),
+                    s = require_1d_float64(signal, "signal");
+        const auto n = static_cast<std::size_t>(ts.size());
+        for (const DoubleArray* a : {&o, &h, &l, &c, &v, &s}) {
+          if (static_cast<std::size_t>(a->size()) != n)
+            throw py::value_error("all columns must have the same length as ts");
+        }
+        BacktestInput input{ts.data(), o.data(), h.data(), l.data(), c.data(),
+                            v.data(),  s.data(), n,        bar_ns};
+        BacktestResult r;
+        {
+          py::gil_scoped_release release;
+          try {
+            r = run_backtest(input, risk, execution);
+          } catch (const std::invalid_argument& e) {
+            py::gil_scoped_acquire acquire;
+            throw py::value_error(e.what());
+          }
+        }
+        py::dict out;
+        out["cash"] = to_numpy(r.cash);
+        out["position"] = to_numpy(r.position);
+        out["equity"] = to_numpy(r.equity);
+        out["requested"] = to_numpy(r.requested);
+        out["target"] = to_numpy(r.target);
+        out["state"] = to_numpy(r.state);
+        out["verdict"] = to_numpy(r.verdict);
+        std::vector<std::int64_t> ob, fb, ets, tot, tct;
+        std::vector<double> oq, ot, of, fq, fp, ff, fs, fr, ev, tp;
+        std::vector<std::uint8_t> etype, ecode;
+        std::vector<std::int8_t> tside;
+        for (const auto& x : r.orders) {
+          ob.push_back(static_cast<std::int64_t>(x.bar));
+          oq.push_back(x.quantity);
+          ot.push_back(x.target);
+          of.push_back(x.filled);
+        }
+        for (std::size_t i = 0; i < r.fills.size(); ++i) {
+          fb.push_back(static_cast<std::int64_t>(r.fill_bar[i]));
+          fq.push_back(r.fills[i].quantity);
+          fp.push_back(r.fills[i].price);
+          ff.push_back(r.fills[i].fee);
+          fs.push_back(r.fills[i].slippage_cost);
+          fr.push_back(r.fills[i].requested);
+        }
+        for (const auto& e : r.events) {
+          ets.push_back(e.ts);
+          etype.push_back(static_cast<std::uint8_t>(e.type));
+          ecode.push_back(e.code);
+          ev.push_back(e.value);
+        }
+        for (const auto& t : r.trades) {
+          tot.push_back(t.open_ts);
+          tct.push_back(t.close_ts);
+          tside.push_back(static_cast<std::int8_t>(t.side));
+          tp.push_back(t.pnl);
+        }
+        out["order_bar"] = to_numpy(ob);
+        out["order_quantity"] = to_numpy(oq);
+        out["order_target"] = to_numpy(ot);
+        out["order_filled"] = to_numpy(of);
+        out["fill_bar"] = to_numpy(fb);
+        out["fill_quantity"] = to_numpy(fq);
+        out["fill_price"] = to_numpy(fp);
+        out["fill_fee"] = to_numpy(ff);
+        out["fill_slippage_cost"] = to_numpy(fs);
+        out["fill_requested"] = to_numpy(fr);
+        out["event_ts"] = to_numpy(ets);
+        out["event_type"] = to_numpy(etype);
+        out["event_code"] = to_numpy(ecode);
+        out["event_value"] = to_numpy(ev);
+        out["trade_open_ts"] = to_numpy(tot);
+        out["trade_close_ts"] = to_numpy(tct);
+        out["trade_side"] = to_numpy(tside);
+        out["trade_pnl"] = to_numpy(tp);
+        out["fees_paid"] = r.fees_paid;
+        return out;
+      },
+      py::arg("ts"), py::arg("open"), py::arg("high"), py::arg("low"), py::arg("close"),
+      py::arg("volume"), py::arg("signal"), py::arg("bar_ns"), py::arg("risk"),
+      py::arg("execution"));
+
+  m.def("verdict_names", [] {
+    py::list out;
+    for (int i = 0; i <= static_cast<int>(Verdict::skipped_small_change); ++i)
+      out.append(verdict_name(static_cast<Verdict>(i)));
+    return out;
+  });
+  m.def("trading_state_names", [] {
+    py::list out;
+    for (int i = 0; i <= 3; ++i) out.append(trading_state_name(static_cast<TradingState>(i)));
+    return out;
+  });
+  m.def("event_type_names", [] {
+    py::list out;
+    for (int i = 0; i <= static_cast<int>(EventType::error); ++i)
+      out.append(event_type_name(static_cast<EventType>(i)));
+    return out;
+  });
+}
+
+}  // namespace colmena::bindings

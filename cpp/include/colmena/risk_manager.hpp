@@ -1,0 +1,172 @@
+#pragma once
+/// Bar-by-bar risk control: trading state machine, drawdown circuit breakers, position sizing.
+///
+/// Thresholds follow the design documents (all configurable):
+///  - kill switch: equity falls more than `halt_drawdown` (20%) below its maximum of the last
+///    `halt_window_ns` (1 h): HALTED, flatten, stay halted until reset_halt() (a person);
+///  - circuit-breaker ladder on the drawdown from peak equity: over 5% PAUSED 1 h, over 10% PAUSED
+///    4 h, over 15% PAUSED 24 h and flatten. A level fires once per excursion: it re-arms when
+///    equity makes a new peak;
+///  - stale data (newest candle older than `stale_after_ns`, 5 min): REDUCING until fresh.
+/// While PAUSED or REDUCING only exposure-reducing orders pass; while HALTED only flattening.
+///
+/// Sizing (Kelly 1956; Thorp, "The Kelly criterion in blackjack, sports betting and the stock
+/// market", 2006): f = W - (1 - W) / R from the last `kelly_window` closed trades, W the share of
+/// winning trades and R = mean win / mean loss; before `kelly_min_trades` trades f = `kelly_prior`.
+/// Target exposure (signed fraction of equity) = signal * kelly_multiplier * clamp(f, 0, 1)
+/// (quarter Kelly by default), then capped by `max_leverage` and by the VaR budget: the position's
+/// parametric VaR at `var_confidence` over `var_horizon_bars` bars, from a RiskMetrics EWMA
+/// volatility of bar log returns (J.P. Morgan, RiskMetrics Technical Document, 1996), may not
+/// exceed `var_budget` of equity.
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+namespace colmena {
+
+enum class TradingState : std::uint8_t { active = 0, reducing = 1, paused = 2, halted = 3 };
+
+/// Why a target came out as it did.
+enum class Verdict : std::uint8_t {
+  accepted = 0,              ///< sized target passed every limit
+  resized_leverage = 1,      ///< cut to max_leverage
+  resized_var = 2,           ///< cut to the VaR budget
+  reduce_only_paused = 3,    ///< PAUSED: the part that would add exposure was dropped
+  reduce_only_stale = 4,     ///< REDUCING (stale data): the part that would add exposure dropped
+  flatten_halted = 5,        ///< HALTED: flatten
+  flatten_stop = 6,          ///< drawdown stop (15% level): flatten
+  rejected_halted = 7,       ///< HALTED and already flat: nothing to do
+  no_signal = 8,             ///< no valid market state / signal at this bar: hold
+  skipped_small_change = 9,  ///< change below min_trade_fraction: hold
+};
+
+enum class EventType : std::uint8_t {
+  trade_executed = 0,      ///< value: signed quantity filled
+  regime_changed = 1,      ///< code: new TradingState; value: drawdown at the time
+  drawdown_threshold = 2,  ///< code: level (1: 5%, 2: 10%, 3: 15%, 4: 1-h kill switch); value: dd
+  alert = 3,               ///< code: AlertCode; value: the measured quantity
+  error = 4,               ///< code: ErrorCode; value: context
+};
+
+enum class AlertCode : std::uint8_t {
+  drawdown_warning = 0,     ///< drawdown from peak over 10%
+  drawdown_critical = 1,    ///< over 15%
+  daily_pnl_warning = 2,    ///< UTC-day PnL below -2%
+  daily_pnl_critical = 3,   ///< below -3%
+  data_feed_silent = 4,     ///< no candle for more than 5 min (value: seconds)
+};
+
+enum class ErrorCode : std::uint8_t {
+  no_volume = 0,         ///< order not filled: the fill bar traded no volume
+  non_finite_price = 1,  ///< order not filled: bad price
+};
+
+const char* trading_state_name(TradingState state) noexcept;
+const char* verdict_name(Verdict verdict) noexcept;
+const char* event_type_name(EventType type) noexcept;
+
+struct RiskConfig {
+  double kelly_multiplier = 0.25;
+  std::size_t kelly_window = 50;
+  std::size_t kelly_min_trades = 20;
+  double kelly_prior = 0.5;
+  double max_leverage = 1.0;
+  double var_budget = 0.02;
+  double var_confidence = 0.99;
+  double var_horizon_bars = 1440.0;
+  double ewma_lambda = 0.999;
+  double min_trade_fraction = 0.01;
+  double halt_drawdown = 0.20;
+  std::int64_t halt_window_ns = 3'600'000'000'000;
+  double ladder_drawdown[3] = {0.05, 0.10, 0.15};
+  std::int64_t ladder_pause_ns[3] = {3'600'000'000'000, 14'400'000'000'000, 86'400'000'000'000};
+  std::int64_t stale_after_ns = 300'000'000'000;
+  double alert_drawdown_warning = 0.10;
+  double alert_drawdown_critical = 0.15;
+  double alert_daily_pnl_warning = -0.02;
+  double alert_daily_pnl_critical = -0.03;
+
+  /// Throws std::invalid_argument naming every bad field.
+  void validate() const;
+};
+
+struct RiskEvent {
+  std::int64_t ts = 0;
+  EventType type = EventType::alert;
+  std::uint8_t code = 0;
+  double value = 0.0;
+};
+
+struct Decision {
+  double requested = 0.0;  ///< signal * Kelly fraction, before limits (fraction of equity)
+  double target = 0.0;     ///< final target exposure, signed fraction of equity
+  Verdict verdict = Verdict::no_signal;
+  bool place_order = false;  ///< false: hold the current position
+};
+
+class RiskManager {
+ public:
+  explicit RiskManager(const RiskConfig& config);
+
+  /// Mark-to-market at time `ts_ns` (bar close): updates peaks, the 1-h window, the ladder, pause
+  /// expiry, the EWMA volatility (from `bar_log_return`, ignored when not finite) and alerts.
+  /// Events are appended to `events`. Timestamps must not decrease.
+  void observe(std::int64_t ts_ns, double equity, double bar_log_return,
+               std::vector<RiskEvent>& events);
+
+  /// Data freshness at `ts_ns`: `newest_candle_ts_ns` older than stale_after -> REDUCING until a
+  /// fresh candle (unless PAUSED or HALTED, which take precedence).
+  void observe_data_age(std::int64_t ts_ns, std::int64_t newest_candle_ts_ns,
+                        std::vector<RiskEvent>& events);
+
+  /// Target for a signal in [-1, 1] (NaN: no valid signal) given the current exposure (signed
+  /// fraction of equity).
+  Decision decide(double signal, double current_fraction) const;
+
+  /// Clip an order of `quantity` against position `position` to what the state allows now
+  /// (reduce-only in PAUSED / REDUCING / HALTED).
+  double allowed_quantity(double quantity, double position) const noexcept;
+
+  /// A closed round-trip trade's net PnL (quote currency), for the Kelly estimate.
+  void record_trade(double pnl);
+
+  /// Manual reset of a HALT by a person: back to ACTIVE, peaks restart at `equity`.
+  void reset_halt(std::int64_t ts_ns, double equity, std::vector<RiskEvent>& events);
+
+  TradingState state() const noexcept { return state_; }
+  double drawdown() const noexcept { return drawdown_; }
+  double peak_equity() const noexcept { return peak_; }
+  double kelly_fraction() const noexcept;
+  double bar_volatility() const noexcept;
+  std::int64_t paused_until() const noexcept { return paused_until_; }
+  /// True once after the 15% ladder level fired (flatten at the next decision).
+  bool flatten_requested() const noexcept { return flatten_; }
+  void clear_flatten() noexcept { flatten_ = false; }
+  const RiskConfig& config() const noexcept { return config_; }
+
+ private:
+  void set_state(TradingState next, std::int64_t ts, std::vector<RiskEvent>& events);
+
+  RiskConfig config_;
+  TradingState state_ = TradingState::active;
+  bool stale_ = false;
+  bool flatten_ = false;
+  bool started_ = false;
+  double peak_ = 0.0;
+  double drawdown_ = 0.0;
+  int ladder_level_ = 0;
+  bool dd_warned_ = false, dd_critical_ = false;
+  std::int64_t paused_until_ = 0;
+  std::int64_t last_ts_ = 0;
+  std::int64_t day_ = 0;
+  double day_start_equity_ = 0.0;
+  bool day_warned_ = false, day_critical_ = false;
+  std::deque<std::pair<std::int64_t, double>> hour_max_;  // monotonic: decreasing equity
+  double ewma_var_ = 0.0;
+  std::size_t ewma_count_ = 0;
+  std::deque<double> trades_;
+};
+
+}  // namespace colmena
