@@ -1,0 +1,238 @@
+"""VaR / ES against SciPy, and the risk state machine on hand-made equity paths."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import integrate, stats
+
+from colmena import _core
+from colmena.risk import RiskConfig, RiskManager, stress_test, tail_risk, value_at_risk_report
+
+MIN = 60 * 1_000_000_000
+HOUR = 60 * MIN
+T0 = 1_700_000_000 * 1_000_000_000 - (1_700_000_000 * 1_000_000_000) % (86_400 * 10**9)
+
+
+def test_normal_quantile_matches_scipy_over_the_whole_range() -> None:
+    low = np.logspace(-300, -1, 300)
+    ps = np.concatenate([low, np.linspace(0.01, 0.99, 99), 1 - low[low > 1e-15]])
+    got = np.array([_core.normal_quantile(p) for p in ps])
+    np.testing.assert_allclose(got, stats.norm.ppf(ps), rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.99])
+def test_gaussian_var_and_es_equal_closed_form_of_the_sample(confidence: float) -> None:
+    x = np.random.default_rng(0).normal(0.0005, 0.02, size=5_000)
+    mu, sigma = x.mean(), x.std(ddof=1)
+    z = stats.norm.ppf(1 - confidence)
+    got = tail_risk(x, confidence, "gaussian")
+    assert got.var == pytest.approx(-(mu + sigma * z), rel=1e-12)
+    es = -stats.norm(mu, sigma).expect(lambda v: v, ub=mu + sigma * z) / (1 - confidence)
+    assert got.expected_shortfall == pytest.approx(es, rel=1e-7)
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.99])
+def test_historical_var_is_numpy_quantile_and_converges_to_the_distribution(
+    confidence: float,
+) -> None:
+    x = stats.t(df=4).rvs(size=400_000, random_state=np.random.default_rng(1)) * 0.01
+    got = tail_risk(x, confidence, "historical")
+    q = np.quantile(x, 1 - confidence)
+    assert got.var == pytest.approx(-q, rel=1e-12)
+    assert got.expected_shortfall == pytest.approx(-x[x <= q].mean(), rel=1e-12)
+    true_q = stats.t(df=4).ppf(1 - confidence) * 0.01
+    assert got.var == pytest.approx(-true_q, rel=0.02)
+    true_es = -integrate.quad(lambda v: v * stats.t(df=4).pdf(v), -np.inf, true_q / 0.01)[0]
+    assert got.expected_shortfall == pytest.approx(true_es * 0.01 / (1 - confidence), rel=0.03)
+
+
+def test_cornish_fisher_equals_the_expansion_with_scipy_moments_and_sees_fat_tails() -> None:
+    fat = stats.t(df=5).rvs(size=200_000, random_state=np.random.default_rng(2)) * 0.01
+    _, _, skew, kurt, _ = _core.sample_moments(fat)
+    s, k = stats.skew(fat), stats.kurtosis(fat)
+    assert skew == pytest.approx(s, rel=1e-9, abs=1e-12)
+    assert kurt == pytest.approx(k, rel=1e-9)
+    z = stats.norm.ppf(0.01)
+    z_cf = z + (z**2 - 1) * s / 6 + (z**3 - 3 * z) * k / 24 - (2 * z**3 - 5 * z) * s**2 / 36
+    cf = tail_risk(fat, 0.99, "cornish_fisher")
+    assert cf.var == pytest.approx(-(fat.mean() + fat.std(ddof=1) * z_cf), rel=1e-9)
+    assert cf.var > tail_risk(fat, 0.99, "gaussian").var  # fat tails: a larger VaR
+    assert cf.expected_shortfall > cf.var
+
+
+def test_monte_carlo_bootstrap_is_seeded_and_scales_with_horizon() -> None:
+    x = np.random.default_rng(3).normal(0, 0.01, size=10_000)
+    a = tail_risk(x, 0.99, "monte_carlo", horizon=16, paths=20_000, seed=5)
+    b = tail_risk(x, 0.99, "monte_carlo", horizon=16, paths=20_000, seed=5)
+    assert a == b
+    # Sum of 16 i.i.d. N(0, 0.01^2): VaR99 = 2.326 * 0.01 * 4
+    assert a.var == pytest.approx(stats.norm.ppf(0.99) * 0.04, rel=0.05)
+    assert len(value_at_risk_report(x)) == 8
+
+
+def test_tail_risk_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        tail_risk([0.01], 0.99)
+    with pytest.raises(ValueError, match="confidence"):
+        tail_risk([0.01, 0.02], 1.5)
+    with pytest.raises(ValueError, match="method"):
+        tail_risk([0.01, 0.02], 0.9, "magic")  # type: ignore[arg-type]
+
+
+def test_stress_test_uses_worst_historical_moves() -> None:
+    close = np.array([100.0, 90.0, 95.0, 120.0, 60.0])
+    results = stress_test(2.0, 60.0, 1_000.0, close, windows=(1,), fixed_shocks=(-0.1,))
+    worst = results[0]
+    assert worst.scenario == "worst 1-bar fall"
+    assert worst.shock == pytest.approx(-0.5)
+    assert worst.pnl == pytest.approx(2.0 * 60.0 * -0.5)
+    assert {r.scenario for r in results} == {"fixed -10%", "worst 1-bar fall", "worst 1-bar rise"}
+
+
+# ------------------------------------------------------------------------ the state machine
+
+
+def manager(**overrides: object) -> RiskManager:
+    return RiskManager(RiskConfig(**overrides).to_core())  # type: ignore[arg-type]
+
+
+def drive(rm: RiskManager, equities: list[float], step: int = MIN) -> list[tuple]:  # type: ignore[type-arg]
+    events = []
+    for i, e in enumerate(equities):
+        events += rm.observe(T0 + i * step, e, float("nan"))
+    return events
+
+
+def test_halts_when_equity_falls_over_20_percent_within_an_hour() -> None:
+    rm = manager()
+    events = drive(rm, [100.0] * 10 + [90.0, 85.0, 79.0])
+    assert rm.state == "HALTED"
+    assert ("drawdown_threshold", 4) in [(e[1], e[2]) for e in events]
+    _, target, verdict, place = rm.decide(0.5, 0.3)
+    assert (target, verdict, place) == (0.0, "flatten_halted", True)
+    # Still halted a day later: only a person can reset it.
+    rm.observe(T0 + 30 * HOUR, 100.0, float("nan"))
+    assert rm.state == "HALTED"
+    rm.reset_halt(T0 + 30 * HOUR, 79.0)
+    assert rm.state == "ACTIVE"
+
+
+def test_slow_decline_does_not_trip_the_one_hour_kill_switch() -> None:
+    rm = manager(ladder_drawdown=(0.5, 0.6, 0.7))
+    drive(rm, list(np.linspace(100, 70, 300)), step=HOUR // 10)  # -30% over 30 hours
+    assert rm.state == "ACTIVE"
+
+
+@pytest.mark.parametrize(
+    ("drop", "pause_hours", "flatten"),
+    [(0.06, 1, False), (0.11, 4, False), (0.16, 24, True)],
+)
+def test_drawdown_ladder_pauses_for_its_time(drop: float, pause_hours: int, flatten: bool) -> None:
+    rm = manager()
+    drive(rm, [100.0, 100.0 * (1 - drop)], step=HOUR)  # one hour apart: not the kill switch
+    assert rm.state == "PAUSED"
+    assert rm.paused_until == T0 + HOUR + pause_hours * HOUR
+    assert rm.flatten_requested is flatten
+    rm.observe(T0 + HOUR + pause_hours * HOUR - 1, 100.0 * (1 - drop), float("nan"))
+    assert rm.state == "PAUSED"
+    rm.observe(T0 + HOUR + pause_hours * HOUR, 100.0 * (1 - drop), float("nan"))
+    assert rm.state == "ACTIVE"
+
+
+def test_ladder_level_fires_once_until_a_new_peak() -> None:
+    rm = manager()
+    drive(rm, [100.0, 94.0], step=HOUR)
+    rm.observe(T0 + 3 * HOUR, 94.0, float("nan"))
+    assert rm.state == "ACTIVE"
+    rm.observe(T0 + 4 * HOUR, 93.0, float("nan"))
+    assert rm.state == "ACTIVE"  # same level: no new pause
+    rm.observe(T0 + 5 * HOUR, 89.0, float("nan"))
+    assert rm.state == "PAUSED"  # next level
+
+
+def test_stale_data_reduces_until_fresh() -> None:
+    rm = manager()
+    drive(rm, [100.0])
+    events = rm.observe_data_age(T0 + 10 * MIN, T0)
+    assert rm.state == "REDUCING"
+    assert any(e[1] == "alert" for e in events)
+    assert rm.allowed_quantity(1.0, 2.0) == 0.0
+    assert rm.allowed_quantity(-5.0, 2.0) == -2.0
+    rm.observe_data_age(T0 + 11 * MIN, T0 + 11 * MIN)
+    assert rm.state == "ACTIVE"
+
+
+def test_daily_pnl_and_drawdown_alerts() -> None:
+    rm = manager(ladder_drawdown=(0.5, 0.6, 0.7), halt_drawdown=0.9)
+    events = drive(rm, [100.0, 97.5, 96.5, 88.0], step=HOUR)
+    codes = [e[2] for e in events if e[1] == "alert"]
+    assert codes == [2, 3, 0]  # daily -2%, daily -3%, drawdown 10%
+
+
+def test_quarter_kelly_from_closed_trades() -> None:
+    rm = manager(kelly_min_trades=4, kelly_window=4, var_budget=10.0)
+    for pnl in (2.0, 2.0, 2.0, -1.0):  # W = 0.75, R = 2: f = 0.75 - 0.25 / 2 = 0.625
+        rm.record_trade(pnl)
+    assert rm.kelly_fraction == pytest.approx(0.625)
+    for i in range(40):  # the volatility estimate warms up on flat prices: VaR 0
+        rm.observe(T0 + i * MIN, 100.0, 0.0)
+    requested, target, verdict, _ = rm.decide(0.8, 0.0)
+    assert requested == pytest.approx(0.8 * 0.25 * 0.625)
+    assert target == pytest.approx(requested)
+    assert verdict == "accepted"
+
+
+def test_var_budget_caps_the_position() -> None:
+    rm = manager(
+        kelly_prior=1.0, kelly_multiplier=1.0, max_leverage=5.0, var_horizon_bars=1, ewma_lambda=0.9
+    )
+    returns = np.random.default_rng(0).normal(0, 0.02, size=200)
+    for i, r in enumerate(returns):
+        rm.observe(T0 + i * MIN, 100.0, float(r))
+    _, target, verdict, _ = rm.decide(1.0, 0.0)
+    unit = stats.norm.ppf(0.99) * rm.bar_volatility
+    assert unit > 0.02  # one unit of exposure would exceed the 2% budget
+    assert verdict == "resized_var"
+    assert target == pytest.approx(0.02 / unit)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    equities=st.lists(st.floats(50.0, 150.0), min_size=2, max_size=40),
+    minutes=st.lists(st.integers(1, 120), min_size=40, max_size=40),
+    signal=st.floats(-1.0, 1.0),
+    current=st.floats(-1.0, 1.0),
+    stale=st.booleans(),
+)
+def test_never_adds_exposure_while_paused_halted_or_reducing(
+    equities: list[float], minutes: list[int], signal: float, current: float, stale: bool
+) -> None:
+    rm = manager(kelly_prior=1.0, kelly_multiplier=1.0, var_budget=100.0)
+    ts = T0
+    for e, m in zip(equities, minutes, strict=False):
+        ts += m * MIN
+        rm.observe(ts, e, 0.001)
+    if stale:
+        rm.observe_data_age(ts + 10 * MIN, ts)
+    _, target, _, _place = rm.decide(signal, current)
+    if rm.state in ("PAUSED", "HALTED", "REDUCING"):
+        assert abs(target) <= abs(current) + 1e-15
+        assert target == 0.0 or math.copysign(1, target) == math.copysign(1, current)
+        for q, pos in ((1.0, 0.0), (1.0, 2.0), (-3.0, 2.0), (-1.0, -2.0)):
+            allowed = rm.allowed_quantity(q, pos)
+            assert abs(pos + allowed) <= abs(pos) + 1e-12
+    if rm.state == "HALTED":
+        assert target == 0.0
+
+
+def test_bad_risk_config_names_every_field() -> None:
+    import msgspec
+
+    with pytest.raises(msgspec.ValidationError, match="kelly_min_trades") as info:
+        RiskConfig(kelly_min_trades=80, ladder_drawdown=(0.2, 0.1, 0.3))
+    assert "ladder_drawdown" in str(info.value)
