@@ -168,7 +168,7 @@ td:first-child {{ text-align: left; }}
 img {{ max-width: 100%; }}
 </style></head><body>
 <h1>colmena backtest</h1>
-<p>{html.escape(data["file"])} ({data["rows"]:,} candles, sha256 {html.escape(str(data["sha256"]))});
+<p>{source};
 traded {data["traded_rows"]:,} bars from {html.escape(data["first"])} to {html.escape(data["last"])};
 mode {html.escape(report["mode"])}, {oos}; seed {report["seed"]}.</p>
 <h2>Metrics</h2>
