@@ -153,6 +153,7 @@ def render_html(run: BacktestRun) -> str:
         for title, png in figures
     )
     data = report["data"]
+    source = f"{html.escape(data['file'])} ({data['rows']:,} candles, sha256 {data['sha256']})"
     oos = (
         "out of sample"
         if report["out_of_sample"]
