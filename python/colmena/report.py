@@ -170,7 +170,7 @@ img {{ max-width: 100%; }}
 </style></head><body>
 <h1>colmena backtest</h1>
 <p>{source};
-traded {data["traded_rows"]:,} bars from {html.escape(data["first"])} to {html.escape(data["last"])};
+traded {data["traded_rows"]:,} bars from {data["first"]} to {data["last"]};
 mode {html.escape(report["mode"])}, {oos}; seed {report["seed"]}.</p>
 <h2>Metrics</h2>
 <table><tr><th>metric</th><th>swarm</th><th>buy and hold</th></tr>{metric_rows}</table>
