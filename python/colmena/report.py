@@ -178,7 +178,8 @@ mode {html.escape(report["mode"])}, {oos}; seed {report["seed"]}.</p>
 <h2>Walk-forward folds (bar ranges)</h2>
 <table><tr><th>fold</th><th>train</th><th>test</th><th>generations</th></tr>{fold_rows}</table>
 <h2>Value at Risk of the strategy (1-day horizon for Monte Carlo, per bar otherwise)</h2>
-<table><tr><th>method</th><th>confidence</th><th>VaR</th><th>expected shortfall</th></tr>{var_rows}</table>
+<table><tr><th>method</th><th>confidence</th><th>VaR</th><th>expected shortfall</th></tr>
+{var_rows}</table>
 <h2>Stress tests of the final position</h2>
 <table><tr><th>scenario</th><th>shock</th><th>PnL</th><th>of equity</th></tr>{stress_rows}</table>
 <h2>Events</h2><p>{html.escape(str(report["events"]))}</p>
