@@ -1004,7 +1004,8 @@ class _Rules:
 
 
 def _little_endian(a: Array) -> Array:
-    return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+    # Not np.ascontiguousarray: it turns a 0-d array into shape (1,).
+    return np.asarray(a, dtype=a.dtype.newbyteorder("<"), order="C")
 
 
 def _lineage_tensors(lineage: tuple[LineageRecord, ...]) -> dict[str, Array]:
@@ -1133,7 +1134,7 @@ def _decode(data: bytes, path: Path) -> Checkpoint:
         if dtype is None:
             raise fail(f"tensor {name!r} has the unsupported dtype {entry['dtype']}")
         try:
-            a = np.frombuffer(entry["data"], dtype=dtype).reshape(entry["shape"])
+            a = np.frombuffer(entry["data"], dtype=dtype).reshape(tuple(entry["shape"]))
         except ValueError as exc:
             raise fail(f"tensor {name!r} does not match its shape: {exc}") from None
         a = a.astype(a.dtype.newbyteorder("="), copy=False)
