@@ -29,8 +29,9 @@ torch is never imported. The header's ``__metadata__`` (string to string) holds:
 The lineage is stored column-wise as tensors under the reserved prefix ``__lineage__/``
 (``agent_id``, ``generation``, ``operator`` codes, ``fitness`` with a ``has_fitness`` mask, and
 the parents as ``parent_offsets`` [R + 1] into ``parent_ids``) rather than as JSON in the
-header: a run creates N agents per generation forever, and the safetensors header is capped at
-100 MB, while columns take about 30 bytes per agent and load without a JSON parse.
+header: a run creates N agents per generation for as long as it runs, the safetensors header is
+capped at 100 MB, and columns take about 50 bytes per agent (two parents) and load without a
+JSON parse.
 
 Tensor names
 ------------
@@ -43,7 +44,7 @@ name                                                    shape                   
 ======================================================  ==========================  =========
 ``swarm/layer{i}/weight``, i = 0 .. L-1                 [N, in_i, out_i]            float32
 ``swarm/layer{i}/bias``                                 [N, out_i]                  float32
-``adam/layer{i}/{weight,bias}/{exp_avg,exp_avg_sq}``    as the parameter            as it
+``adam/layer{i}/{weight,bias}/{exp_avg,exp_avg_sq}``    as the parameter            as it is
 ``adam/step``                                           [N]                         int64
 ``fitness``                                             [N]                         float64
 ``vae/encoder/layer{i}/weight``, i = 0 .. K-1           [in_i, out_i]               float32
@@ -73,10 +74,11 @@ modification times (which clocks, copies and restores can reorder). :func:`save`
    the kernel releases it if the writer dies), and deletes temporary files left by a writer that
    died mid-save;
 3. writes ``.checkpoint-....safetensors.{pid}.tmp`` in the same directory (same filesystem, so the
-   rename below is atomic), flushes it and ``fsync``\\ s it: the bytes are on disk before the name
-   points at them;
-4. ``os.replace``\\ s it onto the final name: readers see either no file or the complete file;
-5. ``fsync``\\ s the directory, so the rename itself survives a power cut;
+   rename below is atomic), flushes it and calls ``os.fsync`` on it: the bytes are on disk before
+   any name points at them;
+4. renames it onto the final name with ``os.replace``: readers see either no file or the complete
+   file, never a prefix of it;
+5. calls ``os.fsync`` on the directory, so the rename itself survives a power cut;
 6. only then deletes checkpoints older than the newest ``keep``.
 
 A crash at any step leaves the previous checkpoints intact and at most a stray temporary file,
@@ -1125,7 +1127,9 @@ def _decode(data: bytes, path: Path) -> Checkpoint:
         )
     try:
         entries = safetensors.deserialize(data)  # type: ignore[no-untyped-call]
-    except Exception as exc:  # the library's own error types vary across versions
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # SafetensorError, or a Rust panic (a BaseException in PyO3)
         raise fail(f"not a valid safetensors file: {exc}") from None
 
     tensors: dict[str, Array] = {}
