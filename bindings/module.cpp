@@ -5,4 +5,5 @@ PYBIND11_MODULE(_core, m) {
   colmena::bindings::register_info(m);
   colmena::bindings::register_buffer(m);
   colmena::bindings::register_features(m);
+  colmena::bindings::register_nn(m);
 }
