@@ -6,4 +6,5 @@ PYBIND11_MODULE(_core, m) {
   colmena::bindings::register_buffer(m);
   colmena::bindings::register_features(m);
   colmena::bindings::register_risk(m);
+  colmena::bindings::register_nn(m);
 }

@@ -94,6 +94,10 @@ def test_stub_names_match_the_compiled_module() -> None:
             m.name
             for m in cls.body
             if isinstance(m, ast.FunctionDef) and not m.name.startswith("_")
+        } | {
+            m.target.id
+            for m in cls.body
+            if isinstance(m, ast.AnnAssign) and isinstance(m.target, ast.Name)
         }
         real_members = {m for m in dir(getattr(_core, cls.name)) if not m.startswith("_")}
         assert stub_members == real_members, cls.name

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -9,8 +10,36 @@
 #include <thread>
 #include <vector>
 
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace colmena {
 namespace {
+
+// Workers that finish a loop keep polling for the next one this long before they sleep on the
+// condition variable, and the caller polls this long for the workers to finish: waking a
+// sleeping thread costs tens of microseconds, as much as a whole small loop.
+constexpr auto kSpin = std::chrono::microseconds(100);
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Polls pred() for up to kSpin; true as soon as it holds.
+template <typename Pred>
+bool spin_until(Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  for (unsigned i = 1;; ++i) {
+    if (pred()) return true;
+    cpu_relax();
+    if (i % 64 == 0 && std::chrono::steady_clock::now() > deadline) return pred();
+  }
+}
 
 std::size_t default_threads() noexcept {
   std::size_t n = std::max(1u, std::thread::hardware_concurrency());
@@ -45,14 +74,18 @@ class Pool {
       n_ = n;
       next_.store(0);
       active_workers_ = std::min(threads, size()) - 1;
-      pending_ = active_workers_;
+      pending_.store(active_workers_);
       error_ = nullptr;
-      ++epoch_;
+      epoch_.store(epoch_.load() + 1, std::memory_order_release);  // publishes the fields above
     }
     wake_.notify_all();
     work();
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return pending_ == 0; });
+    auto finished = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+    if (!spin_until(finished)) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, finished);
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
     fn_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
@@ -83,16 +116,21 @@ class Pool {
 
   void loop(std::size_t id) {
     std::size_t seen = 0;
+    auto started = [&] { return epoch_.load(std::memory_order_acquire) != seen; };
     for (;;) {
-      {
+      if (!spin_until(started)) {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return epoch_ != seen; });
-        seen = epoch_;
-        if (id > active_workers_) continue;
+        wake_.wait(lock, started);
       }
+      // A new loop cannot start before every worker it enlisted has finished this one, so no
+      // epoch is missed by a worker that takes part in it.
+      seen = epoch_.load(std::memory_order_acquire);
+      if (id > active_workers_) continue;
       work();
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_.notify_one();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mutex_);  // orders the notify after the caller's check
+        done_.notify_one();
+      }
     }
   }
 
@@ -105,8 +143,8 @@ class Pool {
   std::size_t n_ = 0;
   std::atomic<std::size_t> next_{0};
   std::size_t active_workers_ = 0;
-  std::size_t pending_ = 0;
-  std::size_t epoch_ = 0;
+  std::atomic<std::size_t> pending_{0};
+  std::atomic<std::size_t> epoch_{0};
   std::exception_ptr error_;
   static thread_local bool tls_inside_;
 };

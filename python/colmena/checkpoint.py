@@ -51,7 +51,7 @@ name                                                    shape                   
 ``vae/encoder/layer{i}/bias``                           [out_i]                     float32
 ``vae/mu/weight``, ``vae/logvar/weight``                [out_{K-1} (or F), latent]  float32
 ``vae/mu/bias``, ``vae/logvar/bias``                    [latent]                    float32
-``normalization/mean``, ``normalization/std``           [F]                         float
+``normalization/mean``, ``normalization/std``           [F], VAE input = k * F      float
 ``history/entropy``, ``history/best_fitness``,          [G]                         float
 ``history/median_fitness``
 ``history/*`` (any other)                               [G]                         any
@@ -980,10 +980,17 @@ class _Rules:
                 f"normalization/std is {std.dtype.name}{list(std.shape)} but "
                 f"normalization/mean is {mean.dtype.name}{list(mean.shape)}"
             )
-        if mean is not None and self.vae_input is not None and mean.shape[0] != self.vae_input:
+        # The VAE input is a window of bars, each bar normalized with the same [F] statistics:
+        # its length must be a whole number of bars.
+        if (
+            mean is not None
+            and self.vae_input is not None
+            and mean.ndim == 1
+            and (mean.shape[0] == 0 or self.vae_input % mean.shape[0] != 0)
+        ):
             self.add(
                 f"normalization/mean has {mean.shape[0]} features but the VAE encoder "
-                f"takes {self.vae_input} inputs"
+                f"takes {self.vae_input} inputs, not a whole number of bars of them"
             )
 
     def history(self, generation: object) -> None:

@@ -217,7 +217,7 @@ def train_vae(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
-            total += float(loss) * batch.shape[0]
+            total += float(loss.detach()) * batch.shape[0]
         model.eval()
         with torch.no_grad():
             torch.manual_seed(seed + epoch)  # fixed noise for a comparable validation loss

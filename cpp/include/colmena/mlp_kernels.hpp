@@ -1,0 +1,37 @@
+#pragma once
+/// Dense-layer kernels compiled once per SIMD level (cpp/src/simd/mlp_kernels.cpp) and picked at
+/// run time, like the FFT kernels (simd_kernels.hpp).
+///
+/// Internal header: the public operations live in mlp.hpp.
+#include <cstddef>
+
+#include "colmena/mlp.hpp"
+
+namespace colmena::simd {
+
+struct MlpKernelTable {
+  /// c[r, :] = act(a[r, :n_in] @ W + b) for r < n_rows, with W and b at w, b in the packed
+  /// layout described by `layout` (see DenseLayout). a has row stride lda (only the first n_in
+  /// values of a row are read). Wide layers write layout.ld columns of every row of c (the
+  /// padding columns get act(0) = 0 for finite input); narrow layers write n_out columns. ldc is
+  /// c's row stride in floats.
+  void (*dense)(const DenseLayout& layout, const float* w, const float* b, const float* a,
+                std::size_t lda, std::size_t n_rows, float* c, std::size_t ldc);
+  /// x[i] = act(x[i]) for i < n.
+  void (*activate)(Activation activation, float* x, std::size_t n);
+};
+
+/// The table for the active SIMD level (see cpu_features.hpp).
+const MlpKernelTable& mlp_kernels() noexcept;
+
+namespace baseline {
+extern const MlpKernelTable mlp_table;
+}
+namespace avx2 {
+extern const MlpKernelTable mlp_table;
+}
+namespace avx512 {
+extern const MlpKernelTable mlp_table;
+}
+
+}  // namespace colmena::simd

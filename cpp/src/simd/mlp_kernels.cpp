@@ -1,0 +1,432 @@
+// Dense-layer kernels of the MLP forward pass: a register-blocked float32 micro-kernel for wide
+// layers (rows x 16-float column vectors, one broadcast of the input and one FMA per weight
+// vector), dot products for narrow ones, and vectorised activations. This file is compiled once
+// per SIMD level (COLMENA_SIMD_LEVEL = baseline | avx2 | avx512) with that level's flags; the
+// vector width and register blocking follow from the instruction set the compiler targets.
+//
+// Every output is b[j] + sum_k a[k] * W[k, j] accumulated in order k = 0, 1, ... whatever the
+// number of rows in a block, so one row alone (a live tick) gives bit for bit the number the
+// same row gives inside a long series.
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__SSE2__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
+
+#include "colmena/mlp_kernels.hpp"
+
+#ifndef COLMENA_SIMD_LEVEL
+#error "COLMENA_SIMD_LEVEL must name the instruction-set level this file is compiled for"
+#endif
+
+#if defined(__GNUC__)
+#define COLMENA_UNROLL _Pragma("GCC unroll 16")
+#else
+#define COLMENA_UNROLL
+#endif
+
+namespace colmena::simd::COLMENA_SIMD_LEVEL {
+namespace {
+
+// ---------------------------------------------------------------- vector type of this level
+// min(a, b) / max(a, b) return b when either is NaN (the x86 rule); callers put the value that
+// must propagate NaN second.
+#if defined(__AVX512F__)
+using V = __m512;
+constexpr std::size_t kW = 16;  // floats per vector
+constexpr int kBlockRows = 6;   // rows of a micro-kernel block
+constexpr int kBlockVecs = 4;   // column vectors of a micro-kernel block (6 x 4 accumulators)
+inline V load(const float* p) { return _mm512_loadu_ps(p); }
+inline void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+inline V set1(float x) { return _mm512_set1_ps(x); }
+inline V zero() { return _mm512_setzero_ps(); }
+inline V add(V a, V b) { return _mm512_add_ps(a, b); }
+inline V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+inline V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+inline V div(V a, V b) { return _mm512_div_ps(a, b); }
+inline V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+inline V min(V a, V b) { return _mm512_min_ps(a, b); }
+inline V max(V a, V b) { return _mm512_max_ps(a, b); }
+inline V abs(V a) { return _mm512_abs_ps(a); }
+inline V copy_sign(V magnitude, V sign) {
+  const __m512i mask = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  return _mm512_castsi512_ps(_mm512_or_epi32(_mm512_castps_si512(magnitude),
+                                             _mm512_and_epi32(_mm512_castps_si512(sign), mask)));
+}
+inline V select_less(V x, V limit, V if_less, V otherwise) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, limit, _CMP_LT_OQ), otherwise, if_less);
+}
+using VI = __m512i;
+// Rounds t to the nearest integer n: *n_out = n as float, *n_int = n as integer; pow2(n) = 2^n
+// for n in [-126, 127].
+inline V round_log2(V t, V* n_out, VI* n_int) {
+  *n_int = _mm512_cvtps_epi32(t);
+  *n_out = _mm512_cvtepi32_ps(*n_int);
+  return *n_out;
+}
+inline V pow2(VI n) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23));
+}
+inline float reduce_add(V v) { return _mm512_reduce_add_ps(v); }
+#elif defined(__AVX2__) && defined(__FMA__)
+using V = __m256;
+constexpr std::size_t kW = 8;
+constexpr int kBlockRows = 6;  // 6 x 2 accumulators of 16 registers
+constexpr int kBlockVecs = 2;
+inline V load(const float* p) { return _mm256_loadu_ps(p); }
+inline void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+inline V set1(float x) { return _mm256_set1_ps(x); }
+inline V zero() { return _mm256_setzero_ps(); }
+inline V add(V a, V b) { return _mm256_add_ps(a, b); }
+inline V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+inline V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+inline V div(V a, V b) { return _mm256_div_ps(a, b); }
+inline V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+inline V min(V a, V b) { return _mm256_min_ps(a, b); }
+inline V max(V a, V b) { return _mm256_max_ps(a, b); }
+inline V abs(V a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+inline V copy_sign(V magnitude, V sign) {
+  return _mm256_or_ps(magnitude, _mm256_and_ps(sign, _mm256_set1_ps(-0.0f)));
+}
+inline V select_less(V x, V limit, V if_less, V otherwise) {
+  return _mm256_blendv_ps(otherwise, if_less, _mm256_cmp_ps(x, limit, _CMP_LT_OQ));
+}
+using VI = __m256i;
+inline V round_log2(V t, V* n_out, VI* n_int) {
+  *n_int = _mm256_cvtps_epi32(t);
+  *n_out = _mm256_cvtepi32_ps(*n_int);
+  return *n_out;
+}
+inline V pow2(VI n) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
+}
+inline float reduce_add(V v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+#elif defined(__SSE2__) || defined(_M_X64)
+using V = __m128;
+constexpr std::size_t kW = 4;
+constexpr int kBlockRows = 6;  // 6 x 2 accumulators of 16 registers
+constexpr int kBlockVecs = 2;
+inline V load(const float* p) { return _mm_loadu_ps(p); }
+inline void store(float* p, V v) { _mm_storeu_ps(p, v); }
+inline V set1(float x) { return _mm_set1_ps(x); }
+inline V zero() { return _mm_setzero_ps(); }
+inline V add(V a, V b) { return _mm_add_ps(a, b); }
+inline V sub(V a, V b) { return _mm_sub_ps(a, b); }
+inline V mul(V a, V b) { return _mm_mul_ps(a, b); }
+inline V div(V a, V b) { return _mm_div_ps(a, b); }
+inline V fma(V a, V b, V c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }  // no FMA in the baseline
+inline V min(V a, V b) { return _mm_min_ps(a, b); }
+inline V max(V a, V b) { return _mm_max_ps(a, b); }
+inline V abs(V a) { return _mm_andnot_ps(_mm_set1_ps(-0.0f), a); }
+inline V copy_sign(V magnitude, V sign) {
+  return _mm_or_ps(magnitude, _mm_and_ps(sign, _mm_set1_ps(-0.0f)));
+}
+inline V select_less(V x, V limit, V if_less, V otherwise) {
+  const V m = _mm_cmplt_ps(x, limit);
+  return _mm_or_ps(_mm_and_ps(m, if_less), _mm_andnot_ps(m, otherwise));
+}
+using VI = __m128i;
+inline V round_log2(V t, V* n_out, VI* n_int) {
+  *n_int = _mm_cvtps_epi32(t);
+  *n_out = _mm_cvtepi32_ps(*n_int);
+  return *n_out;
+}
+inline V pow2(VI n) {
+  return _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(n, _mm_set1_epi32(127)), 23));
+}
+inline float reduce_add(V v) {
+  V s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+#else  // portable scalar fallback (non-x86 baseline)
+using V = float;
+constexpr std::size_t kW = 1;
+constexpr int kBlockRows = 4;
+constexpr int kBlockVecs = 4;
+inline V load(const float* p) { return *p; }
+inline void store(float* p, V v) { *p = v; }
+inline V set1(float x) { return x; }
+inline V zero() { return 0.0f; }
+inline V add(V a, V b) { return a + b; }
+inline V sub(V a, V b) { return a - b; }
+inline V mul(V a, V b) { return a * b; }
+inline V div(V a, V b) { return a / b; }
+inline V fma(V a, V b, V c) { return a * b + c; }
+inline V min(V a, V b) { return a < b ? a : b; }
+inline V max(V a, V b) { return a > b ? a : b; }
+inline V abs(V a) { return std::fabs(a); }
+inline V copy_sign(V magnitude, V sign) { return std::copysign(magnitude, sign); }
+inline V select_less(V x, V limit, V if_less, V otherwise) {
+  return x < limit ? if_less : otherwise;
+}
+using VI = int;
+inline V round_log2(V t, V* n_out, VI* n_int) {
+  *n_out = std::nearbyint(t);
+  *n_int = std::isfinite(*n_out) ? static_cast<int>(*n_out) : 0;
+  return *n_out;
+}
+inline V pow2(VI n) { return std::ldexp(1.0f, n); }
+inline float reduce_add(V v) { return v; }
+#endif
+
+// ---------------------------------------------------------------- activations
+// exp(y) for y in [-87, 0] (Cephes expf: round to n * ln 2, degree-5 polynomial on the
+// remainder, scale by 2^n); relative error under 1e-7. NaN in, NaN out.
+inline V exp_nonpositive(V y) {
+  V n;
+  VI n_int;
+  round_log2(mul(y, set1(1.44269504088896341f)), &n, &n_int);
+  V r = fma(n, set1(-0.693359375f), y);
+  r = fma(n, set1(2.12194440e-4f), r);
+  V p = set1(1.9875691500e-4f);
+  p = fma(p, r, set1(1.3981999507e-3f));
+  p = fma(p, r, set1(8.3334519073e-3f));
+  p = fma(p, r, set1(4.1665795894e-2f));
+  p = fma(p, r, set1(1.6666665459e-1f));
+  p = fma(p, r, set1(5.0000001201e-1f));
+  p = fma(p, mul(r, r), add(r, set1(1.0f)));
+  return mul(p, pow2(n_int));
+}
+
+// tanh(x) = sign(x) (1 - e) / (1 + e) with e = exp(-2 |x|); |x| is capped at 9, past which
+// float32 tanh is +-1. Absolute error under 1e-7.
+inline V tanh_v(V x) {
+  const V a = min(set1(9.0f), abs(x));
+  const V e = exp_nonpositive(mul(a, set1(-2.0f)));
+  const V one = set1(1.0f);
+  return copy_sign(div(sub(one, e), add(one, e)), x);
+}
+
+// gelu(x) = x Phi(x), Phi the standard normal CDF, through erf(z), z = |x| / sqrt(2):
+// z < 1: erf(z) = z P(z^2) (degree 5); 1 <= z < 4: erfc(z) = exp(Q(z)) (Q of degree 8 fitted to
+// log erfc); z >= 4: erfc(z) = 0. Phi(-|x|) = erfc(z) / 2 keeps the negative tail accurate.
+// Absolute error under 2e-7 of max(|gelu(x)|, 1).
+inline V gelu_v(V x) {
+  const V one = set1(1.0f);
+  const V half = set1(0.5f);
+  const V four = set1(4.0f);
+  const V z = mul(abs(x), set1(0.70710678118654752f));
+  const V za = min(one, z);
+  const V t = mul(za, za);
+  V pa = set1(-0.0005457043298520148f);
+  pa = fma(pa, t, set1(0.004869085270911455f));
+  pa = fma(pa, t, set1(-0.0266621932387352f));
+  pa = fma(pa, t, set1(0.11277993768453598f));
+  pa = fma(pa, t, set1(-0.3761192560195923f));
+  pa = fma(pa, t, set1(1.1283788681030273f));
+  const V erf_small = mul(za, pa);
+  const V zb = max(one, min(four, z));
+  V q = set1(3.8777062627559644e-07f);
+  q = fma(q, zb, set1(-2.722088720474858e-05f));
+  q = fma(q, zb, set1(0.0004751997475977987f));
+  q = fma(q, zb, set1(-0.004320641979575157f));
+  q = fma(q, zb, set1(0.025452157482504845f));
+  q = fma(q, zb, set1(-0.10874038189649582f));
+  q = fma(q, zb, set1(-0.6329593658447266f));
+  q = fma(q, zb, set1(-1.1296968460083008f));
+  q = fma(q, zb, set1(0.00021116554853506386f));
+  const V erfc_large = select_less(z, four, exp_nonpositive(q), zero());
+  const V lower_tail =  // Phi(-|x|)
+      select_less(z, one, fma(erf_small, set1(-0.5f), half), mul(erfc_large, half));
+  return mul(x, select_less(x, zero(), lower_tail, sub(one, lower_tail)));
+}
+
+template <Activation A>
+inline V apply(V x) {
+  if constexpr (A == Activation::identity) {
+    return x;
+  } else if constexpr (A == Activation::relu) {
+    return max(zero(), x);
+  } else if constexpr (A == Activation::tanh) {
+    return tanh_v(x);
+  } else {
+    return gelu_v(x);
+  }
+}
+
+template <Activation A>
+void activate_span(float* x, std::size_t n) {
+  if constexpr (A == Activation::identity) return;
+  std::size_t i = 0;
+  for (; i + kW <= n; i += kW) store(x + i, apply<A>(load(x + i)));
+  if (i < n) {
+    alignas(64) float tail[kW] = {};
+    std::memcpy(tail, x + i, (n - i) * sizeof(float));
+    store(tail, apply<A>(load(tail)));
+    std::memcpy(x + i, tail, (n - i) * sizeof(float));
+  }
+}
+
+// ---------------------------------------------------------------- wide layers
+// c[r, j] = act(b[j] + sum_k a[r, k] w[k, j]) for R rows and NV column vectors.
+template <int R, int NV, Activation A>
+inline void wide_block(const float* __restrict a, std::size_t lda, const float* __restrict w,
+                       std::size_t ldw, std::size_t k_count, const float* __restrict b,
+                       float* __restrict c, std::size_t ldc) {
+  V acc[R][NV];
+  COLMENA_UNROLL
+  for (int j = 0; j < NV; ++j) {
+    const V bj = load(b + j * kW);
+    COLMENA_UNROLL
+    for (int r = 0; r < R; ++r) acc[r][j] = bj;
+  }
+  for (std::size_t k = 0; k < k_count; ++k) {
+    const float* wk = w + k * ldw;
+    V wv[NV];
+    COLMENA_UNROLL
+    for (int j = 0; j < NV; ++j) wv[j] = load(wk + j * kW);
+    COLMENA_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const V ar = set1(a[r * lda + k]);
+      COLMENA_UNROLL
+      for (int j = 0; j < NV; ++j) acc[r][j] = fma(ar, wv[j], acc[r][j]);
+    }
+  }
+  COLMENA_UNROLL
+  for (int r = 0; r < R; ++r) {
+    COLMENA_UNROLL
+    for (int j = 0; j < NV; ++j) store(c + r * ldc + j * kW, apply<A>(acc[r][j]));
+  }
+}
+
+template <int R, int NV, Activation A>
+inline void wide_columns_tail(std::size_t vecs, const float* a, std::size_t lda, const float* w,
+                              std::size_t ldw, std::size_t k_count, const float* b, float* c,
+                              std::size_t ldc) {
+  if constexpr (NV > 0) {
+    if (vecs == NV) {
+      wide_block<R, NV, A>(a, lda, w, ldw, k_count, b, c, ldc);
+    } else {
+      wide_columns_tail<R, NV - 1, A>(vecs, a, lda, w, ldw, k_count, b, c, ldc);
+    }
+  }
+}
+
+template <int R, Activation A>
+void wide_rows(const float* a, std::size_t lda, const float* w, std::size_t ldw,
+               std::size_t k_count, const float* b, float* c, std::size_t ldc, std::size_t vecs) {
+  std::size_t v = 0;
+  for (; v + kBlockVecs <= vecs; v += kBlockVecs) {
+    wide_block<R, kBlockVecs, A>(a, lda, w + v * kW, ldw, k_count, b + v * kW, c + v * kW, ldc);
+  }
+  if (v < vecs) {
+    wide_columns_tail<R, kBlockVecs - 1, A>(vecs - v, a, lda, w + v * kW, ldw, k_count, b + v * kW,
+                                            c + v * kW, ldc);
+  }
+}
+
+template <int R, Activation A>
+inline void wide_rows_tail(std::size_t rows, const float* a, std::size_t lda, const float* w,
+                           std::size_t ldw, std::size_t k_count, const float* b, float* c,
+                           std::size_t ldc, std::size_t vecs) {
+  if constexpr (R > 0) {
+    if (rows == R) {
+      wide_rows<R, A>(a, lda, w, ldw, k_count, b, c, ldc, vecs);
+    } else {
+      wide_rows_tail<R - 1, A>(rows, a, lda, w, ldw, k_count, b, c, ldc, vecs);
+    }
+  }
+}
+
+template <Activation A>
+void dense_wide(const DenseLayout& layout, const float* w, const float* b, const float* a,
+                std::size_t lda, std::size_t n_rows, float* c, std::size_t ldc) {
+  const std::size_t vecs = layout.ld / kW;
+  std::size_t r = 0;
+  for (; r + kBlockRows <= n_rows; r += kBlockRows) {
+    wide_rows<kBlockRows, A>(a + r * lda, lda, w, layout.ld, layout.n_in, b, c + r * ldc, ldc,
+                             vecs);
+  }
+  if (r < n_rows) {
+    wide_rows_tail<kBlockRows - 1, A>(n_rows - r, a + r * lda, lda, w, layout.ld, layout.n_in, b,
+                                      c + r * ldc, ldc, vecs);
+  }
+}
+
+// ---------------------------------------------------------------- narrow layers
+// W is stored transposed, [n_out, ld]: each output is a dot product along the input row.
+template <Activation A>
+void dense_narrow(const DenseLayout& layout, const float* w, const float* b, const float* a,
+                  std::size_t lda, std::size_t n_rows, float* c, std::size_t ldc) {
+  const std::size_t n_in = layout.n_in;
+  const std::size_t full = n_in / kW * kW;
+  for (std::size_t r = 0; r < n_rows; ++r) {
+    const float* ar = a + r * lda;
+    float* cr = c + r * ldc;
+    for (std::size_t j = 0; j < layout.n_out; ++j) {
+      const float* wj = w + j * layout.ld;
+      V s0 = zero(), s1 = zero();
+      std::size_t k = 0;
+      for (; k + 2 * kW <= full; k += 2 * kW) {
+        s0 = fma(load(ar + k), load(wj + k), s0);
+        s1 = fma(load(ar + k + kW), load(wj + k + kW), s1);
+      }
+      if (k < full) {
+        s0 = fma(load(ar + k), load(wj + k), s0);
+        k += kW;
+      }
+      float s = reduce_add(add(s0, s1));
+      for (; k < n_in; ++k) s += ar[k] * wj[k];
+      cr[j] = s + b[j];
+    }
+  }
+  if constexpr (A != Activation::identity) {
+    if (ldc == layout.n_out) {
+      activate_span<A>(c, n_rows * ldc);
+    } else {
+      for (std::size_t r = 0; r < n_rows; ++r) activate_span<A>(c + r * ldc, layout.n_out);
+    }
+  }
+}
+
+template <Activation A>
+void dense_as(const DenseLayout& layout, const float* w, const float* b, const float* a,
+              std::size_t lda, std::size_t n_rows, float* c, std::size_t ldc) {
+  if (layout.narrow) {
+    dense_narrow<A>(layout, w, b, a, lda, n_rows, c, ldc);
+  } else {
+    dense_wide<A>(layout, w, b, a, lda, n_rows, c, ldc);
+  }
+}
+
+void dense(const DenseLayout& layout, const float* w, const float* b, const float* a,
+           std::size_t lda, std::size_t n_rows, float* c, std::size_t ldc) {
+  switch (layout.activation) {
+    case Activation::identity:
+      return dense_as<Activation::identity>(layout, w, b, a, lda, n_rows, c, ldc);
+    case Activation::tanh:
+      return dense_as<Activation::tanh>(layout, w, b, a, lda, n_rows, c, ldc);
+    case Activation::relu:
+      return dense_as<Activation::relu>(layout, w, b, a, lda, n_rows, c, ldc);
+    case Activation::gelu:
+      return dense_as<Activation::gelu>(layout, w, b, a, lda, n_rows, c, ldc);
+  }
+}
+
+void activate(Activation activation, float* x, std::size_t n) {
+  switch (activation) {
+    case Activation::identity:
+      return;
+    case Activation::tanh:
+      return activate_span<Activation::tanh>(x, n);
+    case Activation::relu:
+      return activate_span<Activation::relu>(x, n);
+    case Activation::gelu:
+      return activate_span<Activation::gelu>(x, n);
+  }
+}
+
+}  // namespace
+
+const MlpKernelTable mlp_table = {&dense, &activate};
+
+}  // namespace colmena::simd::COLMENA_SIMD_LEVEL
