@@ -165,7 +165,7 @@ class AdamState:
         where ``fresh[k]`` (a newborn)."""
 
         def pick(a: NDArray[np.float32]) -> NDArray[np.float32]:
-            out = a[rows].copy()
+            out: NDArray[np.float32] = a[rows].copy()
             out[fresh] = 0.0
             return out
 
@@ -276,7 +276,8 @@ class Population:
         def tournament(size: int) -> NDArray[np.int64]:
             entrants = rng.integers(0, n, size=(size, config.tournament_size))
             best = np.argmax(fitness[entrants], axis=1)
-            return entrants[np.arange(size), best].astype(np.int64)
+            winners: NDArray[np.int64] = entrants[np.arange(size), best].astype(np.int64)
+            return winners
 
         p1 = tournament(n_children)
         p2 = tournament(n_children)

@@ -99,8 +99,9 @@ def value_at_risk_report(returns: ArrayLike, *, horizon: int = 1, seed: int = 0)
     """All four methods at 95% and 99% (the design documents' VaR set)."""
     out = []
     for confidence in (0.95, 0.99):
-        for method in ("historical", "gaussian", "cornish_fisher", "monte_carlo"):
-            out.append(tail_risk(returns, confidence, method, horizon=horizon, seed=seed))  # type: ignore[arg-type]
+        methods: tuple[VaRMethod, ...] = ("historical", "gaussian", "cornish_fisher", "monte_carlo")
+        for method in methods:
+            out.append(tail_risk(returns, confidence, method, horizon=horizon, seed=seed))
     return out
 
 
@@ -269,7 +270,8 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             setattr(core, name, getattr(self, name))
         core.halt_window_ns = round(self.halt_window_seconds * NS_PER_SECOND)
         core.ladder_drawdown = self.ladder_drawdown
-        core.ladder_pause_ns = tuple(round(s * NS_PER_SECOND) for s in self.ladder_pause_seconds)
+        a, b, c = (round(s * NS_PER_SECOND) for s in self.ladder_pause_seconds)
+        core.ladder_pause_ns = (a, b, c)
         core.stale_after_ns = round(self.stale_after_seconds * NS_PER_SECOND)
         core.validate()
         return core
