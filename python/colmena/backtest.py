@@ -518,6 +518,14 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise NotImplementedError(f"cannot encode {type(value).__name__} in report.json")
+
+
 def write_run(run: BacktestRun, out_dir: str | os.PathLike[str], *, html: bool = True) -> Path:
     """Write the run directory atomically: a temp directory beside ``out_dir``, then a rename.
 
@@ -534,7 +542,8 @@ def write_run(run: BacktestRun, out_dir: str | os.PathLike[str], *, html: bool =
     try:
         for name in ("bars", "decisions", "orders", "fills", "equity", "events"):
             pq.write_table(getattr(run, name), tmp / f"{name}.parquet", compression="zstd")
-        (tmp / "report.json").write_bytes(msgspec.json.format(msgspec.json.encode(run.report)))
+        encoded = msgspec.json.encode(run.report, enc_hook=_json_default)
+        (tmp / "report.json").write_bytes(msgspec.json.format(encoded))
         if html:
             (tmp / "report.html").write_text(render_html(run), encoding="utf-8")
         for path in tmp.iterdir():
