@@ -101,7 +101,7 @@ def render_html(run: BacktestRun) -> str:
         rolling = mean / np.sqrt(var) * math.sqrt(bars_per_year)
         rk = _thin(rolling.size)
         fig, ax = plt.subplots(figsize=(10, 2.8))
-        ax.plot(ts[window:][rk], rolling[rk], lw=0.8)
+        ax.plot(ts[window - 1 :][rk], rolling[rk], lw=0.8)
         ax.axhline(0, color="k", lw=0.5)
         ax.set_ylabel("Sharpe (annualized)")
         ax.set_title(f"Rolling Sharpe, {window}-bar window")

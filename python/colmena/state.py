@@ -210,7 +210,12 @@ def compute_market_state(candles: Candles, spec: FeatureSpec | None = None) -> M
     features = np.full((n, spec.n_features), np.nan)
     returns = log_returns(close)
     features[1:, 0] = returns
-    features[spec.ffd_window - 1 :, 1] = fracdiff(np.log(close), spec.ffd_d, window=spec.ffd_window)
+    # "direct": each output is a function of its own window only, bit for bit. The FFT path is
+    # as accurate, but its rounding mixes values within a block, so a later candle could change
+    # the last bits of an earlier feature.
+    features[spec.ffd_window - 1 :, 1] = fracdiff(
+        np.log(close), spec.ffd_d, window=spec.ffd_window, method="direct"
+    )
     vol = np.full(n, np.nan)
     if returns.size >= spec.volatility_bars:
         vol[spec.volatility_bars :] = sliding_window_view(returns, spec.volatility_bars).std(axis=1)

@@ -1,0 +1,314 @@
+"""The backtest: no lookahead, next-bar fills, accounting against NumPy, run directory, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from colmena import _core
+from colmena import checkpoint as checkpoints
+from colmena.backtest import BacktestConfig, ExecutionSettings, backtest, write_run
+from colmena.cli import main
+from colmena.data import Candles, GapReport, load_ohlcv
+from colmena.evolution import EvolutionConfig
+from colmena.metrics import performance_metrics
+from colmena.risk import RiskConfig
+from colmena.state import FeatureSpec
+from colmena.training import TrainConfig, train
+from colmena.vae import VAEConfig
+
+pytest.importorskip("torch")
+
+BTC_2023 = "binanceus_btcusdt_1m_2023-03-01_2023-03-21.csv"
+MIN = 60_000_000_000
+TRAINING = TrainConfig(
+    seed=1,
+    features=FeatureSpec(ffd_window=64, state_bars=8),
+    vae=VAEConfig(hidden=(16,), latent_dim=4, epochs=1, max_samples_per_epoch=2_000),
+    evolution=EvolutionConfig(agents=8, hidden=(8,), generations=2, eval_bars=1_000, elite=2),
+)
+# Permissive risk so that the signal drives the position (accounting tests).
+LOOSE = RiskConfig(kelly_prior=1.0, kelly_multiplier=1.0, var_budget=1e9, min_trade_fraction=0.0)
+
+
+@pytest.fixture(scope="module")
+def candles(shared_data_dir: Path) -> Candles:
+    return load_ohlcv(shared_data_dir / BTC_2023).slice(0, 5_000)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(candles: Candles):  # type: ignore[no-untyped-def]
+    return train(candles.slice(0, 2_500), TRAINING).checkpoint
+
+
+def same(a, b) -> bool:  # type: ignore[no-untyped-def]
+    """Tables equal column by column, NaN equal to NaN, bit for bit otherwise."""
+    if a.column_names != b.column_names or a.num_rows != b.num_rows:
+        return False
+    for name in a.column_names:
+        x = a.column(name).to_numpy(zero_copy_only=False)
+        y = b.column(name).to_numpy(zero_copy_only=False)
+        if x.dtype.kind == "f":
+            if not np.array_equal(x, y, equal_nan=True):
+                return False
+        elif not np.array_equal(x, y):
+            return False
+    return True
+
+
+def perturbed_after(c: Candles, t: int, seed: int = 0) -> Candles:
+    rng = np.random.default_rng(seed)
+    scale = np.ones(len(c))
+    scale[t + 1 :] = rng.uniform(0.8, 1.25, size=len(c) - t - 1)
+    vol = np.ones(len(c))
+    vol[t + 1 :] = rng.uniform(0.1, 10, size=len(c) - t - 1)
+    return Candles(
+        ts=c.ts, open=c.open * scale, high=c.high * scale, low=c.low * scale,
+        close=c.close * scale, volume=c.volume * vol, source=c.source,
+        interval_seconds=c.interval_seconds, gaps=c.gaps,
+    )  # fmt: skip
+
+
+def test_decisions_up_to_t_ignore_every_price_after_t(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
+    config = BacktestConfig(risk=LOOSE)
+    base = backtest(candles, config, checkpoint=checkpoint)
+    t = 3_000
+    other = backtest(perturbed_after(candles, t), config, checkpoint=checkpoint)
+    a = base.decisions.slice(0, t + 1)
+    b = other.decisions.slice(0, t + 1)
+    assert same(a, b)
+    assert same(base.equity.slice(0, t + 1), other.equity.slice(0, t + 1))
+    assert same(base.bars.slice(0, t + 1), other.bars.slice(0, t + 1))  # features too
+    assert not same(base.decisions.slice(t + 1), other.decisions.slice(t + 1))
+
+
+def test_walk_forward_decisions_ignore_the_future_too(candles: Candles) -> None:
+    config = BacktestConfig(train_fraction=0.5, training=TRAINING, risk=LOOSE)
+    base = backtest(candles, config)
+    t = 4_000
+    other = backtest(perturbed_after(candles, t, seed=3), config)
+    n = t + 1 - 2_500  # decisions start at the first test bar
+    assert same(base.decisions.slice(0, n), other.decisions.slice(0, n))
+    assert same(base.bars.slice(0, n), other.bars.slice(0, n))
+
+
+def test_same_inputs_same_trades_bit_for_bit(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
+    a = backtest(candles, checkpoint=checkpoint)
+    b = backtest(candles, checkpoint=checkpoint)
+    for name in ("bars", "decisions", "orders", "fills", "equity", "events"):
+        assert same(getattr(a, name), getattr(b, name))
+
+
+def test_orders_fill_at_the_next_open_with_costs(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
+    execution = ExecutionSettings(fee_bps=7.0, slippage_bps=3.0, impact_bps=20.0)
+    run = backtest(candles, BacktestConfig(risk=LOOSE, execution=execution), checkpoint=checkpoint)
+    fills = run.fills.to_pydict()
+    assert len(fills["price"]) > 10
+    opens = dict(zip(candles.ts.tolist(), candles.open.tolist(), strict=True))
+    volumes = dict(zip(candles.ts.tolist(), candles.volume.tolist(), strict=True))
+    decided = set((run.orders.column("timestamp").cast("int64").to_numpy()).tolist())
+    for ts, side, qty, price, fee in zip(
+        run.fills.column("timestamp").cast("int64").to_numpy(),
+        fills["side"], fills["quantity"], fills["price"], fills["fee"], strict=True,
+    ):  # fmt: skip
+        assert int(ts) in decided  # the fill bar opens when the decision bar closes
+        sign = 1 if side == "buy" else -1
+        slip = 3.0 + 20.0 * qty / volumes[int(ts)]
+        assert price == pytest.approx(opens[int(ts)] * (1 + sign * slip / 1e4), rel=1e-12)
+        assert fee == pytest.approx(qty * price * 7e-4, rel=1e-12)
+        assert qty <= 0.1 * volumes[int(ts)] * (1 + 1e-12)
+
+
+def test_equity_equals_an_independent_numpy_ledger(candles: Candles) -> None:
+    n = len(candles)
+    rng = np.random.default_rng(4)
+    signal = np.repeat(rng.uniform(-1, 1, size=n // 50 + 1), 50)[:n]
+    execution = ExecutionSettings(max_participation=1.0)
+    raw = _core.run_backtest(
+        np.ascontiguousarray(candles.ts), *(np.ascontiguousarray(getattr(candles, c))
+        for c in ("open", "high", "low", "close", "volume")),
+        signal, MIN, LOOSE.to_core(), execution.to_core(),
+    )  # fmt: skip
+    # Ledger from the fills alone, in NumPy.
+    q = np.zeros(n)
+    cash_flow = np.zeros(n)
+    np.add.at(q, raw["fill_bar"], raw["fill_quantity"])
+    np.add.at(
+        cash_flow, raw["fill_bar"], -(raw["fill_quantity"] * raw["fill_price"] + raw["fill_fee"])
+    )
+    position = np.cumsum(q)
+    cash = 100_000.0 + np.cumsum(cash_flow)
+    equity = cash + position * candles.close
+    np.testing.assert_allclose(raw["position"], position, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(raw["equity"], equity, rtol=1e-12)
+    # Exposure follows the target: after each fill, position * price / equity ~ the target.
+    filled = raw["order_filled"] != 0
+    assert filled.sum() > 50
+    bars = raw["order_bar"][filled]
+    np.testing.assert_allclose(
+        raw["order_target"][filled],
+        raw["target"][bars],
+    )
+
+
+def test_partial_fill_when_order_exceeds_the_volume_share() -> None:
+    executor = _core.PaperExecutor(ExecutionSettings(max_participation=0.1).to_core())
+    fill, trades = executor.execute(0, 50.0, 100.0, 200.0)
+    assert fill is not None
+    assert fill["quantity"] == pytest.approx(20.0)
+    assert fill["requested"] == 50.0
+    assert trades == []
+    fill, trades = executor.execute(MIN, -30.0, 110.0, 1_000.0)
+    assert fill["quantity"] == pytest.approx(-30.0)
+    assert len(trades) == 1
+    assert trades[0][2] == 1  # the long closed (and a short opened)
+    assert executor.position == pytest.approx(-10.0)
+    none, _ = executor.execute(2 * MIN, 5.0, 100.0, 0.0)
+    assert none is None  # no volume: no fill
+
+
+def test_metrics_equal_plain_definitions() -> None:
+    ts = np.arange(6, dtype=np.int64) * 86_400 * 10**9
+    equity = np.array([101.0, 99.0, 103.0, 102.0, 104.0, 100.0])
+    m = performance_metrics(ts, equity, initial_equity=100.0, bars_per_year=365.0,
+                            trade_pnl=np.array([5.0, -2.0, -1.0]))  # fmt: skip
+    e = np.array([100.0, *equity])
+    r = e[1:] / e[:-1] - 1
+    assert m["total_return"] == pytest.approx(0.0)
+    assert m["sharpe"] == pytest.approx(r.mean() / r.std() * np.sqrt(365))
+    assert m["sortino"] == pytest.approx(
+        r.mean() / np.sqrt(np.mean(np.minimum(r, 0) ** 2)) * np.sqrt(365)
+    )
+    assert m["max_drawdown"] == pytest.approx(1 - 100 / 104)
+    assert m["win_rate"] == pytest.approx(1 / 3)
+    assert m["profit_factor"] == pytest.approx(5 / 3)
+    assert m["expectancy"] == pytest.approx(2 / 3)
+    assert m["max_drawdown_duration_days"] == pytest.approx(2.0)  # 101 -> 99 -> 103: two days
+
+
+def test_run_directory_has_the_promised_files_and_columns(
+    candles: Candles,
+    checkpoint,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    run = backtest(candles, checkpoint=checkpoint)
+    out = write_run(run, tmp_path / "run")
+    names = {p.name for p in out.iterdir()}
+    assert {"bars.parquet", "decisions.parquet", "orders.parquet", "fills.parquet",
+            "equity.parquet", "report.json", "report.html"} <= names  # fmt: skip
+    assert {"timestamp", "open", "close", "signal", "ffd"} <= set(
+        pq.read_schema(out / "bars.parquet").names
+    )
+    assert {"timestamp", "target", "verdict", "reason", "trading_state"} <= set(
+        pq.read_schema(out / "decisions.parquet").names
+    )
+    assert {"timestamp", "side", "quantity", "price", "fee"} <= set(
+        pq.read_schema(out / "fills.parquet").names
+    )
+    assert {"timestamp", "cash", "position", "equity"} <= set(
+        pq.read_schema(out / "equity.parquet").names
+    )
+    report = json.loads((out / "report.json").read_text())
+    for key in ("sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "cagr"):
+        assert key in report["metrics"]
+        assert key in report["buy_and_hold"]
+    assert report["data"]["sha256"]
+    assert report["seed"] == 0
+    assert report["out_of_sample"] is False  # the checkpoint saw the first half of this data
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4
+    assert "http" not in html.replace("http-equiv", "")  # self-contained
+
+
+def test_failed_write_leaves_no_directory(
+    candles: Candles, checkpoint, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import colmena.report
+
+    run = backtest(candles, checkpoint=checkpoint)
+
+    def broken(_: object) -> str:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(colmena.report, "render_html", broken)
+    with pytest.raises(RuntimeError):
+        write_run(run, tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_from_another_feature_set_is_rejected(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
+    from colmena.backtest import IncompatibleCheckpointError
+
+    config = dict(checkpoint.config)
+    config["feature_names"] = ["log_return", "rsi"]
+    other = checkpoints.Checkpoint(
+        generation=checkpoint.generation, epoch=checkpoint.epoch, tensors=checkpoint.tensors,
+        lineage=checkpoint.lineage, config=config, versions=checkpoint.versions,
+    )  # fmt: skip
+    with pytest.raises(IncompatibleCheckpointError, match="rsi"):
+        backtest(candles, checkpoint=other)
+
+
+def test_no_trading_after_a_long_gap_until_features_are_valid(checkpoint) -> None:  # type: ignore[no-untyped-def]
+    n = 3_000
+    rng = np.random.default_rng(0)
+    close = 20_000 * np.exp(np.cumsum(rng.normal(0, 1e-3, n)))
+    ts = np.arange(n, dtype=np.int64) * MIN
+    ts[2_000:] += 30 * MIN  # a 30-minute hole
+    c = Candles(ts=ts, open=close, high=close * 1.001, low=close * 0.999, close=close,
+                volume=np.full(n, 5.0), source=Path("synthetic"), interval_seconds=60.0,
+                gaps=GapReport.from_timestamps(ts, 60.0))  # fmt: skip
+    run = backtest(c, BacktestConfig(risk=LOOSE), checkpoint=checkpoint)
+    reasons = run.decisions.column("reason").to_pylist()
+    lookback = TRAINING.features.lookback_bars
+    assert set(reasons[2_000 : 2_000 + lookback - 1]) == {"no_valid_market_state"}
+    assert reasons[2_000 + lookback] != "no_valid_market_state"
+    states = run.decisions.column("trading_state").to_pylist()
+    assert states[2_000] == "ACTIVE"  # the stale-data state lasted only until the fresh candle
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("open_time,open,high,low,close\n2023-03-01 00:00:00+00:00,1,1,1,1\n", "volume"),
+        ("open_time,open,high,low,close,volume\n", "no data rows"),
+    ],
+)
+def test_cli_bad_data_fails_cleanly(tmp_path: Path, content: str, message: str) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["backtest", str(bad), "--out", str(out)])
+    assert result.exit_code != 0
+    assert message in result.output.lower()
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.csv"]
+
+
+def test_cli_too_little_data_fails_cleanly(candles: Candles, tmp_path: Path) -> None:
+    small = tmp_path / "small.parquet"
+    pq.write_table(candles.slice(0, 200).to_arrow(), small)
+    result = CliRunner().invoke(main, ["backtest", str(small), "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0
+    assert "too few" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_walk_forward_end_to_end(candles: Candles, tmp_path: Path) -> None:
+    data = tmp_path / "c.parquet"
+    pq.write_table(candles.to_arrow(), data)
+    out = tmp_path / "run"
+    args = ["backtest", str(data), "--out", str(out), "--agents", "6", "--generations", "2",
+            "--vae-epochs", "1", "--folds", "2", "--seed", "5"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["mode"] == "walk_forward"
+    assert report["out_of_sample"] is True
+    assert len(report["folds"]) == 2
+    assert report["folds"][0]["test"][1] == report["folds"][1]["test"][0]
