@@ -10,6 +10,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -313,6 +314,74 @@ def train(
     Console().print(summary)
 
 
+def _exchange_options(f: Any) -> Any:
+    """The options that name an exchange source of candles (shared by download and backtest)."""
+    options = [
+        click.option("--exchange", default=None, help="ccxt exchange id, e.g. binance."),
+        click.option("--symbol", default="BTC/USDT", show_default=True),
+        click.option("--timeframe", default="1m", show_default=True),
+        click.option(
+            "--days",
+            type=click.FloatRange(min=0.0, min_open=True),
+            default=365.0,
+            show_default=True,
+            help="How many days back from now (or --until).",
+        ),
+        click.option("--until", default=None, help="End of the window, ISO time (default: now)."),
+        click.option(
+            "--api-url",
+            default=None,
+            help="Send the exchange's REST calls here (a proxy or a local mirror).",
+        ),
+        click.option(
+            "--cache-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Candle cache (default: the user cache directory).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _fetch(
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    days: float,
+    until: str | None,
+    api_url: str | None,
+    cache_dir: Path | None,
+) -> Path:
+    from colmena.exchange import ExchangeUnavailableError, download_ohlcv, make_client
+
+    until_ms = None
+    if until is not None:
+        try:
+            until_ms = int(np.datetime64(until.rstrip("Z"), "ms").astype(np.int64))
+        except ValueError as exc:
+            raise click.UsageError(f"--until: not an ISO time: {until!r}") from exc
+    with Progress(
+        TextColumn(f"downloading {exchange} {symbol} {timeframe}"),
+        BarColumn(),
+        TextColumn("{task.completed:,} candles"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("download", total=None)
+        try:
+            client = make_client(exchange, api_url=api_url)
+            return download_ohlcv(
+                exchange, symbol, timeframe, days, until_ms=until_ms, cache_dir=cache_dir,
+                client=client,
+                on_page=lambda done, total: progress.update(task, completed=done, total=total),
+            )  # fmt: skip
+        except (ExchangeUnavailableError, ValueError, ImportError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
 @main.command()
 @click.argument("data", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.option(
@@ -344,6 +413,7 @@ def train(
     help="Run directory (written atomically; replaced if it exists).",
 )
 @click.option("--db", default=None, help="Also record the run in PostgreSQL (a libpq DSN).")
+@_exchange_options
 def backtest(
     data: Path | None,
     checkpoint: Path | None,
@@ -357,13 +427,22 @@ def backtest(
     seed: int,
     out_dir: Path,
     db: str | None,
+    exchange: str | None,
+    symbol: str,
+    timeframe: str,
+    days: float,
+    until: str | None,
+    api_url: str | None,
+    cache_dir: Path | None,
 ) -> None:
     """Backtest the swarm on the candles in DATA, out of sample, with risk and paper execution.
 
     Without --checkpoint: walk-forward (train on the first --train-frac of the bars, trade the
     rest; with --folds K the rest is split into K segments, each traded by a swarm trained on
-    the window just before it). Writes bars, decisions, orders, fills and equity as Parquet,
-    report.json and a self-contained report.html to --out.
+    the window just before it). DATA may be replaced by an exchange source (--exchange binance
+    --symbol BTC/USDT --timeframe 1m --days N), downloaded and cached first. Writes bars,
+    decisions, orders, fills and equity as Parquet, report.json and a self-contained report.html
+    to --out.
     """
     import msgspec
 
@@ -375,8 +454,12 @@ def backtest(
     from colmena.training import TrainConfig
     from colmena.vae import VAEConfig
 
+    if data is not None and exchange is not None:
+        raise click.UsageError("give a candle file DATA or --exchange, not both")
     if data is None:
-        raise click.UsageError("give a candle file DATA (Parquet or CSV)")
+        if exchange is None:
+            raise click.UsageError("give a candle file DATA (Parquet or CSV) or --exchange")
+        data = _fetch(exchange, symbol, timeframe, days, until, api_url, cache_dir)
     try:
         config = BacktestConfig(
             train_fraction=train_frac,
@@ -482,3 +565,32 @@ def backtest(
         table.add_row(key, fmt(m.get(key)), fmt(b.get(key)))
     Console().print(table)
     console.print(f"run directory: {path}   ({time.perf_counter() - started:.1f} s)")
+
+
+@main.command()
+@_exchange_options
+def download(
+    exchange: str | None,
+    symbol: str,
+    timeframe: str,
+    days: float,
+    until: str | None,
+    api_url: str | None,
+    cache_dir: Path | None,
+) -> None:
+    """Download closed OHLCV candles from an exchange (ccxt) into the local Parquet cache.
+
+    Paged and rate-limited, retried with backoff and jitter, resumed from the cache on the next
+    call. Offline it fails at once: pass a candle file to the other commands instead.
+    """
+    from colmena.data import load_ohlcv
+
+    if exchange is None:
+        raise click.UsageError("--exchange is required (e.g. --exchange binance)")
+    path = _fetch(exchange, symbol, timeframe, days, until, api_url, cache_dir)
+    candles = load_ohlcv(path)
+    summary = Table(title=f"{exchange} {symbol} {timeframe}", show_header=False)
+    summary.add_row("candles", f"{len(candles):,}")
+    summary.add_row("gaps", f"{candles.gaps.count:,} ({candles.gaps.missing_bars:,} bars missing)")
+    summary.add_row("file", str(path))
+    Console().print(summary)

@@ -1,0 +1,280 @@
+"""Candles from an exchange through ccxt: paged, rate-limited, retried, cached as Parquet.
+
+``download_ohlcv`` fetches closed OHLCV candles with ccxt's ``fetch_ohlcv`` (any exchange ccxt
+supports), page by page (``limit`` candles per request) with ccxt's built-in rate limiter, retrying
+transient failures (network errors, timeouts, HTTP 5xx, rate-limit answers) with exponential
+backoff and full jitter (tenacity). Candles are validated by the core validator and cached in the
+user's cache directory as ``{exchange}_{symbol}_{timeframe}.parquet``; the next call reads the
+cache and fetches only what is missing (resume). Gaps the exchange publishes (minutes without
+trades) stay gaps. Without a network the first request fails fast with
+:class:`ExchangeUnavailableError`, which says to pass a file instead.
+
+Needs the ``exchange`` extra: ``pip install 'colmena[exchange]'``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from colmena import _core
+
+__all__ = ["ExchangeUnavailableError", "cache_path", "download_ohlcv", "make_client"]
+
+MS = 1_000_000  # ns per ms
+
+
+class ExchangeUnavailableError(RuntimeError):
+    """The exchange could not be reached (offline, DNS, refused) or kept failing."""
+
+
+def cache_path(exchange: str, symbol: str, timeframe: str, cache_dir: Path | None = None) -> Path:
+    """Where the candles of one market are cached."""
+    if cache_dir is None:
+        import platformdirs
+
+        cache_dir = Path(platformdirs.user_cache_dir("colmena")) / "candles"
+    safe = symbol.replace("/", "").replace(":", "_")
+    return Path(cache_dir) / f"{exchange}_{safe}_{timeframe}.parquet"
+
+
+def _override_host(client: Any, base_url: str) -> None:
+    """Send every REST call of ``client`` to ``base_url`` (scheme and host), keeping the paths."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    new = urlsplit(base_url)
+
+    def swap(url: Any) -> Any:
+        if isinstance(url, str) and url.startswith("http"):
+            parts = urlsplit(url)
+            return urlunsplit((new.scheme, new.netloc, parts.path, parts.query, parts.fragment))
+        if isinstance(url, dict):
+            return {k: swap(v) for k, v in url.items()}
+        return url
+
+    client.urls["api"] = swap(client.urls["api"])
+
+
+def make_client(exchange: str, *, timeout_ms: int = 10_000, api_url: str | None = None) -> Any:
+    """A ccxt client for ``exchange`` with rate limiting on, spot markets only, and optionally
+    every REST call sent to ``api_url`` (a proxy or a local test server)."""
+    client = _client(exchange, timeout_ms)
+    if api_url:
+        _override_host(client, api_url)
+    return client
+
+
+def _client(exchange: str, timeout_ms: int) -> Any:
+    try:
+        import ccxt
+    except ImportError as exc:
+        raise ImportError(
+            "downloading candles needs ccxt: pip install 'colmena[exchange]'"
+        ) from exc
+    if exchange not in ccxt.exchanges:
+        raise ValueError(f"unknown exchange {exchange!r} (ccxt knows {len(ccxt.exchanges)})")
+    return getattr(ccxt, exchange)(
+        {
+            "enableRateLimit": True,
+            "timeout": timeout_ms,
+            "options": {"fetchMarkets": {"types": ["spot"]}},
+        }
+    )
+
+
+def _read_cache(path: Path) -> pa.Table | None:
+    if not path.exists():
+        return None
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowInvalid):
+        return None  # a damaged cache is refetched, never trusted
+
+
+def _write_atomically(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def download_ohlcv(
+    exchange: str,
+    symbol: str,
+    timeframe: str = "1m",
+    days: float = 30.0,
+    *,
+    until_ms: int | None = None,
+    cache_dir: Path | None = None,
+    limit: int = 1000,
+    timeout_ms: int = 10_000,
+    max_attempts: int = 6,
+    backoff_seconds: float = 1.0,
+    client: Any = None,
+    on_page: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Fetch (or resume) the closed candles of the last ``days`` and return the cached file.
+
+    Parameters
+    ----------
+    exchange : str
+        A ccxt exchange id, e.g. ``"binance"``.
+    symbol : str
+        Unified market symbol, e.g. ``"BTC/USDT"``.
+    timeframe : str
+        Candle length, e.g. ``"1m"``.
+    days : float
+        How far back from ``until_ms`` to fetch (> 0).
+    until_ms : int, optional
+        End of the window, ms since epoch UTC (default: now). Candles not closed by then are
+        left out.
+    cache_dir : pathlib.Path, optional
+        Defaults to the user's cache directory (platformdirs).
+    limit : int
+        Candles per request.
+    timeout_ms : int
+        Timeout of every request.
+    max_attempts : int
+        Attempts per page before giving up (transient errors only).
+    backoff_seconds : float
+        Base of the exponential backoff (full jitter, capped at 30 s).
+    client : ccxt.Exchange, optional
+        A configured ccxt client (tests point one at a local server).
+    on_page : callable, optional
+        ``on_page(candles_so_far, candles_expected)`` after every page (progress bars).
+
+    Returns
+    -------
+    pathlib.Path
+        The Parquet cache: ``ts`` timestamp[ms, UTC], open, high, low, close, volume float64.
+
+    Raises
+    ------
+    ExchangeUnavailableError
+        If the exchange cannot be reached (fails fast on the first request) or a page keeps
+        failing after ``max_attempts``.
+    ValueError
+        For bad arguments or candles that fail validation (nothing is written then).
+    """
+    import ccxt
+    from tenacity import (
+        Retrying,
+        retry_if_exception_type,
+        stop_after_attempt,
+        wait_random_exponential,
+    )
+
+    if days <= 0:
+        raise ValueError(f"days must be > 0, got {days}")
+    ex = client if client is not None else _client(exchange, timeout_ms)
+    tf_ms = int(ex.parse_timeframe(timeframe) * 1000)
+    end = int(until_ms if until_ms is not None else time.time() * 1000)
+    end -= end % tf_ms  # the candle opening at `end` is not closed yet
+    start = end - int(days * 86_400_000)
+    start -= start % tf_ms
+    path = cache_path(exchange, symbol, timeframe, cache_dir)
+
+    try:
+        ex.load_markets()
+    except (ccxt.NetworkError, ccxt.ExchangeNotAvailable) as exc:
+        raise ExchangeUnavailableError(
+            f"cannot reach {exchange}: {exc}. Offline? Pass a candle file instead, e.g. "
+            "`colmena backtest ../shared/data/btcusd_bitfinex_1m_2018.parquet`"
+        ) from exc
+    if symbol not in ex.markets:
+        raise ValueError(f"{exchange} has no market {symbol!r}")
+
+    cached = _read_cache(path)
+    have = (
+        np.asarray(cached.column("ts").cast(pa.int64()).to_numpy())
+        if cached is not None and cached.num_rows
+        else np.zeros(0, dtype=np.int64)
+    )
+    # Ranges still missing: before the cache and after it.
+    ranges: list[tuple[int, int]] = []
+    if have.size == 0:
+        ranges.append((start, end))
+    else:
+        if start < have[0]:
+            ranges.append((start, int(have[0])))
+        if int(have[-1]) + tf_ms < end:
+            ranges.append((int(have[-1]) + tf_ms, end))
+    expected = sum(max(0, (b - a) // tf_ms) for a, b in ranges)
+
+    transient = (
+        ccxt.NetworkError,  # includes RequestTimeout, ExchangeNotAvailable, DDoSProtection
+        ccxt.RateLimitExceeded,
+    )
+    rows: list[list[float]] = []
+    for a, b in ranges:
+        since = a
+        while since < b:
+            retrying = Retrying(
+                stop=stop_after_attempt(max_attempts),
+                wait=wait_random_exponential(multiplier=backoff_seconds, max=30),
+                retry=retry_if_exception_type(transient),
+                reraise=True,
+            )
+            try:
+                page = retrying(ex.fetch_ohlcv, symbol, timeframe, since=since, limit=limit)
+            except transient as exc:
+                raise ExchangeUnavailableError(
+                    f"{exchange} kept failing after {max_attempts} attempts at "
+                    f"{np.datetime64(since, 'ms')}: {exc}"
+                ) from exc
+            page = [c for c in page if a <= c[0] < b]
+            if not page:
+                break  # nothing more published in this range
+            rows.extend(page)
+            since = int(page[-1][0]) + tf_ms
+            if on_page is not None:
+                on_page(len(rows), expected)
+
+    new = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+    ts_new = new[:, 0].astype(np.int64)
+    columns: dict[str, NDArray[Any]] = {"ts": ts_new}
+    for i, name in enumerate(("open", "high", "low", "close", "volume"), start=1):
+        columns[name] = new[:, i]
+    if cached is not None and cached.num_rows:
+        old: dict[str, NDArray[Any]] = {
+            "ts": have,
+            **{n: np.asarray(cached.column(n).to_numpy(), dtype=np.float64)
+               for n in ("open", "high", "low", "close", "volume")},
+        }  # fmt: skip
+        columns = {k: np.concatenate([old[k], columns[k]]) for k in old}
+    order = np.argsort(columns["ts"], kind="stable")
+    columns = {k: v[order] for k, v in columns.items()}
+    keep = np.concatenate([[True], np.diff(columns["ts"]) > 0])[: columns["ts"].size]
+    columns = {k: np.ascontiguousarray(v[keep]) for k, v in columns.items()}
+    violation = _core.find_invalid_ohlcv(
+        columns["ts"] * MS, columns["open"], columns["high"], columns["low"], columns["close"],
+        columns["volume"],
+    )  # fmt: skip
+    if violation is not None:
+        raise ValueError(
+            f"{exchange} {symbol}: invalid candle from the exchange: {violation.message}"
+        )
+    table = pa.table(
+        {
+            "ts": pa.array(columns["ts"]).cast(pa.timestamp("ms", tz="UTC")),
+            **{n: pa.array(columns[n]) for n in ("open", "high", "low", "close", "volume")},
+        }
+    )
+    _write_atomically(table, path)
+    return path

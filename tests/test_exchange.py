@@ -1,0 +1,212 @@
+"""Exchange download against a local HTTP server speaking Binance's REST format (no network)."""
+
+from __future__ import annotations
+
+import csv
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("ccxt")
+
+from colmena.cli import main
+from colmena.exchange import ExchangeUnavailableError, download_ohlcv, make_client
+
+MINUTE = 60_000
+
+EXCHANGE_INFO = {
+    "timezone": "UTC",
+    "serverTime": 0,
+    "rateLimits": [],
+    "exchangeFilters": [],
+    "symbols": [
+        {
+            "symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "baseAssetPrecision": 8,
+            "quoteAsset": "USDT", "quotePrecision": 8, "quoteAssetPrecision": 8,
+            "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": True,
+            "isMarginTradingAllowed": False, "permissions": ["SPOT"],
+            "filters": [
+                {"filterType": "PRICE_FILTER", "minPrice": "0.01", "maxPrice": "1000000",
+                 "tickSize": "0.01"},
+                {"filterType": "LOT_SIZE", "minQty": "0.00001", "maxQty": "9000",
+                 "stepSize": "0.00001"},
+            ],
+        }
+    ],
+}  # fmt: skip
+
+
+class FakeBinance:
+    """Serves /api/v3/exchangeInfo and /api/v3/klines from real candles, with injected faults."""
+
+    def __init__(self, klines: list[list[object]]) -> None:
+        self.klines = klines
+        self.open_times = np.array([k[0] for k in klines], dtype=np.int64)
+        self.requests: list[dict[str, str]] = []
+        self.fail_next = 0
+        self.fail_status = 500
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                if url.path == "/api/v3/exchangeInfo":
+                    self.reply(200, EXCHANGE_INFO)
+                elif url.path == "/api/v3/klines":
+                    server.requests.append(query)
+                    if server.fail_next > 0:
+                        server.fail_next -= 1
+                        self.reply(server.fail_status, {"code": -1003, "msg": "try later"})
+                        return
+                    start = int(query.get("startTime", 0))
+                    limit = int(query.get("limit", 500))
+                    i = int(np.searchsorted(server.open_times, start))
+                    self.reply(200, server.klines[i : i + limit])
+                else:
+                    self.reply(404, {"code": -1, "msg": "not found"})
+
+            def reply(self, status: int, body: object) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def candles(shared_data_dir: Path) -> list[list[object]]:
+    """Binance kline rows built from the real March 2023 BTC/USDT file."""
+    path = shared_data_dir / "binanceus_btcusdt_1m_2023-03-01_2023-03-21.csv"
+    rows = []
+    with path.open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            t = int(np.datetime64(r["open_time"].replace("+00:00", ""), "ms").astype(np.int64))
+            rows.append([t, r["open"], r["high"], r["low"], r["close"], r["volume"],
+                         t + MINUTE - 1, "0", 1, "0", "0", "0"])  # fmt: skip
+    return rows
+
+
+@pytest.fixture
+def server(candles: list[list[object]]) -> Iterator[FakeBinance]:
+    fake = FakeBinance(candles)
+    yield fake
+    fake.close()
+
+
+def load(path: Path) -> dict[str, np.ndarray]:
+    t = pq.read_table(path)
+    return {n: t.column(n).cast(pa.int64()).to_numpy() if n == "ts" else t.column(n).to_numpy()
+            for n in t.column_names}  # fmt: skip
+
+
+def test_download_pages_and_matches_the_source(
+    server: FakeBinance, candles: list[list[object]], tmp_path: Path
+) -> None:
+    until = int(candles[10_000][0])
+    client = make_client("binance", api_url=server.url)
+    path = download_ohlcv("binance", "BTC/USDT", "1m", days=3, until_ms=until,
+                          cache_dir=tmp_path, client=client, limit=1000)  # fmt: skip
+    got = load(path)
+    expected = [k for k in candles if until - 3 * 86_400_000 <= k[0] < until]
+    assert len(got["ts"]) == len(expected) == 3 * 1440
+    np.testing.assert_array_equal(got["ts"], [k[0] for k in expected])
+    np.testing.assert_array_equal(got["close"], [float(k[4]) for k in expected])
+    assert len(server.requests) == 5  # ceil(4320 / 1000) pages
+    assert all(r["limit"] == "1000" for r in server.requests)
+
+
+def test_second_call_resumes_from_the_cache(
+    server: FakeBinance, candles: list[list[object]], tmp_path: Path
+) -> None:
+    client = make_client("binance", api_url=server.url)
+    until = int(candles[10_000][0])
+    download_ohlcv("binance", "BTC/USDT", "1m", days=1, until_ms=until, cache_dir=tmp_path,
+                   client=client)  # fmt: skip
+    server.requests.clear()
+    later = until + 500 * MINUTE
+    path = download_ohlcv("binance", "BTC/USDT", "1m", days=1, until_ms=later,
+                          cache_dir=tmp_path, client=client)  # fmt: skip
+    assert [int(r["startTime"]) for r in server.requests] == [until]  # only the new minutes
+    got = load(path)
+    assert got["ts"][0] == until - 86_400_000
+    assert got["ts"][-1] == later - MINUTE
+    assert np.all(np.diff(got["ts"]) == MINUTE)
+
+
+@pytest.mark.parametrize("status", [500, 429, 503])
+def test_transient_errors_are_retried_with_backoff(
+    server: FakeBinance, candles: list[list[object]], tmp_path: Path, status: int
+) -> None:
+    server.fail_next = 2
+    server.fail_status = status
+    client = make_client("binance", api_url=server.url)
+    until = int(candles[3_000][0])
+    path = download_ohlcv("binance", "BTC/USDT", "1m", days=0.5, until_ms=until,
+                          cache_dir=tmp_path, client=client, backoff_seconds=0.01)  # fmt: skip
+    assert len(load(path)["ts"]) == 720
+    assert len(server.requests) == 3  # two failures, then the page
+
+
+def test_persistent_failure_raises_and_keeps_the_old_cache(
+    server: FakeBinance, candles: list[list[object]], tmp_path: Path
+) -> None:
+    client = make_client("binance", api_url=server.url)
+    until = int(candles[3_000][0])
+    path = download_ohlcv("binance", "BTC/USDT", "1m", days=0.5, until_ms=until,
+                          cache_dir=tmp_path, client=client)  # fmt: skip
+    before = path.read_bytes()
+    server.fail_next = 100
+    with pytest.raises(ExchangeUnavailableError, match="kept failing"):
+        download_ohlcv("binance", "BTC/USDT", "1m", days=0.5, until_ms=until + 600 * MINUTE,
+                       cache_dir=tmp_path, client=client, max_attempts=3,
+                       backoff_seconds=0.01)  # fmt: skip
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_offline_fails_fast_and_says_to_pass_a_file(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = make_client("binance", api_url=f"http://127.0.0.1:{port}", timeout_ms=2_000)
+    started = time.monotonic()
+    with pytest.raises(ExchangeUnavailableError, match="candle file"):
+        download_ohlcv("binance", "BTC/USDT", "1m", days=1, cache_dir=tmp_path, client=client)
+    assert time.monotonic() - started < 10
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_cli(server: FakeBinance, candles: list[list[object]], tmp_path: Path) -> None:
+    until = int(candles[5_000][0])
+    args = ["download", "--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "1m",
+            "--days", "1", "--api-url", server.url, "--cache-dir", str(tmp_path),
+            "--until", str(np.datetime64(until, "ms")) + "Z"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "1,440" in result.output
