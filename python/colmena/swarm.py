@@ -44,7 +44,7 @@ def consensus(signals: NDArray[np.float32], weights: NDArray[np.float64]) -> NDA
     ValueError
         On mismatched shapes or non-finite weights.
     """
-    s = np.asarray(signals, dtype=np.float64)
+    s = np.asarray(signals)
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 1 or s.shape[0] != w.shape[0]:
         raise ValueError(f"weights {w.shape} do not match signals {s.shape} on the agent axis")
@@ -53,8 +53,15 @@ def consensus(signals: NDArray[np.float32], weights: NDArray[np.float64]) -> NDA
     total = np.abs(w).sum()
     if total == 0.0:
         return np.zeros(s.shape[1:], dtype=np.float64)
-    result: NDArray[np.float64] = np.tensordot(w, s, axes=1) / total
-    return result
+    if s.ndim == 1:
+        return np.asarray(np.dot(w, s.astype(np.float64)) / total)
+    # float64 accumulation, a block of bars at a time (no [n_agents, n_bars] float64 copy).
+    out = np.empty(s.shape[1], dtype=np.float64)
+    block = 1 << 15
+    for start in range(0, s.shape[1], block):
+        out[start : start + block] = w @ s[:, start : start + block].astype(np.float64)
+    out /= total
+    return out
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,7 @@ class SwarmModel:
         """
         state = compute_market_state(candles, self.feature_spec)
         agent = self.swarm.forward(self.agent_inputs(state))
-        agent = np.where(state.valid[None, :], agent, np.float32(0.0))
+        np.multiply(agent, state.valid[None, :], out=agent)  # 0 where the state is not valid
         return SwarmSignals(
             agent_signals=agent,
             consensus=consensus(agent, self.weights),

@@ -1,0 +1,133 @@
+"""The out-of-sample pass of the main job on a year of minute candles, against a plain peer.
+
+colmena: ``colmena.backtest.backtest`` with a fixed 100-agent swarm (market state, VAE latent,
+swarm, consensus, risk, execution, metrics, all of it; training excluded). Peer: the same pipeline
+written plainly: NumPy features, torch encoder and ``baddbmm`` swarm, NumPy consensus, and the
+plain-Python risk and execution loop of tests/reference_backtest.py.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from colmena.backtest import BacktestConfig, backtest  # noqa: E402
+from colmena.data import load_ohlcv  # noqa: E402
+from colmena.evolution import EvolutionConfig  # noqa: E402
+from colmena.metrics import performance_metrics  # noqa: E402
+from colmena.swarm import SwarmModel  # noqa: E402
+from colmena.training import TrainConfig, train  # noqa: E402
+from colmena.vae import VAEConfig  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_backtest import plain_backtest  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "btcusd_bitfinex_1m_2018.parquet"
+
+
+@pytest.fixture(scope="module")
+def setup() -> tuple[Any, Any]:
+    if not DATA.exists():
+        pytest.skip(f"{DATA} not found")
+    candles = load_ohlcv(DATA)
+    config = TrainConfig(
+        vae=VAEConfig(epochs=1, max_samples_per_epoch=5_000),
+        evolution=EvolutionConfig(agents=100, generations=2, eval_bars=5_000),
+    )
+    checkpoint = train(candles.slice(0, 30_000), config).checkpoint  # untimed
+    return candles, checkpoint
+
+
+def plain_pipeline(candles: Any, checkpoint: Any) -> dict[str, Any]:
+    """The same steps with NumPy, torch and a Python loop (no colmena core)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    t = checkpoint.tensors
+    spec = SwarmModel.from_checkpoint(checkpoint).feature_spec
+    close = np.asarray(candles.close)
+    n = close.size
+    feats = np.full((n, 4), np.nan)
+    r = np.diff(np.log(close))
+    feats[1:, 0] = r
+    w = [1.0]
+    for k in range(1, spec.ffd_window):
+        w.append(-w[-1] / k * (spec.ffd_d - k + 1))
+    feats[spec.ffd_window - 1 :, 1] = np.convolve(np.log(close), w, mode="valid")
+    feats[spec.volatility_bars :, 2] = sliding_window_view(r, spec.volatility_bars).std(axis=1)
+    lv = np.log1p(np.asarray(candles.volume))
+    mean = np.full(n, np.nan)
+    mean[spec.volume_bars - 1 :] = sliding_window_view(lv, spec.volume_bars).mean(axis=1)
+    feats[:, 3] = lv - mean
+    valid = np.all(np.isfinite(feats), axis=1)
+    valid[: spec.lookback_bars - 1] = False
+    z = (feats - t["normalization/mean"]) / t["normalization/std"]
+    win = np.zeros((n, spec.state_size), np.float32)
+    view = sliding_window_view(np.nan_to_num(z), (spec.state_bars, 4))[:, 0].reshape(
+        -1, spec.state_size
+    )
+    win[spec.state_bars - 1 :] = view
+    with torch.no_grad():
+        h = torch.from_numpy(win)
+        i = 0
+        while f"vae/encoder/layer{i}/weight" in t:
+            h = torch.relu(h @ torch.from_numpy(np.array(t[f"vae/encoder/layer{i}/weight"]))
+                           + torch.from_numpy(np.array(t[f"vae/encoder/layer{i}/bias"])))  # fmt: skip
+            i += 1
+        mu = h @ torch.from_numpy(np.array(t["vae/mu/weight"])) + torch.from_numpy(
+            np.array(t["vae/mu/bias"])
+        )
+        current = torch.from_numpy(np.where(valid[:, None], z, 0.0).astype(np.float32))
+        x = torch.cat([mu, current], dim=1)
+        layers = []
+        i = 0
+        while f"swarm/layer{i}/weight" in t:
+            layers.append((torch.from_numpy(np.array(t[f"swarm/layer{i}/weight"])),
+                           torch.from_numpy(np.array(t[f"swarm/layer{i}/bias"]))))  # fmt: skip
+            i += 1
+        signals = []
+        for start in range(0, n, 8192):
+            hb = x[start : start + 8192].unsqueeze(0).expand(layers[0][0].shape[0], -1, -1)
+            for _j, (wj, bj) in enumerate(layers):
+                hb = torch.baddbmm(bj.unsqueeze(1), hb, wj)
+                hb = torch.tanh(hb)
+            signals.append(hb.squeeze(-1))
+        agent = torch.cat(signals, dim=1).numpy()
+    weights = np.asarray(t["fitness"])
+    consensus = np.where(valid, weights @ agent / np.abs(weights).sum(), np.nan)
+    out = plain_backtest(
+        candles.ts.tolist(), candles.open.tolist(), close.tolist(), candles.volume.tolist(),
+        consensus.tolist(), 60_000_000_000,
+    )  # fmt: skip
+    out["metrics"] = performance_metrics(
+        candles.ts, np.array(out["equity"]), initial_equity=100_000.0, bars_per_year=525_600.0
+    )
+    out["consensus"] = consensus
+    return out
+
+
+def test_colmena_oos_pass_year_100_agents(benchmark: Any, setup: tuple[Any, Any]) -> None:
+    benchmark.group = "backtest: out-of-sample pass, 520k candles, 100 agents"
+    candles, checkpoint = setup
+    run = benchmark.pedantic(backtest, args=(candles, BacktestConfig()),
+                             kwargs={"checkpoint": checkpoint}, rounds=3, iterations=1,
+                             warmup_rounds=1)  # fmt: skip
+    benchmark.extra_info["candles_per_second"] = round(len(candles) / benchmark.stats.stats.median)
+    peer = plain_pipeline(candles.slice(0, 20_000), checkpoint)
+    ours = run.bars.column("signal").to_numpy()[:20_000]
+    both = ~np.isnan(ours)
+    np.testing.assert_allclose(ours[both], peer["consensus"][both], atol=1e-4)
+
+
+def test_peer_numpy_torch_python_loop(benchmark: Any, setup: tuple[Any, Any]) -> None:
+    benchmark.group = "backtest: out-of-sample pass, 520k candles, 100 agents"
+    candles, checkpoint = setup
+    benchmark.pedantic(plain_pipeline, args=(candles, checkpoint), rounds=1, iterations=1)
+    benchmark.extra_info["candles_per_second"] = round(len(candles) / benchmark.stats.stats.median)
+    assert math.isfinite(benchmark.stats.stats.median)
