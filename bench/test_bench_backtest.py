@@ -77,8 +77,9 @@ def plain_pipeline(candles: Any, checkpoint: Any) -> dict[str, Any]:
         h = torch.from_numpy(win)
         i = 0
         while f"vae/encoder/layer{i}/weight" in t:
-            h = torch.relu(h @ torch.from_numpy(np.array(t[f"vae/encoder/layer{i}/weight"]))
-                           + torch.from_numpy(np.array(t[f"vae/encoder/layer{i}/bias"])))  # fmt: skip
+            weight = torch.from_numpy(np.array(t[f"vae/encoder/layer{i}/weight"]))
+            bias = torch.from_numpy(np.array(t[f"vae/encoder/layer{i}/bias"]))
+            h = torch.relu(h @ weight + bias)
             i += 1
         mu = h @ torch.from_numpy(np.array(t["vae/mu/weight"])) + torch.from_numpy(
             np.array(t["vae/mu/bias"])

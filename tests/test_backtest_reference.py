@@ -46,7 +46,7 @@ def btc_2018(shared_data_dir: Path):  # type: ignore[no-untyped-def]
                 kelly_window=10,
             ),
         ),
-    ],  # fmt: skip
+    ],
     ids=["defaults", "leveraged"],
 )
 def test_core_loop_equals_plain_python_model(btc_2018, risk, plain) -> None:  # type: ignore[no-untyped-def]
