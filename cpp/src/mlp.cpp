@@ -1,6 +1,7 @@
 #include "colmena/mlp.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -362,10 +363,23 @@ void MlpStack::forward(const float* x, std::size_t n_rows, std::size_t ldx,
     run_nets(0, n_nets_, reverse, x, 0, n_rows, n_rows, ldx, outputs);
     return;
   }
+  if (n_nets_ >= threads && n_rows == 1) {
+    // One contiguous block of networks per thread, and the same block for the same thread on
+    // every call while it can get it: a block's weights stay in that core's L2 between ticks.
+    // Every call of the loop body takes exactly one untaken block, so all blocks are done even
+    // when a worker does not show up and the caller takes its block.
+    std::vector<std::atomic<bool>> taken(threads);
+    parallel_for(threads, [&](std::size_t) {
+      std::size_t c = current_thread_slot() % threads;
+      while (taken[c].exchange(true, std::memory_order_acq_rel)) c = (c + 1) % threads;
+      run_nets(c * n_nets_ / threads, (c + 1) * n_nets_ / threads, reverse, x, 0, 1, 1, ldx,
+               outputs);
+    });
+    return;
+  }
   if (n_nets_ >= threads) {
-    // One contiguous block of networks per thread for a single row (fewest hand-outs, stable
-    // cache contents); smaller blocks for series, to balance threads that start late.
-    const std::size_t chunks = n_rows == 1 ? threads : std::min(n_nets_, 4 * threads);
+    // Blocks of networks, several per thread to balance threads that start late.
+    const std::size_t chunks = std::min(n_nets_, 4 * threads);
     parallel_for(chunks, [&](std::size_t c) {
       run_nets(c * n_nets_ / chunks, (c + 1) * n_nets_ / chunks, reverse, x, 0, n_rows, n_rows, ldx,
                outputs);

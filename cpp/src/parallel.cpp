@@ -144,6 +144,7 @@ class Pool {
   }
 
   void loop(std::size_t id) {
+    tls_slot_ = id;
     std::size_t seen = 0;
     auto started = [&] { return epoch_.load(std::memory_order_acquire) != seen; };
     for (;;) {
@@ -175,9 +176,13 @@ class Pool {
   std::atomic<std::uint64_t> state_{0};
   std::exception_ptr error_;
   static thread_local bool tls_inside_;
+
+ public:
+  static thread_local std::size_t tls_slot_;
 };
 
 thread_local bool Pool::tls_inside_ = false;
+thread_local std::size_t Pool::tls_slot_ = 0;
 
 }  // namespace
 
@@ -198,5 +203,7 @@ void parallel_for(std::size_t n, const std::function<void(std::size_t)>& fn) {
   }
   Pool::instance().run(n, threads, fn);
 }
+
+std::size_t current_thread_slot() noexcept { return Pool::tls_slot_; }
 
 }  // namespace colmena
