@@ -196,6 +196,13 @@ InputRows input_rows(const py::handle& obj, const std::string& where, std::size_
     throw py::value_error(where + ": x must have n_features = " + std::to_string(n_in) +
                           " values along its last axis, got shape " + shape_text(x));
   }
+  if (x.size() == 0) {  // nothing is read; numpy gives empty arrays zero strides
+    in.single = nd == 1;
+    in.n_rows = in.single ? 1 : static_cast<std::size_t>(x.shape(0));
+    in.ldx = n_in;
+    in.data = static_cast<const float*>(x.data());
+    return in;
+  }
   if (n_in > 1 && x.strides(nd - 1) != static_cast<py::ssize_t>(sizeof(float))) {
     throw py::value_error(
         where + ": x must be contiguous along its last axis (use numpy.ascontiguousarray)");

@@ -1,6 +1,7 @@
 #include "colmena/mlp.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -261,6 +262,60 @@ void MlpStack::run_nets(std::size_t net_begin, std::size_t net_end, bool reverse
   float* scratch = thread_scratch(3 * tile * ld);
   float* buffers[3] = {scratch, scratch + tile * ld, scratch + 2 * tile * ld};
   const std::size_t n_heads = layouts_.size() - n_trunk_;
+  if (row_end - row_begin == 1) {
+    // One row (a live tick): up to kMaxNets networks side by side, layer by layer, so that the
+    // FMA chains of one network do not wait on each other. Rows of network g live at
+    // buffers[i] + g * ld (tile >= 12 >= kMaxNets rows).
+    constexpr std::size_t G = simd::kMaxNets;
+    const std::size_t count_all = net_end - net_begin;
+    for (std::size_t first = 0; first < count_all; first += G) {
+      const std::size_t count = std::min(G, count_all - first);
+      const float* bases[G];
+      const float* a[G];
+      const float* w[G];
+      const float* b[G];
+      float* c[G];
+      for (std::size_t g = 0; g < count; ++g) {
+        const std::size_t step = first + g;
+        bases[g] = net_base(reverse ? net_end - 1 - step : net_begin + step);
+        a[g] = x + row_begin * ldx;
+      }
+      for (std::size_t l = 0; l < n_trunk_; ++l) {
+        const DenseLayout& layout = layouts_[l];
+        for (std::size_t g = 0; g < count; ++g) {
+          w[g] = bases[g] + layout.w_offset;
+          b[g] = bases[g] + layout.b_offset;
+          c[g] = buffers[l & 1] + g * ld;
+        }
+        kernels.dense_nets(layout, count, w, b, a, c);
+        for (std::size_t g = 0; g < count; ++g) a[g] = c[g];
+      }
+      for (std::size_t h = 0; h < n_heads; ++h) {
+        if (outputs[h] == nullptr) continue;
+        const DenseLayout& layout = layouts_[n_trunk_ + h];
+        const std::size_t n_out = layout.n_out;
+        const bool direct = layout.narrow || layout.ld == n_out;
+        for (std::size_t g = 0; g < count; ++g) {
+          w[g] = bases[g] + layout.w_offset;
+          b[g] = bases[g] + layout.b_offset;
+          c[g] = direct ? outputs[h] +
+                              (static_cast<std::size_t>(bases[g] - net_base(0)) / stride_ * n_rows +
+                               row_begin) *
+                                  n_out
+                        : buffers[2] + g * ld;
+        }
+        kernels.dense_nets(layout, count, w, b, a, c);
+        if (!direct) {
+          for (std::size_t g = 0; g < count; ++g) {
+            const std::size_t net = static_cast<std::size_t>(bases[g] - net_base(0)) / stride_;
+            std::memcpy(outputs[h] + (net * n_rows + row_begin) * n_out, c[g],
+                        n_out * sizeof(float));
+          }
+        }
+      }
+    }
+    return;
+  }
   for (std::size_t step = 0; step < net_end - net_begin; ++step) {
     const std::size_t net = reverse ? net_end - 1 - step : net_begin + step;
     const float* base = net_base(net);
@@ -308,10 +363,23 @@ void MlpStack::forward(const float* x, std::size_t n_rows, std::size_t ldx,
     run_nets(0, n_nets_, reverse, x, 0, n_rows, n_rows, ldx, outputs);
     return;
   }
+  if (n_nets_ >= threads && n_rows == 1) {
+    // One contiguous block of networks per thread, and the same block for the same thread on
+    // every call while it can get it: a block's weights stay in that core's L2 between ticks.
+    // Every call of the loop body takes exactly one untaken block, so all blocks are done even
+    // when a worker does not show up and the caller takes its block.
+    std::vector<std::atomic<bool>> taken(threads);
+    parallel_for(threads, [&](std::size_t) {
+      std::size_t c = current_thread_slot() % threads;
+      while (taken[c].exchange(true, std::memory_order_acq_rel)) c = (c + 1) % threads;
+      run_nets(c * n_nets_ / threads, (c + 1) * n_nets_ / threads, reverse, x, 0, 1, 1, ldx,
+               outputs);
+    });
+    return;
+  }
   if (n_nets_ >= threads) {
-    // One contiguous block of networks per thread for a single row (fewest hand-outs, stable
-    // cache contents); smaller blocks for series, to balance threads that start late.
-    const std::size_t chunks = n_rows == 1 ? threads : std::min(n_nets_, 4 * threads);
+    // Blocks of networks, several per thread to balance threads that start late.
+    const std::size_t chunks = std::min(n_nets_, 4 * threads);
     parallel_for(chunks, [&](std::size_t c) {
       run_nets(c * n_nets_ / chunks, (c + 1) * n_nets_ / chunks, reverse, x, 0, n_rows, n_rows, ldx,
                outputs);

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
@@ -18,9 +19,9 @@ namespace colmena {
 namespace {
 
 // Workers that finish a loop keep polling for the next one this long before they sleep on the
-// condition variable, and the caller polls this long for the workers to finish: waking a
-// sleeping thread costs tens of microseconds, as much as a whole small loop.
-constexpr auto kSpin = std::chrono::microseconds(100);
+// condition variable, and the caller polls this long for the workers inside the loop to finish:
+// waking a sleeping thread costs tens of microseconds, as much as a whole small loop.
+constexpr auto kSpin = std::chrono::microseconds(50);
 
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
@@ -73,17 +74,25 @@ class Pool {
       fn_ = &fn;
       n_ = n;
       next_.store(0);
-      active_workers_ = std::min(threads, size()) - 1;
-      pending_.store(active_workers_);
+      active_workers_.store(std::min(threads, size()) - 1, std::memory_order_relaxed);
       error_ = nullptr;
-      epoch_.store(epoch_.load() + 1, std::memory_order_release);  // publishes the fields above
+      const std::size_t epoch = epoch_.load() + 1;
+      // Publishes the fields above: a worker reads them only after joining through state_.
+      state_.store(epoch_bits(epoch) | kOpen, std::memory_order_release);
+      epoch_.store(epoch, std::memory_order_release);
     }
     wake_.notify_all();
     work();
-    auto finished = [&] { return pending_.load(std::memory_order_acquire) == 0; };
-    if (!spin_until(finished)) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      done_.wait(lock, finished);
+    // Every index is handed out. Close the loop so that late workers stay out, then wait only
+    // for the workers that joined: a worker the OS has not scheduled yet (a busy machine) no
+    // longer holds the caller up.
+    const std::uint64_t before = state_.fetch_and(~kOpen, std::memory_order_acq_rel);
+    if ((before & kCountMask) != 0) {
+      auto finished = [&] { return (state_.load(std::memory_order_acquire) & kCountMask) == 0; };
+      if (!spin_until(finished)) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_.wait(lock, finished);
+      }
     }
     std::lock_guard<std::mutex> lock(mutex_);
     fn_ = nullptr;
@@ -91,6 +100,14 @@ class Pool {
   }
 
  private:
+  // state_: the loop's epoch (low 32 bits) in the high word, kOpen while workers may join, and
+  // the number of workers inside the loop in the low bits.
+  static constexpr std::uint64_t kOpen = std::uint64_t{1} << 31;
+  static constexpr std::uint64_t kCountMask = kOpen - 1;
+  static std::uint64_t epoch_bits(std::size_t epoch) noexcept {
+    return static_cast<std::uint64_t>(epoch & 0xffffffffu) << 32;
+  }
+
   explicit Pool(std::size_t threads) {
     for (std::size_t t = 1; t < threads; ++t) {
       workers_.emplace_back([this, t] { loop(t); });
@@ -114,7 +131,20 @@ class Pool {
     tls_inside_ = false;
   }
 
+  // Enter loop `epoch` if it is still open; false once it has closed or moved on.
+  bool join(std::size_t epoch) noexcept {
+    std::uint64_t s = state_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((s & ~(kOpen | kCountMask)) != epoch_bits(epoch) || (s & kOpen) == 0) return false;
+      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+        return true;
+      }
+    }
+  }
+
   void loop(std::size_t id) {
+    tls_slot_ = id;
     std::size_t seen = 0;
     auto started = [&] { return epoch_.load(std::memory_order_acquire) != seen; };
     for (;;) {
@@ -122,12 +152,11 @@ class Pool {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, started);
       }
-      // A new loop cannot start before every worker it enlisted has finished this one, so no
-      // epoch is missed by a worker that takes part in it.
       seen = epoch_.load(std::memory_order_acquire);
-      if (id > active_workers_) continue;
+      if (id > active_workers_.load(std::memory_order_relaxed) || !join(seen)) continue;
       work();
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      const std::uint64_t before = state_.fetch_sub(1, std::memory_order_acq_rel);
+      if ((before & kCountMask) == 1 && (before & kOpen) == 0) {
         std::lock_guard<std::mutex> lock(mutex_);  // orders the notify after the caller's check
         done_.notify_one();
       }
@@ -142,14 +171,18 @@ class Pool {
   const std::function<void(std::size_t)>* fn_ = nullptr;
   std::size_t n_ = 0;
   std::atomic<std::size_t> next_{0};
-  std::size_t active_workers_ = 0;
-  std::atomic<std::size_t> pending_{0};
+  std::atomic<std::size_t> active_workers_{0};
   std::atomic<std::size_t> epoch_{0};
+  std::atomic<std::uint64_t> state_{0};
   std::exception_ptr error_;
   static thread_local bool tls_inside_;
+
+ public:
+  static thread_local std::size_t tls_slot_;
 };
 
 thread_local bool Pool::tls_inside_ = false;
+thread_local std::size_t Pool::tls_slot_ = 0;
 
 }  // namespace
 
@@ -170,5 +203,7 @@ void parallel_for(std::size_t n, const std::function<void(std::size_t)>& fn) {
   }
   Pool::instance().run(n, threads, fn);
 }
+
+std::size_t current_thread_slot() noexcept { return Pool::tls_slot_; }
 
 }  // namespace colmena

@@ -9,6 +9,8 @@
 
 namespace colmena::simd {
 
+inline constexpr std::size_t kMaxNets = 4;
+
 struct MlpKernelTable {
   /// c[r, :] = act(a[r, :n_in] @ W + b) for r < n_rows, with W and b at w, b in the packed
   /// layout described by `layout` (see DenseLayout). a has row stride lda (only the first n_in
@@ -17,6 +19,12 @@ struct MlpKernelTable {
   /// c's row stride in floats.
   void (*dense)(const DenseLayout& layout, const float* w, const float* b, const float* a,
                 std::size_t lda, std::size_t n_rows, float* c, std::size_t ldc);
+  /// One row through the same layer of `count` (1 .. kMaxNets) networks at once:
+  /// c[g][:] = act(a[g][:n_in] @ W_g + b_g) with W_g, b_g at w[g], b[g]. Independent networks
+  /// give the FMA units independent chains; each output is summed in the same order as by
+  /// `dense`, so the results are bit for bit those of `dense` on each network.
+  void (*dense_nets)(const DenseLayout& layout, std::size_t count, const float* const* w,
+                     const float* const* b, const float* const* a, float* const* c);
   /// x[i] = act(x[i]) for i < n.
   void (*activate)(Activation activation, float* x, std::size_t n);
 };

@@ -19,4 +19,9 @@ void set_max_threads(std::size_t n) noexcept;
 
 void parallel_for(std::size_t n, const std::function<void(std::size_t)>& fn);
 
+/// Slot of the calling thread: 0 for any thread outside the pool (the caller of parallel_for),
+/// 1 .. pool size - 1 for the pool's workers. Lets a loop give the same part of the work to the
+/// same thread on every call, so that its data stay in that core's cache.
+std::size_t current_thread_slot() noexcept;
+
 }  // namespace colmena

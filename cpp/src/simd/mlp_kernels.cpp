@@ -388,6 +388,75 @@ void dense_narrow(const DenseLayout& layout, const float* w, const float* b, con
   }
 }
 
+// ---------------------------------------------------------------- one row, several networks
+template <int G, int NV, Activation A>
+inline void nets_block(const float* const* a, const float* const* w, std::size_t ldw,
+                       std::size_t k_count, const float* const* b, float* const* c,
+                       std::size_t col) {
+  V acc[G][NV];
+  COLMENA_UNROLL
+  for (int g = 0; g < G; ++g) {
+    COLMENA_UNROLL
+    for (int j = 0; j < NV; ++j) acc[g][j] = load(b[g] + col + j * kW);
+  }
+  for (std::size_t k = 0; k < k_count; ++k) {
+    COLMENA_UNROLL
+    for (int g = 0; g < G; ++g) {
+      const V ag = set1(a[g][k]);
+      const float* wk = w[g] + k * ldw + col;
+      COLMENA_UNROLL
+      for (int j = 0; j < NV; ++j) acc[g][j] = fma(ag, load(wk + j * kW), acc[g][j]);
+    }
+  }
+  COLMENA_UNROLL
+  for (int g = 0; g < G; ++g) {
+    COLMENA_UNROLL
+    for (int j = 0; j < NV; ++j) store(c[g] + col + j * kW, apply<A>(acc[g][j]));
+  }
+}
+
+template <int G, int NV, Activation A>
+inline void nets_columns_tail(std::size_t vecs, const float* const* a, const float* const* w,
+                              std::size_t ldw, std::size_t k_count, const float* const* b,
+                              float* const* c, std::size_t col) {
+  if constexpr (NV > 0) {
+    if (vecs == NV) {
+      nets_block<G, NV, A>(a, w, ldw, k_count, b, c, col);
+    } else {
+      nets_columns_tail<G, NV - 1, A>(vecs, a, w, ldw, k_count, b, c, col);
+    }
+  }
+}
+
+template <int G, Activation A>
+void nets_wide(const DenseLayout& layout, const float* const* w, const float* const* b,
+               const float* const* a, float* const* c) {
+  const std::size_t vecs = layout.ld / kW;
+  std::size_t v = 0;
+  for (; v + kBlockVecs <= vecs; v += kBlockVecs) {
+    nets_block<G, kBlockVecs, A>(a, w, layout.ld, layout.n_in, b, c, v * kW);
+  }
+  if (v < vecs) {
+    nets_columns_tail<G, kBlockVecs - 1, A>(vecs - v, a, w, layout.ld, layout.n_in, b, c, v * kW);
+  }
+}
+
+template <Activation A>
+void nets_wide_count(const DenseLayout& layout, std::size_t count, const float* const* w,
+                     const float* const* b, const float* const* a, float* const* c) {
+  static_assert(kMaxNets == 4);
+  switch (count) {
+    case 1:
+      return nets_wide<1, A>(layout, w, b, a, c);
+    case 2:
+      return nets_wide<2, A>(layout, w, b, a, c);
+    case 3:
+      return nets_wide<3, A>(layout, w, b, a, c);
+    default:
+      return nets_wide<4, A>(layout, w, b, a, c);
+  }
+}
+
 template <Activation A>
 void dense_as(const DenseLayout& layout, const float* w, const float* b, const float* a,
               std::size_t lda, std::size_t n_rows, float* c, std::size_t ldc) {
@@ -412,6 +481,24 @@ void dense(const DenseLayout& layout, const float* w, const float* b, const floa
   }
 }
 
+void dense_nets(const DenseLayout& layout, std::size_t count, const float* const* w,
+                const float* const* b, const float* const* a, float* const* c) {
+  if (layout.narrow) {  // dot products: already independent per output
+    for (std::size_t g = 0; g < count; ++g) dense(layout, w[g], b[g], a[g], 0, 1, c[g], 0);
+    return;
+  }
+  switch (layout.activation) {
+    case Activation::identity:
+      return nets_wide_count<Activation::identity>(layout, count, w, b, a, c);
+    case Activation::tanh:
+      return nets_wide_count<Activation::tanh>(layout, count, w, b, a, c);
+    case Activation::relu:
+      return nets_wide_count<Activation::relu>(layout, count, w, b, a, c);
+    case Activation::gelu:
+      return nets_wide_count<Activation::gelu>(layout, count, w, b, a, c);
+  }
+}
+
 void activate(Activation activation, float* x, std::size_t n) {
   switch (activation) {
     case Activation::identity:
@@ -427,6 +514,6 @@ void activate(Activation activation, float* x, std::size_t n) {
 
 }  // namespace
 
-const MlpKernelTable mlp_table = {&dense, &activate};
+const MlpKernelTable mlp_table = {&dense, &dense_nets, &activate};
 
 }  // namespace colmena::simd::COLMENA_SIMD_LEVEL
