@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from colmena import _core
+from colmena import _core, checkpoint
 from colmena.buffer import CandleWindow, MarketBuffer
 from colmena.data import Candles, DataValidationError, GapReport, load_ohlcv
 from colmena.features import (
@@ -21,6 +21,8 @@ from colmena.features import (
     log_returns,
     min_ffd_d,
 )
+from colmena.nn import MLP, Swarm, VAEEncoder
+from colmena.swarm import SwarmModel, consensus
 
 __version__: str = str(_core.build_info()["version"])
 
@@ -51,6 +53,7 @@ def cuda_available() -> bool:
 
 
 __all__ = [
+    "MLP",
     "CandleWindow",
     "Candles",
     "DataValidationError",
@@ -58,8 +61,13 @@ __all__ = [
     "GapReport",
     "MarketBuffer",
     "MinFfdResult",
+    "Swarm",
+    "SwarmModel",
+    "VAEEncoder",
     "__version__",
     "build_info",
+    "checkpoint",
+    "consensus",
     "cuda_available",
     "fracdiff",
     "fracdiff_expanding",
