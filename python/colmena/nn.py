@@ -9,8 +9,8 @@ torch layer ``lin`` that is ``(lin.weight.detach().numpy().T, lin.bias.detach().
 Activations: ``"tanh"``, ``"relu"``, ``"gelu"`` (the exact erf form,
 ``x * Phi(x)`` with ``Phi`` the standard normal CDF; Hendrycks and Gimpel, 2016; torch's
 default ``approximate="none"``) and ``"identity"``. tanh and gelu are vectorised approximations
-within 2e-7 of the exact functions, so outputs match a torch float32 forward pass of the same
-weights to about 1e-6 (the tests hold them to 1e-5).
+within ``2e-7 * max(1, |f(x)|)`` of the exact functions, so outputs match a torch float32
+forward pass of the same weights to about 1e-6 (the tests hold them to 1e-5).
 
 Inputs are checked, never converted: float32 NumPy arrays, contiguous along the last axis (rows
 may be any whole number of floats apart, so row slices of a bigger array pass without a copy).
