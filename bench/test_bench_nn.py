@@ -111,7 +111,7 @@ def numpy_vae(layers: list[Any], mu: Any) -> Any:
         h = x
         for w, b in layers:
             h = np.maximum(h @ w + b, 0)
-        return h @ mu[0] + mu[1]
+        return np.asarray(h @ mu[0] + mu[1])
 
     return encode
 

@@ -48,12 +48,13 @@ def make_layers(
 
 def numpy_activation(name: str) -> Callable[[np.ndarray], np.ndarray]:
     """Exact activations in float64."""
-    return {
+    table: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         "tanh": np.tanh,
         "relu": lambda h: np.maximum(h, 0.0),
         "gelu": lambda h: 0.5 * h * (1.0 + erf(h / np.sqrt(2.0))),
         "identity": lambda h: h,
-    }[name]
+    }
+    return table[name]
 
 
 def numpy_swarm(layers: Layers, activation: str, x: np.ndarray) -> np.ndarray:
@@ -69,7 +70,7 @@ def numpy_swarm(layers: Layers, activation: str, x: np.ndarray) -> np.ndarray:
     return out[:, 0] if x.ndim == 1 else out
 
 
-def torch_activation(torch: Any, name: str) -> Callable[[Any], Any]:
+def torch_activation(torch: Any, name: str) -> Any:
     functional = torch.nn.functional
     return {
         "tanh": torch.tanh,
@@ -89,7 +90,7 @@ def torch_swarm(torch: Any, layers: Layers, activation: str, x: np.ndarray) -> n
         for i, (w, b) in enumerate(layers):
             h = torch.baddbmm(torch.from_numpy(b).unsqueeze(1), h, torch.from_numpy(w))
             h = torch.tanh(h) if i == len(layers) - 1 else act(h)
-        out = h[..., 0].numpy()
+        out = np.asarray(h[..., 0].numpy())
     return out[:, 0] if x.ndim == 1 else out
 
 
@@ -105,7 +106,7 @@ def torch_dense(
         for i, (w, b) in enumerate(layers):
             h = functional.linear(h, torch.from_numpy(w.T.copy()), torch.from_numpy(b))
             h = out_act(h) if i == len(layers) - 1 else act(h)
-        return h.numpy()
+        return np.asarray(h.numpy())
 
 
 @pytest.fixture(scope="module")
@@ -461,7 +462,7 @@ def small_swarm_layers() -> Layers:
 def test_forward_rejects_bad_inputs_with_clear_errors() -> None:
     swarm = Swarm(small_swarm_layers())
     with pytest.raises(TypeError, match=r"x must have dtype float32, got float64"):
-        swarm.forward(np.zeros(4))
+        swarm.forward(np.zeros(4))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"x must be a numpy.ndarray of float32, got list"):
         swarm.forward([0.0, 0.0, 0.0, 0.0])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"n_features = 4 .* got shape \(10, 5\)"):

@@ -13,7 +13,7 @@
 /// Weights are copied into 64-byte aligned storage in the layout the kernels want (columns padded
 /// to 16 floats; very narrow layers stored transposed) and replaced in place; the storage is
 /// allocated once by the constructor. Activations: tanh and gelu (exact erf form, as torch's
-/// default) are vectorised to within 2e-7 absolute of the exact function.
+/// default) are vectorised to within 2e-7 * max(1, |f(x)|) of the exact function.
 #include <atomic>
 #include <cstddef>
 #include <memory>
