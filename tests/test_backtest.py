@@ -312,3 +312,39 @@ def test_cli_walk_forward_end_to_end(candles: Candles, tmp_path: Path) -> None:
     assert report["out_of_sample"] is True
     assert len(report["folds"]) == 2
     assert report["folds"][0]["test"][1] == report["folds"][1]["test"][0]
+
+
+def test_cli_config_file_sets_risk_and_costs(candles: Candles, tmp_path: Path) -> None:
+    import msgspec
+
+    data = tmp_path / "c.parquet"
+    pq.write_table(candles.to_arrow(), data)
+    config = BacktestConfig(
+        train_fraction=0.5,
+        training=TRAINING,
+        execution=ExecutionSettings(fee_bps=25.0),
+        risk=RiskConfig(max_leverage=0.5, halt_drawdown=0.3),
+    )
+    path = tmp_path / "config.json"
+    path.write_bytes(msgspec.json.encode(config))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main, ["backtest", str(data), "--config", str(path), "--out", str(out), "--seed", "9"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["execution"]["fee_bps"] == 25.0
+    assert report["config"]["risk"]["max_leverage"] == 0.5
+    assert report["seed"] == 9
+    assert report["config"]["training"]["evolution"]["agents"] == 8
+
+
+def test_cli_config_file_with_a_bad_field_is_a_usage_error(tmp_path: Path) -> None:
+    data = tmp_path / "c.csv"
+    data.write_text("open_time,open,high,low,close,volume\n")
+    path = tmp_path / "config.json"
+    path.write_text('{"risk": {"var_budget": -1}, "folds": 2}')
+    result = CliRunner().invoke(main, ["backtest", str(data), "--config", str(path)])
+    assert result.exit_code == 2
+    assert "var_budget" in result.output
+    assert "config.json" in result.output

@@ -413,6 +413,14 @@ def _fetch(
     help="Run directory (written atomically; replaced if it exists).",
 )
 @click.option("--db", default=None, help="Also record the run in PostgreSQL (a libpq DSN).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="JSON file with every setting (BacktestConfig: risk limits, costs, training); "
+    "options given on the command line override it.",
+)
 @_exchange_options
 def backtest(
     data: Path | None,
@@ -427,6 +435,7 @@ def backtest(
     seed: int,
     out_dir: Path,
     db: str | None,
+    config_file: Path | None,
     exchange: str | None,
     symbol: str,
     timeframe: str,
@@ -447,7 +456,7 @@ def backtest(
     import msgspec
 
     from colmena import checkpoint as checkpoints
-    from colmena.backtest import BacktestConfig, ExecutionSettings, write_run
+    from colmena.backtest import BacktestConfig, write_run
     from colmena.backtest import backtest as run_backtest
     from colmena.data import load_ohlcv
     from colmena.evolution import EvolutionConfig, GenerationStats
@@ -460,26 +469,55 @@ def backtest(
         if exchange is None:
             raise click.UsageError("give a candle file DATA (Parquet or CSV) or --exchange")
         data = _fetch(exchange, symbol, timeframe, days, until, api_url, cache_dir)
+    ctx = click.get_current_context()
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+
     try:
-        config = BacktestConfig(
-            train_fraction=train_frac,
-            folds=folds,
-            seed=seed,
-            execution=ExecutionSettings(fee_bps=fee_bps, slippage_bps=slippage_bps),
-            training=TrainConfig(
-                seed=seed,
-                vae=VAEConfig(epochs=vae_epochs),
-                evolution=EvolutionConfig(
-                    agents=agents,
-                    generations=generations,
-                    fee_bps=fee_bps,
-                    elite=min(5, agents - 1),
-                    tournament_size=min(3, agents),
-                ),
-            ),
-        )
-    except msgspec.ValidationError as exc:
-        raise click.UsageError(str(exc)) from exc
+        if config_file is not None:
+            # The file sets everything; options given on the command line override it.
+            base = msgspec.json.decode(config_file.read_bytes(), type=BacktestConfig)
+        else:
+            base = BacktestConfig(
+                training=TrainConfig(
+                    vae=VAEConfig(epochs=vae_epochs),
+                    evolution=EvolutionConfig(generations=generations),
+                )
+            )
+        evolution = base.training.evolution
+        execution = base.execution
+        if given("agents") or config_file is None:
+            n = agents if given("agents") else evolution.agents
+            evolution = msgspec.structs.replace(
+                evolution, agents=n, elite=min(evolution.elite, n - 1),
+                tournament_size=min(evolution.tournament_size, n),
+            )  # fmt: skip
+        if given("generations"):
+            evolution = msgspec.structs.replace(evolution, generations=generations)
+        if given("fee_bps"):
+            evolution = msgspec.structs.replace(evolution, fee_bps=fee_bps)
+            execution = msgspec.structs.replace(execution, fee_bps=fee_bps)
+        if given("slippage_bps"):
+            execution = msgspec.structs.replace(execution, slippage_bps=slippage_bps)
+        vae = base.training.vae
+        if given("vae_epochs"):
+            vae = msgspec.structs.replace(vae, epochs=vae_epochs)
+        training = msgspec.structs.replace(base.training, evolution=evolution, vae=vae)
+        changes: dict[str, Any] = {"training": training, "execution": execution}
+        if given("train_frac"):
+            changes["train_fraction"] = train_frac
+        if given("folds"):
+            changes["folds"] = folds
+        if given("seed"):
+            changes["seed"] = seed
+            changes["training"] = msgspec.structs.replace(training, seed=seed)
+        config = msgspec.structs.replace(base, **changes)
+        # re-run every validation of the nested structs on the final values
+        config = msgspec.json.decode(msgspec.json.encode(config), type=BacktestConfig)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        where = f"{config_file}: " if config_file is not None else ""
+        raise click.UsageError(f"{where}{exc}") from exc
     started = time.perf_counter()
     try:
         candles = load_ohlcv(data)
