@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from colmena import _core
+from colmena.checkpoint import library_versions
 from colmena.data import Candles
 from colmena.evolution import GenerationStats
 from colmena.metrics import performance_metrics
@@ -502,20 +503,8 @@ def _report(
             "missing_bars": candles.gaps.missing_bars,
         },
         "timing": timing,
-        "versions": _versions(),
+        "versions": library_versions(),
     }
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata
-
-    out = {}
-    for name in ("colmena", "numpy", "pyarrow", "torch"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def _json_default(value: Any) -> Any:

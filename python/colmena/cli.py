@@ -6,8 +6,6 @@ build contains).
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,24 +20,6 @@ from colmena import build_info
 from colmena.features import fracdiff, fracdiff_weights, log_returns, min_ffd_d
 
 console = Console(stderr=True)
-
-
-def _write_parquet_atomically(table: object, out: Path) -> None:
-    """Write to a temp file beside ``out``, fsync, then rename: never a half-written file."""
-    import pyarrow.parquet as pq
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,7 +77,7 @@ def features(
     follows missing bars), log_return (from the previous bar; NaN on the first), ffd (NaN until
     the window is full). Gaps are reported, never filled.
     """
-    from colmena.data import load_ohlcv
+    from colmena.data import load_ohlcv, write_parquet_atomically
 
     if (d is None) == (not auto_d):
         raise click.UsageError("give exactly one of --d D and --auto-d")
@@ -159,7 +139,7 @@ def features(
             table = table.append_column("after_gap", pa.array(after_gap))
             table = table.append_column("log_return", pa.array(returns))
             table = table.append_column("ffd", pa.array(ffd))
-            _write_parquet_atomically(table, out)
+            write_parquet_atomically(table, out)
         progress.update(task, completed=4)
     elapsed = time.perf_counter() - started
 

@@ -35,6 +35,7 @@ __all__ = [
     "DataValidationError",
     "GapReport",
     "load_ohlcv",
+    "write_parquet_atomically",
 ]
 
 #: Accepted names of the timestamp column, in order of preference (matched case-insensitively).
@@ -578,3 +579,28 @@ def _most_common_step_seconds(ts: NDArray[np.int64]) -> float | None:
 def _frozen(array: _Array) -> _Array:
     array.setflags(write=False)
     return array
+
+
+def write_parquet_atomically(table: pa.Table, path: str | os.PathLike[str]) -> Path:
+    """Write ``table`` as zstd Parquet to ``path`` so that no reader ever sees half a file.
+
+    The table goes to a temp file in the same directory, is flushed and fsync'd, then renamed
+    over ``path`` (``os.replace``, atomic on POSIX and Windows); on any error the temp file is
+    removed and ``path`` is untouched.
+    """
+    import tempfile
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out

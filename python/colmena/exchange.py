@@ -14,8 +14,6 @@ Needs the ``exchange`` extra: ``pip install 'colmena[exchange]'``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +25,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from colmena import _core
+from colmena.data import write_parquet_atomically
 
 __all__ = ["ExchangeUnavailableError", "cache_path", "download_ohlcv", "make_client"]
 
@@ -98,20 +97,6 @@ def _read_cache(path: Path) -> pa.Table | None:
         return pq.read_table(path)
     except (OSError, pa.ArrowInvalid):
         return None  # a damaged cache is refetched, never trusted
-
-
-def _write_atomically(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def download_ohlcv(
@@ -276,5 +261,5 @@ def download_ohlcv(
             **{n: pa.array(columns[n]) for n in ("open", "high", "low", "close", "volume")},
         }
     )
-    _write_atomically(table, path)
+    write_parquet_atomically(table, path)
     return path

@@ -9,7 +9,6 @@ and thread count (torch is seeded, every random draw of the evolution comes from
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from colmena.checkpoint import Checkpoint
+from colmena.checkpoint import Checkpoint, library_versions
 from colmena.data import Candles
 from colmena.evolution import (
     EvolutionConfig,
@@ -77,16 +76,6 @@ def market_targets(
     large = gaps.rows[gaps.missing_per_gap > max_gap_bars]
     tradable[large - 1] = False
     return next_returns, tradable
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in ("colmena", "numpy", "torch", "safetensors", "msgspec"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def train(
@@ -243,6 +232,6 @@ def train(
             },
             "vae": {"best_epoch": vae.best_epoch, "history": vae.history},
         },
-        versions=_versions(),
+        versions=library_versions(),
     )
     return TrainResult(model=model, checkpoint=checkpoint, population=population, vae=vae)
