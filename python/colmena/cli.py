@@ -274,7 +274,7 @@ def train(
             result = run_training(
                 candles, config, on_vae_epoch=on_epoch, on_generation=on_generation
             )
-        except ValueError as exc:
+        except (ValueError, ImportError) as exc:  # ImportError: training without torch
             raise click.ClickException(str(exc)) from exc
     path = checkpoints.save(out_dir, result.checkpoint)
     elapsed = time.perf_counter() - started
@@ -541,6 +541,8 @@ def backtest(
             )
             progress.update(stage, description="writing the run directory")
             path = write_run(run, out_dir)
+        except ImportError as exc:  # walk-forward training without torch
+            raise click.ClickException(str(exc)) from exc
         except ValueError as exc:
             raise click.ClickException(f"{data}: {exc}") from exc
     if db is not None:
