@@ -221,7 +221,10 @@ def test_run_directory_has_the_promised_files_and_columns(
     assert report["seed"] == 0
     assert report["out_of_sample"] is False  # the checkpoint saw the first half of this data
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 4
+    assert html.count("data:image/png;base64,") == 5
+    for title in ("Equity against buy-and-hold", "Drawdown", "Position", "Rolling Sharpe",
+                  "Swarm fitness and entropy per generation"):  # fmt: skip
+        assert title in html
     assert "http" not in html.replace("http-equiv", "")  # self-contained
 
 

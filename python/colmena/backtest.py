@@ -213,7 +213,18 @@ def backtest(
         valid[:] = sig.valid
         fold_of_bar[:] = 0
         trade_start = int(np.argmax(sig.valid)) if sig.valid.any() else n
-        folds.append(FoldInfo(0, -1, -1, trade_start, n))
+        history = [
+            GenerationStats(g + 1, float(best), float(median), float(entropy), -1, -1)
+            for g, (best, median, entropy) in enumerate(
+                zip(
+                    checkpoint.tensors.get("history/best_fitness", []),
+                    checkpoint.tensors.get("history/median_fitness", []),
+                    checkpoint.tensors.get("history/entropy", []),
+                    strict=False,
+                )
+            )
+        ]
+        folds.append(FoldInfo(0, -1, -1, trade_start, n, history))
         data = checkpoint.config.get("data", {})
         first, last = data.get("first_ts"), data.get("last_ts")
         if first is None or last is None or not (last < candles.ts[0] or first > candles.ts[-1]):
