@@ -191,7 +191,9 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         Closed round-trip trades in the rolling win-rate / payoff estimate, and the minimum before
         it replaces ``kelly_prior``.
     kelly_prior : float
-        Kelly fraction assumed before enough trades, in [0, 1].
+        Kelly fraction assumed before enough trades, in [0, 1]. The estimate only changes when
+        trades close: a swarm whose last ``kelly_window`` trades had no edge (f = 0) stays flat
+        from then on; restart it (or raise ``kelly_prior`` and ``kelly_min_trades``) to retry.
     max_leverage : float
         Largest |position notional| / equity.
     var_budget : float
