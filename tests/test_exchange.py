@@ -210,3 +210,21 @@ def test_download_cli(server: FakeBinance, candles: list[list[object]], tmp_path
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "1,440" in result.output
+
+
+def test_backtest_cli_on_the_exchange_source(
+    server: FakeBinance, candles: list[list[object]], tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    until = int(candles[8_000][0])
+    out = tmp_path / "run"
+    args = ["backtest", "--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "1m",
+            "--days", "3", "--until", str(np.datetime64(until, "ms")) + "Z",
+            "--api-url", server.url, "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+            "--agents", "4", "--generations", "1", "--vae-epochs", "1"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["rows"] == 3 * 1440
+    assert report["data"]["file"].endswith("binance_BTCUSDT_1m.parquet")
+    assert report["out_of_sample"] is True
