@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 
 from colmena.backtest import BacktestConfig, backtest  # noqa: E402
 from colmena.data import load_ohlcv  # noqa: E402
+from colmena.decision import decision_bars  # noqa: E402
 from colmena.evolution import EvolutionConfig  # noqa: E402
 from colmena.metrics import performance_metrics  # noqa: E402
 from colmena.swarm import SwarmModel  # noqa: E402
@@ -27,7 +28,7 @@ from colmena.training import TrainConfig, train  # noqa: E402
 from colmena.vae import VAEConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_backtest import plain_backtest  # noqa: E402
+from reference_backtest import PlainExecutor, plain_backtest  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "btcusd_bitfinex_1m_2018.parquet"
 
@@ -39,9 +40,16 @@ def setup() -> tuple[Any, Any]:
     candles = load_ohlcv(DATA)
     config = TrainConfig(
         vae=VAEConfig(epochs=1, max_samples_per_epoch=5_000),
-        evolution=EvolutionConfig(agents=100, generations=2, eval_bars=5_000),
+        evolution=EvolutionConfig(agents=100, generations=2, eval_days=10),
+        gate=False,  # the timing needs a swarm that trades
     )
-    checkpoint = train(candles.slice(0, 30_000), config).checkpoint  # untimed
+    trained = train(candles.slice(0, 40_000), config).checkpoint  # untimed
+    tensors = dict(trained.tensors)
+    tensors["consensus/weights"] = np.ones_like(tensors["consensus/weights"])  # every agent votes
+    checkpoint = type(trained)(
+        generation=trained.generation, epoch=trained.epoch, tensors=tensors,
+        lineage=trained.lineage, config=trained.config, versions=trained.versions,
+    )  # fmt: skip
     return candles, checkpoint
 
 
@@ -100,14 +108,18 @@ def plain_pipeline(candles: Any, checkpoint: Any) -> dict[str, Any]:
                 hb = torch.tanh(hb)
             signals.append(hb.squeeze(-1))
         agent = torch.cat(signals, dim=1).numpy()
-    weights = np.asarray(t["fitness"])
+    weights = np.asarray(t["consensus/weights"])[0]
     consensus = np.where(valid, weights @ agent / np.abs(weights).sum(), np.nan)
+    decide = decision_bars(candles.ts, 60.0, "1h")
+    action = np.where(decide, 1, 0)
+    action[-31:-1] = 3
     out = plain_backtest(
         candles.ts.tolist(), candles.open.tolist(), close.tolist(), candles.volume.tolist(),
-        consensus.tolist(), 60_000_000_000,
+        np.where(decide, consensus, np.nan).tolist(), 60_000_000_000,
+        execution=PlainExecutor(allow_short=False), action=action.tolist(),
     )  # fmt: skip
     out["metrics"] = performance_metrics(
-        candles.ts, np.array(out["equity"]), initial_equity=100_000.0, bars_per_year=525_600.0
+        candles.ts + 60_000_000_000, np.array(out["equity"]), initial_equity=100_000.0
     )
     out["consensus"] = consensus
     return out

@@ -1,10 +1,12 @@
 """Training throughput: generations per second for 100 agents on a year of one-minute candles.
 
-One generation = every agent's signal over all 520,000 bars of BTC/USD 2018 (the core's swarm
-forward pass), the fitness of each (colmena.evolution.fitness_scores), and breeding the next
-population (tournament, crossover, mutation, elitism). Peer: the same generation with the
-forward pass in torch (``baddbmm`` on stacked weights). The VAE and the feature pipeline are
-computed once, outside the timing (their cost is in the backtest benchmark).
+One generation = every agent's signal at the hourly decision bars of all 520,000 bars of BTC/USD
+2018 (the core's swarm forward pass, 8,760 decisions), the fitness of each (every agent traded
+through the core's trading loop over all 520,000 bars: next-open fills, fees, slippage, partial
+fills, then the daily Sharpe ratio, :mod:`colmena.evolution`), and breeding the next population
+(tournament, crossover, mutation, elitism). Peer: the same generation with the forward pass in
+torch (``baddbmm`` on stacked weights); the executor-based fitness is the same call in both. The
+VAE and the feature pipeline are computed once, outside the timing.
 """
 
 from __future__ import annotations
@@ -18,34 +20,38 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from colmena.data import load_ohlcv  # noqa: E402
-from colmena.evolution import EvolutionConfig, Population, fitness_scores  # noqa: E402
+from colmena.decision import decision_bars  # noqa: E402
+from colmena.evolution import EvolutionConfig, Population, daily_sharpe  # noqa: E402
+from colmena.execution import ExecutionSettings, day_end_rows, simulate_targets  # noqa: E402
 from colmena.nn import Swarm  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "btcusd_bitfinex_1m_2018.parquet"
 CONFIG = EvolutionConfig(agents=100, hidden=(32, 32))
+EXECUTION = ExecutionSettings()
 
 
 @pytest.fixture(scope="module")
-def year() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def year() -> dict[str, Any]:
     if not DATA.exists():
         pytest.skip(f"{DATA} not found")
     candles = load_ohlcv(DATA)
+    decide = decision_bars(candles.ts, 60.0, "1h")
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((len(candles), 20)).astype(np.float32)  # latent + features stand-in
-    close = np.asarray(candles.close)
-    nxt = np.zeros(close.size)
-    nxt[:-1] = np.diff(np.log(close))
-    ok = np.ones(close.size, dtype=bool)
-    ok[-1] = False
-    return x, nxt, ok
+    x = rng.standard_normal((int(decide.sum()), 20)).astype(np.float32)  # latent + features
+    return {
+        "candles": candles,
+        "decide": decide,
+        "x": x,
+        "days": day_end_rows(candles.ts + 60_000_000_000),
+    }
 
 
 def generation(forward: Any, population: Population, data: Any, rng: np.random.Generator) -> None:
-    x, nxt, ok = data
-    signals = forward(population, x)
-    fitness = fitness_scores(signals, nxt, ok, fee_bps=10, turnover_penalty=1.0,
-                             bars_per_year=525_600)  # fmt: skip
-    population.record_fitness(fitness)
+    c = data["candles"]
+    signals = forward(population, data["x"])
+    sim = simulate_targets(c.ts, c.open, c.close, c.volume, data["decide"], signals, data["days"],
+                           bar_seconds=60.0, execution=EXECUTION, no_trade_band=0.05)  # fmt: skip
+    population.record_fitness(daily_sharpe(sim.equity, EXECUTION.initial_cash))
     population.reproduce(CONFIG, rng)
 
 
@@ -70,15 +76,11 @@ def test_peer_torch_baddbmm_generation(benchmark: Any, year: Any) -> None:
 
     def forward(pop: Population, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            xt = torch.from_numpy(x)
-            out = []
-            for start in range(0, x.shape[0], 16_384):
-                h = xt[start : start + 16_384].unsqueeze(0).expand(pop.n_agents, -1, -1)
-                for w, b in pop.layers:
-                    h = torch.baddbmm(torch.from_numpy(b).unsqueeze(1), h, torch.from_numpy(w))
-                    h = torch.tanh(h)
-                out.append(h.squeeze(-1))
-            return torch.cat(out, dim=1).numpy()
+            h = torch.from_numpy(x).unsqueeze(0).expand(pop.n_agents, -1, -1)
+            for w, b in pop.layers:
+                h = torch.baddbmm(torch.from_numpy(b).unsqueeze(1), h, torch.from_numpy(w))
+                h = torch.tanh(h)
+            return np.ascontiguousarray(h.squeeze(-1).numpy())
 
     benchmark.pedantic(generation, args=(forward, population, year, rng), rounds=1, iterations=1)
     benchmark.extra_info["generations_per_second"] = round(1 / benchmark.stats.stats.median, 3)

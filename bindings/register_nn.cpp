@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "colmena/consensus.hpp"
 #include "colmena/mlp.hpp"
 #include "register.hpp"
 
@@ -474,6 +475,57 @@ py::object vae_encode(const VaeHandle& h, const py::handle& x_obj, bool return_l
 }  // namespace
 
 void register_nn(py::module_& m) {
+  m.def(
+      "consensus",
+      [](const py::handle& signals_obj, const py::handle& weights_obj,
+         const py::object& sets_obj) {
+        if (!py::isinstance<py::array>(signals_obj) ||
+            !py::reinterpret_borrow<py::array>(signals_obj).dtype().is(py::dtype::of<float>()))
+          throw py::type_error("signals must be a numpy.ndarray of float32");
+        if (!py::isinstance<py::array>(weights_obj) ||
+            !py::reinterpret_borrow<py::array>(weights_obj).dtype().is(py::dtype::of<double>()))
+          throw py::type_error("weights must be a numpy.ndarray of float64");
+        auto sig = py::reinterpret_borrow<py::array>(signals_obj);
+        auto w = py::reinterpret_borrow<py::array>(weights_obj);
+        if (sig.ndim() != 2 || !(sig.flags() & py::array::c_style))
+          throw py::value_error("signals must be a C-contiguous 2-D array [n_agents, n_bars]");
+        if (w.ndim() != 2 || !(w.flags() & py::array::c_style))
+          throw py::value_error("weights must be a C-contiguous 2-D array [n_sets, n_agents]");
+        const auto n_agents = static_cast<std::size_t>(sig.shape(0));
+        const auto n_bars = static_cast<std::size_t>(sig.shape(1));
+        if (static_cast<std::size_t>(w.shape(1)) != n_agents)
+          throw py::value_error("weights have " + std::to_string(w.shape(1)) +
+                                " agents, signals " + std::to_string(n_agents));
+        py::array_t<std::int64_t, py::array::c_style> sets;
+        const std::int64_t* set_ptr = nullptr;
+        if (!sets_obj.is_none()) {
+          if (!py::isinstance<py::array>(sets_obj) ||
+              !py::reinterpret_borrow<py::array>(sets_obj).dtype().is(
+                  py::dtype::of<std::int64_t>()))
+            throw py::type_error("weight_set must be a numpy.ndarray of int64");
+          sets = py::reinterpret_borrow<py::array_t<std::int64_t, py::array::c_style>>(sets_obj);
+          if (sets.ndim() != 1 || static_cast<std::size_t>(sets.size()) != n_bars ||
+              !(sets.flags() & py::array::c_style))
+            throw py::value_error("weight_set must be C-contiguous 1-D [n_bars]");
+          set_ptr = sets.data();
+        }
+        py::array_t<double> out(static_cast<py::ssize_t>(n_bars));
+        {
+          py::gil_scoped_release release;
+          try {
+            consensus(static_cast<const float*>(sig.data()), n_agents, n_bars,
+                      static_cast<const double*>(w.data()), static_cast<std::size_t>(w.shape(0)),
+                      set_ptr, out.mutable_data());
+          } catch (const std::invalid_argument& e) {
+            py::gil_scoped_acquire acquire;
+            throw py::value_error(e.what());
+          }
+        }
+        return out;
+      },
+      py::arg("signals"), py::arg("weights"), py::arg("weight_set") = py::none(),
+      "Fixed-order weighted mean of agent signals: float32 [n_agents, n_bars], float64 "
+      "[n_sets, n_agents], optional int64 [n_bars] -> float64 [n_bars].");
   py::class_<SwarmHandle>(m, "Swarm",
                           "N agent MLPs with stacked weights (core; use colmena.Swarm).")
       .def(py::init(&make_swarm), py::arg("layers"), py::arg("activation") = "tanh")

@@ -10,6 +10,7 @@
 #include "colmena/paper_executor.hpp"
 #include "colmena/risk.hpp"
 #include "colmena/risk_manager.hpp"
+#include "colmena/trading_loop.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -51,6 +52,29 @@ TailRisk tail_risk(const py::handle& returns_obj, double confidence, const std::
       "'");
 }
 
+Action parse_action(const std::string& name) {
+  if (name == "hold") return Action::hold;
+  if (name == "decide") return Action::decide;
+  if (name == "gated_flat") return Action::gated_flat;
+  if (name == "end_of_run") return Action::end_of_run;
+  throw py::value_error("action must be 'hold', 'decide', 'gated_flat' or 'end_of_run', got '" +
+                        name + "'");
+}
+
+template <typename T>
+py::array_t<T, py::array::c_style> require_1d(const py::handle& obj, const char* name,
+                                              const char* dtype) {
+  if (!py::isinstance<py::array>(obj) ||
+      !py::reinterpret_borrow<py::array>(obj).dtype().is(py::dtype::of<T>())) {
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray of " + dtype);
+  }
+  auto arr = py::reinterpret_borrow<py::array>(obj);
+  if (arr.ndim() != 1) throw py::value_error(std::string(name) + " must be 1-D");
+  if (!(arr.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + " must be C-contiguous");
+  return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(arr);
+}
+
 }  // namespace
 
 void register_risk(py::module_& m) {
@@ -86,6 +110,7 @@ void register_risk(py::module_& m) {
       .def_readwrite("kelly_window", &RiskConfig::kelly_window)
       .def_readwrite("kelly_min_trades", &RiskConfig::kelly_min_trades)
       .def_readwrite("kelly_prior", &RiskConfig::kelly_prior)
+      .def_readwrite("kelly_prior_trades", &RiskConfig::kelly_prior_trades)
       .def_readwrite("max_leverage", &RiskConfig::max_leverage)
       .def_readwrite("var_budget", &RiskConfig::var_budget)
       .def_readwrite("var_confidence", &RiskConfig::var_confidence)
@@ -111,6 +136,7 @@ void register_risk(py::module_& m) {
             std::copy(v.begin(), v.end(), c.ladder_pause_ns);
           })
       .def_readwrite("stale_after_ns", &RiskConfig::stale_after_ns)
+      .def_readwrite("daily_loss_pause", &RiskConfig::daily_loss_pause)
       .def_readwrite("alert_drawdown_warning", &RiskConfig::alert_drawdown_warning)
       .def_readwrite("alert_drawdown_critical", &RiskConfig::alert_drawdown_critical)
       .def_readwrite("alert_daily_pnl_warning", &RiskConfig::alert_daily_pnl_warning)
@@ -130,6 +156,8 @@ void register_risk(py::module_& m) {
       .def_readwrite("slippage_bps", &ExecutionConfig::slippage_bps)
       .def_readwrite("impact_bps", &ExecutionConfig::impact_bps)
       .def_readwrite("max_participation", &ExecutionConfig::max_participation)
+      .def_readwrite("borrow_bps_per_day", &ExecutionConfig::borrow_bps_per_day)
+      .def_readwrite("allow_short", &ExecutionConfig::allow_short)
       .def("validate", [](const ExecutionConfig& c) {
         try {
           c.validate();
@@ -175,6 +203,15 @@ void register_risk(py::module_& m) {
             return py::make_tuple(d.requested, d.target, verdict_name(d.verdict), d.place_order);
           },
           py::arg("signal"), py::arg("current_fraction"))
+      .def(
+          "decide_action",
+          [](const RiskManager& self, const std::string& action, double signal,
+             double current_fraction) {
+            const Decision d = self.decide(parse_action(action), signal, current_fraction);
+            return py::make_tuple(d.requested, d.target, verdict_name(d.verdict), d.place_order);
+          },
+          py::arg("action"), py::arg("signal"), py::arg("current_fraction"))
+      .def("reset_model_estimates", &RiskManager::reset_model_estimates)
       .def("allowed_quantity", &RiskManager::allowed_quantity, py::arg("quantity"),
            py::arg("position"))
       .def("record_trade", &RiskManager::record_trade, py::arg("pnl"))
@@ -191,6 +228,9 @@ void register_risk(py::module_& m) {
                              [](const RiskManager& s) { return trading_state_name(s.state()); })
       .def_property_readonly("drawdown", &RiskManager::drawdown)
       .def_property_readonly("peak_equity", &RiskManager::peak_equity)
+      .def_property_readonly("drawdown_from_high", &RiskManager::drawdown_from_high)
+      .def_property_readonly("daily_pnl", &RiskManager::daily_pnl)
+      .def_property_readonly("kelly_trades", &RiskManager::kelly_trades)
       .def_property_readonly("kelly_fraction", &RiskManager::kelly_fraction)
       .def_property_readonly("bar_volatility", &RiskManager::bar_volatility)
       .def_property_readonly("paused_until", &RiskManager::paused_until)
@@ -234,6 +274,9 @@ void register_risk(py::module_& m) {
       .def_property_readonly("average_price", &PaperExecutor::average_price)
       .def_property_readonly("realized_pnl", &PaperExecutor::realized_pnl)
       .def_property_readonly("fees_paid", &PaperExecutor::fees_paid)
+      .def_property_readonly("slippage_paid", &PaperExecutor::slippage_paid)
+      .def_property_readonly("borrow_paid", &PaperExecutor::borrow_paid)
+      .def("accrue_borrow", &PaperExecutor::accrue_borrow, py::arg("mark"), py::arg("days"))
       .def("equity", &PaperExecutor::equity, py::arg("mark"))
       .def("unrealized_pnl", &PaperExecutor::unrealized_pnl, py::arg("mark"));
 
@@ -242,11 +285,9 @@ void register_risk(py::module_& m) {
       [](const py::handle& ts_obj, const py::handle& open, const py::handle& high,
          const py::handle& low, const py::handle& close, const py::handle& volume,
          const py::handle& signal, std::int64_t bar_ns, const RiskConfig& risk,
-         const ExecutionConfig& execution) {
-        if (!py::isinstance<py::array_t<std::int64_t>>(ts_obj))
-          throw py::type_error("ts must be an int64 array");
-        auto ts =
-            py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(ts_obj);
+         const ExecutionConfig& execution, const py::object& action_obj,
+         const py::object& model_obj) {
+        auto ts = require_1d<std::int64_t>(ts_obj, "ts", "int64");
         DoubleArray o = require_1d_float64(open, "open"), h = require_1d_float64(high, "high"),
                     l = require_1d_float64(low, "low"), c = require_1d_float64(close, "close"),
                     v = require_1d_float64(volume, "volume"),
@@ -257,7 +298,22 @@ void register_risk(py::module_& m) {
             throw py::value_error("all columns must have the same length as ts");
         }
         BacktestInput input{ts.data(), o.data(), h.data(), l.data(), c.data(),
-                            v.data(),  s.data(), n,        bar_ns};
+                            v.data(),  s.data(), nullptr,  nullptr,  n,
+                            bar_ns};
+        py::array_t<std::uint8_t, py::array::c_style> action;
+        py::array_t<std::int64_t, py::array::c_style> model;
+        if (!action_obj.is_none()) {
+          action = require_1d<std::uint8_t>(action_obj, "action", "uint8");
+          if (static_cast<std::size_t>(action.size()) != n)
+            throw py::value_error("action must have the same length as ts");
+          input.action = action.data();
+        }
+        if (!model_obj.is_none()) {
+          model = require_1d<std::int64_t>(model_obj, "model", "int64");
+          if (static_cast<std::size_t>(model.size()) != n)
+            throw py::value_error("model must have the same length as ts");
+          input.model = model.data();
+        }
         BacktestResult r;
         {
           py::gil_scoped_release release;
@@ -274,17 +330,19 @@ void register_risk(py::module_& m) {
         out["equity"] = to_numpy(r.equity);
         out["requested"] = to_numpy(r.requested);
         out["target"] = to_numpy(r.target);
+        out["kelly"] = to_numpy(r.kelly);
         out["state"] = to_numpy(r.state);
         out["verdict"] = to_numpy(r.verdict);
         std::vector<std::int64_t> ob, fb, ets, tot, tct;
         std::vector<double> oq, ot, of, fq, fp, ff, fs, fr, ev, tp;
-        std::vector<std::uint8_t> etype, ecode;
+        std::vector<std::uint8_t> etype, ecode, oorigin;
         std::vector<std::int8_t> tside;
         for (const auto& x : r.orders) {
           ob.push_back(static_cast<std::int64_t>(x.bar));
           oq.push_back(x.quantity);
           ot.push_back(x.target);
           of.push_back(x.filled);
+          oorigin.push_back(static_cast<std::uint8_t>(x.origin));
         }
         for (std::size_t i = 0; i < r.fills.size(); ++i) {
           fb.push_back(static_cast<std::int64_t>(r.fill_bar[i]));
@@ -310,6 +368,7 @@ void register_risk(py::module_& m) {
         out["order_quantity"] = to_numpy(oq);
         out["order_target"] = to_numpy(ot);
         out["order_filled"] = to_numpy(of);
+        out["order_origin"] = to_numpy(oorigin);
         out["fill_bar"] = to_numpy(fb);
         out["fill_quantity"] = to_numpy(fq);
         out["fill_price"] = to_numpy(fp);
@@ -325,15 +384,91 @@ void register_risk(py::module_& m) {
         out["trade_side"] = to_numpy(tside);
         out["trade_pnl"] = to_numpy(tp);
         out["fees_paid"] = r.fees_paid;
+        out["slippage_paid"] = r.slippage_paid;
+        out["borrow_paid"] = r.borrow_paid;
         return out;
       },
       py::arg("ts"), py::arg("open"), py::arg("high"), py::arg("low"), py::arg("close"),
       py::arg("volume"), py::arg("signal"), py::arg("bar_ns"), py::arg("risk"),
-      py::arg("execution"));
+      py::arg("execution"), py::arg("action") = py::none(), py::arg("model") = py::none());
+
+  m.def(
+      "simulate_targets",
+      [](const py::handle& ts_obj, const py::handle& open, const py::handle& close,
+         const py::handle& volume, const py::handle& decide_obj, const py::handle& signals_obj,
+         const py::handle& marks_obj, std::int64_t bar_ns, const ExecutionConfig& execution,
+         double min_trade_fraction, std::size_t wind_down_bars) {
+        auto ts = require_1d<std::int64_t>(ts_obj, "ts", "int64");
+        DoubleArray o = require_1d_float64(open, "open"), c = require_1d_float64(close, "close"),
+                    v = require_1d_float64(volume, "volume");
+        auto decide = require_1d<std::uint8_t>(decide_obj, "decide", "uint8");
+        auto marks = require_1d<std::int64_t>(marks_obj, "mark_rows", "int64");
+        if (!py::isinstance<py::array>(signals_obj) ||
+            !py::reinterpret_borrow<py::array>(signals_obj).dtype().is(py::dtype::of<float>()))
+          throw py::type_error("signals must be a numpy.ndarray of float32");
+        auto sig = py::reinterpret_borrow<py::array>(signals_obj);
+        if (sig.ndim() != 2 || !(sig.flags() & py::array::c_style))
+          throw py::value_error("signals must be a C-contiguous 2-D array [rows, decisions]");
+        const auto n = static_cast<std::size_t>(ts.size());
+        for (const DoubleArray* a : {&o, &c, &v}) {
+          if (static_cast<std::size_t>(a->size()) != n)
+            throw py::value_error("all columns must have the same length as ts");
+        }
+        if (static_cast<std::size_t>(decide.size()) != n)
+          throw py::value_error("decide must have the same length as ts");
+        TargetSimulationInput input;
+        input.ts = ts.data();
+        input.open = o.data();
+        input.close = c.data();
+        input.volume = v.data();
+        input.n = n;
+        input.bar_ns = bar_ns;
+        input.decide = decide.data();
+        input.signals = static_cast<const float*>(sig.data());
+        input.k = static_cast<std::size_t>(sig.shape(0));
+        input.d = static_cast<std::size_t>(sig.shape(1));
+        input.mark_rows = marks.data();
+        input.m = static_cast<std::size_t>(marks.size());
+        input.min_trade_fraction = min_trade_fraction;
+        input.wind_down_bars = wind_down_bars;
+        TargetSimulationResult r;
+        {
+          py::gil_scoped_release release;
+          try {
+            r = simulate_targets(input, execution);
+          } catch (const std::invalid_argument& e) {
+            py::gil_scoped_acquire acquire;
+            throw py::value_error(e.what());
+          }
+        }
+        py::array_t<double> equity({static_cast<py::ssize_t>(input.k),
+                                    static_cast<py::ssize_t>(input.m)});
+        if (!r.equity.empty())
+          std::memcpy(equity.mutable_data(), r.equity.data(), r.equity.size() * sizeof(double));
+        py::dict out;
+        out["equity"] = equity;
+        out["fees"] = to_numpy(r.fees);
+        out["slippage"] = to_numpy(r.slippage);
+        out["borrow"] = to_numpy(r.borrow);
+        out["traded_notional"] = to_numpy(r.traded_notional);
+        out["final_position"] = to_numpy(r.final_position);
+        out["n_fills"] = to_numpy(r.n_fills);
+        return out;
+      },
+      py::arg("ts"), py::arg("open"), py::arg("close"), py::arg("volume"), py::arg("decide"),
+      py::arg("signals"), py::arg("mark_rows"), py::arg("bar_ns"), py::arg("execution"),
+      py::arg("min_trade_fraction") = 0.0, py::arg("wind_down_bars") = 30);
+
+  m.def("order_origin_names", [] {
+    py::list out;
+    for (int i = 0; i <= static_cast<int>(OrderOrigin::end_of_run); ++i)
+      out.append(order_origin_name(static_cast<OrderOrigin>(i)));
+    return out;
+  });
 
   m.def("verdict_names", [] {
     py::list out;
-    for (int i = 0; i <= static_cast<int>(Verdict::skipped_small_change); ++i)
+    for (int i = 0; i <= static_cast<int>(Verdict::end_of_run); ++i)
       out.append(verdict_name(static_cast<Verdict>(i)));
     return out;
   });

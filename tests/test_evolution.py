@@ -2,78 +2,112 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from colmena.data import load_ohlcv
+from colmena.decision import DecisionConfig
 from colmena.evolution import (
     AdamState,
     EvolutionConfig,
     Population,
     behavioural_entropy,
+    daily_sharpe,
     finetune_adam,
-    fitness_scores,
 )
+from colmena.execution import ExecutionSettings, day_end_rows, simulate_targets
 from colmena.swarm import consensus
 
-
-def fitness_reference(signal, returns, tradable, fee_bps, penalty, bars_per_year):  # type: ignore[no-untyped-def]
-    """The documented formula, one agent, plain Python."""
-    g, dps, prev = [], [], 0.0
-    for s, r, ok in zip(signal, returns, tradable, strict=True):
-        p = float(s) if ok else 0.0
-        dp = abs(p - prev)
-        g.append(p * r - fee_bps / 1e4 * dp)
-        dps.append(dp)
-        prev = p
-    mean = sum(g) / len(g)
-    std = math.sqrt(sum((v - mean) ** 2 for v in g) / len(g))
-    sharpe = mean / std * math.sqrt(bars_per_year) if std > 1e-15 else 0.0
-    return sharpe - penalty * sum(dps) / len(dps)
+MIN = 60_000_000_000
 
 
-@settings(max_examples=40, deadline=None)
+def sharpe_reference(day_equity: list[float], initial: float) -> float:
+    """The documented fitness formula for one agent, plain Python."""
+    e = [initial, *day_equity]
+    r = [b / a - 1 for a, b in itertools.pairwise(e)]
+    if len(r) < 2:
+        return 0.0
+    mean = sum(r) / len(r)
+    std = math.sqrt(sum((v - mean) ** 2 for v in r) / (len(r) - 1))
+    return mean / std * math.sqrt(365) if std > 1e-12 else 0.0
+
+
+@settings(max_examples=60, deadline=None)
 @given(
-    n_agents=st.integers(1, 5),
-    n_bars=st.integers(2, 60),
-    fee=st.floats(0, 50),
-    penalty=st.floats(0, 2),
+    n_agents=st.integers(1, 4),
+    n_days=st.integers(2, 40),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_fitness_equals_plain_python(
-    n_agents: int, n_bars: int, fee: float, penalty: float, seed: int
-) -> None:
+def test_daily_sharpe_equals_plain_python(n_agents: int, n_days: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    signals = rng.uniform(-1, 1, size=(n_agents, n_bars)).astype(np.float32)
-    returns = rng.normal(0, 1e-3, size=n_bars)
-    tradable = rng.random(n_bars) < 0.8
-    got = fitness_scores(
-        signals, returns, tradable, fee_bps=fee, turnover_penalty=penalty, bars_per_year=525_600
-    )
+    equity = 1e5 * np.exp(np.cumsum(rng.normal(0, 0.02, size=(n_agents, n_days)), axis=1))
+    got = daily_sharpe(equity, 1e5)
     for k in range(n_agents):
-        expected = fitness_reference(signals[k], returns, tradable, fee, penalty, 525_600)
-        assert got[k] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        assert got[k] == pytest.approx(sharpe_reference(list(equity[k]), 1e5), rel=1e-9, abs=1e-12)
 
 
-def test_flat_agent_scores_zero_and_costs_lower_fitness() -> None:
-    returns = np.random.default_rng(0).normal(0, 1e-3, size=500)
-    tradable = np.ones(500, dtype=bool)
-    flat = np.zeros((1, 500), dtype=np.float32)
-    assert (
-        fitness_scores(
-            flat, returns, tradable, fee_bps=10, turnover_penalty=1, bars_per_year=525_600
-        )[0]
-        == 0.0
-    )
-    flipper = np.tile(np.array([1.0, -1.0], dtype=np.float32), 250)[None, :]
-    cheap, dear = (
-        fitness_scores(flipper, returns, tradable, fee_bps=f, turnover_penalty=0, bars_per_year=1)
-        for f in (0.0, 20.0)
-    )
-    assert dear[0] < cheap[0]
+@pytest.fixture(scope="module")
+def week(shared_data_dir: Path):  # type: ignore[no-untyped-def]
+    return load_ohlcv(shared_data_dir / "btcusd_bitfinex_1m_2018.parquet").slice(200_000, 215_000)
+
+
+def test_always_long_agent_scores_buy_and_hold_net_and_flat_scores_zero(week) -> None:  # type: ignore[no-untyped-def]
+    """The fitness trades through the executor: an agent that is always fully long scores the
+    daily Sharpe of buying at the first fill and selling at the end, both with costs; an agent
+    that is always flat scores 0. The reference is an independent NumPy ledger (full
+    participation, so one fill each way)."""
+    n = len(week)
+    fee, slip = 10.0, 2.0
+    execution = ExecutionSettings(fee_bps=fee, slippage_bps=slip, impact_bps=0.0,
+                                  max_participation=1.0)  # fmt: skip
+    close_ts = week.ts + MIN
+    decide = np.zeros(n, dtype=bool)
+    decide[::60] = True
+    rows = day_end_rows(close_ts)
+    signals = np.stack([np.ones(decide.sum()), np.zeros(decide.sum())]).astype(np.float32)
+    band = DecisionConfig().no_trade_band  # what training uses: a full position never drifts
+    deep = week.volume * 1e6  # one fill each way: no volume limit in the way
+    sim = simulate_targets(week.ts, week.open, week.close, deep, decide, signals, rows,
+                           bar_seconds=60, execution=execution, no_trade_band=band,
+                           wind_down_bars=1)  # fmt: skip
+    got = daily_sharpe(sim.equity, execution.initial_cash)
+    # NumPy ledger: buy at the open of bar 1 (decided at the close of bar 0), sell at the open of
+    # the last bar (the wind-down order at the close of bar n - 2).
+    buy = week.open[1] * (1 + slip / 1e4)
+    qty = execution.initial_cash * 1.0 / week.close[0]  # target 1.0 of equity at bar 0's close
+    cash = execution.initial_cash - qty * buy * (1 + fee / 1e4)
+    equity = cash + qty * week.close
+    sell = week.open[-1] * (1 - slip / 1e4)
+    equity[-1] = cash + qty * sell * (1 - fee / 1e4)
+    equity[0] = execution.initial_cash
+    expected = sharpe_reference(list(equity[rows]), execution.initial_cash)
+    np.testing.assert_allclose(sim.equity[0], equity[rows], rtol=1e-12)
+    assert got[0] == pytest.approx(expected, rel=1e-12)
+    assert got[1] == 0.0
+    np.testing.assert_array_equal(sim.equity[1], execution.initial_cash)
+
+
+def test_costs_lower_the_fitness_of_a_busy_agent(week) -> None:  # type: ignore[no-untyped-def]
+    n = len(week)
+    decide = np.zeros(n, dtype=bool)
+    decide[::15] = True
+    flipper = np.tile(np.array([1.0, 0.0], dtype=np.float32), decide.sum() // 2 + 1)[None, :]
+    flipper = np.ascontiguousarray(flipper[:, : decide.sum()])
+    rows = day_end_rows(week.ts + MIN)
+    scores = []
+    for fee in (0.0, 10.0, 30.0):
+        execution = ExecutionSettings(fee_bps=fee)
+        sim = simulate_targets(week.ts, week.open, week.close, week.volume, decide, flipper, rows,
+                               bar_seconds=60, execution=execution)  # fmt: skip
+        scores.append(daily_sharpe(sim.equity, 1e5)[0])
+        assert sim.fees[0] == pytest.approx(fee / 1e4 * sim.traded_notional[0], rel=1e-9)
+    assert scores[0] > scores[1] > scores[2]
 
 
 def test_entropy_is_zero_for_identical_and_one_for_even_spread() -> None:
@@ -84,17 +118,23 @@ def test_entropy_is_zero_for_identical_and_one_for_even_spread() -> None:
     assert behavioural_entropy(spread) == pytest.approx(1.0)
 
 
-def test_consensus_is_fitness_weighted_mean() -> None:
+def test_consensus_is_the_weighted_mean() -> None:
     s = np.array([[1.0, -1.0], [0.5, 0.5], [-1.0, 0.0]], dtype=np.float32)
-    w = np.array([2.0, 1.0, -1.0])
-    expected = [(2 * 1 + 0.5 + 1.0) / 4, (2 * -1 + 0.5 - 0.0) / 4]
-    np.testing.assert_allclose(consensus(s, w), expected)
+    w = np.array([2.0, 1.0, 0.0])
+    expected = [(2 * 1 + 0.5) / 3, (2 * -1 + 0.5) / 3]
+    np.testing.assert_allclose(consensus(s, w), expected, rtol=1e-15)
     assert consensus(s[:, 0], w) == pytest.approx(expected[0])
     np.testing.assert_array_equal(consensus(s, np.zeros(3)), [0.0, 0.0])
+    # One set per regime, chosen per bar; -1 is no signal.
+    sets = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(consensus(s, sets, np.array([1, 0])), [-1.0, -1.0])
+    assert np.isnan(consensus(s, sets, np.array([-1, 0]))[0])
     with pytest.raises(ValueError, match="do not match"):
         consensus(s, np.ones(2))
     with pytest.raises(ValueError, match="finite"):
         consensus(s, np.array([1.0, np.nan, 1.0]))
+    with pytest.raises(ValueError, match="outside"):
+        consensus(s, sets, np.array([2, 0]))
 
 
 def small_population(seed: int = 0, **overrides: object) -> tuple[Population, EvolutionConfig]:
@@ -188,10 +228,10 @@ def test_per_agent_adam_matches_torch_adam_for_each_agent() -> None:
     pop.adam = AdamState.zeros(pop.layers)
     pop.adam.step[1] = 7  # agent 1 is older: its bias correction must follow its own count
     x = rng.normal(size=(64, 5)).astype(np.float32)
-    r = rng.normal(0, 1e-3, size=64)
+    r = rng.normal(0, 1e-2, size=64)
     ok = np.ones(64, dtype=bool)
     initial = [(w.copy(), b.copy()) for w, b in pop.layers]
-    finetune_adam(pop, x, r, ok, config, bars_per_year=525_600)
+    finetune_adam(pop, x, r, ok, config, 8_760, cost_bps=12.0, long_only=False)
 
     for agent in (0, 2):  # fresh agents: torch.optim.Adam from step 0 is the reference
         params = [torch.tensor(w[agent], requires_grad=True) for pair in initial for w in pair]
@@ -202,9 +242,8 @@ def test_per_agent_adam_matches_torch_adam_for_each_agent() -> None:
             h = torch.tanh(xt @ params[0] + params[1])
             out = torch.tanh(h @ params[2] + params[3]).squeeze(-1).double()
             dp = torch.abs(torch.diff(out, prepend=torch.zeros(1, dtype=out.dtype)))
-            g = out * rt - 10 / 1e4 * dp
-            score = math.sqrt(525_600) * g.mean() / torch.sqrt(g.var() + 1e-12)
-            loss = -(score - 1.0 * dp.mean())
+            g = out * rt - 12 / 1e4 * dp
+            loss = -(math.sqrt(8_760) * g.mean() / torch.sqrt(g.var() + 1e-12))
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -221,7 +221,8 @@ def test_backtest_cli_on_the_exchange_source(
     args = ["backtest", "--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "1m",
             "--days", "3", "--until", str(np.datetime64(until, "ms")) + "Z",
             "--api-url", server.url, "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
-            "--agents", "4", "--generations", "1", "--vae-epochs", "1"]  # fmt: skip
+            "--agents", "4", "--generations", "1", "--vae-epochs", "1",
+            "--decision-interval", "15m"]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())

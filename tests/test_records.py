@@ -14,8 +14,10 @@ pytest.importorskip("torch")
 
 from colmena.backtest import backtest  # noqa: E402
 from colmena.data import load_ohlcv  # noqa: E402
+from colmena.decision import DecisionConfig  # noqa: E402
 from colmena.evolution import EvolutionConfig  # noqa: E402
 from colmena.records import apply_migrations, record_run  # noqa: E402
+from colmena.regime import RegimeConfig  # noqa: E402
 from colmena.state import FeatureSpec  # noqa: E402
 from colmena.training import TrainConfig, train  # noqa: E402
 from colmena.vae import VAEConfig  # noqa: E402
@@ -47,7 +49,10 @@ def run(shared_data_dir: Path):  # type: ignore[no-untyped-def]
     config = TrainConfig(
         features=FeatureSpec(ffd_window=32, state_bars=4),
         vae=VAEConfig(hidden=(8,), latent_dim=2, epochs=1, max_samples_per_epoch=1_000),
-        evolution=EvolutionConfig(agents=4, hidden=(4,), generations=1, eval_bars=500, elite=1),
+        evolution=EvolutionConfig(agents=4, hidden=(4,), generations=1, eval_days=1, elite=1),
+        decision=DecisionConfig(interval="5m"),
+        regime=RegimeConfig(lookback_bars=60),
+        gate=False,
     )
     checkpoint = train(candles.slice(0, 1_500), config).checkpoint
     return backtest(candles, checkpoint=checkpoint)

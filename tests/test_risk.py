@@ -123,7 +123,7 @@ def test_halts_when_equity_falls_over_20_percent_within_an_hour() -> None:
 
 
 def test_slow_decline_does_not_trip_the_one_hour_kill_switch() -> None:
-    rm = manager(ladder_drawdown=(0.5, 0.6, 0.7))
+    rm = manager(ladder_drawdown=(0.5, 0.6, 0.7), daily_loss_pause=-1.0)
     drive(rm, list(np.linspace(100, 70, 300)), step=HOUR // 10)  # -30% over 30 hours
     assert rm.state == "ACTIVE"
 
@@ -133,7 +133,7 @@ def test_slow_decline_does_not_trip_the_one_hour_kill_switch() -> None:
     [(0.06, 1, False), (0.11, 4, False), (0.16, 24, True)],
 )
 def test_drawdown_ladder_pauses_for_its_time(drop: float, pause_hours: int, flatten: bool) -> None:
-    rm = manager()
+    rm = manager(daily_loss_pause=-1.0)
     drive(rm, [100.0, 100.0 * (1 - drop)], step=HOUR)  # one hour apart: not the kill switch
     assert rm.state == "PAUSED"
     assert rm.paused_until == T0 + HOUR + pause_hours * HOUR
@@ -145,7 +145,7 @@ def test_drawdown_ladder_pauses_for_its_time(drop: float, pause_hours: int, flat
 
 
 def test_ladder_level_fires_once_until_a_new_peak() -> None:
-    rm = manager()
+    rm = manager(daily_loss_pause=-1.0)
     drive(rm, [100.0, 94.0], step=HOUR)
     rm.observe(T0 + 3 * HOUR, 94.0, float("nan"))
     assert rm.state == "ACTIVE"
@@ -168,14 +168,14 @@ def test_stale_data_reduces_until_fresh() -> None:
 
 
 def test_daily_pnl_and_drawdown_alerts() -> None:
-    rm = manager(ladder_drawdown=(0.5, 0.6, 0.7), halt_drawdown=0.9)
+    rm = manager(ladder_drawdown=(0.5, 0.6, 0.7), halt_drawdown=0.9, daily_loss_pause=-1.0)
     events = drive(rm, [100.0, 97.5, 96.5, 88.0], step=HOUR)
     codes = [e[2] for e in events if e[1] == "alert"]
     assert codes == [2, 3, 0]  # daily -2%, daily -3%, drawdown 10%
 
 
 def test_quarter_kelly_from_closed_trades() -> None:
-    rm = manager(kelly_min_trades=4, kelly_window=4, var_budget=10.0)
+    rm = manager(kelly_min_trades=4, kelly_window=4, var_budget=10.0, kelly_prior_trades=0.0)
     for pnl in (2.0, 2.0, 2.0, -1.0):  # W = 0.75, R = 2: f = 0.75 - 0.25 / 2 = 0.625
         rm.record_trade(pnl)
     assert rm.kelly_fraction == pytest.approx(0.625)
@@ -230,9 +230,159 @@ def test_never_adds_exposure_while_paused_halted_or_reducing(
         assert target == 0.0
 
 
+def kelly_reference(trades: list[float], prior: float, weight: float, min_trades: int) -> float:
+    """The documented estimate: W - (1 - W) / R over the window, shrunk toward the prior."""
+    n = len(trades)
+    if n == 0 or n < min_trades:
+        return prior
+    wins = [t for t in trades if t > 0]
+    losses = [-t for t in trades if t < 0]
+    if not losses:
+        estimate = 1.0 if wins else 0.0
+    elif not wins:
+        estimate = 0.0
+    else:
+        w = len(wins) / n
+        payoff = (sum(wins) / len(wins)) / (sum(losses) / len(losses))
+        estimate = min(max(w - (1 - w) / payoff, 0.0), 1.0)
+    return (n * estimate + weight * prior) / (n + weight)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    trades=st.lists(st.floats(-5, 5).filter(lambda x: x != 0), max_size=80),
+    prior=st.floats(0, 1),
+    weight=st.floats(0, 40),
+    window=st.integers(1, 60),
+)
+def test_kelly_is_the_windowed_estimate_shrunk_toward_the_prior(
+    trades: list[float], prior: float, weight: float, window: int
+) -> None:
+    rm = manager(kelly_prior=prior, kelly_prior_trades=weight, kelly_window=window,
+                 kelly_min_trades=min(5, window))  # fmt: skip
+    for t in trades:
+        rm.record_trade(t)
+    expected = kelly_reference(trades[-window:], prior, weight, min(5, window))
+    assert rm.kelly_fraction == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert rm.kelly_trades == min(len(trades), window)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    win_rate=st.floats(0.5, 0.7),
+    payoff=st.floats(0.8, 2.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sizer_is_never_stuck_at_zero_for_trades_with_an_edge(
+    win_rate: float, payoff: float, seed: int
+) -> None:
+    """i.i.d. trades with a known positive edge (Kelly f* = W - (1 - W) / R > 0): with the
+    default prior weight the fraction never reaches zero at all; the stated bound is
+    f >= m f0 / (window + m). The trades come from the signal's shadow book, which trades
+    whatever the sizing, so the estimate also keeps moving (it is not frozen at any value)."""
+    if win_rate - (1 - win_rate) / payoff <= 0.01:
+        return  # no edge to speak of
+    config = RiskConfig()
+    bound = (
+        config.kelly_prior_trades
+        * config.kelly_prior
+        / (config.kelly_window + config.kelly_prior_trades)
+    )
+    rm = manager()
+    rng = np.random.default_rng(seed)
+    seen = []
+    for _ in range(600):
+        rm.record_trade(payoff if rng.random() < win_rate else -1.0)
+        seen.append(rm.kelly_fraction)
+        assert rm.kelly_fraction >= bound - 1e-15
+    assert len(set(seen[-200:])) > 1
+    assert np.mean(seen[100:]) > bound
+
+
+def test_without_a_prior_weight_zero_has_its_own_verdict_and_recovers() -> None:
+    rm = manager(kelly_prior_trades=0.0, kelly_min_trades=5, kelly_window=10, var_budget=100.0)
+    for i in range(40):
+        rm.observe(T0 + i * MIN, 100.0, 0.0)
+    for _ in range(10):
+        rm.record_trade(-1.0)
+    assert rm.kelly_fraction == 0.0
+    requested, target, verdict, place = rm.decide(0.8, 0.2)
+    assert (requested, target, verdict, place) == (0.0, 0.0, "zero_kelly", True)  # flatten
+    _, _, verdict, place = rm.decide(0.8, 0.0)
+    assert (verdict, place) == ("zero_kelly", False)
+    for _ in range(10):  # the shadow book's trades keep coming while flat: the edge returns
+        rm.record_trade(2.0)
+    assert rm.kelly_fraction == 1.0
+    assert rm.decide(0.8, 0.0)[2] == "accepted"
+
+
+def test_a_new_model_restarts_the_kelly_window_but_not_the_account() -> None:
+    rm = manager(kelly_min_trades=2, daily_loss_pause=-1.0)
+    drive(rm, [100.0, 94.0], step=HOUR)  # 6% down: paused for an hour
+    for _ in range(5):
+        rm.record_trade(-1.0)
+    assert rm.kelly_fraction < RiskConfig().kelly_prior
+    rm.reset_model_estimates()
+    assert rm.kelly_trades == 0
+    assert rm.kelly_fraction == RiskConfig().kelly_prior
+    assert rm.state == "PAUSED"  # account state carries over
+    assert rm.peak_equity == 100.0
+
+
+def test_ladder_rearms_after_a_drawdown_stop_and_catches_a_slow_bleed() -> None:
+    """After the 15% stop's 24-hour pause the ladder's reference is the equity then (84), so a
+    further 6% bleed pauses again; before, the ladder stayed silent until a new high."""
+    rm = manager(daily_loss_pause=-1.0)
+    events = drive(rm, [100.0, 84.0], step=HOUR)
+    assert rm.state == "PAUSED"
+    assert rm.flatten_requested
+    rm.clear_flatten()
+    end = T0 + HOUR + 24 * HOUR
+    events += rm.observe(end, 84.0, float("nan"))
+    assert rm.state == "ACTIVE"
+    assert (2, 6) in [(_core.event_type_names().index(e[1]), e[2]) for e in events]
+    assert rm.peak_equity == 84.0
+    assert rm.drawdown == 0.0
+    assert rm.drawdown_from_high == pytest.approx(0.16)
+    rm.observe(end + 2 * HOUR, 80.5, float("nan"))  # 4.2% below 84: nothing yet
+    assert rm.state == "ACTIVE"
+    rm.observe(end + 20 * HOUR, 78.9, float("nan"))  # 6.1% below 84: the first level again
+    assert rm.state == "PAUSED"
+    assert rm.paused_until == end + 20 * HOUR + HOUR
+
+
+def test_daily_loss_pauses_until_the_next_utc_midnight() -> None:
+    rm = manager(ladder_drawdown=(0.5, 0.6, 0.7))
+    day = 86_400 * 10**9
+    events = rm.observe(T0 + 23 * HOUR, 100.0, float("nan"))  # last close of the day before
+    events += rm.observe(T0 + day + 2 * HOUR, 98.5, float("nan"))  # -1.5%: nothing
+    assert rm.state == "ACTIVE"
+    events += rm.observe(T0 + day + 5 * HOUR, 97.5, float("nan"))  # -2.5%: warning only
+    assert rm.state == "ACTIVE"
+    events += rm.observe(T0 + day + 6 * HOUR, 96.9, float("nan"))  # -3.1%: pause
+    assert rm.state == "PAUSED"
+    assert rm.paused_until == T0 + 2 * day
+    assert rm.daily_pnl == pytest.approx(-0.031)
+    assert rm.decide(0.5, 0.0)[1] == 0.0  # no new exposure while paused
+    codes = [(e[1], e[2]) for e in events]
+    for code in (("alert", 2), ("alert", 3), ("drawdown_threshold", 5)):
+        assert code in codes
+    rm.observe(T0 + 2 * day - 1, 95.0, float("nan"))
+    assert rm.state == "PAUSED"
+    rm.observe(T0 + 2 * day, 95.0, float("nan"))  # the new day: trading again, PnL from 95
+    assert rm.state == "ACTIVE"
+    assert rm.daily_pnl == 0.0
+    rm.observe(T0 + 2 * day + HOUR, 94.0, float("nan"))  # -1.05% today: fine
+    assert rm.state == "ACTIVE"
+
+
 def test_bad_risk_config_names_every_field() -> None:
     import msgspec
 
     with pytest.raises(msgspec.ValidationError, match="kelly_min_trades") as info:
         RiskConfig(kelly_min_trades=80, ladder_drawdown=(0.2, 0.1, 0.3))
     assert "ladder_drawdown" in str(info.value)
+    for bad in ({"daily_loss_pause": 0.01}, {"daily_loss_pause": -2.0},
+                {"kelly_prior_trades": -1.0}):  # fmt: skip
+        with pytest.raises(msgspec.ValidationError, match=next(iter(bad))):
+            msgspec.convert(bad, RiskConfig)

@@ -20,6 +20,8 @@ void ExecutionConfig::validate() const {
   check(slippage_bps >= 0.0 && std::isfinite(slippage_bps), "slippage_bps must be >= 0");
   check(impact_bps >= 0.0 && std::isfinite(impact_bps), "impact_bps must be >= 0");
   check(max_participation > 0.0 && max_participation <= 1.0, "max_participation must be in (0, 1]");
+  check(borrow_bps_per_day >= 0.0 && std::isfinite(borrow_bps_per_day),
+        "borrow_bps_per_day must be >= 0");
   if (!errors.empty()) throw std::invalid_argument("ExecutionConfig: " + errors);
 }
 
@@ -31,7 +33,9 @@ PaperExecutor::PaperExecutor(const ExecutionConfig& config)
 std::optional<Fill> PaperExecutor::execute(std::int64_t ts, double quantity, double open_price,
                                            double volume, std::vector<ClosedTrade>& closed,
                                            ErrorCode* error) {
-  if (quantity == 0.0 || !std::isfinite(quantity)) return std::nullopt;
+  if (!std::isfinite(quantity)) return std::nullopt;
+  quantity = clip_to_market(quantity);
+  if (quantity == 0.0) return std::nullopt;
   if (!(std::isfinite(open_price) && open_price > 0.0)) {
     if (error) *error = ErrorCode::non_finite_price;
     return std::nullopt;
@@ -83,83 +87,25 @@ std::optional<Fill> PaperExecutor::execute(std::int64_t ts, double quantity, dou
   }
   cash_ -= q * price + fee;
   fees_ += fee;
+  slippage_ += fill.slippage_cost;
+  traded_ += size * price;
+  ++n_fills_;
   return fill;
 }
 
-BacktestResult run_backtest(const BacktestInput& in, const RiskConfig& risk_config,
-                            const ExecutionConfig& execution) {
-  if (in.n == 0) throw std::invalid_argument("run_backtest: no bars");
-  if (in.bar_ns <= 0) throw std::invalid_argument("run_backtest: bar length must be > 0");
-  RiskManager risk(risk_config);
-  PaperExecutor exec(execution);
-  BacktestResult out;
-  const std::size_t n = in.n;
-  for (auto* v : {&out.cash, &out.position, &out.equity, &out.requested, &out.target}) v->resize(n);
-  out.state.resize(n);
-  out.verdict.resize(n);
+double PaperExecutor::clip_to_market(double quantity) const noexcept {
+  if (config_.allow_short || quantity >= 0.0) return quantity;
+  return std::max(quantity, -std::max(position_, 0.0));
+}
 
-  bool pending = false;
-  std::size_t pending_order = 0;
-  std::vector<ClosedTrade> closed;
-  for (std::size_t t = 0; t < n; ++t) {
-    const std::int64_t ts = in.ts[t];
-    if (t > 0 && ts <= in.ts[t - 1]) {
-      throw std::invalid_argument("run_backtest: timestamps must increase (row " +
-                                  std::to_string(t) + ")");
-    }
-    // 1. The open of bar t: data age first (the newest candle closed at ts[t-1] + bar), then fill.
-    if (t > 0) risk.observe_data_age(ts, in.ts[t - 1] + in.bar_ns, out.events);
-    if (pending) {
-      Order& order = out.orders[pending_order];
-      const double allowed = risk.allowed_quantity(order.quantity, exec.position());
-      ErrorCode error{};
-      closed.clear();
-      const auto fill = exec.execute(ts, allowed, in.open[t], in.volume[t], closed, &error);
-      if (fill) {
-        order.filled = fill->quantity;
-        out.fills.push_back(*fill);
-        out.fill_bar.push_back(t);
-        out.events.push_back({ts, EventType::trade_executed, 0, fill->quantity});
-        for (const ClosedTrade& trade : closed) {
-          risk.record_trade(trade.pnl);
-          out.trades.push_back(trade);
-        }
-      } else if (allowed != 0.0) {
-        out.events.push_back({ts, EventType::error, static_cast<std::uint8_t>(error), allowed});
-      }
-      pending = false;
-    }
-    // 2. The close of bar t: mark to market, then the risk state.
-    const std::int64_t close_ts = ts + in.bar_ns;
-    const double equity = exec.equity(in.close[t]);
-    const double bar_return =
-        t > 0 ? std::log(in.close[t] / in.close[t - 1]) : std::numeric_limits<double>::quiet_NaN();
-    risk.observe_data_age(close_ts, close_ts, out.events);
-    risk.observe(close_ts, equity, bar_return, out.events);
-    // 3. The decision for bar t + 1.
-    const double current = equity > 0.0 ? exec.position() * in.close[t] / equity : 0.0;
-    Decision decision = risk.decide(in.signal[t], current);
-    if (decision.verdict == Verdict::flatten_stop) risk.clear_flatten();
-    out.requested[t] = decision.requested;
-    out.target[t] = decision.target;
-    out.verdict[t] = static_cast<std::uint8_t>(decision.verdict);
-    out.state[t] = static_cast<std::uint8_t>(risk.state());
-    if (decision.place_order && t + 1 < n) {
-      const double quantity = decision.target == 0.0
-                                  ? -exec.position()
-                                  : decision.target * equity / in.close[t] - exec.position();
-      if (quantity != 0.0) {
-        out.orders.push_back({t, quantity, decision.target, 0.0});
-        pending_order = out.orders.size() - 1;
-        pending = true;
-      }
-    }
-    out.cash[t] = exec.cash();
-    out.position[t] = exec.position();
-    out.equity[t] = equity;
-  }
-  out.fees_paid = exec.fees_paid();
-  return out;
+double PaperExecutor::accrue_borrow(double mark, double days) noexcept {
+  if (!(position_ < 0.0) || !(config_.borrow_bps_per_day > 0.0) || !(days > 0.0)) return 0.0;
+  if (!(std::isfinite(mark) && mark > 0.0)) return 0.0;
+  const double cost = -position_ * mark * config_.borrow_bps_per_day / 1e4 * days;
+  cash_ -= cost;
+  borrow_ += cost;
+  trade_pnl_ -= cost;
+  return cost;
 }
 
 }  // namespace colmena

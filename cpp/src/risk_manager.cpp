@@ -58,6 +58,14 @@ const char* verdict_name(Verdict verdict) noexcept {
       return "no_signal";
     case Verdict::skipped_small_change:
       return "skipped_small_change";
+    case Verdict::zero_kelly:
+      return "zero_kelly";
+    case Verdict::hold:
+      return "hold";
+    case Verdict::gated_flat:
+      return "gated_flat";
+    case Verdict::end_of_run:
+      return "end_of_run";
   }
   return "unknown";
 }
@@ -87,6 +95,8 @@ void RiskConfig::validate() const {
   check(kelly_window >= 1, "kelly_window must be >= 1");
   check(kelly_min_trades <= kelly_window, "kelly_min_trades must be <= kelly_window");
   check(kelly_prior >= 0.0 && kelly_prior <= 1.0, "kelly_prior must be in [0, 1]");
+  check(kelly_prior_trades >= 0.0 && std::isfinite(kelly_prior_trades),
+        "kelly_prior_trades must be >= 0");
   check(max_leverage > 0.0 && std::isfinite(max_leverage), "max_leverage must be > 0");
   check(var_budget > 0.0 && std::isfinite(var_budget), "var_budget must be > 0");
   check(var_confidence > 0.5 && var_confidence < 1.0, "var_confidence must be in (0.5, 1)");
@@ -101,6 +111,7 @@ void RiskConfig::validate() const {
   check(ladder_pause_ns[0] >= 0 && ladder_pause_ns[1] >= 0 && ladder_pause_ns[2] >= 0,
         "ladder pauses must be >= 0");
   check(stale_after_ns > 0, "stale_after must be > 0");
+  check(daily_loss_pause >= -1.0 && daily_loss_pause < 0.0, "daily_loss_pause must be in [-1, 0)");
   if (!errors.empty()) throw std::invalid_argument("RiskConfig: " + errors);
 }
 
@@ -128,26 +139,34 @@ void RiskManager::observe(std::int64_t ts, double equity, double bar_log_return,
     ++ewma_count_;
   }
 
+  // The UTC day's PnL against the last equity of the previous day.
   const std::int64_t day = floor_div(ts, kNsPerDay);
   if (!started_ || day != day_) {
+    day_start_equity_ = started_ ? last_equity_ : equity;
     day_ = day;
-    day_start_equity_ = equity;
-    day_warned_ = day_critical_ = false;
-  } else if (day_start_equity_ > 0.0) {
-    const double pnl = equity / day_start_equity_ - 1.0;
-    if (pnl < config_.alert_daily_pnl_warning && !day_warned_) {
-      day_warned_ = true;
-      events.push_back(
-          {ts, EventType::alert, static_cast<std::uint8_t>(AlertCode::daily_pnl_warning), pnl});
-    }
-    if (pnl < config_.alert_daily_pnl_critical && !day_critical_) {
-      day_critical_ = true;
-      events.push_back(
-          {ts, EventType::alert, static_cast<std::uint8_t>(AlertCode::daily_pnl_critical), pnl});
-    }
+    day_warned_ = day_critical_ = day_paused_ = false;
+  }
+  last_equity_ = equity;
+  daily_pnl_ = day_start_equity_ > 0.0 ? equity / day_start_equity_ - 1.0 : 0.0;
+  if (daily_pnl_ < config_.alert_daily_pnl_warning && !day_warned_) {
+    day_warned_ = true;
+    events.push_back({ts, EventType::alert,
+                      static_cast<std::uint8_t>(AlertCode::daily_pnl_warning), daily_pnl_});
+  }
+  if (daily_pnl_ < config_.alert_daily_pnl_critical && !day_critical_) {
+    day_critical_ = true;
+    events.push_back({ts, EventType::alert,
+                      static_cast<std::uint8_t>(AlertCode::daily_pnl_critical), daily_pnl_});
   }
 
   if (state_ == TradingState::paused && ts >= paused_until_) {
+    if (stopped_) {  // the drawdown stop is over: re-arm the ladder from here
+      stopped_ = false;
+      peak_ = equity;
+      ladder_level_ = 0;
+      events.push_back({ts, EventType::drawdown_threshold,
+                        static_cast<std::uint8_t>(DrawdownCode::ladder_rearmed), equity});
+    }
     set_state(stale_ ? TradingState::reducing : TradingState::active, ts, events);
   }
 
@@ -159,15 +178,16 @@ void RiskManager::observe(std::int64_t ts, double equity, double bar_log_return,
   if (state_ != TradingState::halted && window_max > 0.0 &&
       (equity <= 0.0 || (window_max - equity) / window_max > config_.halt_drawdown)) {
     const double dd = equity <= 0.0 ? 1.0 : (window_max - equity) / window_max;
-    events.push_back({ts, EventType::drawdown_threshold, 4, dd});
+    events.push_back(
+        {ts, EventType::drawdown_threshold, static_cast<std::uint8_t>(DrawdownCode::kill_switch),
+         dd});
     set_state(TradingState::halted, ts, events);
   }
 
-  // Circuit-breaker ladder on the drawdown from peak equity.
+  // Circuit-breaker ladder on the drawdown from the reference equity.
   if (!started_ || equity > peak_) {
     peak_ = equity;
     ladder_level_ = 0;
-    dd_warned_ = dd_critical_ = false;
   }
   drawdown_ = peak_ > 0.0 ? std::max(0.0, 1.0 - equity / peak_) : 0.0;
   int level = 0;
@@ -182,19 +202,40 @@ void RiskManager::observe(std::int64_t ts, double equity, double bar_log_return,
     ladder_level_ = level;
     if (state_ != TradingState::halted) {
       paused_until_ = std::max(paused_until_, ts + config_.ladder_pause_ns[level - 1]);
-      if (level == 3) flatten_ = true;
+      if (level == 3) {
+        flatten_ = true;
+        stopped_ = true;
+      }
       set_state(TradingState::paused, ts, events);
     }
   }
-  if (drawdown_ > config_.alert_drawdown_warning && !dd_warned_) {
-    dd_warned_ = true;
-    events.push_back(
-        {ts, EventType::alert, static_cast<std::uint8_t>(AlertCode::drawdown_warning), drawdown_});
+
+  // Daily loss limit: pause until the next UTC midnight.
+  if (daily_pnl_ < config_.daily_loss_pause && !day_paused_) {
+    day_paused_ = true;
+    events.push_back({ts, EventType::drawdown_threshold,
+                      static_cast<std::uint8_t>(DrawdownCode::daily_loss), daily_pnl_});
+    if (state_ != TradingState::halted) {
+      paused_until_ = std::max(paused_until_, (day + 1) * kNsPerDay);
+      set_state(TradingState::paused, ts, events);
+    }
   }
-  if (drawdown_ > config_.alert_drawdown_critical && !dd_critical_) {
+
+  // Alerts on the drawdown from the all-time high.
+  if (!started_ || equity > high_) {
+    high_ = equity;
+    dd_warned_ = dd_critical_ = false;
+  }
+  high_drawdown_ = high_ > 0.0 ? std::max(0.0, 1.0 - equity / high_) : 0.0;
+  if (high_drawdown_ > config_.alert_drawdown_warning && !dd_warned_) {
+    dd_warned_ = true;
+    events.push_back({ts, EventType::alert,
+                      static_cast<std::uint8_t>(AlertCode::drawdown_warning), high_drawdown_});
+  }
+  if (high_drawdown_ > config_.alert_drawdown_critical && !dd_critical_) {
     dd_critical_ = true;
-    events.push_back(
-        {ts, EventType::alert, static_cast<std::uint8_t>(AlertCode::drawdown_critical), drawdown_});
+    events.push_back({ts, EventType::alert,
+                      static_cast<std::uint8_t>(AlertCode::drawdown_critical), high_drawdown_});
   }
   started_ = true;
 }
@@ -214,7 +255,8 @@ void RiskManager::observe_data_age(std::int64_t ts, std::int64_t newest_candle_t
 }
 
 double RiskManager::kelly_fraction() const noexcept {
-  if (trades_.size() < config_.kelly_min_trades || trades_.empty()) return config_.kelly_prior;
+  const std::size_t n = trades_.size();
+  if (n == 0 || n < config_.kelly_min_trades) return config_.kelly_prior;
   double win_sum = 0.0, loss_sum = 0.0;
   std::size_t wins = 0, losses = 0;
   for (double pnl : trades_) {
@@ -226,12 +268,18 @@ double RiskManager::kelly_fraction() const noexcept {
       ++losses;
     }
   }
-  const double w = static_cast<double>(wins) / static_cast<double>(trades_.size());
-  if (losses == 0) return wins > 0 ? 1.0 : 0.0;
-  if (wins == 0) return 0.0;
-  const double payoff =
-      (win_sum / static_cast<double>(wins)) / (loss_sum / static_cast<double>(losses));
-  return std::clamp(w - (1.0 - w) / payoff, 0.0, 1.0);
+  double estimate = 0.0;
+  if (losses == 0) {
+    estimate = wins > 0 ? 1.0 : 0.0;
+  } else if (wins > 0) {
+    const double w = static_cast<double>(wins) / static_cast<double>(n);
+    const double payoff =
+        (win_sum / static_cast<double>(wins)) / (loss_sum / static_cast<double>(losses));
+    estimate = std::clamp(w - (1.0 - w) / payoff, 0.0, 1.0);
+  }
+  const double m = config_.kelly_prior_trades;
+  const double nn = static_cast<double>(n);
+  return (nn * estimate + m * config_.kelly_prior) / (nn + m);
 }
 
 double RiskManager::bar_volatility() const noexcept {
@@ -240,6 +288,10 @@ double RiskManager::bar_volatility() const noexcept {
 }
 
 Decision RiskManager::decide(double signal, double current) const {
+  return decide(Action::decide, signal, current);
+}
+
+Decision RiskManager::decide(Action action, double signal, double current) const {
   Decision d;
   if (state_ == TradingState::halted) {
     d.verdict = current != 0.0 ? Verdict::flatten_halted : Verdict::rejected_halted;
@@ -251,14 +303,25 @@ Decision RiskManager::decide(double signal, double current) const {
     d.place_order = current != 0.0;
     return d;
   }
+  if (action == Action::hold) {
+    d.verdict = Verdict::hold;
+    d.target = current;
+    return d;
+  }
+  if (action == Action::gated_flat || action == Action::end_of_run) {
+    d.verdict = action == Action::gated_flat ? Verdict::gated_flat : Verdict::end_of_run;
+    d.place_order = current != 0.0;
+    return d;
+  }
   if (!std::isfinite(signal)) {
     d.verdict = Verdict::no_signal;
     d.target = current;
     return d;
   }
-  d.requested = std::clamp(signal, -1.0, 1.0) * config_.kelly_multiplier * kelly_fraction();
+  const double kelly = kelly_fraction();
+  d.requested = std::clamp(signal, -1.0, 1.0) * config_.kelly_multiplier * kelly;
   double target = d.requested;
-  d.verdict = Verdict::accepted;
+  d.verdict = kelly > 0.0 ? Verdict::accepted : Verdict::zero_kelly;
   if (std::abs(target) > config_.max_leverage) {
     target = sign(target) * config_.max_leverage;
     d.verdict = Verdict::resized_leverage;
@@ -267,7 +330,7 @@ Decision RiskManager::decide(double signal, double current) const {
   const double unit_var = std::isfinite(vol) ? -normal_quantile(1.0 - config_.var_confidence) *
                                                    vol * std::sqrt(config_.var_horizon_bars)
                                              : std::numeric_limits<double>::infinity();
-  if (std::abs(target) * unit_var > config_.var_budget || !std::isfinite(unit_var)) {
+  if (target != 0.0 && (std::abs(target) * unit_var > config_.var_budget || !std::isfinite(unit_var))) {
     target = std::isfinite(unit_var) && unit_var > 0.0
                  ? sign(target) * config_.var_budget / unit_var
                  : 0.0;
@@ -320,6 +383,7 @@ void RiskManager::reset_halt(std::int64_t ts, double equity, std::vector<RiskEve
   ladder_level_ = 0;
   paused_until_ = 0;
   flatten_ = false;
+  stopped_ = false;
   set_state(stale_ ? TradingState::reducing : TradingState::active, ts, events);
 }
 

@@ -1,14 +1,21 @@
 """The main job: an honest, out-of-sample backtest of an evolved swarm on real candles.
 
 Pipeline (one implementation, reused by the live daemons): market state (core FracDiff) -> VAE
-latent (core) -> swarm signals, batched over time (core) -> fitness-weighted consensus ->
-RiskManager -> PaperExecutor -> portfolio and metrics (the last three in the core's bar-by-bar
-loop, :func:`colmena._core.run_backtest`).
+latent (core) -> swarm signals, batched over time (core) -> consensus of the validated voters
+(core, fixed order) -> at each decision bar: RiskManager -> PaperExecutor -> portfolio and
+metrics (the core's :class:`TradingLoop`, stepped bar by bar by :func:`colmena._core.run_backtest`).
 
 Honesty rules: a decision at the close of bar ``t`` fills no earlier than the open of bar
-``t + 1``; every feature at ``t`` reads only candles up to ``t``; walk-forward folds train on the
-bars before their test segment only; fees, slippage and volume-limited partial fills are
-included; the same inputs and seed give the same trades, bit for bit.
+``t + 1``; every feature at ``t`` reads only candles up to ``t``; walk-forward folds train,
+select and gate on the bars before their test segment only; fees, slippage, market impact,
+volume-limited partial fills and (margin) borrow are charged; the position is closed at the end
+with its costs; the same inputs and seed give the same trades, bit for bit.
+
+Walk-forward folds are independent experiments: each fold's model starts with a fresh Kelly
+window and shadow book (model-bound estimators), while the account carries over from fold to fold
+(equity, its peaks and the circuit-breaker ladder, a running pause, a HALT: a kill switch in one
+fold keeps the account halted, as it would live, and the report says so). The market's EWMA
+volatility behind the VaR budget is a property of the market, not of the model, and carries too.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import msgspec
 import numpy as np
@@ -33,26 +40,29 @@ from numpy.typing import NDArray
 from colmena import _core
 from colmena.checkpoint import library_versions
 from colmena.data import Candles
+from colmena.decision import decision_bars
 from colmena.evolution import GenerationStats
-from colmena.metrics import performance_metrics
+from colmena.execution import WIND_DOWN_BARS, ExecutionSettings, simulate_targets
+from colmena.metrics import daily_equity, performance_metrics
+from colmena.regime import REGIME_NAMES
 from colmena.risk import RiskConfig, stress_test, value_at_risk_report
 from colmena.state import FEATURE_NAMES
-from colmena.swarm import SwarmModel
+from colmena.swarm import GateResult, SwarmModel
 from colmena.training import TrainConfig, train
 
 __all__ = [
     "BacktestConfig",
     "BacktestRun",
+    "ExecutionSettings",
     "FoldInfo",
     "IncompatibleCheckpointError",
     "backtest",
     "write_run",
 ]
 
-SECONDS_PER_YEAR = 365.0 * 86_400.0
-
-#: verdict code -> (verdict, reason) as written to decisions.parquet
-VERDICTS: dict[str, tuple[str, str]] = {
+#: verdict code -> (verdict, reason) as written to decisions.parquet; a gated fold's reason is
+#: its gate's reason.
+VERDICTS: Final[dict[str, tuple[str, str]]] = {
     "accepted": ("accepted", "within_limits"),
     "resized_leverage": ("resized", "max_leverage"),
     "resized_var": ("resized", "var_budget"),
@@ -63,28 +73,22 @@ VERDICTS: dict[str, tuple[str, str]] = {
     "rejected_halted": ("rejected", "halted"),
     "no_signal": ("rejected", "no_valid_market_state"),
     "skipped_small_change": ("rejected", "below_min_trade"),
+    "zero_kelly": ("zero_kelly", "kelly_fraction_zero"),
+    "hold": ("hold", "working_remainder"),
+    "gated_flat": ("gated_flat", "gated"),
+    "end_of_run": ("flatten", "end_of_run"),
 }
+ACTION_HOLD, ACTION_DECIDE, ACTION_GATED, ACTION_END = 0, 1, 2, 3
+NS: Final = 1_000_000_000
+#: Look-back of the time-series momentum baseline (Moskowitz, Ooi & Pedersen, "Time series
+#: momentum", 2012, used 12 months on monthly data; crypto studies use weeks).
+MOMENTUM_LOOKBACK_DAYS: Final = 30.0
+#: Below this share of bars in the market the report warns that the result is mostly "flat".
+MIN_TIME_IN_MARKET: Final = 0.1
 
 
 class IncompatibleCheckpointError(ValueError):
     """The checkpoint was trained on another feature set than this version computes."""
-
-
-class ExecutionSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Paper execution costs (see colmena._core.PaperExecutor)."""
-
-    initial_cash: Annotated[float, msgspec.Meta(gt=0.0)] = 100_000.0
-    fee_bps: Annotated[float, msgspec.Meta(ge=0.0)] = 10.0
-    slippage_bps: Annotated[float, msgspec.Meta(ge=0.0)] = 2.0
-    impact_bps: Annotated[float, msgspec.Meta(ge=0.0)] = 10.0
-    max_participation: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.1
-
-    def to_core(self) -> Any:
-        core = _core.ExecutionConfig()
-        for name in ("initial_cash", "fee_bps", "slippage_bps", "impact_bps", "max_participation"):
-            setattr(core, name, getattr(self, name))
-        core.validate()
-        return core
 
 
 class BacktestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -93,7 +97,9 @@ class BacktestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     Attributes
     ----------
     train_fraction : float
-        Walk-forward: length of each training window as a share of all bars, in (0, 1).
+        Walk-forward: length of each training window as a share of all bars, in (0, 1). The
+        last ``training.validation_fraction`` of each window is held back for selection and the
+        gate.
     folds : int
         Walk-forward folds: the bars after the first training window are split into ``folds``
         consecutive test segments; each is traded by a swarm trained on the ``train_fraction``
@@ -101,12 +107,13 @@ class BacktestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seed : int
         Seeds training (each fold uses ``seed + fold``).
     execution : ExecutionSettings
+        Costs and market type; the training's fitness and gate use the same.
     risk : RiskConfig
     training : colmena.training.TrainConfig
     """
 
     train_fraction: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.7
-    folds: Annotated[int, msgspec.Meta(ge=1)] = 1
+    folds: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 1
     seed: int = 0
     execution: ExecutionSettings = msgspec.field(default_factory=ExecutionSettings)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
@@ -115,7 +122,7 @@ class BacktestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 @dataclass(frozen=True)
 class FoldInfo:
-    """One walk-forward fold: bar ranges [start, stop) of the file."""
+    """One walk-forward fold: bar ranges [start, stop) of the file, and its gate."""
 
     fold: int
     train_start: int
@@ -123,6 +130,13 @@ class FoldInfo:
     test_start: int
     test_stop: int
     generations: list[GenerationStats] = field(default_factory=list)
+    gate: GateResult | None = None
+    validation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def traded(self) -> bool:
+        """True when the fold's model passed its gate."""
+        return self.gate is not None and self.gate.passed
 
 
 @dataclass
@@ -137,6 +151,7 @@ class BacktestRun:
     events: pa.Table
     report: dict[str, Any]
     folds: list[FoldInfo]
+    baseline_equity: dict[str, NDArray[np.float64]] = field(default_factory=dict)
 
 
 def file_sha256(path: Path) -> str:
@@ -181,16 +196,19 @@ def backtest(
     """Run the whole pipeline on ``candles``.
 
     With ``checkpoint`` (a :class:`colmena.checkpoint.Checkpoint` from ``colmena train``) the
-    fixed swarm trades every bar of the file after its warm-up (the report marks it
-    ``out_of_sample: false`` when the checkpoint's training data overlaps the file). Without one,
-    walk-forward: train on each fold's window, trade its test segment out of sample.
+    fixed swarm trades every bar of the file after its warm-up, if its validation gate passed
+    (the report marks it ``out_of_sample: false`` when the checkpoint's training data overlaps
+    the file). Without one, walk-forward: train, select and gate on each fold's window, trade its
+    test segment out of sample.
 
     Raises
     ------
     IncompatibleCheckpointError
         If the checkpoint was trained on another feature set.
     ValueError
-        If the data is too short for the windows.
+        If the data is too short for the windows, or the checkpoint is invalid.
+    ImportError
+        Walk-forward without torch.
     """
     config = config or BacktestConfig()
     started = time.perf_counter()
@@ -199,20 +217,31 @@ def backtest(
     fold_of_bar = np.full(n, -1, dtype=np.int64)
     features = np.full((n, len(FEATURE_NAMES)), np.nan)
     valid = np.zeros(n, dtype=bool)
+    decide = np.zeros(n, dtype=bool)
+    regime = np.full(n, -1, dtype=np.int64)
     folds: list[FoldInfo] = []
     training_seconds = 0.0
     out_of_sample = True
+    interval = config.training.decision.interval
+
+    def take(model: SwarmModel, warm: int, start: int, stop: int, k: int) -> None:
+        sig = model.signals(candles.slice(warm, stop))
+        offset = start - warm
+        part = slice(start, stop)
+        signal[part] = np.where(sig.valid[offset:], sig.consensus[offset:], np.nan)
+        features[part] = sig.state.features[offset:]
+        valid[part] = sig.valid[offset:]
+        decide[part] = sig.decision[offset:]
+        regime[part] = sig.regime[offset:]
+        fold_of_bar[part] = k
+
     if checkpoint is not None:
         _check_checkpoint(checkpoint)
         model = SwarmModel.from_checkpoint(checkpoint)
+        interval = model.decision.interval
         if on_stage:
             on_stage("signals")
-        sig = model.signals(candles)
-        signal[:] = np.where(sig.valid, sig.consensus, np.nan)
-        features[:] = sig.state.features
-        valid[:] = sig.valid
-        fold_of_bar[:] = 0
-        trade_start = int(np.argmax(sig.valid)) if sig.valid.any() else n
+        take(model, 0, 0, n, 0)
         history = [
             GenerationStats(g + 1, float(best), float(median), float(entropy), -1, -1)
             for g, (best, median, entropy) in enumerate(
@@ -224,13 +253,17 @@ def backtest(
                 )
             )
         ]
-        folds.append(FoldInfo(0, -1, -1, trade_start, n, history))
+        gate = model.gate or GateResult(False, "not_validated", 0, 0, 0.0, 0.0, 0, 0, 0.0)
+        validation = dict(checkpoint.config.get("validation", {}))
+        folds.append(FoldInfo(0, -1, -1, 0, n, history, gate, validation))
         data = checkpoint.config.get("data", {})
         first, last = data.get("first_ts"), data.get("last_ts")
         if first is None or last is None or not (last < candles.ts[0] or first > candles.ts[-1]):
             out_of_sample = False
     else:
-        lookback = config.training.features.lookback_bars
+        lookback = max(
+            config.training.features.lookback_bars, config.training.regime.lookback_bars + 1
+        )
         plan = _fold_plan(n, config, lookback)
         for k, (train_start, train_stop, test_start, test_stop) in enumerate(plan):
             if on_stage:
@@ -240,6 +273,8 @@ def backtest(
             result = train(
                 candles.slice(train_start, train_stop),
                 training,
+                execution=config.execution,
+                risk=config.risk,
                 on_vae_epoch=on_vae_epoch,
                 on_generation=on_generation,
             )
@@ -247,72 +282,73 @@ def backtest(
             if on_stage:
                 on_stage(f"signals fold {k + 1}/{len(plan)}")
             # Warm-up history before the test segment is read, never anything after it.
-            warm = max(0, test_start - lookback)
-            sig = result.model.signals(candles.slice(warm, test_stop))
-            offset = test_start - warm
-            part = slice(test_start, test_stop)
-            signal[part] = np.where(sig.valid[offset:], sig.consensus[offset:], np.nan)
-            features[part] = sig.state.features[offset:]
-            valid[part] = sig.valid[offset:]
-            fold_of_bar[part] = k
+            model = result.model
+            take(model, max(0, test_start - model.lookback_bars), test_start, test_stop, k)
             folds.append(
                 FoldInfo(
-                    k,
-                    train_start,
-                    train_stop,
-                    test_start,
-                    test_stop,
-                    list(result.population.history),
+                    k, train_start, train_stop, test_start, test_stop,
+                    list(result.population.history), model.gate,
+                    dict(result.checkpoint.config.get("validation", {})),
                 )
-            )
+            )  # fmt: skip
 
     if on_stage:
         on_stage("trading")
     t0 = time.perf_counter()
-    first = folds[0].test_start if checkpoint is None else 0
+    first = folds[0].test_start
     rows = slice(first, n)
+    m = n - first
+    action = np.zeros(m, dtype=np.uint8)
+    for f in folds:
+        part = slice(f.test_start - first, f.test_stop - first)
+        action[part] = np.where(
+            decide[f.test_start : f.test_stop], ACTION_DECIDE if f.traded else ACTION_GATED, 0
+        )
+    wind_down = min(WIND_DOWN_BARS, m - 1)
+    action[m - 1 - wind_down : m - 1] = ACTION_END  # close the position over the last bars
+    core_signal = np.where(action == ACTION_DECIDE, signal[rows], np.nan)
     ts = np.ascontiguousarray(candles.ts[rows])
     cols = {
         name: np.ascontiguousarray(getattr(candles, name)[rows], dtype=np.float64)
         for name in ("open", "high", "low", "close", "volume")
     }
-    bar_ns = round((candles.interval_seconds or 60.0) * 1e9)
+    bar_seconds = float(candles.interval_seconds or 60.0)
+    bar_ns = round(bar_seconds * NS)
     raw = _core.run_backtest(
-        ts,
-        cols["open"],
-        cols["high"],
-        cols["low"],
-        cols["close"],
-        cols["volume"],
-        np.ascontiguousarray(signal[rows]),
-        bar_ns,
-        config.risk.to_core(),
-        config.execution.to_core(),
-    )
+        ts, cols["open"], cols["high"], cols["low"], cols["close"], cols["volume"],
+        np.ascontiguousarray(core_signal), bar_ns, config.risk.to_core(),
+        config.execution.to_core(), action, np.ascontiguousarray(fold_of_bar[rows]),
+    )  # fmt: skip
     trading_seconds = time.perf_counter() - t0
-    run = _assemble(candles, rows, raw, signal, features, valid, fold_of_bar, config, bar_ns)
+    run = _assemble(
+        candles, rows, raw, signal, features, valid, decide, regime, fold_of_bar, action, folds,
+        bar_ns,
+    )  # fmt: skip
     run.folds = folds
-    bars_per_year = SECONDS_PER_YEAR * 1e9 / bar_ns
+    schedule = decision_bars(ts, bar_seconds, interval)
+    baselines, baseline_equity = _baselines(
+        candles, rows, raw, schedule, config.execution, bar_seconds
+    )
+    run.baseline_equity = baseline_equity
     run.report = _report(
-        candles,
-        rows,
-        raw,
-        config,
-        folds,
-        bars_per_year,
-        checkpoint is not None,
-        out_of_sample,
+        candles, rows, raw, config, folds, regime, action, baselines, checkpoint is not None,
+        out_of_sample, interval, bar_ns,
         timing={
             "training_seconds": training_seconds,
             "trading_seconds": trading_seconds,
             "total_seconds": time.perf_counter() - started,
         },
-    )
+    )  # fmt: skip
     return run
 
 
 def _ts_array(values: NDArray[np.int64]) -> pa.Array:
     return pa.array(np.asarray(values, dtype=np.int64)).cast(pa.timestamp("ns", tz="UTC"))
+
+
+def _regime_names(codes: NDArray[np.int64]) -> pa.Array:
+    names = np.array([*REGIME_NAMES, "unknown"], dtype=object)
+    return pa.array(names[np.where(codes >= 0, codes, len(REGIME_NAMES))].tolist(), pa.string())
 
 
 def _assemble(
@@ -322,14 +358,18 @@ def _assemble(
     signal: NDArray[np.float64],
     features: NDArray[np.float64],
     valid: NDArray[np.bool_],
+    decide: NDArray[np.bool_],
+    regime: NDArray[np.int64],
     fold_of_bar: NDArray[np.int64],
-    config: BacktestConfig,
+    action: NDArray[np.uint8],
+    folds: list[FoldInfo],
     bar_ns: int,
 ) -> BacktestRun:
     ts = candles.ts[rows]
     verdict_names = _core.verdict_names()
     state_names = _core.trading_state_names()
     event_names = _core.event_type_names()
+    origin_names = _core.order_origin_names()
     bars = {
         "timestamp": _ts_array(ts),
         **{
@@ -338,20 +378,37 @@ def _assemble(
         },
         **{name: pa.array(features[rows, i]) for i, name in enumerate(FEATURE_NAMES)},
         "valid": pa.array(valid[rows]),
+        "decision": pa.array(decide[rows]),
+        "regime": _regime_names(regime[rows]),
         "signal": pa.array(signal[rows]),
         "fold": pa.array(fold_of_bar[rows]),
     }
-    codes = [verdict_names[v] for v in raw["verdict"]]
+    # A decision row: every decision bar, the end of the run, and any bar where the risk state
+    # forced something or a working remainder was resubmitted.
+    codes = np.array(verdict_names, dtype=object)[raw["verdict"]]
+    ordered = np.zeros(ts.size, dtype=bool)
+    ordered[raw["order_bar"]] = True
+    keep = np.flatnonzero((action != ACTION_HOLD) | (codes != "hold") | ordered)
+    gate_reason = {f.fold: (f.gate.reason if f.gate else "not_validated") for f in folds}
+    fold_rows = fold_of_bar[rows][keep]
+    verdict = [VERDICTS[c][0] for c in codes[keep]]
+    reason = [
+        gate_reason.get(int(k), "gated") if c == "gated_flat" else VERDICTS[c][1]
+        for c, k in zip(codes[keep], fold_rows, strict=True)
+    ]
     decisions = {
-        "timestamp": _ts_array(ts + bar_ns),  # decided at the bar's close
-        "bar_open": _ts_array(ts),
-        "signal": pa.array(signal[rows]),
-        "requested": pa.array(raw["requested"]),
-        "target": pa.array(raw["target"]),
-        "verdict": pa.array([VERDICTS[c][0] for c in codes]),
-        "reason": pa.array([VERDICTS[c][1] for c in codes]),
-        "code": pa.array(codes),
-        "trading_state": pa.array([state_names[s] for s in raw["state"]]),
+        "timestamp": _ts_array(ts[keep] + bar_ns),  # decided at the bar's close
+        "bar_open": _ts_array(ts[keep]),
+        "fold": pa.array(fold_rows),
+        "regime": _regime_names(regime[rows][keep]),
+        "signal": pa.array(signal[rows][keep]),
+        "kelly_fraction": pa.array(raw["kelly"][keep]),
+        "requested": pa.array(raw["requested"][keep]),
+        "target": pa.array(raw["target"][keep]),
+        "verdict": pa.array(verdict, pa.string()),
+        "reason": pa.array(reason, pa.string()),
+        "code": pa.array(codes[keep].tolist(), pa.string()),
+        "trading_state": pa.array([state_names[s] for s in raw["state"][keep]], pa.string()),
     }
     ob = raw["order_bar"]
     filled = raw["order_filled"]
@@ -364,6 +421,7 @@ def _assemble(
     orders = {
         "timestamp": _ts_array(ts[ob] + bar_ns),
         "fill_bar_open": _ts_array(ts[np.minimum(ob + 1, len(ts) - 1)]),
+        "origin": pa.array([origin_names[o] for o in raw["order_origin"]], pa.string()),
         "side": pa.array(np.where(quantity > 0, "buy", "sell")),
         "quantity": pa.array(np.abs(quantity)),
         "target": pa.array(raw["order_target"]),
@@ -384,11 +442,11 @@ def _assemble(
         "cash": pa.array(raw["cash"]),
         "position": pa.array(raw["position"]),
         "equity": pa.array(raw["equity"]),
-        "trading_state": pa.array([state_names[s] for s in raw["state"]]),
+        "trading_state": pa.array([state_names[s] for s in raw["state"]], pa.string()),
     }
     events = {
         "timestamp": _ts_array(raw["event_ts"]),
-        "type": pa.array([event_names[t] for t in raw["event_type"]]),
+        "type": pa.array([event_names[t] for t in raw["event_type"]], pa.string()),
         "code": pa.array(raw["event_code"].astype(np.int64)),
         "value": pa.array(raw["event_value"]),
     }
@@ -404,17 +462,210 @@ def _assemble(
     )
 
 
-def buy_and_hold_equity(
-    open_: NDArray[np.float64], close: NDArray[np.float64], execution: ExecutionSettings
-) -> NDArray[np.float64]:
-    """Equity of buying at the open of the second bar (the first fill possible) with the same
-    fee and fixed slippage, then holding: [n_bars] at each close."""
-    cash = execution.initial_cash
-    price = open_[1] * (1 + execution.slippage_bps / 1e4)
-    quantity = cash / (price * (1 + execution.fee_bps / 1e4))
-    equity = np.full(close.size, cash)
-    equity[1:] = cash - quantity * price * (1 + execution.fee_bps / 1e4) + quantity * close[1:]
-    return equity
+def momentum_signal(
+    candles: Candles, rows: NDArray[np.int64], lookback_days: float = MOMENTUM_LOOKBACK_DAYS
+) -> NDArray[np.float32]:
+    """Time-series momentum (Moskowitz, Ooi & Pedersen 2012): the sign of the log return over
+    the last ``lookback_days`` at each bar in ``rows`` (+1 long, -1 short, 0 without enough
+    history or no move), reading closes up to the bar only.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape [n_rows]
+    """
+    ts = np.asarray(candles.ts, dtype=np.int64)
+    close = np.asarray(candles.close, dtype=np.float64)
+    back = np.searchsorted(ts, ts[rows] - round(lookback_days * 86_400 * NS), side="right") - 1
+    out = np.zeros(rows.size, dtype=np.float32)
+    ok = back >= 0
+    out[ok] = np.sign(np.log(close[rows[ok]] / close[back[ok]])).astype(np.float32)
+    return out
+
+
+def _baselines(
+    candles: Candles,
+    rows: slice,
+    raw: dict[str, Any],
+    schedule: NDArray[np.bool_],
+    execution: ExecutionSettings,
+    bar_seconds: float,
+) -> tuple[dict[str, dict[str, Any]], dict[str, NDArray[np.float64]]]:
+    """Flat, buy-and-hold, exposure-matched buy-and-hold and time-series momentum, each through
+    the same trading loop and costs as the swarm (pass-through sizing)."""
+    ts = np.ascontiguousarray(candles.ts[rows])
+    close_ts = ts + round(bar_seconds * NS)
+    open_ = np.asarray(candles.open[rows], dtype=np.float64)
+    close = np.asarray(candles.close[rows], dtype=np.float64)
+    volume = np.asarray(candles.volume[rows], dtype=np.float64)
+    n = ts.size
+    equity = raw["equity"]
+    gross = np.abs(raw["position"] * close)
+    exposure = float(np.mean(np.divide(gross, equity, out=np.zeros(n), where=equity > 0)))
+    marks = np.arange(n, dtype=np.int64)
+    once = np.zeros(n, dtype=bool)
+    once[0] = True
+    hold = simulate_targets(
+        ts, open_, close, volume, once, np.array([[0.0], [1.0], [exposure]], np.float32),
+        marks, bar_seconds=bar_seconds, execution=execution,
+    )  # fmt: skip
+    decision_rows = np.flatnonzero(schedule).astype(np.int64)
+    first = int(rows.start or 0)
+    momentum = simulate_targets(
+        ts, open_, close, volume, schedule,
+        momentum_signal(candles, decision_rows + first)[None, :], marks,
+        bar_seconds=bar_seconds, execution=execution,
+    )  # fmt: skip
+    out: dict[str, dict[str, Any]] = {}
+    curves: dict[str, NDArray[np.float64]] = {}
+    specs = [
+        ("flat", hold, 0, {}),
+        ("buy_and_hold", hold, 1, {}),
+        ("buy_and_hold_exposure_matched", hold, 2, {"exposure": exposure}),
+        ("momentum", momentum, 0, {"lookback_days": MOMENTUM_LOOKBACK_DAYS}),
+    ]
+    for name, sim, k, extra in specs:
+        curve = sim.equity[k]
+        metrics = performance_metrics(
+            close_ts, curve, initial_equity=execution.initial_cash,
+            traded_notional=float(sim.traded_notional[k]), fees_paid=float(sim.fees[k]),
+            slippage_paid=float(sim.slippage[k]), borrow_paid=float(sim.borrow[k]),
+        )  # fmt: skip
+        metrics["n_fills"] = int(sim.n_fills[k])
+        out[name] = {**extra, **metrics}
+        curves[name] = curve
+    return out, curves
+
+
+def _fold_report(
+    f: FoldInfo,
+    first: int,
+    candles: Candles,
+    raw: dict[str, Any],
+    initial_cash: float,
+    bar_ns: int,
+) -> dict[str, Any]:
+    a, b = f.test_start - first, f.test_stop - first
+    ts = np.asarray(candles.ts, dtype=np.int64)
+    close = np.asarray(candles.close, dtype=np.float64)
+    equity = raw["equity"]
+    start_equity = float(equity[a - 1]) if a > 0 else initial_cash
+    fill_bar = raw["fill_bar"]
+    in_fold = (fill_bar >= a) & (fill_bar < b)
+    trade_close = raw["trade_close_ts"]
+    closed = (trade_close >= ts[f.test_start]) & (trade_close <= ts[f.test_stop - 1])
+    metrics = performance_metrics(
+        ts[f.test_start : f.test_stop] + bar_ns, equity[a:b], initial_equity=start_equity,
+        position=raw["position"][a:b], close=close[f.test_start : f.test_stop],
+        trade_pnl=raw["trade_pnl"][closed],
+        traded_notional=float(np.sum(np.abs(raw["fill_quantity"][in_fold])
+                                     * raw["fill_price"][in_fold])),
+        fees_paid=float(raw["fill_fee"][in_fold].sum()),
+        slippage_paid=float(raw["fill_slippage_cost"][in_fold].sum()),
+    )  # fmt: skip
+    metrics["n_fills"] = int(in_fold.sum())
+
+    def when(i: int) -> str | None:
+        return _iso(int(ts[i])) if 0 <= i < ts.size else None
+
+    return {
+        "fold": f.fold,
+        "traded": f.traded,
+        "gate": f.gate.to_dict() if f.gate else None,
+        "train": {"rows": [f.train_start, f.train_stop], "first": when(f.train_start),
+                  "last": when(f.train_stop - 1)},
+        "test": {"rows": [f.test_start, f.test_stop], "first": when(f.test_start),
+                 "last": when(f.test_stop - 1)},
+        "validation": f.validation,
+        "metrics": metrics,
+        "buy_and_hold_return": float(close[f.test_stop - 1] / close[f.test_start] - 1.0),
+        "generations": [vars(g) for g in f.generations],
+    }  # fmt: skip
+
+
+def _regime_report(
+    candles: Candles, rows: slice, raw: dict[str, Any], regime: NDArray[np.int64],
+    action: NDArray[np.uint8],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Per regime in force: share of bars, the swarm's and buy-and-hold's log return there."""
+    close = np.asarray(candles.close[rows], dtype=np.float64)
+    equity = raw["equity"]
+    codes = regime[rows]
+    swarm_r = np.zeros(close.size)
+    price_r = np.zeros(close.size)
+    positive = (equity[1:] > 0) & (equity[:-1] > 0)
+    swarm_r[1:] = np.log(np.where(positive, equity[1:], 1.0) / np.where(positive, equity[:-1], 1.0))
+    price_r[1:] = np.log(close[1:] / close[:-1])
+    out = []
+    for k, name in [*enumerate(REGIME_NAMES), (-1, "unknown")]:
+        mask = codes == k
+        if not mask.any():
+            continue
+        out.append(
+            {
+                "regime": name,
+                "share_of_bars": float(mask.mean()),
+                "decisions": int(np.sum(mask & (action == ACTION_DECIDE))),
+                "swarm_log_return": float(swarm_r[mask].sum()),
+                "buy_and_hold_log_return": float(price_r[mask].sum()),
+                "time_in_market": float(np.mean(raw["position"][mask] != 0.0)),
+            }
+        )
+    return out
+
+
+def _iso(ns: int) -> str:
+    return str(np.datetime64(ns, "ns").astype("datetime64[s]")) + "Z"
+
+
+def _warnings(
+    metrics: dict[str, Any],
+    folds: list[dict[str, Any]],
+    raw: dict[str, Any],
+    ts: NDArray[np.int64],
+    out_of_sample: bool,
+) -> list[str]:
+    """What would mislead a reader, in plain words, for the top of the report."""
+    notes: list[str] = []
+    gated = [f for f in folds if not f["traded"]]
+    if gated and len(gated) == len(folds):
+        notes.append(
+            "every fold was gated flat: no validated swarm beat flat on its validation bars, so "
+            "the swarm never traded and this result measures the gate, not a strategy"
+        )
+    else:
+        for f in gated:
+            notes.append(
+                f"fold {f['fold']} ({f['test']['first']} to {f['test']['last']}) was gated flat: "
+                f"{f['gate']['reason'] if f['gate'] else 'not validated'}"
+            )
+    for f in folds:
+        if f["gate"] and str(f["gate"]["reason"]).startswith("gate_disabled"):
+            notes.append(f"fold {f['fold']} traded without passing a validation gate (disabled)")
+    tim = metrics.get("time_in_market")
+    if tim is not None and tim < MIN_TIME_IN_MARKET and len(gated) < len(folds):
+        notes.append(
+            f"the swarm held a position in only {tim:.1%} of the bars: most of the result is "
+            "being flat"
+        )
+    halted = np.flatnonzero((raw["event_type"] == 2) & (raw["event_code"] == 4))
+    if halted.size:
+        notes.append(
+            f"the kill switch halted trading at {_iso(int(raw['event_ts'][halted[0]]))}; the "
+            "account stayed flat from then on (a person must reset a HALT)"
+        )
+    gross = metrics.get("gross_pnl") or 0.0
+    costs = metrics["fees_paid"] + metrics["slippage_paid"] + metrics["borrow_paid"]
+    if costs > 0 and gross > 0 and costs > 0.5 * gross:
+        notes.append(f"costs took {costs / gross:.0%} of the gross profit")
+    if raw["position"].size and raw["position"][-1] != 0.0:
+        notes.append(
+            f"a position of {raw['position'][-1]:.6g} could not be closed at the end (volume "
+            "limit); it is valued at the last close"
+        )
+    if not out_of_sample:
+        notes.append("NOT out of sample: the checkpoint's training data overlaps these candles")
+    notes.extend(metrics.get("warnings", []))
+    return notes
 
 
 def _report(
@@ -423,40 +674,29 @@ def _report(
     raw: dict[str, Any],
     config: BacktestConfig,
     folds: list[FoldInfo],
-    bars_per_year: float,
+    regime: NDArray[np.int64],
+    action: NDArray[np.uint8],
+    baselines: dict[str, dict[str, Any]],
     from_checkpoint: bool,
     out_of_sample: bool,
+    interval: str,
+    bar_ns: int,
     timing: dict[str, float],
 ) -> dict[str, Any]:
     ts = candles.ts[rows]
     close = np.asarray(candles.close[rows], dtype=np.float64)
-    open_ = np.asarray(candles.open[rows], dtype=np.float64)
     equity = raw["equity"]
     traded = float(np.sum(np.abs(raw["fill_quantity"]) * raw["fill_price"]))
     metrics = performance_metrics(
-        ts,
-        equity,
-        initial_equity=config.execution.initial_cash,
-        bars_per_year=bars_per_year,
-        position=raw["position"],
-        trade_pnl=raw["trade_pnl"],
-        traded_notional=traded,
-        fees_paid=float(raw["fees_paid"]),
-        slippage_paid=float(np.sum(raw["fill_slippage_cost"])),
-    )
-    bh = buy_and_hold_equity(open_, close, config.execution)
-    bh_pnl = np.array([bh[-1] - config.execution.initial_cash])
-    bh_metrics = performance_metrics(
-        ts,
-        bh,
-        initial_equity=config.execution.initial_cash,
-        bars_per_year=bars_per_year,
-        position=np.concatenate([[0.0], np.ones(close.size - 1)]),
-        trade_pnl=bh_pnl,
-        traded_notional=float(config.execution.initial_cash),
-        fees_paid=config.execution.initial_cash * config.execution.fee_bps / 1e4,
-    )
-    strategy_returns = equity[1:] / equity[:-1] - 1.0
+        ts + bar_ns, equity, initial_equity=config.execution.initial_cash,
+        position=raw["position"], close=close, trade_pnl=raw["trade_pnl"],
+        traded_notional=traded, fees_paid=float(raw["fees_paid"]),
+        slippage_paid=float(raw["slippage_paid"]), borrow_paid=float(raw["borrow_paid"]),
+    )  # fmt: skip
+    metrics["n_fills"] = int(raw["fill_bar"].size)
+    _, day_equity = daily_equity(ts + bar_ns, equity)
+    daily = np.diff(np.concatenate([[config.execution.initial_cash], day_equity]))
+    daily_returns = daily / np.concatenate([[config.execution.initial_cash], day_equity[:-1]])
     var = (
         [
             {
@@ -465,9 +705,9 @@ def _report(
                 "var": t.var,
                 "expected_shortfall": t.expected_shortfall,
             }
-            for t in value_at_risk_report(strategy_returns, horizon=1440)
+            for t in value_at_risk_report(daily_returns, horizon=1)
         ]
-        if strategy_returns.size > 2
+        if daily_returns.size > 2
         else []
     )
     stress = [
@@ -483,21 +723,21 @@ def _report(
     counts: dict[str, int] = {}
     for t in raw["event_type"]:
         counts[event_names[t]] = counts.get(event_names[t], 0) + 1
+    first = int(rows.start or 0)
+    fold_reports = [
+        _fold_report(f, first, candles, raw, config.execution.initial_cash, bar_ns) for f in folds
+    ]
     source = candles.source
     return {
+        "warnings": _warnings(metrics, fold_reports, raw, ts, out_of_sample),
         "metrics": metrics,
-        "buy_and_hold": bh_metrics,
+        "baselines": baselines,
         "out_of_sample": out_of_sample,
         "mode": "checkpoint" if from_checkpoint else "walk_forward",
-        "folds": [
-            {
-                "fold": f.fold,
-                "train": [f.train_start, f.train_stop],
-                "test": [f.test_start, f.test_stop],
-                "generations": [vars(g) for g in f.generations],
-            }
-            for f in folds
-        ],
+        "decision_interval": interval,
+        "market": config.execution.market,
+        "folds": fold_reports,
+        "regimes": _regime_report(candles, rows, raw, regime, action),
         "value_at_risk": var,
         "stress_tests": stress,
         "events": counts,
@@ -508,8 +748,8 @@ def _report(
             "sha256": file_sha256(source) if source.is_file() else None,
             "rows": len(candles),
             "traded_rows": len(ts),
-            "first": str(np.datetime64(int(ts[0]), "ns")) + "Z",
-            "last": str(np.datetime64(int(ts[-1]), "ns")) + "Z",
+            "first": _iso(int(ts[0])),
+            "last": _iso(int(ts[-1])),
             "gaps": candles.gaps.count,
             "missing_bars": candles.gaps.missing_bars,
         },

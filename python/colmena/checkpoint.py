@@ -1076,7 +1076,22 @@ def _encode(checkpoint: Checkpoint) -> bytes:
         "checkpoint": meta_json,
         "sha256": _digest(version, meta_json, tensors),
     }
-    return bytes(safetensors.numpy.save(tensors, metadata=header))
+    return _canonical_header(bytes(safetensors.numpy.save(tensors, metadata=header)))
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted at every level.
+
+    safetensors writes the ``__metadata__`` entries in a per-process hash order, so the same
+    checkpoint would differ byte for byte between processes; sorting the keys (the payload and
+    every offset are unchanged, the header stays padded with spaces to a multiple of 8 bytes)
+    makes the file a function of the checkpoint alone.
+    """
+    size = int.from_bytes(data[:8], "little")
+    head = json.loads(data[8 : 8 + size])
+    text = json.dumps(head, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
 
 
 def _decode(data: bytes, path: Path) -> Checkpoint:

@@ -166,6 +166,28 @@ def features(
     Console().print(summary)
 
 
+def _decision_options(f: Any) -> Any:
+    """Decision interval and market type (shared by train and backtest)."""
+    options = [
+        click.option(
+            "--decision-interval",
+            default="1h",
+            show_default=True,
+            help="How often the agents decide (15m, 1h, 4h, 1d); orders fill at the next bar.",
+        ),
+        click.option(
+            "--market",
+            type=click.Choice(["spot", "margin"]),
+            default="spot",
+            show_default=True,
+            help="spot: long only; margin: long and short, shorts pay a borrow cost.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @main.command()
 @click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -179,20 +201,21 @@ def features(
 @click.option("--generations", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
-    "--eval-bars",
-    type=click.IntRange(min=100),
-    default=20_000,
+    "--eval-days",
+    type=click.FloatRange(min=1.0),
+    default=120.0,
     show_default=True,
-    help="Bars in each generation's fitness window.",
+    help="Calendar days in each generation's fitness window.",
 )
 @click.option("--vae-epochs", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option(
     "--fee-bps",
-    type=click.FloatRange(min=0.0),
+    type=click.FloatRange(min=0.0, max=1_000.0),
     default=10.0,
     show_default=True,
-    help="Trading cost in the fitness, basis points of traded notional.",
+    help="Fee per fill in the fitness and the gate, basis points of traded notional.",
 )
+@_decision_options
 @click.option(
     "--finetune-steps",
     type=click.IntRange(min=0),
@@ -206,20 +229,26 @@ def train(
     agents: int,
     generations: int,
     seed: int,
-    eval_bars: int,
+    eval_days: float,
     vae_epochs: int,
     fee_bps: float,
+    decision_interval: str,
+    market: str,
     finetune_steps: int,
 ) -> None:
     """Train the VAE and evolve a swarm of agents on the candles in DATA, then checkpoint it.
 
-    The same DATA, options and seed give the same checkpoint.
+    The last part of DATA is held back: agents that beat flat on its first half vote, and the
+    voted swarm must beat flat on its second half (the gate) to be traded. The same DATA,
+    options and seed give the same checkpoint, byte for byte.
     """
     import msgspec
 
     from colmena import checkpoint as checkpoints
     from colmena.data import load_ohlcv
+    from colmena.decision import DecisionConfig
     from colmena.evolution import EvolutionConfig, GenerationStats
+    from colmena.execution import ExecutionSettings
     from colmena.training import TrainConfig
     from colmena.training import train as run_training
     from colmena.vae import VAEConfig
@@ -231,13 +260,14 @@ def train(
             evolution=EvolutionConfig(
                 agents=agents,
                 generations=generations,
-                eval_bars=eval_bars,
-                fee_bps=fee_bps,
+                eval_days=eval_days,
                 finetune_steps=finetune_steps,
                 elite=min(5, agents - 1),
                 tournament_size=min(3, agents),
             ),
+            decision=DecisionConfig(interval=decision_interval),
         )
+        execution = ExecutionSettings(fee_bps=fee_bps, market=market)  # type: ignore[arg-type]
     except msgspec.ValidationError as exc:
         raise click.UsageError(str(exc)) from exc
     started = time.perf_counter()
@@ -272,7 +302,11 @@ def train(
 
         try:
             result = run_training(
-                candles, config, on_vae_epoch=on_epoch, on_generation=on_generation
+                candles,
+                config,
+                execution=execution,
+                on_vae_epoch=on_epoch,
+                on_generation=on_generation,
             )
         except (ValueError, ImportError) as exc:  # ImportError: training without torch
             raise click.ClickException(str(exc)) from exc
@@ -289,6 +323,14 @@ def train(
         f"best {history[-1].best_fitness:.3f}, median {history[-1].median_fitness:.3f}",
     )
     summary.add_row("entropy (last)", f"{history[-1].entropy:.3f}")
+    gate = result.model.gate
+    if gate is not None:
+        summary.add_row(
+            "validation gate",
+            f"{'passed' if gate.passed else 'FAILED (the model stays flat)'}: {gate.reason}, "
+            f"net {gate.net_return:+.2%} on the gate bars (buy and hold "
+            f"{gate.buy_and_hold_return:+.2%})",
+        )
     summary.add_row("checkpoint", str(path))
     summary.add_row("time", f"{elapsed:.1f} s")
     Console().print(summary)
@@ -381,8 +423,13 @@ def _fetch(
 @click.option("--agents", type=click.IntRange(min=2), default=100, show_default=True)
 @click.option("--generations", type=click.IntRange(min=1), default=15, show_default=True)
 @click.option("--vae-epochs", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--fee-bps", type=click.FloatRange(min=0.0), default=10.0, show_default=True)
-@click.option("--slippage-bps", type=click.FloatRange(min=0.0), default=2.0, show_default=True)
+@click.option(
+    "--fee-bps", type=click.FloatRange(min=0.0, max=1_000.0), default=10.0, show_default=True
+)
+@click.option(
+    "--slippage-bps", type=click.FloatRange(min=0.0, max=1_000.0), default=2.0, show_default=True
+)
+@_decision_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--out",
@@ -412,6 +459,8 @@ def backtest(
     vae_epochs: int,
     fee_bps: float,
     slippage_bps: float,
+    decision_interval: str,
+    market: str,
     seed: int,
     out_dir: Path,
     db: str | None,
@@ -476,14 +525,20 @@ def backtest(
         if given("generations"):
             evolution = msgspec.structs.replace(evolution, generations=generations)
         if given("fee_bps"):
-            evolution = msgspec.structs.replace(evolution, fee_bps=fee_bps)
             execution = msgspec.structs.replace(execution, fee_bps=fee_bps)
+        if given("market"):
+            execution = msgspec.structs.replace(execution, market=market)
         if given("slippage_bps"):
             execution = msgspec.structs.replace(execution, slippage_bps=slippage_bps)
         vae = base.training.vae
         if given("vae_epochs"):
             vae = msgspec.structs.replace(vae, epochs=vae_epochs)
-        training = msgspec.structs.replace(base.training, evolution=evolution, vae=vae)
+        decision = base.training.decision
+        if given("decision_interval"):
+            decision = msgspec.structs.replace(decision, interval=decision_interval)
+        training = msgspec.structs.replace(
+            base.training, evolution=evolution, vae=vae, decision=decision
+        )
         changes: dict[str, Any] = {"training": training, "execution": execution}
         if given("train_frac"):
             changes["train_fraction"] = train_frac
@@ -555,36 +610,65 @@ def backtest(
                 f"the run is in {path}, but recording it in PostgreSQL failed: {exc}"
             ) from exc
         console.print(f"recorded in PostgreSQL as run {run_id}")
-    m, b = run.report["metrics"], run.report["buy_and_hold"]
-    table = Table(
-        title=f"backtest of {data.name} ({run.report['mode']}, out of sample: "
-        f"{run.report['out_of_sample']})"
+    Console().print(_result_table(run.report, data.name))
+    for warning in run.report["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(
+        f"run directory: {path}  (report: {path / 'report.html'})  "
+        f"{time.perf_counter() - started:.1f} s"
     )
+
+
+def _result_table(report: dict[str, Any], name: str) -> Table:
+    """The swarm's out-of-sample metrics next to the baselines, with units."""
+    data = report["data"]
+    table = Table(
+        title=f"{name}: {data['first'][:10]} to {data['last'][:10]}, {report['mode']}, "
+        f"{'out of sample' if report['out_of_sample'] else 'NOT out of sample'}, decisions every "
+        f"{report['decision_interval']}, {report['market']}"
+    )
+    columns = [("swarm", report["metrics"])] + [
+        (key.replace("buy_and_hold", "buy & hold").replace("_exposure_matched", " (exp.)"), m)
+        for key, m in report["baselines"].items()
+    ]
     table.add_column("metric")
-    table.add_column("swarm", justify="right")
-    table.add_column("buy and hold", justify="right")
-    for key in (
-        "total_return",
-        "cagr",
-        "sharpe",
-        "sortino",
-        "max_drawdown",
-        "win_rate",
-        "profit_factor",
-        "n_trades",
-        "exposure",
-        "turnover",
-        "fees_paid",
-    ):
+    for title, _ in columns:
+        table.add_column(title, justify="right")
 
-        def fmt(v: object) -> str:
-            if v is None:
-                return "n/a"
-            return f"{v:,.4f}" if isinstance(v, float) else str(v)
+    def pct(v: object) -> str:
+        return "n/a" if not isinstance(v, (int, float)) else f"{v:+.2%}"
 
-        table.add_row(key, fmt(m.get(key)), fmt(b.get(key)))
-    Console().print(table)
-    console.print(f"run directory: {path}   ({time.perf_counter() - started:.1f} s)")
+    def num(v: object) -> str:
+        if not isinstance(v, (int, float)):
+            return "n/a"
+        return f"{v:,.0f}" if isinstance(v, int) or abs(v) >= 1_000 else f"{v:,.2f}"
+
+    rows = [
+        ("total return", "total_return", pct),
+        ("Sharpe (daily, annualised)", "sharpe", num),
+        ("Sortino (daily, annualised)", "sortino", num),
+        ("max drawdown", "max_drawdown", pct),
+        ("time in market", "time_in_market", pct),
+        ("mean gross exposure", "mean_gross_exposure", pct),
+        ("fills", "n_fills", num),
+        ("fees + slippage (quote)", "costs", num),
+        ("net PnL (quote)", "net_pnl", num),
+    ]
+    for label, key, fmt in rows:
+        cells = []
+        for _, m in columns:
+            value = (
+                m["fees_paid"] + m["slippage_paid"] + m["borrow_paid"]
+                if key == "costs"
+                else m.get(key)
+            )
+            cells.append(fmt(value))
+        table.add_row(label, *cells)
+    gates = ", ".join(
+        f"fold {f['fold']}: {'traded' if f['traded'] else 'gated flat'}" for f in report["folds"]
+    )
+    table.caption = f"validation gate: {gates}"
+    return table
 
 
 @main.command()

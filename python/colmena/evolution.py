@@ -1,19 +1,24 @@
 """Genetic evolution of the agent swarm, with optional Adam fine-tuning.
 
-Each agent is a small MLP (its own weights) mapping the market state at the close of bar ``t``
-to a signal ``s_t`` in [-1, 1], read as the target position, a signed fraction of equity.
+Each agent is a small MLP (its own weights) mapping the market state at the close of a decision
+bar to a signal ``s`` in [-1, 1], read as the target position, a signed fraction of equity (on a
+spot market, where shorting is impossible, negative signals mean flat).
 
-Fitness (documented formula). Over an evaluation window of bars, with ``r_{t+1}`` the log
-return from the close of bar ``t`` to the close of bar ``t + 1`` and ``c = fee_bps / 1e4``::
+Fitness: the executor's own net result (documented formula). Every agent's signals at the
+decision bars of an evaluation window are traded through the core's trading loop without risk
+sizing (:func:`colmena.execution.simulate_targets`): next-open fills, fees, slippage, market
+impact, volume-limited partial fills, borrow cost of shorts, the decision interval and the final
+closing of the position, exactly as the backtest pays them. From the agent's equity ``E_d`` at
+the end of each UTC day of the window (``E_0`` the starting cash)::
 
-    p_t = s_t if bar t is tradable else 0            (no position without a valid state)
-    g_t = p_t * r_{t+1} - c * |p_t - p_{t-1}|        (net return of the bar, p_{-1} = 0)
-    fitness = sqrt(bars_per_year) * mean(g) / std(g) - turnover_penalty * mean(|p_t - p_{t-1}|)
+    r_d = E_d / E_{d-1} - 1
+    fitness = mean(r) / std(r, ddof=1) * sqrt(365)
 
-i.e. the annualized Sharpe ratio of the agent's own net returns minus a turnover penalty (an agent
-that never trades scores 0). The window is drawn anew every generation from the training data,
-so an agent selected on one window is scored on another: the fitness that drives selection is
-always measured out of the window the agent was selected on.
+the annualised Sharpe ratio of daily net returns (Sharpe 1994; daily returns and calendar-day
+annualisation as in :mod:`colmena.metrics`). An agent that never trades scores 0; an agent that
+is always fully long scores the Sharpe ratio of buy-and-hold net of the same costs. The window
+is drawn anew every generation from the training bars, so the fitness that drives selection is
+never measured on one fixed window.
 
 Genetic operators (Holland 1975; Goldberg 1989; for neural networks Montana & Davis 1989):
 tournament selection (``tournament_size``), unit-wise uniform crossover (each output unit of each
@@ -21,7 +26,7 @@ layer, with its incoming weights and bias, comes from one parent), Gaussian muta
 with probability ``mutation_rate`` gets noise of ``mutation_scale`` times the layer's Glorot
 standard deviation), and elitism (the ``elite`` best survive unchanged, keeping their ids).
 
-System entropy (diversity). Every agent's signal at every bar is bucketed into short
+System entropy (diversity). Every agent's signal at every decision bar is bucketed into short
 (``s < -1/3``), flat or long (``s > 1/3``); the entropy of the population's distribution over
 the three actions at a bar, divided by ``log 3``, is averaged over the window: 0 when all agents
 act alike, 1 when their actions are spread evenly. It is recorded every generation.
@@ -46,27 +51,44 @@ __all__ = [
     "GenerationStats",
     "Population",
     "behavioural_entropy",
-    "fitness_scores",
+    "daily_sharpe",
 ]
 
 Layers = list[tuple[NDArray[np.float32], NDArray[np.float32]]]
 
 
 class EvolutionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Population, operators, fitness and fine-tuning settings (see the module docstring)."""
+    """Population, operators, fitness window and fine-tuning settings (module docstring).
+
+    Attributes
+    ----------
+    agents : int
+        Population size (>= 2).
+    hidden : tuple of int
+        Hidden layer widths of every agent's MLP.
+    activation : {"tanh", "relu", "gelu"}
+        Hidden activation (the output is always tanh).
+    generations : int
+        Generations evolved.
+    eval_days : float
+        Length of each generation's evaluation window, calendar days of training bars (all of
+        them when fewer).
+    tournament_size, elite, crossover_rate, mutation_rate, mutation_scale
+        Genetic operators.
+    finetune_steps, finetune_learning_rate
+        Adam fine-tuning steps per generation (0: none) and its learning rate.
+    """
 
     agents: Annotated[int, msgspec.Meta(ge=2)] = 100
     hidden: tuple[int, ...] = (32, 32)
     activation: Literal["tanh", "relu", "gelu"] = "tanh"
     generations: Annotated[int, msgspec.Meta(ge=1)] = 30
-    eval_bars: Annotated[int, msgspec.Meta(ge=2)] = 20_000
+    eval_days: Annotated[float, msgspec.Meta(ge=1.0)] = 120.0
     tournament_size: Annotated[int, msgspec.Meta(ge=1)] = 3
     elite: Annotated[int, msgspec.Meta(ge=0)] = 5
     crossover_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.7
     mutation_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.1
     mutation_scale: Annotated[float, msgspec.Meta(ge=0.0)] = 0.2
-    fee_bps: Annotated[float, msgspec.Meta(ge=0.0)] = 10.0
-    turnover_penalty: Annotated[float, msgspec.Meta(ge=0.0)] = 1.0
     finetune_steps: Annotated[int, msgspec.Meta(ge=0)] = 0
     finetune_learning_rate: Annotated[float, msgspec.Meta(gt=0.0)] = 1e-3
 
@@ -82,44 +104,37 @@ class EvolutionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise msgspec.ValidationError("; ".join(errors))
 
 
-def fitness_scores(
-    signals: NDArray[np.float32],
-    next_returns: NDArray[np.float64],
-    tradable: NDArray[np.bool_],
-    *,
-    fee_bps: float,
-    turnover_penalty: float,
-    bars_per_year: float,
-) -> NDArray[np.float64]:
-    """Fitness of every agent over one window (formula in the module docstring).
+def daily_sharpe(day_equity: NDArray[np.float64], initial_equity: float) -> NDArray[np.float64]:
+    """Annualised Sharpe ratio of daily returns for every row (the fitness formula).
 
     Parameters
     ----------
-    signals : numpy.ndarray of float32, shape [n_agents, n_bars]
-        Target positions in [-1, 1] decided at each bar's close.
-    next_returns : numpy.ndarray of float64, shape [n_bars]
-        Log return from each bar's close to the next bar's close.
-    tradable : numpy.ndarray of bool, shape [n_bars]
-        Bars where a position may be held (valid state, next bar without a large gap).
-    fee_bps : float
-        Cost per unit of turnover, basis points of notional (>= 0).
-    turnover_penalty : float
-        Weight of the mean absolute position change (>= 0).
-    bars_per_year : float
-        Annualization factor (525,600 for one-minute bars).
+    day_equity : numpy.ndarray of float64, shape [n_agents, n_days]
+        Equity at the end of each day, quote currency.
+    initial_equity : float
+        Equity before the first day (> 0).
 
     Returns
     -------
     numpy.ndarray of float64, shape [n_agents]
+        ``mean(r) / std(r, ddof=1) * sqrt(365)``; 0 for a row whose returns do not vary (an
+        agent that never traded) or with fewer than two days; -1000 for a row whose equity
+        reached 0.
     """
-    p = np.where(tradable, signals, 0.0).astype(np.float64)
-    dp = np.abs(np.diff(p, axis=1, prepend=0.0))
-    g = p * next_returns - (fee_bps / 1e4) * dp
-    mean = g.mean(axis=1)
-    std = g.std(axis=1)
-    safe = np.where(std > 1e-15, std, 1.0)
-    sharpe = np.where(std > 1e-15, mean / safe * math.sqrt(bars_per_year), 0.0)
-    result: NDArray[np.float64] = sharpe - turnover_penalty * dp.mean(axis=1)
+    e = np.asarray(day_equity, dtype=np.float64)
+    if e.ndim != 2:
+        raise ValueError(f"day_equity must be [n_agents, n_days], got shape {e.shape}")
+    k = e.shape[0]
+    if e.shape[1] < 2:
+        return np.zeros(k)
+    previous = np.concatenate([np.full((k, 1), initial_equity), e[:, :-1]], axis=1)
+    bankrupt = np.any(e <= 0.0, axis=1)
+    r = np.divide(e, previous, out=np.zeros_like(e), where=previous > 0) - 1.0
+    mean = r.mean(axis=1)
+    std = r.std(axis=1, ddof=1)
+    varies = std > 1e-12
+    sharpe = np.where(varies, mean / np.where(varies, std, 1.0) * math.sqrt(365.0), 0.0)
+    result: NDArray[np.float64] = np.where(bankrupt, -1000.0, sharpe)
     return result
 
 
@@ -341,16 +356,23 @@ def finetune_adam(
     next_returns: NDArray[np.float64],
     tradable: NDArray[np.bool_],
     config: EvolutionConfig,
-    bars_per_year: float,
+    periods_per_year: float,
+    *,
+    cost_bps: float,
+    long_only: bool,
 ) -> None:
     """Gradient fine-tuning of every agent with its own Adam state (torch, stacked weights).
 
-    Maximizes a smooth version of the fitness: ``sqrt(A) * mean(g) / sqrt(var(g) + 1e-12) -
-    turnover_penalty * mean(|dp|)`` for ``config.finetune_steps`` steps, each agent on the same
-    window ``inputs`` [n_bars, n_inputs]. Adam (Kingma & Ba 2015, lr ``finetune_learning_rate``,
-    betas 0.9/0.999, eps 1e-8) runs per agent: the moments and the step count live in
-    ``population.adam`` and follow the agent through generations. Updates ``population.layers``
-    in place.
+    Maximizes a smooth proxy of the fitness at the decision bars: with ``p_k`` the agent's target
+    at decision ``k`` (clamped at 0 when ``long_only``), ``r_k`` the log return from decision ``k``
+    to decision ``k + 1`` and ``c = cost_bps / 1e4`` the one-way cost,
+    ``g_k = p_k r_k - c |p_k - p_{k-1}|`` and the objective ``sqrt(A) * mean(g) / sqrt(var(g) +
+    1e-12)`` (A = ``periods_per_year``), for ``config.finetune_steps`` steps, each agent on the same
+    window ``inputs`` [n_decisions, n_inputs]. Partial fills and daily aggregation are left out
+    of the proxy; the executor-based fitness of the next generation judges the result. Adam
+    (Kingma & Ba 2015, lr ``finetune_learning_rate``, betas 0.9/0.999, eps 1e-8) runs per agent:
+    the moments and the step count live in ``population.adam`` and follow the agent through
+    generations. Updates ``population.layers`` in place.
 
     Raises
     ------
@@ -373,7 +395,7 @@ def finetune_adam(
     x = torch.from_numpy(np.ascontiguousarray(inputs))
     r = torch.from_numpy(np.where(tradable, next_returns, 0.0)).to(torch.float64)
     mask = torch.from_numpy(tradable)
-    fee = config.fee_bps / 1e4
+    fee = cost_bps / 1e4
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     adam = population.adam
     for _ in range(config.finetune_steps):
@@ -381,11 +403,12 @@ def finetune_adam(
         for i, (w, b) in enumerate(params):
             h = torch.baddbmm(b.unsqueeze(1), h, w)
             h = torch.tanh(h) if i == len(params) - 1 else activation(h)
-        p = torch.where(mask, h.squeeze(-1), torch.zeros(())).to(torch.float64)
+        out = torch.clamp(h.squeeze(-1), min=0.0) if long_only else h.squeeze(-1)
+        p = torch.where(mask, out, torch.zeros(())).to(torch.float64)
         dp = torch.abs(torch.diff(p, dim=1, prepend=torch.zeros(p.shape[0], 1, dtype=p.dtype)))
         g = p * r - fee * dp
-        score = math.sqrt(bars_per_year) * g.mean(dim=1) / torch.sqrt(g.var(dim=1) + 1e-12)
-        loss = -(score - config.turnover_penalty * dp.mean(dim=1)).sum()
+        score = math.sqrt(periods_per_year) * g.mean(dim=1) / torch.sqrt(g.var(dim=1) + 1e-12)
+        loss = -score.sum()
         for w, b in params:
             w.grad = None
             b.grad = None

@@ -103,7 +103,7 @@ def record_run(dsn: str, run: BacktestRun) -> int:
                     report["data"]["last"],
                     Jsonb(report["config"]),
                     Jsonb(report["metrics"]),
-                    Jsonb(report["buy_and_hold"]),
+                    Jsonb(report["baselines"]["buy_and_hold"]),
                     Jsonb(report),
                 ),
             ).fetchone()

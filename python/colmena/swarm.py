@@ -2,37 +2,51 @@
 -> consensus.
 
 Everything numeric runs in the compiled core (FracDiff, the VAE encoder, the batched agent
-forward pass); this module only wires the stages. The same object serves the backtest (a whole
-series at once, batched over time) and live use (one new state per candle).
+forward pass, the fixed-order consensus); this module only wires the stages. The same object
+serves the backtest (a whole series at once, batched over time) and live use (one new state per
+candle).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from colmena import _core
 from colmena.data import Candles
+from colmena.decision import DecisionConfig, decision_bars
+from colmena.regime import RegimeClassifier
 from colmena.state import FeatureSpec, MarketState, Normalization, compute_market_state
 
-__all__ = ["SwarmModel", "SwarmSignals", "consensus"]
+__all__ = ["GateResult", "SwarmModel", "SwarmSignals", "consensus"]
 
 
-def consensus(signals: NDArray[np.float32], weights: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Fitness-weighted mean of agent signals: ``sum(w_i * s_i) / sum(|w_i|)``.
+def consensus(
+    signals: NDArray[np.float32],
+    weights: NDArray[np.float64],
+    weight_set: NDArray[np.int64] | None = None,
+) -> NDArray[np.float64]:
+    """Weighted mean of agent signals: ``sum(w_i * s_i) / sum(|w_i|)``, in a fixed order.
 
-    An agent with negative fitness counts against its own signal. With all weights zero the
+    The sum runs over agents in index order in float64 for every bar, whatever the number of
+    bars, so one state (live) and the same state inside a series (backtest) give the same value
+    bit for bit, and appending bars never changes an earlier one. The trained swarm's weights
+    are non-negative (only agents that beat flat on validation vote); with all weights zero the
     consensus is 0 (no position).
 
     Parameters
     ----------
     signals : numpy.ndarray, shape [n_agents] or [n_agents, n_bars]
-        Agent signals in [-1, 1].
-    weights : numpy.ndarray of float64, shape [n_agents]
-        Agent fitness (finite).
+        Agent signals in [-1, 1] (converted to float32).
+    weights : numpy.ndarray of float64, shape [n_agents] or [n_sets, n_agents]
+        Finite weights; several sets (e.g. one per market regime) are chosen per bar by
+        ``weight_set``.
+    weight_set : numpy.ndarray of int64, shape [n_bars], optional
+        Row of ``weights`` for each bar (default 0); -1 gives NaN (no signal).
 
     Returns
     -------
@@ -42,26 +56,81 @@ def consensus(signals: NDArray[np.float32], weights: NDArray[np.float64]) -> NDA
     Raises
     ------
     ValueError
-        On mismatched shapes or non-finite weights.
+        On mismatched shapes, non-finite weights or a set index out of range.
     """
-    s = np.asarray(signals)
+    s = np.asarray(signals, dtype=np.float32)
     w = np.asarray(weights, dtype=np.float64)
-    if w.ndim != 1 or s.shape[0] != w.shape[0]:
+    w2 = w[None, :] if w.ndim == 1 else w
+    if w2.ndim != 2 or s.ndim not in (1, 2) or s.shape[0] != w2.shape[1]:
         raise ValueError(f"weights {w.shape} do not match signals {s.shape} on the agent axis")
-    if not np.all(np.isfinite(w)):
-        raise ValueError("consensus weights (fitness) must be finite")
-    total = np.abs(w).sum()
-    if total == 0.0:
-        return np.zeros(s.shape[1:], dtype=np.float64)
-    if s.ndim == 1:
-        return np.asarray(np.dot(w, s.astype(np.float64)) / total)
-    # float64 accumulation, a block of bars at a time (no [n_agents, n_bars] float64 copy).
-    out = np.empty(s.shape[1], dtype=np.float64)
-    block = 1 << 15
-    for start in range(0, s.shape[1], block):
-        out[start : start + block] = w @ s[:, start : start + block].astype(np.float64)
-    out /= total
-    return out
+    if not np.all(np.isfinite(w2)):
+        raise ValueError("consensus weights must be finite")
+    columns = np.ascontiguousarray(s[:, None] if s.ndim == 1 else s)
+    sets = None if weight_set is None else np.ascontiguousarray(weight_set, dtype=np.int64)
+    out: NDArray[np.float64] = _core.consensus(columns, np.ascontiguousarray(w2), sets)
+    return out.reshape(()) if s.ndim == 1 else out
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The validation gate of a trained model: did the voted swarm beat flat on the gate bars?
+
+    Attributes
+    ----------
+    passed : bool
+        True when the model may trade.
+    reason : str
+        ``beat_flat_on_validation``, ``no_agent_beat_flat``, ``no_trades_on_validation``,
+        ``did_not_beat_flat_on_validation``, or ``gate_disabled (...)``.
+    start_ts, stop_ts : int
+        First and last gate bar (open time, ns since the epoch UTC).
+    net_return : float
+        The swarm's net return on the gate bars through the full engine (fraction).
+    buy_and_hold_return : float
+        Close-to-close price change over the same bars, for context (fraction).
+    n_fills, n_trades : int
+        Fills and closed round trips on the gate bars.
+    time_in_market : float
+        Share of gate bars holding a position.
+    """
+
+    passed: bool
+    reason: str
+    start_ts: int
+    stop_ts: int
+    net_return: float
+    buy_and_hold_return: float
+    n_fills: int
+    n_trades: int
+    time_in_market: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (checkpoints, report.json)."""
+        return dict(vars(self))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> GateResult:
+        """Inverse of :meth:`to_dict`.
+
+        Raises
+        ------
+        ValueError
+            If a field is missing or has the wrong type.
+        """
+        try:
+            return cls(
+                passed=bool(data["passed"]),
+                reason=str(data["reason"]),
+                start_ts=int(data["start_ts"]),
+                stop_ts=int(data["stop_ts"]),
+                net_return=float(data["net_return"]),
+                buy_and_hold_return=float(data["buy_and_hold_return"]),
+                n_fills=int(data["n_fills"]),
+                n_trades=int(data["n_trades"]),
+                time_in_market=float(data["time_in_market"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"invalid gate record: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -73,15 +142,24 @@ class SwarmSignals:
     agent_signals : numpy.ndarray of float32, shape [n_agents, n_bars]
         Each agent's signal at each bar's close (0 where the state is not valid).
     consensus : numpy.ndarray of float64, shape [n_bars]
-        Fitness-weighted consensus (0 where the state is not valid).
+        Weighted consensus of the voters (0 where the state is not valid).
     valid : numpy.ndarray of bool, shape [n_bars]
         Bars with a complete, gap-free market state.
+    decision : numpy.ndarray of bool, shape [n_bars]
+        Decision bars at the model's decision interval (a bar without a valid state decides
+        nothing: its consensus is NaN in the backtest, the verdict ``no_signal``).
+    regime : numpy.ndarray of int64, shape [n_bars]
+        Market regime in force at each bar: the regime measured at the last decision bar with a
+        valid state up to it (-1 before the first, or without a full regime look-back); codes index
+        :data:`colmena.regime.REGIME_NAMES`.
     state : MarketState
     """
 
     agent_signals: NDArray[np.float32]
     consensus: NDArray[np.float64]
     valid: NDArray[np.bool_]
+    decision: NDArray[np.bool_]
+    regime: NDArray[np.int64]
     state: MarketState
 
 
@@ -97,8 +175,15 @@ class SwarmModel:
         Core VAE encoder; its ``mu`` is the latent state.
     swarm : colmena.Swarm
         Core swarm of agent MLPs; inputs are ``[latent, standardized current features]``.
-    weights : numpy.ndarray of float64, shape [n_agents]
-        Consensus weights (the agents' fitness).
+    weights : numpy.ndarray of float64, shape [n_sets, n_agents]
+        Consensus weights, non-negative: one row for all bars, or (per-regime consensus) row 0
+        global and row ``1 + k`` for regime ``k``.
+    decision : DecisionConfig
+        When the model decides.
+    regime : RegimeClassifier
+        The market-regime classifier fitted on the training bars.
+    gate : GateResult or None
+        The validation gate (None before it ran).
     """
 
     feature_spec: FeatureSpec
@@ -106,10 +191,37 @@ class SwarmModel:
     encoder: Any
     swarm: Any
     weights: NDArray[np.float64]
+    decision: DecisionConfig
+    regime: RegimeClassifier
+    gate: GateResult | None = None
 
     @property
     def n_agents(self) -> int:
         return int(self.swarm.n_agents)
+
+    @property
+    def lookback_bars(self) -> int:
+        """Bars of history a decision needs: the market state's and the regime's look-back."""
+        return max(self.feature_spec.lookback_bars, self.regime.config.lookback_bars + 1)
+
+    @property
+    def per_regime(self) -> bool:
+        """True when the consensus has one weight set per regime."""
+        return int(self.weights.shape[0]) > 1
+
+    def with_gate(self, gate: GateResult) -> SwarmModel:
+        """The same model with its gate result."""
+        return replace(self, gate=gate)
+
+    def consensus_of(
+        self, agent_signals: NDArray[np.float32], regimes: NDArray[np.int64]
+    ) -> NDArray[np.float64]:
+        """Consensus of agent signals [n_agents, n_bars] given the regime in force at each bar
+        [n_bars] (the global weights where it is unknown or the consensus is global)."""
+        sets = None
+        if self.per_regime:
+            sets = np.where(np.asarray(regimes) >= 0, np.asarray(regimes) + 1, 0).astype(np.int64)
+        return consensus(agent_signals, self.weights, sets)
 
     def agent_inputs(self, state: MarketState) -> NDArray[np.float32]:
         """Agent inputs at every bar, float32 [n_bars, latent_dim + n_features]."""
@@ -127,10 +239,21 @@ class SwarmModel:
         state = compute_market_state(candles, self.feature_spec)
         agent = self.swarm.forward(self.agent_inputs(state))
         np.multiply(agent, state.valid[None, :], out=agent)  # 0 where the state is not valid
+        bar_seconds = float(candles.interval_seconds or 60.0)
+        decide = decision_bars(candles.ts, bar_seconds, self.decision.interval)
+        rows = np.flatnonzero(decide & state.valid)
+        at_decisions = self.regime.classify(candles.close, rows)
+        in_force = np.full(len(candles), -1, dtype=np.int64)
+        if rows.size:
+            last = np.searchsorted(rows, np.arange(len(candles)), side="right") - 1
+            has = last >= 0
+            in_force[has] = at_decisions[last[has]]
         return SwarmSignals(
             agent_signals=agent,
-            consensus=consensus(agent, self.weights),
+            consensus=self.consensus_of(agent, in_force),
             valid=state.valid,
+            decision=decide,
+            regime=in_force,
             state=state,
         )
 
@@ -141,7 +264,8 @@ class SwarmModel:
         Raises
         ------
         ValueError
-            If the checkpoint lacks the swarm, the VAE encoder or the feature specification.
+            If the checkpoint lacks the swarm, the VAE encoder, the consensus weights, the
+            feature, decision or regime settings (a checkpoint of an older colmena: retrain).
         """
         from colmena.nn import Swarm, VAEEncoder
 
@@ -162,17 +286,39 @@ class SwarmModel:
         encoder_layers = pairs("vae/encoder")
         if not swarm_layers or "vae/mu/weight" not in tensors:
             raise ValueError("checkpoint holds no trained swarm and VAE encoder")
-        try:
-            spec = msgspec.convert(config["train"]["features"], FeatureSpec)
-            activation = config["train"]["evolution"]["activation"]
-        except (KeyError, TypeError, msgspec.ValidationError) as exc:
+        if "consensus/weights" not in tensors:
             raise ValueError(
-                f"checkpoint config lacks a valid feature specification: {exc}"
+                "checkpoint holds no validated consensus weights (written by an older colmena): "
+                "retrain it with `colmena train`"
+            )
+        try:
+            train = config["train"]
+            spec = msgspec.convert(train["features"], FeatureSpec)
+            decision = msgspec.convert(train["decision"], DecisionConfig)
+            activation = train["evolution"]["activation"]
+            regime = RegimeClassifier.from_dict(config["regime"])
+            gate_data = config.get("validation", {}).get("gate")
+            gate = None if gate_data is None else GateResult.from_dict(gate_data)
+        except (KeyError, TypeError, AttributeError, ValueError, msgspec.ValidationError) as exc:
+            raise ValueError(
+                f"checkpoint config lacks valid feature, decision or regime settings: {exc}"
             ) from exc
+        weights = np.asarray(tensors["consensus/weights"], dtype=np.float64)
+        n_agents = int(swarm_layers[0][0].shape[0])
+        if weights.ndim != 2 or weights.shape[1] != n_agents or weights.shape[0] not in (1, 5):
+            raise ValueError(
+                f"checkpoint consensus/weights has shape {weights.shape}; expected [1 or 5, "
+                f"{n_agents}]"
+            )
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("checkpoint consensus/weights must be finite and non-negative")
+        logvar = None
+        if "vae/logvar/weight" in tensors and "vae/logvar/bias" in tensors:
+            logvar = (tensors["vae/logvar/weight"], tensors["vae/logvar/bias"])
         encoder = VAEEncoder(
             encoder_layers,
             (tensors["vae/mu/weight"], tensors["vae/mu/bias"]),
-            (tensors["vae/logvar/weight"], tensors["vae/logvar/bias"]),
+            logvar,
             activation="relu",
         )
         return cls(
@@ -183,5 +329,8 @@ class SwarmModel:
             ),
             encoder=encoder,
             swarm=Swarm(swarm_layers, activation=activation),
-            weights=np.asarray(tensors["fitness"], dtype=np.float64),
+            weights=weights,
+            decision=decision,
+            regime=regime,
+            gate=gate,
         )

@@ -1,47 +1,102 @@
-"""Training: the VAE on market states, then the genetic evolution of the swarm on its latent.
+"""Training: the VAE on market states, the evolution of the swarm, then validation and the gate.
 
-``train(candles, config)`` is what ``colmena train`` runs. Given the same candles, the same
-configuration and the same seed it produces the same checkpoint, bit for bit, on the same machine
-and thread count (torch is seeded, every random draw of the evolution comes from one
-``numpy.random.Generator(seed)``, and the core's forward passes have a fixed summation order).
+``train(candles, config)`` is what ``colmena train`` runs, and what every walk-forward fold of
+``colmena backtest`` runs on its training window. The window is split in time order:
+
+1. **fit** (the first ``1 - validation_fraction``): the feature normalisation, the VAE, the regime
+   classifier's thresholds and the evolution (every generation scores the agents with the
+   executor's own accounting on a fresh window of these bars, :mod:`colmena.evolution`);
+2. **selection** (the first half of the held-back part): every agent of the final population is
+   scored there with the same executor; only agents that beat flat (a positive net result and a
+   positive daily Sharpe ratio) vote, with weights equal to that Sharpe ratio (non-negative by
+   construction). With ``regime_consensus``, each regime gets its own voters and weights from the
+   decision intervals that started in it (falling back to the global weights for a regime with
+   fewer than ``MIN_REGIME_DECISIONS`` selection decisions); no voter means flat;
+3. **gate** (the second half): the voted swarm trades these bars through the full engine (risk
+   sizing, limits, breakers, execution: :func:`colmena._core.run_backtest`). The model is traded
+   only if it beats flat there (a positive net return); otherwise every decision it would make
+   says ``gated_flat`` with the reason.
+
+Selection and gate use different bars, so the gate judges the voted swarm on data that chose
+neither its agents nor their weights. Nothing after the training window is read.
+
+Reproducible end to end: the same candles, configuration and seed give the same checkpoint, byte
+for byte, in separate processes (torch runs single-threaded and in deterministic mode while the
+VAE trains, every random draw of the evolution comes from one ``numpy.random.Generator(seed)``,
+the core's forward passes and consensus have a fixed summation order).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated, Any, Final
 
 import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from colmena import _core
 from colmena.checkpoint import Checkpoint, library_versions
 from colmena.data import Candles
+from colmena.decision import DecisionConfig, decision_bars
 from colmena.evolution import (
     EvolutionConfig,
     GenerationStats,
     Population,
     behavioural_entropy,
+    daily_sharpe,
     finetune_adam,
-    fitness_scores,
 )
+from colmena.execution import WIND_DOWN_BARS, ExecutionSettings, day_end_rows, simulate_targets
+from colmena.regime import REGIME_NAMES, RegimeClassifier, RegimeConfig
+from colmena.risk import RiskConfig
 from colmena.state import FEATURE_NAMES, FeatureSpec, Normalization, compute_market_state
-from colmena.swarm import SwarmModel
+from colmena.swarm import GateResult, SwarmModel
 from colmena.vae import TrainedVAE, VAEConfig, encoder_tensors, train_vae
 
-__all__ = ["TrainConfig", "TrainResult", "market_targets", "train"]
+__all__ = ["MIN_REGIME_DECISIONS", "TrainConfig", "TrainResult", "train"]
 
-SECONDS_PER_YEAR = 365.0 * 24.0 * 3600.0
+#: A regime with fewer selection decisions than this uses the global weights.
+MIN_REGIME_DECISIONS: Final = 24
+NS: Final = 1_000_000_000
 
 
 class TrainConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Everything that determines a training run (stored in the checkpoint)."""
+    """Everything that determines a training run (stored in the checkpoint).
+
+    Attributes
+    ----------
+    seed : int
+    features : FeatureSpec
+    vae : VAEConfig
+    evolution : EvolutionConfig
+    decision : DecisionConfig
+        Decision interval and no-trade band (the fitness trades at this interval).
+    regime : RegimeConfig
+    regime_consensus : bool
+        One set of voters and weights per market regime (True) or one for all bars (False, the
+        default: on the selection and gate bars of the sample years the per-regime consensus did
+        not beat the global one, see ``bench/decision_interval.py``). Per-regime performance is
+        reported either way.
+    validation_fraction : float
+        Share of the training window held back for selection and the gate, in (0, 0.6].
+    gate : bool
+        Trade only a model that beats flat on the gate bars (default True). False trades every
+        model and the report says so.
+    """
 
     seed: int = 0
     features: FeatureSpec = msgspec.field(default_factory=FeatureSpec)
     vae: VAEConfig = msgspec.field(default_factory=VAEConfig)
     evolution: EvolutionConfig = msgspec.field(default_factory=EvolutionConfig)
+    decision: DecisionConfig = msgspec.field(default_factory=DecisionConfig)
+    regime: RegimeConfig = msgspec.field(default_factory=RegimeConfig)
+    regime_consensus: bool = False
+    validation_fraction: Annotated[float, msgspec.Meta(gt=0.0, le=0.6)] = 0.3
+    gate: bool = True
 
 
 @dataclass(frozen=True)
@@ -54,51 +109,221 @@ class TrainResult:
     vae: TrainedVAE
 
 
-def market_targets(
-    candles: Candles, valid: NDArray[np.bool_], max_gap_bars: int
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Next-bar log returns and where a position may be held, for the fitness.
+@dataclass(frozen=True)
+class _Market:
+    """Arrays of the training candles the fitness and the gate need."""
 
-    Returns
-    -------
-    next_returns : numpy.ndarray of float64, shape [n_bars]
-        ``log(close[t + 1] / close[t])``; 0 on the last bar.
-    tradable : numpy.ndarray of bool, shape [n_bars]
-        ``valid[t]``, not the last bar, and no gap of more than ``max_gap_bars`` bars between
-        ``t`` and ``t + 1``.
-    """
-    close = np.asarray(candles.close, dtype=np.float64)
-    next_returns = np.zeros(close.size)
-    next_returns[:-1] = np.diff(np.log(close))
-    tradable = valid.copy()
-    tradable[-1] = False
-    gaps = candles.gaps
-    large = gaps.rows[gaps.missing_per_gap > max_gap_bars]
-    tradable[large - 1] = False
-    return next_returns, tradable
+    ts: NDArray[np.int64]
+    open: NDArray[np.float64]
+    high: NDArray[np.float64]
+    low: NDArray[np.float64]
+    close: NDArray[np.float64]
+    volume: NDArray[np.float64]
+    bar_seconds: float
+
+    @classmethod
+    def of(cls, candles: Candles) -> _Market:
+        def col(name: str) -> NDArray[np.float64]:
+            return np.ascontiguousarray(getattr(candles, name), dtype=np.float64)
+
+        return cls(
+            ts=np.ascontiguousarray(candles.ts, dtype=np.int64),
+            open=col("open"),
+            high=col("high"),
+            low=col("low"),
+            close=col("close"),
+            volume=col("volume"),
+            bar_seconds=float(candles.interval_seconds or 60.0),
+        )
+
+    @property
+    def close_ts(self) -> NDArray[np.int64]:
+        return self.ts + round(self.bar_seconds * 1e9)
+
+
+def _segment_equity(
+    market: _Market,
+    decide: NDArray[np.bool_],
+    signals: NDArray[np.float32],
+    start: int,
+    stop: int,
+    execution: ExecutionSettings,
+    band: float,
+    extra_marks: NDArray[np.int64] | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Equity of each signal row over bars [start, stop) at the day ends (and ``extra_marks``,
+    local indices), through the executor. Returns (equity [K, M], mark rows local)."""
+    days = day_end_rows(market.close_ts[start:stop])
+    marks = days if extra_marks is None else np.union1d(days, extra_marks).astype(np.int64)
+    sim = simulate_targets(
+        market.ts[start:stop], market.open[start:stop], market.close[start:stop],
+        market.volume[start:stop], decide[start:stop], signals, marks,
+        bar_seconds=market.bar_seconds, execution=execution, no_trade_band=band,
+    )  # fmt: skip
+    return sim.equity, marks
+
+
+def _fitness(
+    market: _Market,
+    decide: NDArray[np.bool_],
+    signals: NDArray[np.float32],
+    start: int,
+    stop: int,
+    execution: ExecutionSettings,
+    band: float,
+) -> NDArray[np.float64]:
+    equity, _ = _segment_equity(market, decide, signals, start, stop, execution, band)
+    return daily_sharpe(equity, execution.initial_cash)
+
+
+def _select_voters(
+    market: _Market,
+    decide: NDArray[np.bool_],
+    signals: NDArray[np.float32],
+    regimes: NDArray[np.int64],
+    start: int,
+    stop: int,
+    execution: ExecutionSettings,
+    band: float,
+    per_regime: bool,
+) -> tuple[NDArray[np.float64], dict[str, Any]]:
+    """Consensus weights [n_sets, n_agents] from the selection bars (module docstring)."""
+    local_decisions = np.flatnonzero(decide[start:stop]).astype(np.int64)
+    equity, marks = _segment_equity(
+        market, decide, signals, start, stop, execution, band, extra_marks=local_decisions
+    )
+    days = np.isin(marks, day_end_rows(market.close_ts[start:stop]))
+    sharpe = daily_sharpe(equity[:, days], execution.initial_cash)
+    net = equity[:, -1] / execution.initial_cash - 1.0
+    beats = (net > 0.0) & (sharpe > 0.0)
+    global_weights = np.where(beats, sharpe, 0.0)
+    info: dict[str, Any] = {
+        "agents": int(signals.shape[0]),
+        "voters": int(beats.sum()),
+        "best_sharpe": float(sharpe.max()) if sharpe.size else None,
+        "median_sharpe": float(np.median(sharpe)) if sharpe.size else None,
+    }
+    if not per_regime:
+        return global_weights[None, :], info
+    # Per regime: the decision intervals that started in it (equity from one decision mark to the
+    # next), scored by mean / std of their returns.
+    at_decision = np.isin(marks, local_decisions)
+    e = equity[:, at_decision]
+    start_equity = np.concatenate([np.full((e.shape[0], 1), execution.initial_cash), e], axis=1)
+    interval = np.diff(start_equity, axis=1) / start_equity[:, :-1]
+    # interval[:, j] is the return up to decision j; it was decided at decision j - 1
+    decided_in = np.concatenate([[-1], regimes[:-1]]) if regimes.size else regimes
+    weights = np.zeros((1 + len(REGIME_NAMES), signals.shape[0]))
+    weights[0] = global_weights
+    per: list[dict[str, Any]] = []
+    for k, name in enumerate(REGIME_NAMES):
+        cols = decided_in == k
+        n_decisions = int(cols.sum())
+        if n_decisions < MIN_REGIME_DECISIONS:
+            weights[1 + k] = global_weights
+            per.append({"regime": name, "decisions": n_decisions, "voters": None})
+            continue
+        x = interval[:, cols]
+        mean = x.mean(axis=1)
+        std = x.std(axis=1, ddof=1)
+        score = np.where(std > 1e-12, mean / np.where(std > 1e-12, std, 1.0), 0.0)
+        ok = (np.log1p(x).sum(axis=1) > 0.0) & (score > 0.0)
+        weights[1 + k] = np.where(ok, score, 0.0)
+        per.append({"regime": name, "decisions": n_decisions, "voters": int(ok.sum())})
+    info["regimes"] = per
+    return weights, info
+
+
+def _gate(
+    market: _Market,
+    decide: NDArray[np.bool_],
+    consensus: NDArray[np.float64],
+    start: int,
+    stop: int,
+    execution: ExecutionSettings,
+    risk: RiskConfig,
+    voters: int,
+    enabled: bool,
+) -> GateResult:
+    """Trade the voted swarm on bars [start, stop) through the full engine; beat flat or gate."""
+    rows = slice(start, stop)
+    n = stop - start
+    action = np.where(decide[rows], 1, 0).astype(np.uint8)
+    wind_down = min(WIND_DOWN_BARS, n - 1)
+    action[n - 1 - wind_down : n - 1] = 3  # end_of_run: close at the end, costs charged
+    signal = np.where(decide[rows], consensus[rows], np.nan)
+    raw = _core.run_backtest(
+        market.ts[rows], market.open[rows], market.high[rows], market.low[rows],
+        market.close[rows], market.volume[rows], np.ascontiguousarray(signal),
+        round(market.bar_seconds * NS), risk.to_core(), execution.to_core(), action, None,
+    )  # fmt: skip
+    equity = raw["equity"]
+    net = float(equity[-1] / execution.initial_cash - 1.0)
+    trades = int(raw["trade_pnl"].size)
+    fills = int(raw["fill_bar"].size)
+    buy_and_hold = float(market.close[stop - 1] / market.close[start] - 1.0)
+    if voters == 0:
+        passed, reason = False, "no_agent_beat_flat"
+    elif fills == 0:
+        passed, reason = False, "no_trades_on_validation"
+    elif net <= 0.0:
+        passed, reason = False, "did_not_beat_flat_on_validation"
+    else:
+        passed, reason = True, "beat_flat_on_validation"
+    if not enabled:
+        passed, reason = True, f"gate_disabled ({reason})"
+    return GateResult(
+        passed=passed,
+        reason=reason,
+        start_ts=int(market.ts[start]),
+        stop_ts=int(market.ts[stop - 1]),
+        net_return=net,
+        buy_and_hold_return=buy_and_hold,
+        n_fills=fills,
+        n_trades=trades,
+        time_in_market=float(np.mean(raw["position"] != 0.0)),
+    )
+
+
+def _deterministic_torch() -> Callable[[], None]:
+    """Single-threaded, deterministic torch while the VAE trains; returns the restorer."""
+    try:
+        import torch
+    except ImportError:
+        return lambda: None
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+    def restore() -> None:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+    return restore
 
 
 def train(
     candles: Candles,
     config: TrainConfig | None = None,
     *,
+    execution: ExecutionSettings | None = None,
+    risk: RiskConfig | None = None,
     on_vae_epoch: Callable[[int, dict[str, float]], None] | None = None,
     on_generation: Callable[[GenerationStats], None] | None = None,
 ) -> TrainResult:
-    """Train the VAE and evolve the swarm on ``candles``.
-
-    Steps: market state (:mod:`colmena.state`), normalization fitted on these candles only, beta-VAE
-    on the valid state windows (:mod:`colmena.vae`), latent of every bar through the core encoder,
-    then ``config.evolution.generations`` generations: score every agent on a fresh random window
-    of ``eval_bars`` bars (:func:`colmena.evolution.fitness_scores`), record best / median fitness
-    and entropy, optionally fine-tune with Adam, and breed the next generation (not after the
-    last). The consensus weights are the final fitness.
+    """Train the VAE, evolve the swarm, select its voters and gate it (module docstring).
 
     Parameters
     ----------
     candles : Candles
-        Training candles only (a walk-forward caller passes the in-sample part).
+        Training candles only (a walk-forward caller passes the in-sample window).
     config : TrainConfig, optional
+    execution : ExecutionSettings, optional
+        Costs and market type the fitness, the selection and the gate trade with (the
+        backtest passes its own).
+    risk : RiskConfig, optional
+        Risk limits the gate trades with.
     on_vae_epoch, on_generation : callable, optional
         Progress callbacks.
 
@@ -109,71 +334,93 @@ def train(
     Raises
     ------
     ValueError
-        If the candles are too short for the feature warm-up, or leave fewer than
-        ``2 * state_bars`` valid bars.
+        If the candles are too short for the feature warm-up, the regime look-back, or leave too
+        few decision bars in one of the three parts.
+    ImportError
+        Without torch (the VAE trains in torch).
     """
     from colmena.nn import Swarm
 
     config = config or TrainConfig()
+    execution = execution or ExecutionSettings()
+    risk = risk or RiskConfig()
     evo = config.evolution
     spec = config.features
+    n = len(candles)
     state = compute_market_state(candles, spec)
     valid = state.valid
-    n_valid = int(valid.sum())
-    if n_valid < max(20, 2 * spec.state_bars):
-        raise ValueError(
-            f"{candles.source}: only {n_valid} of {len(candles)} bars have a complete, gap-free "
-            "market state; training needs more data"
-        )
-    normalization = Normalization.fit(state.features, valid)
+    market = _Market.of(candles)
+    decide = decision_bars(market.ts, market.bar_seconds, config.decision.interval) & valid
+    fit_stop = int(n * (1.0 - config.validation_fraction))
+    gate_start = fit_stop + (n - fit_stop) // 2
+    index = np.arange(n)
+    parts = {
+        "fit": (0, fit_stop),
+        "selection": (fit_stop, gate_start),
+        "gate": (gate_start, n),
+    }
+    for name, (a, b) in parts.items():
+        count = int(decide[a:b].sum())
+        if count < 10:
+            raise ValueError(
+                f"the {name} part of the training window (bars {a}-{b}) has "
+                f"{count} decision bars with a complete market state at a "
+                f"{config.decision.interval} interval; training needs at least 10 in each part "
+                "(more data, a shorter interval or a smaller validation_fraction)"
+            )
+    fit_rows = valid & (index < fit_stop)
+    normalization = Normalization.fit(state.features, fit_rows)
     windows = state.windows(normalization)
-    vae = train_vae(windows[valid], config.vae, seed=config.seed, on_epoch=on_vae_epoch)
+    restore = _deterministic_torch()
+    try:
+        vae = train_vae(windows[fit_rows], config.vae, seed=config.seed, on_epoch=on_vae_epoch)
+    finally:
+        restore()
     encoder = vae.encoder()
+    decision_rows = np.flatnonzero(decide).astype(np.int64)
     model_inputs = np.ascontiguousarray(
-        np.concatenate([encoder.encode(windows), state.current(normalization)], axis=1),
+        np.concatenate(
+            [encoder.encode(windows[decision_rows]), state.current(normalization)[decision_rows]],
+            axis=1,
+        ),
         dtype=np.float32,
     )
-    next_returns, tradable = market_targets(candles, valid, spec.max_gap_bars)
-    interval = candles.interval_seconds or 60.0
-    bars_per_year = SECONDS_PER_YEAR / interval
+    regime = RegimeClassifier.fit(
+        market.close, decision_rows[decision_rows < fit_stop], config.regime
+    )
+    regimes = regime.classify(market.close, decision_rows)
 
     rng = np.random.default_rng(config.seed)
     population = Population.initial(model_inputs.shape[1], evo, rng)
     swarm = Swarm(population.layers, activation=evo.activation)
-    n_bars = len(candles)
-    window = min(evo.eval_bars, n_bars)
+    window = min(fit_stop, max(2, round(evo.eval_days * 86_400 / market.bar_seconds)))
+    band = config.decision.no_trade_band
+    periods_per_year = 365.0 * 86_400 / config.decision.seconds
     for g in range(evo.generations):
-        start = int(rng.integers(0, n_bars - window + 1))
+        start = int(rng.integers(0, fit_stop - window + 1))
         stop = start + window
-        x = model_inputs[start:stop]
-
-        def score(
-            swarm_signals: NDArray[np.float32], a: int = start, b: int = stop
-        ) -> NDArray[np.float64]:
-            return fitness_scores(
-                swarm_signals,
-                next_returns[a:b],
-                tradable[a:b],
-                fee_bps=evo.fee_bps,
-                turnover_penalty=evo.turnover_penalty,
-                bars_per_year=bars_per_year,
-            )
-
-        signals = swarm.forward(x)
-        fitness = score(signals)
-        if evo.finetune_steps > 0:
+        lo, hi = np.searchsorted(decision_rows, [start, stop])
+        x = model_inputs[lo:hi]
+        signals = swarm.forward(x) if hi > lo else np.zeros((evo.agents, 0), np.float32)
+        fitness = _fitness(market, decide, signals, start, stop, execution, band)
+        if evo.finetune_steps > 0 and hi - lo > 2:
+            rows = decision_rows[lo:hi]
+            next_close = market.close[np.append(rows[1:], stop - 1)]
             finetune_adam(
-                population, x, next_returns[start:stop], tradable[start:stop], evo, bars_per_year
-            )
+                population, x, np.log(next_close / market.close[rows]),
+                np.ones(rows.size, dtype=bool), evo, periods_per_year,
+                cost_bps=execution.fee_bps + execution.slippage_bps,
+                long_only=not execution.allow_short,
+            )  # fmt: skip
             swarm.set_weights(population.layers)
             signals = swarm.forward(x)
-            fitness = score(signals)
+            fitness = _fitness(market, decide, signals, start, stop, execution, band)
         population.record_fitness(fitness)
         stats = GenerationStats(
             generation=g + 1,
             best_fitness=float(np.max(fitness)),
             median_fitness=float(np.median(fitness)),
-            entropy=behavioural_entropy(signals[:, tradable[start:stop]]),
+            entropy=behavioural_entropy(signals) if signals.size else 0.0,
             window_start=start,
             window_stop=stop,
         )
@@ -184,19 +431,49 @@ def train(
             population.reproduce(evo, rng)
             swarm.set_weights(population.layers)
 
+    # Selection on the first held-back half, the gate on the second.
+    sel_lo, sel_hi = np.searchsorted(decision_rows, [fit_stop, gate_start])
+    selection_signals = swarm.forward(model_inputs[sel_lo:sel_hi])
+    weights, selection = _select_voters(
+        market, decide, selection_signals, regimes[sel_lo:sel_hi], fit_stop, gate_start,
+        execution, band, config.regime_consensus,
+    )  # fmt: skip
     model = SwarmModel(
         feature_spec=spec,
         normalization=normalization,
         encoder=encoder,
         swarm=swarm,
-        weights=population.fitness.copy(),
+        weights=weights,
+        decision=config.decision,
+        regime=regime,
+        gate=None,
     )
+    gate_lo = int(np.searchsorted(decision_rows, gate_start))
+    consensus = np.full(n, np.nan)
+    gate_rows = decision_rows[gate_lo:]
+    gate_agent = swarm.forward(model_inputs[gate_lo:])
+    consensus[gate_rows] = model.consensus_of(gate_agent, regimes[gate_lo:])
+    voters = int(np.count_nonzero(weights.any(axis=0)))
+    gate = _gate(market, decide, consensus, gate_start, n, execution, risk, voters, config.gate)
+    model = model.with_gate(gate)
+    validation = {
+        "fit": [int(market.ts[0]), int(market.ts[fit_stop - 1])],
+        "selection": {
+            "first_ts": int(market.ts[fit_stop]),
+            "last_ts": int(market.ts[gate_start - 1]),
+            **selection,
+        },
+        "gate": gate.to_dict(),
+        "regime_consensus": config.regime_consensus,
+    }
+
     tensors: dict[str, NDArray[np.generic]] = {}
     tensors.update(population.swarm_tensors())
     if population.adam is not None:
         tensors.update(population.adam.tensors())
     tensors["fitness"] = population.fitness.astype(np.float64)
     tensors["agent_ids"] = population.ids.astype(np.int64)
+    tensors["consensus/weights"] = weights.astype(np.float64)
     tensors.update(encoder_tensors(vae))
     tensors["normalization/mean"] = normalization.mean.astype(np.float64)
     tensors["normalization/std"] = normalization.std.astype(np.float64)
@@ -205,14 +482,7 @@ def train(
     tensors["history/best_fitness"] = np.array([h.best_fitness for h in history])
     tensors["history/median_fitness"] = np.array([h.median_fitness for h in history])
     digest = hashlib.sha256()
-    for column in (
-        candles.ts,
-        candles.open,
-        candles.high,
-        candles.low,
-        candles.close,
-        candles.volume,
-    ):
+    for column in (market.ts, market.open, market.high, market.low, market.close, market.volume):
         digest.update(np.ascontiguousarray(column).tobytes())
     checkpoint = Checkpoint(
         generation=len(history),
@@ -221,17 +491,28 @@ def train(
         lineage=tuple(population.lineage),
         config={
             "train": msgspec.to_builtins(config),
+            "trading": {
+                "execution": msgspec.to_builtins(execution),
+                "risk": msgspec.to_builtins(risk),
+            },
             "feature_names": list(FEATURE_NAMES),
             "n_inputs": int(model_inputs.shape[1]),
+            "regime": regime.to_dict(),
+            "validation": validation,
             "data": {
                 "source": str(candles.source),
-                "rows": len(candles),
-                "first_ts": int(candles.ts[0]),
-                "last_ts": int(candles.ts[-1]),
+                "rows": n,
+                "first_ts": int(market.ts[0]),
+                "last_ts": int(market.ts[-1]),
                 "candles_sha256": digest.hexdigest(),
             },
-            "vae": {"best_epoch": vae.best_epoch, "history": vae.history},
+            "vae": {"best_epoch": vae.best_epoch, "history": _finite_history(vae.history)},
         },
         versions=library_versions(),
     )
     return TrainResult(model=model, checkpoint=checkpoint, population=population, vae=vae)
+
+
+def _finite_history(history: list[dict[str, float]]) -> list[dict[str, float | None]]:
+    """The VAE history with non-finite losses as None (checkpoint config is strict JSON)."""
+    return [{k: (v if math.isfinite(v) else None) for k, v in h.items()} for h in history]

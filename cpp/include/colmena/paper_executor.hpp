@@ -9,10 +9,12 @@
 ///    volume-participation impact term, Almgren et al., "Direct estimation of equity market
 ///    impact", 2005, simplified to linear);
 ///  - fee: fee_bps / 1e4 of the filled notional, in the quote currency.
-/// Positions may be long or short; cash includes short-sale proceeds, so equity = cash +
-/// position * mark. Realized PnL uses the average-cost method. A round-trip trade opens when the
+/// Positions may be long or short (margin), or long only (spot: `allow_short` false, a sell is
+/// clipped at a flat position); cash includes short-sale proceeds, so equity = cash +
+/// position * mark. A short position pays `borrow_bps_per_day` of its notional per day held
+/// (accrue_borrow; margin borrow or perpetual funding). Realized PnL uses the average-cost method. A round-trip trade opens when the
 /// position leaves zero (or flips) and closes when it returns to zero (or flips); its PnL is net
-/// of the fees paid while it was open.
+/// of the fees and borrow cost paid while it was open.
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -28,6 +30,8 @@ struct ExecutionConfig {
   double slippage_bps = 2.0;
   double impact_bps = 10.0;        ///< extra slippage at 100% participation
   double max_participation = 0.1;  ///< share of a bar's volume one order may take
+  double borrow_bps_per_day = 0.0;  ///< cost of a short position, bps of its notional per day
+  bool allow_short = true;          ///< false: spot, long only
   void validate() const;
 };
 
@@ -57,11 +61,22 @@ class PaperExecutor {
   std::optional<Fill> execute(std::int64_t ts, double quantity, double open_price, double volume,
                               std::vector<ClosedTrade>& closed, ErrorCode* error);
 
+  /// Charge the borrow cost of a short position held for `days` days, valued at `mark`;
+  /// returns the cost (quote currency, >= 0). Nothing for a flat or long position.
+  double accrue_borrow(double mark, double days) noexcept;
+
+  /// The quantity a sell may take without shorting (spot): `quantity` clipped at a flat position.
+  double clip_to_market(double quantity) const noexcept;
+
   double cash() const noexcept { return cash_; }
   double position() const noexcept { return position_; }
   double average_price() const noexcept { return avg_price_; }
   double realized_pnl() const noexcept { return realized_; }
   double fees_paid() const noexcept { return fees_; }
+  double slippage_paid() const noexcept { return slippage_; }
+  double borrow_paid() const noexcept { return borrow_; }
+  double traded_notional() const noexcept { return traded_; }
+  std::size_t n_fills() const noexcept { return n_fills_; }
   double equity(double mark) const noexcept { return cash_ + position_ * mark; }
   double unrealized_pnl(double mark) const noexcept { return position_ * (mark - avg_price_); }
   const ExecutionConfig& config() const noexcept { return config_; }
@@ -73,47 +88,12 @@ class PaperExecutor {
   double avg_price_ = 0.0;
   double realized_ = 0.0;
   double fees_ = 0.0;
+  double slippage_ = 0.0;
+  double borrow_ = 0.0;
+  double traded_ = 0.0;
+  std::size_t n_fills_ = 0;
   double trade_pnl_ = 0.0;
   std::int64_t trade_open_ts_ = 0;
 };
-
-/// Inputs of a backtest, all [n_bars] and oldest first.
-struct BacktestInput {
-  const std::int64_t* ts = nullptr;  ///< bar open time, ns since epoch UTC, increasing
-  const double* open = nullptr;
-  const double* high = nullptr;
-  const double* low = nullptr;
-  const double* close = nullptr;
-  const double* volume = nullptr;
-  const double* signal = nullptr;  ///< decision signal at each bar's close, [-1, 1]; NaN = none
-  std::size_t n = 0;
-  std::int64_t bar_ns = 60'000'000'000;  ///< bar length
-};
-
-struct Order {
-  std::size_t bar = 0;    ///< decision bar (fills at bar + 1)
-  double quantity = 0.0;  ///< signed base units requested
-  double target = 0.0;    ///< target exposure (fraction of equity)
-  double filled = 0.0;    ///< signed base units filled at bar + 1
-};
-
-struct BacktestResult {
-  // per bar [n]
-  std::vector<double> cash, position, equity, requested, target;
-  std::vector<std::uint8_t> state, verdict;
-  std::vector<Order> orders;
-  std::vector<Fill> fills;
-  std::vector<std::size_t> fill_bar;
-  std::vector<ClosedTrade> trades;
-  std::vector<RiskEvent> events;
-  double fees_paid = 0.0;
-};
-
-/// The backtest loop: at each bar, fill the pending order at the open (risk-clipped: stale data
-/// or PAUSED/HALTED make it reduce-only), mark to market at the close, update the risk manager,
-/// then decide the next target from the bar's signal. Deterministic; no input after bar t is read
-/// before the decision at bar t.
-BacktestResult run_backtest(const BacktestInput& input, const RiskConfig& risk,
-                            const ExecutionConfig& execution);
 
 }  // namespace colmena

@@ -4,20 +4,30 @@
 /// Thresholds follow the design documents (all configurable):
 ///  - kill switch: equity falls more than `halt_drawdown` (20%) below its maximum of the last
 ///    `halt_window_ns` (1 h): HALTED, flatten, stay halted until reset_halt() (a person);
-///  - circuit-breaker ladder on the drawdown from peak equity: over 5% PAUSED 1 h, over 10% PAUSED
-///    4 h, over 15% PAUSED 24 h and flatten. A level fires once per excursion: it re-arms when
-///    equity makes a new peak;
+///  - circuit-breaker ladder on the drawdown from the ladder's reference equity: over 5% PAUSED
+///    1 h, over 10% PAUSED 4 h, over 15% PAUSED 24 h and flatten (the drawdown stop). A level
+///    fires once per excursion. The reference equity is the highest equity since the ladder was
+///    last armed; the ladder re-arms (reference = equity at that moment, levels cleared) at a new
+///    high and when the pause of a drawdown stop ends, so a slow bleed after a stop is caught
+///    again instead of never firing until a new all-time high;
+///  - daily loss: the UTC-day PnL (equity against the last close of the previous UTC day) below
+///    `daily_loss_pause` (-3%) pauses until the next UTC midnight (reduce-only, no flatten);
 ///  - stale data (newest candle older than `stale_after_ns`, 5 min): REDUCING until fresh.
 /// While PAUSED or REDUCING only exposure-reducing orders pass; while HALTED only flattening.
 ///
 /// Sizing (Kelly 1956; Thorp, "The Kelly criterion in blackjack, sports betting and the stock
-/// market", 2006): f = W - (1 - W) / R from the last `kelly_window` closed trades, W the share of
-/// winning trades and R = mean win / mean loss; before `kelly_min_trades` trades f = `kelly_prior`.
-/// Target exposure (signed fraction of equity) = signal * kelly_multiplier * clamp(f, 0, 1)
-/// (quarter Kelly by default), then capped by `max_leverage` and by the VaR budget: the position's
-/// parametric VaR at `var_confidence` over `var_horizon_bars` bars, from a RiskMetrics EWMA
-/// volatility of bar log returns (J.P. Morgan, RiskMetrics Technical Document, 1996), may not
-/// exceed `var_budget` of equity.
+/// market", 2006): f_hat = W - (1 - W) / R from the last `kelly_window` closed round trips, W the
+/// share of winning trades and R = mean win / mean loss. The estimate is shrunk toward the prior
+/// (a Bayesian-style weighted mean with `kelly_prior_trades` pseudo-trades of fraction
+/// `kelly_prior`): f = (n f_hat + m f0) / (n + m); before `kelly_min_trades` trades f = f0. The
+/// trades are recorded by the caller from the signal's own unit-exposure book (see TradingLoop),
+/// not from the sized position, so a zero fraction never stops the estimate from updating: there
+/// is no absorbing state, and with m > 0 and f0 > 0 the fraction never reaches 0 at all
+/// (f >= m f0 / (kelly_window + m)).
+/// Target exposure (signed fraction of equity) = signal * kelly_multiplier * f, then capped by
+/// `max_leverage` and by the VaR budget: the position's parametric VaR at `var_confidence` over
+/// `var_horizon_bars` bars, from a RiskMetrics EWMA volatility of bar log returns (J.P. Morgan,
+/// RiskMetrics Technical Document, 1996), may not exceed `var_budget` of equity.
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -40,18 +50,40 @@ enum class Verdict : std::uint8_t {
   rejected_halted = 7,       ///< HALTED and already flat: nothing to do
   no_signal = 8,             ///< no valid market state / signal at this bar: hold
   skipped_small_change = 9,  ///< change below min_trade_fraction: hold
+  zero_kelly = 10,           ///< the Kelly fraction is 0: target flat
+  hold = 11,                 ///< between decisions (decision interval): hold
+  gated_flat = 12,           ///< the model failed validation (gated fold): stay flat
+  end_of_run = 13,           ///< last decision of the run: close the position, costs charged
+};
+
+/// What the caller asks of decide() at a bar.
+enum class Action : std::uint8_t {
+  hold = 0,        ///< not a decision bar: hold (risk-driven flattening still happens)
+  decide = 1,      ///< a decision bar: size the signal
+  gated_flat = 2,  ///< a decision bar of a gated model: target flat
+  end_of_run = 3,  ///< the last bar an order can fill after: target flat
+};
+
+/// Codes of EventType::drawdown_threshold events.
+enum class DrawdownCode : std::uint8_t {
+  ladder_pause_1 = 1,  ///< first ladder level (5%)
+  ladder_pause_2 = 2,  ///< second level (10%)
+  ladder_stop = 3,     ///< third level (15%): pause and flatten
+  kill_switch = 4,     ///< over 20% within the window: HALTED
+  daily_loss = 5,      ///< UTC-day PnL below daily_loss_pause: paused until the next UTC day
+  ladder_rearmed = 6,  ///< the ladder re-armed after a drawdown stop (value: reference equity)
 };
 
 enum class EventType : std::uint8_t {
   trade_executed = 0,      ///< value: signed quantity filled
   regime_changed = 1,      ///< code: new TradingState; value: drawdown at the time
-  drawdown_threshold = 2,  ///< code: level (1: 5%, 2: 10%, 3: 15%, 4: 1-h kill switch); value: dd
+  drawdown_threshold = 2,  ///< code: DrawdownCode; value: the drawdown (or equity)
   alert = 3,               ///< code: AlertCode; value: the measured quantity
   error = 4,               ///< code: ErrorCode; value: context
 };
 
 enum class AlertCode : std::uint8_t {
-  drawdown_warning = 0,     ///< drawdown from peak over 10%
+  drawdown_warning = 0,     ///< drawdown from the all-time high over 10%
   drawdown_critical = 1,    ///< over 15%
   daily_pnl_warning = 2,    ///< UTC-day PnL below -2%
   daily_pnl_critical = 3,   ///< below -3%
@@ -72,6 +104,7 @@ struct RiskConfig {
   std::size_t kelly_window = 50;
   std::size_t kelly_min_trades = 20;
   double kelly_prior = 0.5;
+  double kelly_prior_trades = 10.0;  ///< weight of the prior, in pseudo-trades (>= 0)
   double max_leverage = 1.0;
   double var_budget = 0.02;
   double var_confidence = 0.99;
@@ -83,6 +116,7 @@ struct RiskConfig {
   double ladder_drawdown[3] = {0.05, 0.10, 0.15};
   std::int64_t ladder_pause_ns[3] = {3'600'000'000'000, 14'400'000'000'000, 86'400'000'000'000};
   std::int64_t stale_after_ns = 300'000'000'000;
+  double daily_loss_pause = -0.03;  ///< UTC-day PnL below this pauses until the next UTC day
   double alert_drawdown_warning = 0.10;
   double alert_drawdown_critical = 0.15;
   double alert_daily_pnl_warning = -0.02;
@@ -122,22 +156,39 @@ class RiskManager {
                         std::vector<RiskEvent>& events);
 
   /// Target for a signal in [-1, 1] (NaN: no valid signal) given the current exposure (signed
-  /// fraction of equity).
+  /// fraction of equity). Same as decide(Action::decide, signal, current_fraction).
   Decision decide(double signal, double current_fraction) const;
+
+  /// The decision for `action` at a bar. HALTED (flatten) and a pending drawdown stop take
+  /// precedence over every action; `hold` keeps the position; `gated_flat` and `end_of_run`
+  /// target flat.
+  Decision decide(Action action, double signal, double current_fraction) const;
 
   /// Clip an order of `quantity` against position `position` to what the state allows now
   /// (reduce-only in PAUSED / REDUCING / HALTED).
   double allowed_quantity(double quantity, double position) const noexcept;
 
-  /// A closed round-trip trade's net PnL (quote currency), for the Kelly estimate.
+  /// A closed round-trip trade's net PnL (any currency unit), for the Kelly estimate.
   void record_trade(double pnl);
+
+  /// A new model takes over (a walk-forward fold): forget the trades of the Kelly window. The
+  /// account state (equity peaks, ladder, pauses, a HALT) and the market's EWMA volatility
+  /// carry over.
+  void reset_model_estimates() noexcept { trades_.clear(); }
+  std::size_t kelly_trades() const noexcept { return trades_.size(); }
 
   /// Manual reset of a HALT by a person: back to ACTIVE, peaks restart at `equity`.
   void reset_halt(std::int64_t ts_ns, double equity, std::vector<RiskEvent>& events);
 
   TradingState state() const noexcept { return state_; }
+  /// Drawdown from the ladder's reference equity (fraction).
   double drawdown() const noexcept { return drawdown_; }
+  /// Reference equity of the ladder (the highest equity since it was last armed).
   double peak_equity() const noexcept { return peak_; }
+  /// Drawdown from the all-time high of equity (fraction); the drawdown alerts use it.
+  double drawdown_from_high() const noexcept { return high_drawdown_; }
+  /// UTC-day PnL at the last observe (fraction of the previous day's last equity).
+  double daily_pnl() const noexcept { return daily_pnl_; }
   double kelly_fraction() const noexcept;
   double bar_volatility() const noexcept;
   std::int64_t paused_until() const noexcept { return paused_until_; }
@@ -156,13 +207,18 @@ class RiskManager {
   bool started_ = false;
   double peak_ = 0.0;
   double drawdown_ = 0.0;
+  double high_ = 0.0;
+  double high_drawdown_ = 0.0;
   int ladder_level_ = 0;
+  bool stopped_ = false;  // a drawdown stop's pause is running: re-arm the ladder when it ends
   bool dd_warned_ = false, dd_critical_ = false;
   std::int64_t paused_until_ = 0;
   std::int64_t last_ts_ = 0;
   std::int64_t day_ = 0;
   double day_start_equity_ = 0.0;
-  bool day_warned_ = false, day_critical_ = false;
+  double last_equity_ = 0.0;
+  double daily_pnl_ = 0.0;
+  bool day_warned_ = false, day_critical_ = false, day_paused_ = false;
   std::deque<std::pair<std::int64_t, double>> hour_max_;  // monotonic: decreasing equity
   double ewma_var_ = 0.0;
   std::size_t ewma_count_ = 0;

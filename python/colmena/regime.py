@@ -1,0 +1,184 @@
+"""Market regimes: a causal classifier fitted on training data only (design document BOT8000).
+
+Four regimes, in this code order (:data:`REGIME_NAMES`):
+
+``trend_up`` (0) and ``trend_down`` (1)
+    The trailing log return over ``lookback_bars`` bars, divided by its own scale
+    (volatility * sqrt(lookback_bars)), is above ``+trend_threshold`` / below ``-trend_threshold``:
+    a move that is large against the noise of the window.
+``range`` (2)
+    Neither, at ordinary volatility.
+``high_volatility`` (3)
+    The trailing volatility (root mean square of the last ``lookback_bars`` one-bar log returns)
+    is at or above ``volatility_threshold``; it takes precedence over the trend.
+
+Both thresholds are quantiles of the training bars only (``volatility_quantile`` of the
+volatility; ``trend_quantile`` of |trend score| among the bars below the volatility threshold), so
+nothing of the test data enters the classifier. The regime at bar ``t`` reads the closes of bars
+``t - lookback_bars .. t`` only, each value from its own window (no running sums), so it is the
+same whatever came before the window. Bars without a full window are ``-1`` (unknown).
+
+The swarm uses the regime to weight its agents (:mod:`colmena.training`): with a per-regime
+consensus, each regime has its own voters and weights, selected on the validation bars of that
+regime ("activate the agents relevant to the regime, then combine their signals").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Final
+
+import msgspec
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from numpy.typing import NDArray
+
+__all__ = ["REGIME_NAMES", "UNKNOWN_REGIME", "RegimeClassifier", "RegimeConfig"]
+
+REGIME_NAMES: Final[tuple[str, ...]] = ("trend_up", "trend_down", "range", "high_volatility")
+UNKNOWN_REGIME: Final = -1
+
+
+class RegimeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How regimes are measured and split.
+
+    Attributes
+    ----------
+    lookback_bars : int
+        Bars in the trailing window (default 1,440: one day of one-minute bars), >= 2.
+    volatility_quantile : float
+        Share of training bars below the high-volatility threshold, in (0, 1).
+    trend_quantile : float
+        Share of ordinary-volatility training bars whose |trend score| is below the trend
+        threshold (range), in (0, 1).
+    """
+
+    lookback_bars: Annotated[int, msgspec.Meta(ge=2)] = 1_440
+    volatility_quantile: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.8
+    trend_quantile: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.5
+
+
+def _features(
+    close: NDArray[np.float64], rows: NDArray[np.int64], lookback: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Trend score and volatility at ``rows`` (NaN where the window is incomplete)."""
+    log_close = np.log(np.asarray(close, dtype=np.float64))
+    trend = np.full(rows.size, np.nan)
+    volatility = np.full(rows.size, np.nan)
+    ok = rows >= lookback
+    if log_close.size > lookback and ok.any():
+        r = rows[ok]
+        squared = np.diff(log_close) ** 2  # squared[j]: bar j -> j + 1
+        windows = sliding_window_view(squared, lookback)  # windows[k]: squared[k : k + L]
+        sums = np.empty(r.size)
+        chunk = max(1, (1 << 22) // lookback)  # rows per block: at most 32 MB of windows
+        for a in range(0, r.size, chunk):
+            sums[a : a + chunk] = windows[r[a : a + chunk] - lookback].sum(axis=1)
+        vol = np.sqrt(sums / lookback)
+        move = log_close[r] - log_close[r - lookback]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = np.where(vol > 0, move / (vol * np.sqrt(lookback)), 0.0)
+        trend[ok] = score
+        volatility[ok] = vol
+    return trend, volatility
+
+
+@dataclass(frozen=True)
+class RegimeClassifier:
+    """A fitted regime classifier (rules in the module docstring).
+
+    Attributes
+    ----------
+    config : RegimeConfig
+    volatility_threshold : float
+        Per-bar log-return volatility at or above which the regime is ``high_volatility``.
+    trend_threshold : float
+        |trend score| at or above which an ordinary-volatility bar is a trend.
+    """
+
+    config: RegimeConfig
+    volatility_threshold: float
+    trend_threshold: float
+
+    @classmethod
+    def fit(
+        cls, close: NDArray[np.float64], rows: NDArray[np.int64], config: RegimeConfig | None = None
+    ) -> RegimeClassifier:
+        """Fit the thresholds on the training bars ``rows`` of ``close``.
+
+        Parameters
+        ----------
+        close : numpy.ndarray of float64, shape [n_bars]
+            Close prices of the training candles (> 0).
+        rows : numpy.ndarray of int64, shape [n_rows]
+            Training bars to fit on (e.g. the decision bars before the validation part).
+        config : RegimeConfig, optional
+
+        Raises
+        ------
+        ValueError
+            If fewer than 10 of ``rows`` have a full look-back window.
+        """
+        config = config or RegimeConfig()
+        trend, vol = _features(close, np.asarray(rows, dtype=np.int64), config.lookback_bars)
+        ok = np.isfinite(trend) & np.isfinite(vol)
+        if ok.sum() < 10:
+            raise ValueError(
+                f"only {int(ok.sum())} training bars have the {config.lookback_bars}-bar regime "
+                "look-back; use more data or a shorter RegimeConfig.lookback_bars"
+            )
+        vol_threshold = float(np.quantile(vol[ok], config.volatility_quantile))
+        calm = ok & (vol < vol_threshold)
+        scores = np.abs(trend[calm]) if calm.any() else np.abs(trend[ok])
+        return cls(
+            config=config,
+            volatility_threshold=vol_threshold,
+            trend_threshold=float(np.quantile(scores, config.trend_quantile)),
+        )
+
+    def classify(
+        self, close: NDArray[np.float64], rows: NDArray[np.int64] | None = None
+    ) -> NDArray[np.int64]:
+        """Regime code of each bar in ``rows`` (all bars by default); -1 without a full window.
+
+        Returns
+        -------
+        numpy.ndarray of int64, shape [n_rows]
+            Codes indexing :data:`REGIME_NAMES`.
+        """
+        n = np.asarray(close).size
+        index = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+        trend, vol = _features(close, index, self.config.lookback_bars)
+        out = np.full(index.size, UNKNOWN_REGIME, dtype=np.int64)
+        ok = np.isfinite(trend) & np.isfinite(vol)
+        out[ok & (trend >= self.trend_threshold)] = 0
+        out[ok & (trend <= -self.trend_threshold)] = 1
+        out[ok & (np.abs(trend) < self.trend_threshold)] = 2
+        out[ok & (vol >= self.volatility_threshold)] = 3
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (stored in checkpoints)."""
+        return {
+            "config": msgspec.to_builtins(self.config),
+            "volatility_threshold": self.volatility_threshold,
+            "trend_threshold": self.trend_threshold,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RegimeClassifier:
+        """Inverse of :meth:`to_dict`.
+
+        Raises
+        ------
+        ValueError
+            If a field is missing or invalid.
+        """
+        try:
+            return cls(
+                config=msgspec.convert(data["config"], RegimeConfig),
+                volatility_threshold=float(data["volatility_threshold"]),
+                trend_threshold=float(data["trend_threshold"]),
+            )
+        except (KeyError, TypeError, ValueError, msgspec.ValidationError) as exc:
+            raise ValueError(f"invalid regime classifier: {exc}") from exc
