@@ -76,8 +76,10 @@ def test_model_from_checkpoint_gives_the_same_signals(trained, candles: Candles)
     b = rebuilt.signals(candles)
     np.testing.assert_array_equal(a.agent_signals, b.agent_signals)
     np.testing.assert_array_equal(a.consensus, b.consensus)
-    assert np.all(np.abs(a.consensus) <= 1.0)
-    assert np.all(a.agent_signals[:, ~a.valid] == 0)
+    np.testing.assert_array_equal(a.decision_rows, np.flatnonzero(a.decision & a.valid))
+    decided = a.consensus[a.decision_rows]
+    assert np.all(np.abs(decided) <= 1.0)
+    assert np.all(np.isnan(np.delete(a.consensus, a.decision_rows)))  # no decision elsewhere
 
 
 def test_core_encoder_equals_the_trained_torch_encoder(trained, candles: Candles) -> None:  # type: ignore[no-untyped-def]
@@ -141,8 +143,8 @@ def test_only_agents_that_beat_flat_on_selection_vote_with_their_sharpe(
     sig = model.signals(candles)
     decide = sig.decision & sig.valid
     sel = slice(a, b)
-    rows = np.flatnonzero(decide[sel])
-    agent = np.ascontiguousarray(sig.agent_signals[:, a:b][:, rows])
+    inside = (sig.decision_rows >= a) & (sig.decision_rows < b)
+    agent = np.ascontiguousarray(sig.agent_signals[:, inside])
     days = day_end_rows(candles.ts[sel] + 60_000_000_000)
     sim = simulate_targets(
         candles.ts[sel], candles.open[sel], candles.close[sel], candles.volume[sel], decide[sel],
@@ -201,7 +203,7 @@ def test_no_agent_beats_flat_when_costs_are_prohibitive(candles: Candles) -> Non
     assert result.model.gate.passed is False
     assert result.model.gate.reason == "no_agent_beat_flat"
     sig = result.model.signals(candles)
-    assert np.all(sig.consensus == 0.0)  # no voter: flat
+    assert np.all(sig.consensus[sig.decision_rows] == 0.0)  # no voter: flat
 
 
 def test_per_regime_consensus_has_a_weight_set_per_regime(candles: Candles) -> None:

@@ -228,7 +228,7 @@ def backtest(
         sig = model.signals(candles.slice(warm, stop))
         offset = start - warm
         part = slice(start, stop)
-        signal[part] = np.where(sig.valid[offset:], sig.consensus[offset:], np.nan)
+        signal[part] = sig.consensus[offset:]
         features[part] = sig.state.features[offset:]
         valid[part] = sig.valid[offset:]
         decide[part] = sig.decision[offset:]

@@ -145,30 +145,43 @@ class MarketState:
     def __len__(self) -> int:
         return int(self.features.shape[0])
 
-    def windows(self, normalization: Normalization) -> NDArray[np.float32]:
+    def windows(
+        self, normalization: Normalization, rows: NDArray[np.int64] | None = None
+    ) -> NDArray[np.float32]:
         """VAE inputs: the standardized last ``state_bars`` rows at every bar, oldest first.
+
+        Parameters
+        ----------
+        normalization : Normalization
+        rows : numpy.ndarray of int64, shape [n_rows], optional
+            Only these bars (default: all bars).
 
         Returns
         -------
-        numpy.ndarray of float32, shape [n_bars, state_bars * n_features]
-            Row ``t`` is ``standardized[t - state_bars + 1 : t + 1].ravel()``; rows that are not
-            ``valid`` are zero (never used for training or trading).
+        numpy.ndarray of float32, shape [n_rows, state_bars * n_features]
+            Row for bar ``t`` is ``standardized[t - state_bars + 1 : t + 1].ravel()``; bars that
+            are not ``valid`` give zeros (never used for training or trading).
         """
         spec = self.spec
-        z = normalization.apply(self.features)
-        out = np.zeros((len(self), spec.state_size), dtype=np.float32)
-        if len(self) >= spec.state_bars:
-            view = sliding_window_view(z, (spec.state_bars, spec.n_features))[:, 0]
-            flat = view.reshape(view.shape[0], spec.state_size)
-            rows = np.flatnonzero(self.valid)
-            out[rows] = flat[rows - (spec.state_bars - 1)]
+        index = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
+        out = np.zeros((index.size, spec.state_size), dtype=np.float32)
+        ok = self.valid[index]
+        if ok.any():
+            want = index[ok]
+            offsets = np.arange(-(spec.state_bars - 1), 1)
+            block = self.features[want[:, None] + offsets[None, :]]  # [k, state_bars, F]
+            z = (block - normalization.mean) / normalization.std
+            out[ok] = z.reshape(want.size, spec.state_size)
         return out
 
-    def current(self, normalization: Normalization) -> NDArray[np.float32]:
-        """Standardized features of bar ``t`` itself, float32 [n_bars, n_features]; 0 where
-        not ``valid``."""
-        z = normalization.apply(self.features).astype(np.float32)
-        z[~self.valid] = 0.0
+    def current(
+        self, normalization: Normalization, rows: NDArray[np.int64] | None = None
+    ) -> NDArray[np.float32]:
+        """Standardized features of bar ``t`` itself, float32 [n_rows, n_features] (all bars by
+        default, or ``rows``); 0 where not ``valid``."""
+        index = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+        z = normalization.apply(self.features[index]).astype(np.float32)
+        z[~self.valid[index]] = 0.0
         return z
 
 

@@ -137,24 +137,29 @@ class GateResult:
 class SwarmSignals:
     """Output of :meth:`SwarmModel.signals` for a candle series.
 
+    The agents only act at decision bars, so their networks run only there.
+
     Attributes
     ----------
-    agent_signals : numpy.ndarray of float32, shape [n_agents, n_bars]
-        Each agent's signal at each bar's close (0 where the state is not valid).
+    decision_rows : numpy.ndarray of int64, shape [n_decisions]
+        Decision bars with a complete market state, increasing.
+    agent_signals : numpy.ndarray of float32, shape [n_agents, n_decisions]
+        Each agent's signal at the close of each of ``decision_rows``.
     consensus : numpy.ndarray of float64, shape [n_bars]
-        Weighted consensus of the voters (0 where the state is not valid).
+        The voters' consensus at the decision bars with a valid state, NaN at every other bar.
     valid : numpy.ndarray of bool, shape [n_bars]
         Bars with a complete, gap-free market state.
     decision : numpy.ndarray of bool, shape [n_bars]
-        Decision bars at the model's decision interval (a bar without a valid state decides
-        nothing: its consensus is NaN in the backtest, the verdict ``no_signal``).
+        Decision bars at the model's decision interval, valid or not (an invalid one decides
+        nothing: the backtest records it as ``no_signal``).
     regime : numpy.ndarray of int64, shape [n_bars]
         Market regime in force at each bar: the regime measured at the last decision bar with a
-        valid state up to it (-1 before the first, or without a full regime look-back); codes index
-        :data:`colmena.regime.REGIME_NAMES`.
+        valid state up to it (-1 before the first, or without a full regime look-back); codes
+        index :data:`colmena.regime.REGIME_NAMES`.
     state : MarketState
     """
 
+    decision_rows: NDArray[np.int64]
     agent_signals: NDArray[np.float32]
     consensus: NDArray[np.float64]
     valid: NDArray[np.bool_]
@@ -223,34 +228,46 @@ class SwarmModel:
             sets = np.where(np.asarray(regimes) >= 0, np.asarray(regimes) + 1, 0).astype(np.int64)
         return consensus(agent_signals, self.weights, sets)
 
-    def agent_inputs(self, state: MarketState) -> NDArray[np.float32]:
-        """Agent inputs at every bar, float32 [n_bars, latent_dim + n_features]."""
-        latent = self.encoder.encode(state.windows(self.normalization))
+    def agent_inputs(
+        self, state: MarketState, rows: NDArray[np.int64] | None = None
+    ) -> NDArray[np.float32]:
+        """Agent inputs, float32 [n_rows, latent_dim + n_features], at ``rows`` (all bars by
+        default): the VAE latent of the state window and the standardized current features."""
+        latent = self.encoder.encode(state.windows(self.normalization, rows))
         return np.ascontiguousarray(
-            np.concatenate([latent, state.current(self.normalization)], axis=1),
+            np.concatenate([latent, state.current(self.normalization, rows)], axis=1),
             dtype=np.float32,
         )
 
     def signals(self, candles: Candles) -> SwarmSignals:
-        """Agent signals and consensus at the close of every bar of ``candles``.
+        """Agent signals and consensus at the close of every decision bar of ``candles``.
 
-        Each value at bar ``t`` depends only on candles up to ``t``.
+        Each value at bar ``t`` depends only on candles up to ``t``; appending candles never
+        changes an earlier value, not even in the last bit.
         """
         state = compute_market_state(candles, self.feature_spec)
-        agent = self.swarm.forward(self.agent_inputs(state))
-        np.multiply(agent, state.valid[None, :], out=agent)  # 0 where the state is not valid
         bar_seconds = float(candles.interval_seconds or 60.0)
         decide = decision_bars(candles.ts, bar_seconds, self.decision.interval)
-        rows = np.flatnonzero(decide & state.valid)
+        rows = np.flatnonzero(decide & state.valid).astype(np.int64)
+        n_agents = self.n_agents
+        agent = (
+            self.swarm.forward(self.agent_inputs(state, rows))
+            if rows.size
+            else np.zeros((n_agents, 0), dtype=np.float32)
+        )
         at_decisions = self.regime.classify(candles.close, rows)
         in_force = np.full(len(candles), -1, dtype=np.int64)
         if rows.size:
             last = np.searchsorted(rows, np.arange(len(candles)), side="right") - 1
             has = last >= 0
             in_force[has] = at_decisions[last[has]]
+        consensus = np.full(len(candles), np.nan)
+        if rows.size:
+            consensus[rows] = self.consensus_of(agent, at_decisions)
         return SwarmSignals(
+            decision_rows=rows,
             agent_signals=agent,
-            consensus=self.consensus_of(agent, in_force),
+            consensus=consensus,
             valid=state.valid,
             decision=decide,
             regime=in_force,

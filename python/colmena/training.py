@@ -380,7 +380,7 @@ def train(
     decision_rows = np.flatnonzero(decide).astype(np.int64)
     model_inputs = np.ascontiguousarray(
         np.concatenate(
-            [encoder.encode(windows[decision_rows]), state.current(normalization)[decision_rows]],
+            [encoder.encode(windows[decision_rows]), state.current(normalization, decision_rows)],
             axis=1,
         ),
         dtype=np.float32,
