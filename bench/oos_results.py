@@ -48,8 +48,7 @@ def run_all(data: Path, folds: tuple[int, ...]) -> list[dict[str, Any]]:
                     "test": [report["data"]["first"], report["data"]["last"]],
                     "swarm": {key: report["metrics"].get(key) for key in KEYS},
                     "baselines": {
-                        b: {key: m.get(key) for key in KEYS}
-                        for b, m in report["baselines"].items()
+                        b: {key: m.get(key) for key in KEYS} for b, m in report["baselines"].items()
                     },
                     "gates": [
                         {

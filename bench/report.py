@@ -1,6 +1,14 @@
 """Turn a pytest-benchmark JSON file into the README's table of ratios.
 
-Usage: ``python bench/report.py bench/results.json``. In every group the rows named
+Usage::
+
+    pytest bench --benchmark-only --benchmark-json=.benchmarks/raw.json
+    python bench/report.py .benchmarks/raw.json --summary bench/results.json
+
+The raw file (every round of every benchmark, megabytes) stays out of the repository;
+``--summary`` writes the small file the README table is built from (each benchmark's group,
+name, median and round statistics, extra figures, and the machine), and ``python
+bench/report.py bench/results.json`` prints the table again from it. In every group the rows named
 ``test_colmena_*`` are colmena and the ``test_peer_*`` rows are its peers; each line gives both
 median times and the ratio colmena / peer (below 1 means colmena is faster). Extra figures a
 benchmark stored in ``extra_info`` (for example GB/s) are printed next to its row.
@@ -60,11 +68,47 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary(data: dict[str, Any]) -> dict[str, Any]:
+    """The part of a pytest-benchmark file the table needs (no per-round data)."""
+    machine = data.get("machine_info", {})
+    keep = ("min", "max", "mean", "median", "stddev", "rounds", "iterations")
+    return {
+        "machine_info": {
+            "cpu": {k: machine.get("cpu", {}).get(k) for k in ("brand_raw", "count")},
+            "python_version": machine.get("python_version"),
+        },
+        "datetime": data.get("datetime"),
+        "commit": (data.get("commit_info") or {}).get("id"),
+        "benchmarks": [
+            {
+                "group": b.get("group"),
+                "name": b["name"],
+                "stats": {k: b["stats"].get(k) for k in keep},
+                "extra_info": b.get("extra_info") or {},
+            }
+            for b in data["benchmarks"]
+        ],
+    }
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
+    args = argv[1:]
+    out: Path | None = None
+    if "--summary" in args:
+        i = args.index("--summary")
+        if i + 1 >= len(args):
+            print(__doc__, file=sys.stderr)
+            return 2
+        out = Path(args[i + 1])
+        del args[i : i + 2]
+    if len(args) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    print(render(json.loads(Path(argv[1]).read_text())))
+    data = json.loads(Path(args[0]).read_text())
+    if out is not None:
+        data = summary(data)
+        out.write_text(json.dumps(data, indent=1) + "\n")
+    print(render(data))
     return 0
 
 

@@ -441,12 +441,15 @@ void register_risk(py::module_& m) {
             throw py::value_error(e.what());
           }
         }
-        py::array_t<double> equity({static_cast<py::ssize_t>(input.k),
-                                    static_cast<py::ssize_t>(input.m)});
-        if (!r.equity.empty())
-          std::memcpy(equity.mutable_data(), r.equity.data(), r.equity.size() * sizeof(double));
+        auto matrix = [&](const std::vector<double>& v) {
+          py::array_t<double> a({static_cast<py::ssize_t>(input.k),
+                                 static_cast<py::ssize_t>(input.m)});
+          if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(double));
+          return a;
+        };
         py::dict out;
-        out["equity"] = equity;
+        out["equity"] = matrix(r.equity);
+        out["position"] = matrix(r.position);
         out["fees"] = to_numpy(r.fees);
         out["slippage"] = to_numpy(r.slippage);
         out["borrow"] = to_numpy(r.borrow);

@@ -301,6 +301,7 @@ TargetSimulationResult simulate_targets(const TargetSimulationInput& in,
   execution.validate();
   TargetSimulationResult out;
   out.equity.assign(in.k * in.m, 0.0);
+  out.position.assign(in.k * in.m, 0.0);
   for (auto* v : {&out.fees, &out.slippage, &out.borrow, &out.traded_notional,
                   &out.final_position})
     v->assign(in.k, 0.0);
@@ -311,6 +312,7 @@ TargetSimulationResult simulate_targets(const TargetSimulationInput& in,
     std::vector<ClosedTrade> closed;
     const float* signals = in.signals + row * in.d;
     double* marks = out.equity.data() + row * in.m;
+    double* held = out.position.data() + row * in.m;
     std::size_t decision = 0, mark = 0;
     const std::size_t wind_down = std::min(in.wind_down_bars, in.n > 0 ? in.n - 1 : 0);
     const std::size_t wind_down_from = in.n - 1 - wind_down;  // first end_of_run bar
@@ -324,7 +326,10 @@ TargetSimulationResult simulate_targets(const TargetSimulationInput& in,
       if (wind_down > 0 && t >= wind_down_from && t + 1 < in.n) action = Action::end_of_run;
       const Bar bar{in.ts[t], in.open[t], in.open[t], in.open[t], in.close[t], in.volume[t]};
       const StepResult& r = loop.step(bar, action, signal, false, t + 1 < in.n, events, closed);
-      if (mark < in.m && static_cast<std::size_t>(in.mark_rows[mark]) == t) marks[mark++] = r.equity;
+      if (mark < in.m && static_cast<std::size_t>(in.mark_rows[mark]) == t) {
+        held[mark] = r.position;
+        marks[mark++] = r.equity;
+      }
       events.clear();
       closed.clear();
     }

@@ -526,9 +526,10 @@ def _baselines(
     for name, sim, k, extra in specs:
         curve = sim.equity[k]
         metrics = performance_metrics(
-            close_ts, curve, initial_equity=execution.initial_cash,
-            traded_notional=float(sim.traded_notional[k]), fees_paid=float(sim.fees[k]),
-            slippage_paid=float(sim.slippage[k]), borrow_paid=float(sim.borrow[k]),
+            close_ts, curve, initial_equity=execution.initial_cash, position=sim.position[k],
+            close=close, traded_notional=float(sim.traded_notional[k]),
+            fees_paid=float(sim.fees[k]), slippage_paid=float(sim.slippage[k]),
+            borrow_paid=float(sim.borrow[k]),
         )  # fmt: skip
         metrics["n_fills"] = int(sim.n_fills[k])
         out[name] = {**extra, **metrics}

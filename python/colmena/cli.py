@@ -419,10 +419,10 @@ def _fetch(
     show_default=True,
     help="Walk-forward: share of the bars in each training window.",
 )
-@click.option("--folds", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--folds", type=click.IntRange(min=1, max=1_000), default=1, show_default=True)
 @click.option("--agents", type=click.IntRange(min=2), default=100, show_default=True)
-@click.option("--generations", type=click.IntRange(min=1), default=15, show_default=True)
-@click.option("--vae-epochs", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--generations", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--vae-epochs", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option(
     "--fee-bps", type=click.FloatRange(min=0.0, max=1_000.0), default=10.0, show_default=True
 )
@@ -488,9 +488,7 @@ def backtest(
     from colmena.backtest import BacktestConfig, write_run
     from colmena.backtest import backtest as run_backtest
     from colmena.data import load_ohlcv
-    from colmena.evolution import EvolutionConfig, GenerationStats
-    from colmena.training import TrainConfig
-    from colmena.vae import VAEConfig
+    from colmena.evolution import GenerationStats
 
     if data is not None and exchange is not None:
         raise click.UsageError("give a candle file DATA or --exchange, not both")
@@ -508,19 +506,13 @@ def backtest(
             # The file sets everything; options given on the command line override it.
             base = msgspec.json.decode(config_file.read_bytes(), type=BacktestConfig)
         else:
-            base = BacktestConfig(
-                training=TrainConfig(
-                    vae=VAEConfig(epochs=vae_epochs),
-                    evolution=EvolutionConfig(generations=generations),
-                )
-            )
+            base = BacktestConfig()  # the library's defaults: the CLI runs the same backtest
         evolution = base.training.evolution
         execution = base.execution
-        if given("agents") or config_file is None:
-            n = agents if given("agents") else evolution.agents
+        if given("agents"):
             evolution = msgspec.structs.replace(
-                evolution, agents=n, elite=min(evolution.elite, n - 1),
-                tournament_size=min(evolution.tournament_size, n),
+                evolution, agents=agents, elite=min(evolution.elite, agents - 1),
+                tournament_size=min(evolution.tournament_size, agents),
             )  # fmt: skip
         if given("generations"):
             evolution = msgspec.structs.replace(evolution, generations=generations)
@@ -575,7 +567,9 @@ def backtest(
         transient=True,
     ) as progress:
         stage = progress.add_task("starting", total=None, info="")
-        gen_task = progress.add_task("generations", total=generations, visible=False, info="")
+        gen_task = progress.add_task(
+            "generations", total=config.training.evolution.generations, visible=False, info=""
+        )
 
         def on_stage(name: str) -> None:
             progress.update(stage, description=name)
@@ -638,6 +632,9 @@ def _result_table(report: dict[str, Any], name: str) -> Table:
     def pct(v: object) -> str:
         return "n/a" if not isinstance(v, (int, float)) else f"{v:+.2%}"
 
+    def share(v: object) -> str:
+        return "n/a" if not isinstance(v, (int, float)) else f"{v:.2%}"
+
     def num(v: object) -> str:
         if not isinstance(v, (int, float)):
             return "n/a"
@@ -647,9 +644,9 @@ def _result_table(report: dict[str, Any], name: str) -> Table:
         ("total return", "total_return", pct),
         ("Sharpe (daily, annualised)", "sharpe", num),
         ("Sortino (daily, annualised)", "sortino", num),
-        ("max drawdown", "max_drawdown", pct),
-        ("time in market", "time_in_market", pct),
-        ("mean gross exposure", "mean_gross_exposure", pct),
+        ("max drawdown", "max_drawdown", share),
+        ("time in market", "time_in_market", share),
+        ("mean gross exposure", "mean_gross_exposure", share),
         ("fills", "n_fills", num),
         ("fees + slippage (quote)", "costs", num),
         ("net PnL (quote)", "net_pnl", num),

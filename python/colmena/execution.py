@@ -119,6 +119,8 @@ class TargetSimulation:
     ----------
     equity : numpy.ndarray of float64, shape [K, n_marks]
         Equity at the close of each mark row, quote currency.
+    position : numpy.ndarray of float64, shape [K, n_marks]
+        Position held after each mark row, signed base units.
     fees, slippage, borrow, traded_notional, final_position : numpy.ndarray of float64, shape [K]
         Totals (quote currency) and the position left at the end (base units; nonzero only when
         the final order could not fill completely).
@@ -126,6 +128,7 @@ class TargetSimulation:
     """
 
     equity: NDArray[np.float64]
+    position: NDArray[np.float64]
     fees: NDArray[np.float64]
     slippage: NDArray[np.float64]
     borrow: NDArray[np.float64]

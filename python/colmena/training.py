@@ -109,40 +109,16 @@ class TrainResult:
     vae: TrainedVAE
 
 
-@dataclass(frozen=True)
-class _Market:
-    """Arrays of the training candles the fitness and the gate need."""
+def _bar_seconds(candles: Candles) -> float:
+    return float(candles.interval_seconds or 60.0)
 
-    ts: NDArray[np.int64]
-    open: NDArray[np.float64]
-    high: NDArray[np.float64]
-    low: NDArray[np.float64]
-    close: NDArray[np.float64]
-    volume: NDArray[np.float64]
-    bar_seconds: float
 
-    @classmethod
-    def of(cls, candles: Candles) -> _Market:
-        def col(name: str) -> NDArray[np.float64]:
-            return np.ascontiguousarray(getattr(candles, name), dtype=np.float64)
-
-        return cls(
-            ts=np.ascontiguousarray(candles.ts, dtype=np.int64),
-            open=col("open"),
-            high=col("high"),
-            low=col("low"),
-            close=col("close"),
-            volume=col("volume"),
-            bar_seconds=float(candles.interval_seconds or 60.0),
-        )
-
-    @property
-    def close_ts(self) -> NDArray[np.int64]:
-        return self.ts + round(self.bar_seconds * 1e9)
+def _close_ts(candles: Candles) -> NDArray[np.int64]:
+    return np.asarray(candles.ts, dtype=np.int64) + round(_bar_seconds(candles) * 1e9)
 
 
 def _segment_equity(
-    market: _Market,
+    market: Candles,
     decide: NDArray[np.bool_],
     signals: NDArray[np.float32],
     start: int,
@@ -153,18 +129,18 @@ def _segment_equity(
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Equity of each signal row over bars [start, stop) at the day ends (and ``extra_marks``,
     local indices), through the executor. Returns (equity [K, M], mark rows local)."""
-    days = day_end_rows(market.close_ts[start:stop])
+    days = day_end_rows(_close_ts(market)[start:stop])
     marks = days if extra_marks is None else np.union1d(days, extra_marks).astype(np.int64)
     sim = simulate_targets(
         market.ts[start:stop], market.open[start:stop], market.close[start:stop],
         market.volume[start:stop], decide[start:stop], signals, marks,
-        bar_seconds=market.bar_seconds, execution=execution, no_trade_band=band,
+        bar_seconds=_bar_seconds(market), execution=execution, no_trade_band=band,
     )  # fmt: skip
     return sim.equity, marks
 
 
 def _fitness(
-    market: _Market,
+    market: Candles,
     decide: NDArray[np.bool_],
     signals: NDArray[np.float32],
     start: int,
@@ -177,7 +153,7 @@ def _fitness(
 
 
 def _select_voters(
-    market: _Market,
+    market: Candles,
     decide: NDArray[np.bool_],
     signals: NDArray[np.float32],
     regimes: NDArray[np.int64],
@@ -192,7 +168,7 @@ def _select_voters(
     equity, marks = _segment_equity(
         market, decide, signals, start, stop, execution, band, extra_marks=local_decisions
     )
-    days = np.isin(marks, day_end_rows(market.close_ts[start:stop]))
+    days = np.isin(marks, day_end_rows(_close_ts(market)[start:stop]))
     sharpe = daily_sharpe(equity[:, days], execution.initial_cash)
     net = equity[:, -1] / execution.initial_cash - 1.0
     beats = (net > 0.0) & (sharpe > 0.0)
@@ -235,7 +211,7 @@ def _select_voters(
 
 
 def _gate(
-    market: _Market,
+    market: Candles,
     decide: NDArray[np.bool_],
     consensus: NDArray[np.float64],
     start: int,
@@ -255,7 +231,7 @@ def _gate(
     raw = _core.run_backtest(
         market.ts[rows], market.open[rows], market.high[rows], market.low[rows],
         market.close[rows], market.volume[rows], np.ascontiguousarray(signal),
-        round(market.bar_seconds * NS), risk.to_core(), execution.to_core(), action, None,
+        round(_bar_seconds(market) * NS), risk.to_core(), execution.to_core(), action, None,
     )  # fmt: skip
     equity = raw["equity"]
     net = float(equity[-1] / execution.initial_cash - 1.0)
@@ -349,8 +325,8 @@ def train(
     n = len(candles)
     state = compute_market_state(candles, spec)
     valid = state.valid
-    market = _Market.of(candles)
-    decide = decision_bars(market.ts, market.bar_seconds, config.decision.interval) & valid
+    market = candles
+    decide = decision_bars(market.ts, _bar_seconds(market), config.decision.interval) & valid
     fit_stop = int(n * (1.0 - config.validation_fraction))
     gate_start = fit_stop + (n - fit_stop) // 2
     index = np.arange(n)
@@ -393,7 +369,7 @@ def train(
     rng = np.random.default_rng(config.seed)
     population = Population.initial(model_inputs.shape[1], evo, rng)
     swarm = Swarm(population.layers, activation=evo.activation)
-    window = min(fit_stop, max(2, round(evo.eval_days * 86_400 / market.bar_seconds)))
+    window = min(fit_stop, max(2, round(evo.eval_days * 86_400 / _bar_seconds(market))))
     band = config.decision.no_trade_band
     periods_per_year = 365.0 * 86_400 / config.decision.seconds
     for g in range(evo.generations):

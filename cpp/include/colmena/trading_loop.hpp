@@ -177,7 +177,8 @@ struct TargetSimulationInput {
 
 /// Per signal row: equity at the mark rows and the cost totals.
 struct TargetSimulationResult {
-  std::vector<double> equity;  ///< [K, M] row-major, quote currency
+  std::vector<double> equity;    ///< [K, M] row-major, quote currency
+  std::vector<double> position;  ///< [K, M] row-major, base units held after each mark bar
   std::vector<double> fees, slippage, borrow, traded_notional, final_position;  ///< [K]
   std::vector<std::int64_t> n_fills;                                            ///< [K]
 };
