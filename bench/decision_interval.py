@@ -18,8 +18,13 @@ interval it measures:
    return over the same bars next to it), once with the global consensus and once with one weight
    set per market regime.
 
-The printed table is what ``DecisionConfig.interval`` and ``TrainConfig.regime_consensus`` were
-set from; the JSON keeps every number.
+The rule, fixed before looking at the numbers: the default interval is the shortest one whose
+median move is at least :data:`MIN_MOVE_OVER_COST` times the round-trip cost on every file (a
+shorter interval pays the spread on moves that cannot cover it), unless a longer one has a
+better validation result (a higher mean gate net return over all files and seeds); the
+per-regime consensus is the default only if its mean gate net return over all intervals, files
+and seeds beats the global one. The printed table and choice are what ``DecisionConfig.interval``
+and ``TrainConfig.regime_consensus`` were set from; the JSON keeps every number.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ FILES = (
     "xrpusd_bitfinex_1m_2018.parquet",
 )
 INTERVALS = ("5m", "15m", "1h", "4h")
+#: An interval qualifies when its median move is at least this many round-trip costs.
+MIN_MOVE_OVER_COST = 2.0
 
 
 def measure(data: Path, intervals: tuple[str, ...], seeds: tuple[int, ...]) -> list[dict[str, Any]]:
@@ -125,18 +132,56 @@ def summary(rows: list[dict[str, Any]], intervals: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def choose(rows: list[dict[str, Any]], intervals: tuple[str, ...]) -> dict[str, Any]:
+    """The documented rule (module docstring) applied to the measurements."""
+
+    def mean(interval: str, key: str) -> float:
+        return float(np.mean([r[key] for r in rows if r["interval"] == interval]))
+
+    qualified = [
+        i
+        for i in intervals
+        if min(r["move_over_cost"] for r in rows if r["interval"] == i) >= MIN_MOVE_OVER_COST
+    ]
+    interval = qualified[0] if qualified else intervals[-1]
+    for longer in qualified[1:]:
+        if mean(longer, "global_mean_net_return") > mean(interval, "global_mean_net_return"):
+            interval = longer
+    per_regime = float(np.mean([r["per_regime_mean_net_return"] for r in rows]))
+    global_ = float(np.mean([r["global_mean_net_return"] for r in rows]))
+    return {
+        "interval": interval,
+        "qualified": qualified,
+        "regime_consensus": per_regime > global_,
+        "mean_gate_net_return": {"global": global_, "per_regime": per_regime},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("bench/decision_interval.json"))
     parser.add_argument("--seeds", type=int, default=2, help="training seeds per setting")
     parser.add_argument("--intervals", nargs="+", default=list(INTERVALS))
+    parser.add_argument(
+        "--from", dest="saved", type=Path, default=None, help="re-read a saved --out file"
+    )
     args = parser.parse_args()
     intervals = tuple(args.intervals)
-    rows = measure(args.data, intervals, tuple(range(args.seeds)))
+    if args.saved is not None:
+        rows = json.loads(args.saved.read_text())["rows"]
+        intervals = tuple(i for i in intervals if any(r["interval"] == i for r in rows))
+    else:
+        rows = measure(args.data, intervals, tuple(range(args.seeds)))
     table = summary(rows, intervals)
+    chosen = choose(rows, intervals)
     print(table)
-    args.out.write_text(json.dumps({"rows": rows, "table": table}, indent=1) + "\n")
+    print(f"chosen: decision interval {chosen['interval']}, regime_consensus "
+          f"{chosen['regime_consensus']} ({chosen})")  # fmt: skip
+    if args.saved is None:
+        args.out.write_text(
+            json.dumps({"rows": rows, "table": table, "chosen": chosen}, indent=1) + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -88,8 +88,8 @@ def test_trailing_newline_is_not_an_interval() -> None:
 
 def test_decision_config_defaults_and_seconds() -> None:
     config = DecisionConfig()
-    assert config.interval == "1h"
-    assert config.seconds == 3_600
+    assert config.interval == "4h"  # chosen by bench/decision_interval.py
+    assert config.seconds == 14_400
     assert config.no_trade_band == 0.05
     assert DecisionConfig(interval="15m").seconds == 900
     assert (

@@ -171,7 +171,7 @@ def _decision_options(f: Any) -> Any:
     options = [
         click.option(
             "--decision-interval",
-            default="1h",
+            default="4h",
             show_default=True,
             help="How often the agents decide (15m, 1h, 4h, 1d); orders fill at the next bar.",
         ),
@@ -477,10 +477,14 @@ def backtest(
 
     Without --checkpoint: walk-forward (train on the first --train-frac of the bars, trade the
     rest; with --folds K the rest is split into K segments, each traded by a swarm trained on
-    the window just before it). DATA may be replaced by an exchange source (--exchange binance
-    --symbol BTC/USDT --timeframe 1m --days N), downloaded and cached first. Writes bars,
-    decisions, orders, fills and equity as Parquet, report.json and a self-contained report.html
-    to --out.
+    the window just before it). Each training window holds back its last 30%: the agents that
+    beat flat on its first half vote, and the voted swarm must beat flat on its second half to
+    trade its fold; otherwise the fold stays flat and says why. The agents decide every
+    --decision-interval; orders fill at the next bar's open. DATA may be replaced by an exchange
+    source (--exchange binance --symbol BTC/USDT --timeframe 1m --days N), downloaded and cached
+    first. Writes bars, decisions, orders, fills and equity as Parquet, report.json (metrics
+    next to flat, buy-and-hold, exposure-matched buy-and-hold and momentum) and a self-contained
+    report.html to --out.
     """
     import msgspec
 
