@@ -20,6 +20,7 @@ volatility behind the VaR budget is a property of the market, not of the model, 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -56,7 +57,10 @@ __all__ = [
     "ExecutionSettings",
     "FoldInfo",
     "IncompatibleCheckpointError",
+    "RunFolderError",
     "backtest",
+    "check_run_folder",
+    "is_run_folder",
     "write_run",
 ]
 
@@ -767,17 +771,97 @@ def _json_default(value: Any) -> Any:
     raise NotImplementedError(f"cannot encode {type(value).__name__} in report.json")
 
 
-def write_run(run: BacktestRun, out_dir: str | os.PathLike[str], *, html: bool = True) -> Path:
+#: A file every run folder holds, so that colmena only ever replaces its own folders.
+RUN_MARKER: Final = ".colmena-run"
+RUN_FILES: Final = (
+    "bars.parquet", "decisions.parquet", "orders.parquet", "fills.parquet", "equity.parquet",
+    "events.parquet", "report.json", "report.html", RUN_MARKER,
+)  # fmt: skip
+
+
+class RunFolderError(ValueError):
+    """``--out`` cannot receive a run (nothing was written or deleted)."""
+
+
+def is_run_folder(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a folder written by :func:`write_run` (it holds the run marker)."""
+    return (Path(path) / RUN_MARKER).is_file()
+
+
+def check_run_folder(out_dir: str | os.PathLike[str], *, replace: bool = False) -> Path:
+    """Check, before any work, that a run may be written to ``out_dir``.
+
+    Allowed: a path that does not exist yet (its parents are created), an empty folder, or, with
+    ``replace``, a folder holding an earlier colmena run. Never a folder with anything else in it:
+    colmena does not delete files it did not write.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir`` as a Path.
+
+    Raises
+    ------
+    RunFolderError
+        Naming the path and the reason: it is a file; it is the current folder or one above it;
+        it holds files that are not a colmena run; it holds an earlier run and ``replace`` is
+        False; or the folder it would be written in is not writable.
+    """
+    target = Path(out_dir)
+    resolved = target.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise RunFolderError(
+            f"{target}: the run folder cannot be the current folder or one above it; "
+            "name a new folder, e.g. --out colmena-run"
+        )
+    if target.exists() and not target.is_dir():
+        raise RunFolderError(f"{target}: exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()):
+        if not is_run_folder(target):
+            raise RunFolderError(
+                f"{target}: the folder is not empty and is not a colmena run folder; colmena "
+                "never deletes files it did not write: choose another --out"
+            )
+        if not replace:
+            raise RunFolderError(
+                f"{target}: holds an earlier colmena run; pass --force to replace it, or choose "
+                "another --out"
+            )
+    existing = resolved.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise RunFolderError(f"{target}: cannot write in {existing} (permission denied)")
+    return target
+
+
+def write_run(
+    run: BacktestRun, out_dir: str | os.PathLike[str], *, html: bool = True, replace: bool = False
+) -> Path:
     """Write the run directory atomically: a temp directory beside ``out_dir``, then a rename.
 
     Files: ``bars.parquet``, ``decisions.parquet``, ``orders.parquet``, ``fills.parquet``,
-    ``equity.parquet``, ``events.parquet``, ``report.json`` and (with ``html``) a self-contained
-    ``report.html``. An existing ``out_dir`` is replaced only once the new one is complete; on
-    any error nothing is left behind.
+    ``equity.parquet``, ``events.parquet``, ``report.json``, (with ``html``) a self-contained
+    ``report.html``, and the marker :data:`RUN_MARKER`. ``out_dir`` must pass
+    :func:`check_run_folder` (an earlier run is replaced only with ``replace``, and only once the
+    new one is complete). On any error nothing is left behind and nothing is deleted.
+
+    Raises
+    ------
+    RunFolderError
+        See :func:`check_run_folder`.
+    OSError
+        If writing fails (the disk is full, ...); the previous content of ``out_dir`` is intact.
     """
     from colmena.report import render_html
 
-    target = Path(out_dir)
+    target = check_run_folder(out_dir, replace=replace)
+    created = []
+    parent = target.resolve().parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
@@ -787,16 +871,22 @@ def write_run(run: BacktestRun, out_dir: str | os.PathLike[str], *, html: bool =
         (tmp / "report.json").write_bytes(msgspec.json.format(encoded))
         if html:
             (tmp / "report.html").write_text(render_html(run), encoding="utf-8")
+        (tmp / RUN_MARKER).write_text('{"format": "colmena-run", "version": 1}\n')
         for path in tmp.iterdir():
             with path.open("rb") as fh:
                 os.fsync(fh.fileno())
         old = None
         if target.exists():
+            if any(target.iterdir()) and not is_run_folder(target):  # changed since the check
+                raise RunFolderError(f"{target}: files appeared that are not a colmena run")
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
         os.replace(tmp, target)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            for name in RUN_FILES:  # only what a run writes; then the (now empty) folder
+                (old / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                old.rmdir()
         fd = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -804,5 +894,8 @@ def write_run(run: BacktestRun, out_dir: str | os.PathLike[str], *, html: bool =
             os.close(fd)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # the parents this call created, innermost first, if empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     return target

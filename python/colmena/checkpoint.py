@@ -466,9 +466,15 @@ def library_versions() -> dict[str, str]:
         from the package metadata; torch is not imported).
     """
     versions = {"python": platform.python_version()}
-    for name in ("colmena", "numpy", "safetensors", "torch"):
+    # key -> distribution name (colmena is distributed as colmena-swarm)
+    for name, distribution in (
+        ("colmena", "colmena-swarm"),
+        ("numpy", "numpy"),
+        ("safetensors", "safetensors"),
+        ("torch", "torch"),
+    ):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[name] = importlib.metadata.version(name)
+            versions[name] = importlib.metadata.version(distribution)
     return versions
 
 

@@ -6,6 +6,7 @@ build contains).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,26 @@ from colmena.features import fracdiff, fracdiff_weights, log_returns, min_ffd_d
 console = Console(stderr=True)
 
 
+class UserError(click.ClickException):
+    """A problem with what the user gave (a file, a path, an option, a missing prerequisite):
+    one line on stderr, exit code 2, no traceback."""
+
+    exit_code = 2
+
+
+def _check_writable_folder(folder: Path) -> None:
+    """Before long work: ``folder`` is (or can become) a writable folder."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: exists and is not a folder")
+    existing = folder.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{folder}: cannot write in {existing} (permission denied)")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="colmena")
+@click.version_option(package_name="colmena-swarm")
 def main() -> None:
     """colmena: a swarm of neural trading agents for crypto markets."""
 
@@ -61,6 +80,7 @@ def info() -> None:
     default=None,
     help="Write the features to this Parquet file.",
 )
+@click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
 def features(
     path: Path,
     d: float | None,
@@ -69,6 +89,7 @@ def features(
     window: int | None,
     confidence: float,
     out: Path | None,
+    force: bool,
 ) -> None:
     """Load OHLCV candles from PATH (Parquet or CSV) and compute log returns and FFD.
 
@@ -81,6 +102,10 @@ def features(
 
     if (d is None) == (not auto_d):
         raise click.UsageError("give exactly one of --d D and --auto-d")
+    if out is not None:
+        if out.exists() and not force:
+            raise UserError(f"{out}: the file exists; pass --force to replace it")
+        _check_writable_folder(out.parent)
     if threshold is not None and window is not None:
         raise click.UsageError("give at most one of --threshold and --window")
     if threshold is None and window is None:
@@ -99,7 +124,7 @@ def features(
         try:
             candles = load_ohlcv(path)
         except (OSError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise UserError(str(exc)) from exc
         progress.update(task, advance=1, description="log returns")
         log_close = np.log(candles.close)
         returns = np.concatenate([[np.nan], log_returns(candles.close)])
@@ -110,7 +135,7 @@ def features(
                     log_close, confidence=confidence, threshold=threshold, window=window
                 )
             except ValueError as exc:
-                raise click.ClickException(str(exc)) from exc
+                raise UserError(str(exc)) from exc
             d = found.d
             adf = (found.adf_statistic, found.p_value)
         else:
@@ -119,7 +144,7 @@ def features(
         progress.update(task, advance=1, description="fractional differentiation")
         weights = fracdiff_weights(d, threshold=threshold, window=window)
         if weights.size > len(candles):
-            raise click.ClickException(
+            raise UserError(
                 f"{path}: {len(candles)} candles are fewer than the FFD window of "
                 f"{weights.size} weights (d={d:g}); use a longer file or a coarser --threshold"
             )
@@ -139,7 +164,10 @@ def features(
             table = table.append_column("after_gap", pa.array(after_gap))
             table = table.append_column("log_return", pa.array(returns))
             table = table.append_column("ffd", pa.array(ffd))
-            write_parquet_atomically(table, out)
+            try:
+                write_parquet_atomically(table, out)
+            except OSError as exc:
+                raise UserError(f"writing {out} failed, nothing was written: {exc}") from exc
         progress.update(task, completed=4)
     elapsed = time.perf_counter() - started
 
@@ -251,7 +279,7 @@ def train(
     from colmena.execution import ExecutionSettings
     from colmena.training import TrainConfig
     from colmena.training import train as run_training
-    from colmena.vae import VAEConfig
+    from colmena.vae import VAEConfig, require_torch
 
     try:
         config = TrainConfig(
@@ -270,11 +298,16 @@ def train(
         execution = ExecutionSettings(fee_bps=fee_bps, market=market)  # type: ignore[arg-type]
     except msgspec.ValidationError as exc:
         raise click.UsageError(str(exc)) from exc
+    try:
+        require_torch()
+    except ImportError as exc:
+        raise UserError(str(exc)) from exc
+    _check_writable_folder(out_dir)
     started = time.perf_counter()
     try:
         candles = load_ohlcv(data)
     except (OSError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -309,8 +342,11 @@ def train(
                 on_generation=on_generation,
             )
         except (ValueError, ImportError) as exc:  # ImportError: training without torch
-            raise click.ClickException(str(exc)) from exc
-    path = checkpoints.save(out_dir, result.checkpoint)
+            raise UserError(str(exc)) from exc
+    try:
+        path = checkpoints.save(out_dir, result.checkpoint)
+    except OSError as exc:
+        raise UserError(f"writing the checkpoint to {out_dir} failed: {exc}") from exc
     elapsed = time.perf_counter() - started
     history = result.population.history
     summary = Table(title=f"trained on {data.name}", show_header=False)
@@ -401,7 +437,7 @@ def _fetch(
                 on_page=lambda done, total: progress.update(task, completed=done, total=total),
             )  # fmt: skip
         except (ExchangeUnavailableError, ValueError, ImportError) as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise UserError(str(exc)) from exc
 
 
 @main.command()
@@ -437,7 +473,11 @@ def _fetch(
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("colmena-run"),
     show_default=True,
-    help="Run directory (written atomically; replaced if it exists).",
+    help="Run folder (written atomically). A folder holding anything but an earlier colmena "
+    "run is refused.",
+)
+@click.option(
+    "--force", is_flag=True, help="Replace an earlier colmena run in --out (never other files)."
 )
 @click.option("--db", default=None, help="Also record the run in PostgreSQL (a libpq DSN).")
 @click.option(
@@ -463,6 +503,7 @@ def backtest(
     market: str,
     seed: int,
     out_dir: Path,
+    force: bool,
     db: str | None,
     config_file: Path | None,
     exchange: str | None,
@@ -489,17 +530,16 @@ def backtest(
     import msgspec
 
     from colmena import checkpoint as checkpoints
-    from colmena.backtest import BacktestConfig, write_run
+    from colmena.backtest import BacktestConfig, RunFolderError, check_run_folder, write_run
     from colmena.backtest import backtest as run_backtest
     from colmena.data import load_ohlcv
     from colmena.evolution import GenerationStats
+    from colmena.vae import require_torch
 
     if data is not None and exchange is not None:
         raise click.UsageError("give a candle file DATA or --exchange, not both")
-    if data is None:
-        if exchange is None:
-            raise click.UsageError("give a candle file DATA (Parquet or CSV) or --exchange")
-        data = _fetch(exchange, symbol, timeframe, days, until, api_url, cache_dir)
+    if data is None and exchange is None:
+        raise click.UsageError("give a candle file DATA (Parquet or CSV) or --exchange")
     ctx = click.get_current_context()
 
     def given(name: str) -> bool:
@@ -549,6 +589,18 @@ def backtest(
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         where = f"{config_file}: " if config_file is not None else ""
         raise click.UsageError(f"{where}{exc}") from exc
+    # Everything that can fail for a reason the user can fix is checked before any long work.
+    try:
+        check_run_folder(out_dir, replace=force)
+        if checkpoint is None:
+            require_torch()  # walk-forward trains
+    except (RunFolderError, ImportError) as exc:
+        raise UserError(str(exc)) from exc
+    if checkpoint is not None and not checkpoint.exists():
+        raise UserError(f"{checkpoint}: no such checkpoint file or folder")
+    if data is None:
+        assert exchange is not None
+        data = _fetch(exchange, symbol, timeframe, days, until, api_url, cache_dir)
     started = time.perf_counter()
     try:
         candles = load_ohlcv(data)
@@ -560,7 +612,7 @@ def backtest(
                 else checkpoints.load(checkpoint)
             )
     except (OSError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -593,11 +645,15 @@ def backtest(
                 candles, config, checkpoint=ckpt, on_stage=on_stage, on_generation=on_generation
             )
             progress.update(stage, description="writing the run directory")
-            path = write_run(run, out_dir)
+            path = write_run(run, out_dir, replace=force)
         except ImportError as exc:  # walk-forward training without torch
-            raise click.ClickException(str(exc)) from exc
+            raise UserError(str(exc)) from exc
+        except RunFolderError as exc:
+            raise UserError(str(exc)) from exc
+        except OSError as exc:  # writing the run folder: disk full, read-only, ...
+            raise UserError(f"writing {out_dir} failed, nothing was written: {exc}") from exc
         except ValueError as exc:
-            raise click.ClickException(f"{data}: {exc}") from exc
+            raise UserError(f"{data}: {exc}") from exc
     if db is not None:
         from colmena.records import record_run
 

@@ -9,7 +9,7 @@ cache and fetches only what is missing (resume). Gaps the exchange publishes (mi
 trades) stay gaps. Without a network the first request fails fast with
 :class:`ExchangeUnavailableError`, which says to pass a file instead.
 
-Needs the ``exchange`` extra: ``pip install 'colmena[exchange]'``.
+Needs the ``exchange`` extra: ``pip install 'colmena-swarm[exchange]'``.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _client(exchange: str, timeout_ms: int) -> Any:
         import ccxt
     except ImportError as exc:
         raise ImportError(
-            "downloading candles needs ccxt: pip install 'colmena[exchange]'"
+            "downloading candles needs ccxt: pip install 'colmena-swarm[exchange]'"
         ) from exc
     if exchange not in ccxt.exchanges:
         raise ValueError(f"unknown exchange {exchange!r} (ccxt knows {len(ccxt.exchanges)})")

@@ -3,7 +3,7 @@
 A beta-VAE (Kingma & Welling, "Auto-Encoding Variational Bayes", 2014; Higgins et al.,
 "beta-VAE", ICLR 2017) compresses one standardized window of market features
 (:meth:`colmena.state.MarketState.windows`, ``state_bars * 4`` numbers) into a latent mean
-``mu`` of ``latent_dim`` numbers. Training needs torch (``pip install colmena[train]``);
+``mu`` of ``latent_dim`` numbers. Training needs torch (:data:`TORCH_HINT`);
 inference does not: :meth:`TrainedVAE.encoder` hands the encoder weights to
 :class:`colmena.VAEEncoder`, the C++ forward pass.
 
@@ -24,7 +24,28 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["TrainedVAE", "VAEConfig", "encoder_tensors", "train_vae"]
+__all__ = ["TORCH_HINT", "TrainedVAE", "VAEConfig", "encoder_tensors", "require_torch", "train_vae"]
+
+#: How to install what training needs, without a multi-GB CUDA download on a CPU machine.
+TORCH_HINT = (
+    "training needs torch; install its CPU build with "
+    "`pip install torch --index-url https://download.pytorch.org/whl/cpu` "
+    "(or `pip install 'colmena-swarm[train]'`, which may fetch a CUDA build of several GB)"
+)
+
+
+def require_torch() -> None:
+    """Check that torch imports, before any long download or computation.
+
+    Raises
+    ------
+    ImportError
+        With :data:`TORCH_HINT` when torch is not installed.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise ImportError(TORCH_HINT)
 
 
 class VAEConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -166,14 +187,14 @@ def train_vae(
     Raises
     ------
     ImportError
-        Without torch (install ``colmena[train]``).
+        Without torch (:data:`TORCH_HINT`).
     ValueError
         If ``samples`` is not 2-D, not finite, or too few to split (fewer than 10).
     """
     try:
         import torch
     except ImportError as exc:  # pragma: no cover - exercised only without torch
-        raise ImportError("training the VAE needs torch: pip install 'colmena[train]'") from exc
+        raise ImportError(TORCH_HINT) from exc
 
     config = config or VAEConfig()
     x = np.ascontiguousarray(samples, dtype=np.float32)
