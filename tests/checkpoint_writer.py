@@ -1,12 +1,15 @@
-"""Child process for the power-cut test in ``test_checkpoint.py``: saves checkpoints until killed.
+"""Child process for the power-cut test in ``test_checkpoint.py``: saves, and stops where told.
 
 Usage: ``python checkpoint_writer.py DIRECTORY KEEP``
 
-1. imports colmena, prints ``imported`` and waits for one line on stdin (so the parent can start
-   children ahead of time and pay the import cost while another child runs);
+1. imports colmena, prints ``imported`` and waits for one line on stdin naming a step of
+   :data:`colmena.checkpoint.SAVE_STEPS` (so the parent can start children ahead of time and pay
+   the import cost while another child runs);
 2. resumes from ``load_latest(DIRECTORY)`` (generation 0 when there is none) and prints
    ``resumed {generation}``;
-3. saves generations g + 1, g + 2, ... with ``keep=KEEP`` until it is killed (or 30 s pass).
+3. saves generation g + 1 with ``keep=KEEP``; when the save reports the named step it prints
+   ``at {step}`` and waits there (for the parent's SIGKILL) instead of going on. No timing is
+   involved: the kill lands exactly at that step of the protocol, on any machine.
 
 Every checkpoint encodes its generation g everywhere (:func:`make_generation`), so a checkpoint
 assembled from two saves fails :func:`check_generation`.
@@ -69,17 +72,23 @@ def check_generation(checkpoint: Checkpoint) -> int:
 def main() -> None:
     directory, keep = sys.argv[1], int(sys.argv[2])
     print("imported", flush=True)
-    if not sys.stdin.readline():
+    stop = sys.stdin.readline().strip()
+    if not stop:
         return  # the parent closed our stdin without starting us
     try:
         g = check_generation(load_latest(directory))
     except NoCheckpointError:
         g = 0
     print(f"resumed {g}", flush=True)
-    deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline:
-        g += 1
-        save(directory, make_generation(g), keep=keep)
+
+    def on_step(name: str) -> None:
+        if name == stop:
+            print(f"at {name}", flush=True)
+            sys.stdin.readline()  # wait here until killed
+            time.sleep(60)
+
+    save(directory, make_generation(g + 1), keep=keep, on_step=on_step)
+    print("saved", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,12 @@ import itertools
 import json
 import os
 import pickle
-import random
 import selectors
 import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -33,6 +31,7 @@ import checkpoint_writer
 from colmena.checkpoint import (
     FORMAT_VERSION,
     OPERATORS,
+    SAVE_STEPS,
     Checkpoint,
     CheckpointError,
     CheckpointSkippedWarning,
@@ -592,13 +591,16 @@ def _read_line(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
-def test_writer_killed_at_random_moments_always_leaves_a_complete_checkpoint(
+def test_writer_killed_at_every_step_of_the_save_always_leaves_a_complete_checkpoint(
     tmp_path: Path,
 ) -> None:
-    kills, keep, ahead = 40, 1, 3
-    rng = random.Random(20240611)
+    """A power cut (SIGKILL) at each step of the save protocol, twice over: the writer reports
+    its steps and waits at the chosen one, so every step is hit on any machine, busy or not."""
+    keep, ahead = 1, 3
     folder = tmp_path / "run"
     folder.mkdir()
+    visible_from = SAVE_STEPS.index("renamed")
+    plan = [step for _ in range(2) for step in SAVE_STEPS]
 
     def spawn() -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -610,18 +612,18 @@ def test_writer_killed_at_random_moments_always_leaves_a_complete_checkpoint(
         )
 
     pool: deque[subprocess.Popen[str]] = deque(spawn() for _ in range(ahead))
-    generation, killed_mid_write, progress = 0, 0, []
+    generation = 0
     try:
-        for _ in range(kills):
+        for step in plan:
             writer = pool.popleft()
             pool.append(spawn())  # imports while this one runs
             assert _read_line(writer) == "imported"
             assert writer.stdin is not None
-            writer.stdin.write("go\n")
+            writer.stdin.write(f"{step}\n")
             writer.stdin.flush()
             # The writer resumes from exactly what the parent sees as the latest checkpoint.
             assert _read_line(writer) == f"resumed {generation}"
-            time.sleep(rng.uniform(0.0, 0.05))
+            assert _read_line(writer) == f"at {step}"
             writer.send_signal(signal.SIGKILL)
             writer.wait(timeout=30)
             assert writer.returncode == -signal.SIGKILL
@@ -629,32 +631,41 @@ def test_writer_killed_at_random_moments_always_leaves_a_complete_checkpoint(
                 if stream is not None:
                     stream.close()
 
-            killed_mid_write += any(n.endswith(".tmp") for n in os.listdir(folder))
+            temporaries = [n for n in os.listdir(folder) if n.endswith(".tmp")]
+            in_flight = SAVE_STEPS.index("temporary_opened") <= SAVE_STEPS.index(step)
+            assert bool(temporaries) == (in_flight and SAVE_STEPS.index(step) < visible_from)
             # Every file under a checkpoint name is complete (no warning is raised: strict
-            # pytest would turn one into an error), and the newest is never older than before.
+            # pytest would turn one into an error); the newest is the new generation exactly
+            # when the kill came after the rename, and the previous one before it.
             files = list_checkpoints(folder)
-            assert 1 <= len(files) <= keep + 1 or generation == 0
             for path in files:
                 checkpoint_writer.check_generation(load(path))
-            if files:
-                latest = checkpoint_writer.check_generation(load_latest(folder))
-                assert latest >= generation
-                generation = latest
-            progress.append(generation)
+            expected = generation + 1 if SAVE_STEPS.index(step) >= visible_from else generation
+            if expected == 0:
+                assert files == []
+            else:
+                assert checkpoint_writer.check_generation(load_latest(folder)) == expected
+                # kills between the rename and the pruning leave older files: never fewer
+                assert files
+            generation = expected
     finally:
         for proc in pool:
             proc.kill()
             proc.communicate()
 
-    # The writers made progress between kills (how often a kill hit a save in flight, leaving
-    # a temporary file, depends on the machine's speed: typically about half the time).
-    assert generation > 0, (progress, killed_mid_write)
+    assert generation == 2 * (len(SAVE_STEPS) - visible_from)
     # Saving continues from there; the next save clears what the last kill left behind.
     path = save(folder, checkpoint_writer.make_generation(generation + 1), keep=keep)
     assert checkpoint_writer.check_generation(load_latest(folder)) == generation + 1
     assert list_checkpoints(folder)[-1] == path
     assert len(list_checkpoints(folder)) == keep
     assert not [n for n in os.listdir(folder) if n.endswith(".tmp")]
+
+
+def test_save_reports_every_step_in_order(tmp_path: Path) -> None:
+    steps: list[str] = []
+    save(tmp_path, checkpoint_writer.make_generation(1), on_step=steps.append)
+    assert tuple(steps) == SAVE_STEPS
 
 
 # --------------------------------------------------------------------------------------------

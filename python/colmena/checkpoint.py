@@ -97,7 +97,7 @@ import platform
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
@@ -113,6 +113,7 @@ if sys.platform != "win32":
 __all__ = [
     "FORMAT_VERSION",
     "OPERATORS",
+    "SAVE_STEPS",
     "AdamState",
     "Checkpoint",
     "CheckpointError",
@@ -1321,7 +1322,27 @@ def _remove_stale_temporaries(directory: Path) -> bool:
     return removed
 
 
-def save(directory: str | os.PathLike[str], checkpoint: Checkpoint, *, keep: int = 5) -> Path:
+#: The steps of :func:`save`, in order, as reported to its ``on_step`` callback.
+SAVE_STEPS: Final = (
+    "encoded",  # validated and serialised in memory; nothing touched yet
+    "locked",  # the directory lock is held, stale temporary files removed
+    "temporary_opened",  # the temporary file exists, empty
+    "temporary_half_written",  # half of the bytes written and flushed
+    "temporary_written",  # every byte written and flushed, not yet fsync'd
+    "temporary_synced",  # fsync'd, not yet renamed
+    "renamed",  # os.replace done: the new checkpoint is visible
+    "directory_synced",  # the rename is durable
+    "pruned",  # checkpoints beyond ``keep`` deleted
+)
+
+
+def save(
+    directory: str | os.PathLike[str],
+    checkpoint: Checkpoint,
+    *,
+    keep: int = 5,
+    on_step: Callable[[str], None] | None = None,
+) -> Path:
     """Write ``checkpoint`` atomically as the newest file in ``directory``; keep the last ``keep``.
 
     The write protocol (temporary file, flush, fsync, ``os.replace``, directory fsync, and only
@@ -1338,6 +1359,9 @@ def save(directory: str | os.PathLike[str], checkpoint: Checkpoint, *, keep: int
     keep : int
         How many of the newest checkpoints to keep (>= 1); older ones are deleted after the new
         one is durable. Counted by sequence number, valid or not.
+    on_step : callable, optional
+        Called with the name of each step of the protocol as it completes (:data:`SAVE_STEPS`):
+        progress, and the points where the power-cut test kills the writer.
 
     Returns
     -------
@@ -1362,6 +1386,11 @@ def save(directory: str | os.PathLike[str], checkpoint: Checkpoint, *, keep: int
     checkpoint.validate()
     data = _encode(checkpoint)
 
+    def step(name: str) -> None:
+        if on_step is not None:
+            on_step(name)
+
+    step("encoded")
     directory = Path(directory)
     if not directory.is_dir():
         directory.mkdir(parents=True, exist_ok=True)
@@ -1372,17 +1401,27 @@ def save(directory: str | os.PathLike[str], checkpoint: Checkpoint, *, keep: int
         sequence = max((_sequence(p) or 0 for p in existing), default=0) + 1
         final = directory / f"checkpoint-{sequence:08d}-gen{checkpoint.generation:06d}.safetensors"
         temporary = directory / f".{final.name}.{os.getpid()}.tmp"
+        step("locked")
         try:
             with open(temporary, "xb") as fh:
-                fh.write(data)
+                step("temporary_opened")
+                half = len(data) // 2
+                fh.write(data[:half])
                 fh.flush()
+                step("temporary_half_written")
+                fh.write(data[half:])
+                fh.flush()
+                step("temporary_written")
                 os.fsync(fh.fileno())
+            step("temporary_synced")
             os.replace(temporary, final)
         except BaseException:
             with contextlib.suppress(OSError):
                 temporary.unlink()
             raise
+        step("renamed")
         _fsync_directory(directory)
+        step("directory_synced")
 
         old = [*existing, final][:-keep]
         for path in old:
@@ -1390,6 +1429,7 @@ def save(directory: str | os.PathLike[str], checkpoint: Checkpoint, *, keep: int
                 path.unlink()
         if old:
             _fsync_directory(directory)
+        step("pruned")
     return final
 
 
