@@ -61,6 +61,7 @@ __all__ = [
     "backtest",
     "check_run_folder",
     "is_run_folder",
+    "load_run",
     "write_run",
 ]
 
@@ -334,6 +335,8 @@ def backtest(
         candles, rows, raw, schedule, config.execution, bar_seconds
     )
     run.baseline_equity = baseline_equity
+    for name, curve in baseline_equity.items():
+        run.equity = run.equity.append_column(f"baseline_{name}", pa.array(curve))
     run.report = _report(
         candles, rows, raw, config, folds, regime, action, baselines, checkpoint is not None,
         out_of_sample, interval, bar_ns,
@@ -495,7 +498,9 @@ def _baselines(
     bar_seconds: float,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, NDArray[np.float64]]]:
     """Flat, buy-and-hold, exposure-matched buy-and-hold and time-series momentum, each through
-    the same trading loop and costs as the swarm (pass-through sizing)."""
+    the same trading loop and costs as the swarm (pass-through sizing). The exposure-matched
+    baseline holds the swarm's mean gross exposure over the whole period: a benchmark chosen
+    with hindsight by construction, never a strategy."""
     ts = np.ascontiguousarray(candles.ts[rows])
     close_ts = ts + round(bar_seconds * NS)
     open_ = np.asarray(candles.open[rows], dtype=np.float64)
@@ -769,6 +774,36 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise NotImplementedError(f"cannot encode {type(value).__name__} in report.json")
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> BacktestRun:
+    """Read a run folder written by :func:`write_run` back into a :class:`BacktestRun`.
+
+    Raises
+    ------
+    RunFolderError
+        If ``run_dir`` is not a colmena run folder or misses one of its files.
+    """
+    folder = Path(run_dir)
+    if not is_run_folder(folder):
+        raise RunFolderError(f"{folder}: not a colmena run folder (written by colmena backtest)")
+    tables = {}
+    for name in ("bars", "decisions", "orders", "fills", "equity", "events"):
+        path = folder / f"{name}.parquet"
+        if not path.is_file():
+            raise RunFolderError(f"{folder}: {path.name} is missing")
+        tables[name] = pq.read_table(path)
+    try:
+        report = msgspec.json.decode((folder / "report.json").read_bytes())
+    except (OSError, msgspec.DecodeError) as exc:
+        raise RunFolderError(f"{folder / 'report.json'}: cannot be read: {exc}") from exc
+    equity = tables["equity"]
+    curves = {
+        name.removeprefix("baseline_"): np.asarray(equity.column(name).to_numpy(), dtype=float)
+        for name in equity.column_names
+        if name.startswith("baseline_")
+    }
+    return BacktestRun(**tables, report=report, folds=[], baseline_equity=curves)
 
 
 #: A file every run folder holds, so that colmena only ever replaces its own folders.

@@ -14,7 +14,15 @@ from typing import Any
 import click
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from colmena import build_info
@@ -613,26 +621,47 @@ def backtest(
             )
     except (OSError, ValueError) as exc:
         raise UserError(str(exc)) from exc
+    n_folds = 1 if ckpt is not None else config.folds
     with Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description:<22}"),
         BarColumn(),
+        MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         console=console,
         transient=True,
     ) as progress:
-        stage = progress.add_task("starting", total=None, info="")
+        folds_task = progress.add_task("folds", total=n_folds, info="")
+        vae_task = progress.add_task(
+            "VAE epochs", total=config.training.vae.epochs, visible=False, info=""
+        )
         gen_task = progress.add_task(
             "generations", total=config.training.evolution.generations, visible=False, info=""
         )
+        stage = progress.add_task("starting", total=None, info="")
+        fold = 0
 
         def on_stage(name: str) -> None:
-            progress.update(stage, description=name)
+            nonlocal fold
+            progress.update(stage, description=name.split(" fold")[0])
             if name.startswith("training"):
-                progress.reset(gen_task, visible=True)
+                progress.update(folds_task, completed=fold, info=name.split("fold ")[-1])
+                fold += 1
+                progress.reset(vae_task, visible=True, info="")
+                progress.reset(gen_task, visible=True, info="")
+            elif name == "trading":
+                progress.update(folds_task, completed=n_folds)
+
+        def on_vae_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            progress.update(vae_task, completed=epoch, info=f"val loss {metrics['val_loss']:.4f}")
 
         def on_generation(stats: GenerationStats) -> None:
+            if not progress.tasks[vae_task].finished:  # early stopping ended the VAE
+                epochs = config.training.vae.epochs
+                progress.update(vae_task, completed=epochs, info="early stop")
             progress.update(
                 gen_task,
                 completed=stats.generation,
@@ -642,8 +671,9 @@ def backtest(
 
         try:
             run = run_backtest(
-                candles, config, checkpoint=ckpt, on_stage=on_stage, on_generation=on_generation
-            )
+                candles, config, checkpoint=ckpt, on_stage=on_stage,
+                on_vae_epoch=on_vae_epoch, on_generation=on_generation,
+            )  # fmt: skip
             progress.update(stage, description="writing the run directory")
             path = write_run(run, out_dir, replace=force)
         except ImportError as exc:  # walk-forward training without torch
@@ -724,8 +754,38 @@ def _result_table(report: dict[str, Any], name: str) -> Table:
     gates = ", ".join(
         f"fold {f['fold']}: {'traded' if f['traded'] else 'gated flat'}" for f in report["folds"]
     )
-    table.caption = f"validation gate: {gates}"
+    execution = report["config"]["execution"]
+    table.caption = (
+        f"starting capital {execution['initial_cash']:,.0f} (quote currency); fee "
+        f"{execution['fee_bps']:g} bps, slippage {execution['slippage_bps']:g} bps + impact; "
+        f"validation gate: {gates}"
+    )
     return table
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--open", "open_browser", is_flag=True, help="Open report.html in a browser.")
+def report(run_dir: Path, open_browser: bool) -> None:
+    """Render report.html again from the run folder RUN_DIR (written by colmena backtest)."""
+    from colmena.backtest import RunFolderError, load_run
+    from colmena.data import write_atomically
+    from colmena.report import render_html
+
+    try:
+        run = load_run(run_dir)
+        html = render_html(run).encode("utf-8")
+        path = write_atomically(run_dir / "report.html", lambda fh: fh.write(html))
+    except RunFolderError as exc:
+        raise UserError(str(exc)) from exc
+    except OSError as exc:
+        raise UserError(f"writing {run_dir / 'report.html'} failed: {exc}") from exc
+    console.print(f"report: {path}")
+    if open_browser:
+        import webbrowser
+
+        if not webbrowser.open(path.resolve().as_uri()):
+            console.print("no browser found: open the file above")
 
 
 @main.command()

@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, BinaryIO, Final, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +35,7 @@ __all__ = [
     "DataValidationError",
     "GapReport",
     "load_ohlcv",
+    "write_atomically",
     "write_parquet_atomically",
 ]
 
@@ -581,12 +582,18 @@ def _frozen(array: _Array) -> _Array:
     return array
 
 
-def write_parquet_atomically(table: pa.Table, path: str | os.PathLike[str]) -> Path:
-    """Write ``table`` as zstd Parquet to ``path`` so that no reader ever sees half a file.
+def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
+    """Write a file so that no reader ever sees half of it, and the result survives a power cut.
 
-    The table goes to a temp file in the same directory, is flushed and fsync'd, then renamed
-    over ``path`` (``os.replace``, atomic on POSIX and Windows); on any error the temp file is
-    removed and ``path`` is untouched.
+    ``write(fh)`` fills a temp file in the same directory; it is flushed and fsync'd, renamed
+    over ``path`` (``os.replace``, atomic on POSIX and Windows), and the directory is fsync'd so
+    that the rename itself is durable. On any error the temp file is removed and ``path`` is
+    untouched.
+
+    Raises
+    ------
+    OSError
+        If the directory cannot be written (nothing is left behind).
     """
     import tempfile
 
@@ -596,11 +603,21 @@ def write_parquet_atomically(table: pa.Table, path: str | os.PathLike[str]) -> P
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    directory = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
     return out
+
+
+def write_parquet_atomically(table: pa.Table, path: str | os.PathLike[str]) -> Path:
+    """Write ``table`` as zstd Parquet to ``path`` atomically (:func:`write_atomically`)."""
+    return write_atomically(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
