@@ -358,11 +358,19 @@ void register_risk(py::module_& m) {
           ecode.push_back(e.code);
           ev.push_back(e.value);
         }
+        std::vector<double> tq, tentry, texit, tfees, tborrow;
+        std::vector<std::uint8_t> torigin;
         for (const auto& t : r.trades) {
           tot.push_back(t.open_ts);
           tct.push_back(t.close_ts);
           tside.push_back(static_cast<std::int8_t>(t.side));
           tp.push_back(t.pnl);
+          tq.push_back(t.quantity);
+          tentry.push_back(t.entry_price);
+          texit.push_back(t.exit_price);
+          tfees.push_back(t.fees);
+          tborrow.push_back(t.borrow);
+          torigin.push_back(t.exit_origin);
         }
         out["order_bar"] = to_numpy(ob);
         out["order_quantity"] = to_numpy(oq);
@@ -383,6 +391,12 @@ void register_risk(py::module_& m) {
         out["trade_close_ts"] = to_numpy(tct);
         out["trade_side"] = to_numpy(tside);
         out["trade_pnl"] = to_numpy(tp);
+        out["trade_quantity"] = to_numpy(tq);
+        out["trade_entry_price"] = to_numpy(tentry);
+        out["trade_exit_price"] = to_numpy(texit);
+        out["trade_fees"] = to_numpy(tfees);
+        out["trade_borrow"] = to_numpy(tborrow);
+        out["trade_exit_origin"] = to_numpy(torigin);
         out["fees_paid"] = r.fees_paid;
         out["slippage_paid"] = r.slippage_paid;
         out["borrow_paid"] = r.borrow_paid;

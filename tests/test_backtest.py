@@ -249,13 +249,28 @@ def test_run_directory_has_the_promised_files_and_columns(
     assert any("NOT out of sample" in w for w in report["warnings"])
     assert report["decision_interval"] == "5m"
     assert [r["regime"] for r in report["regimes"]]
+    assert "trades.parquet" in names
+    assert {"entry_time", "exit_time", "side", "quantity", "entry_price", "exit_price", "pnl",
+            "fees", "holding_hours", "exit_reason"} <= set(
+        pq.read_schema(out / "trades.parquet").names
+    )  # fmt: skip
+    sheet = report["tear_sheet"]
+    assert {"monthly_returns", "drawdown_periods", "benchmark", "trades", "costs"} <= set(sheet)
+    assert sheet["trades"]["count"] == pq.read_table(out / "trades.parquet").num_rows
+    assert report["value_at_risk_horizon"] == "1 day"
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4  # 3 days: too short for a rolling Sharpe
-    for title in ("Equity against the baselines", "Drawdown", "Position",
-                  "Swarm fitness and entropy per generation", "Read this first",
-                  "Walk-forward folds", "By market regime"):  # fmt: skip
-        assert title in html
-    assert "http" not in html.replace("http-equiv", "")  # self-contained
+    assert html.count('class="plotly-graph-div"') == 7  # 3 days: too short for a rolling Sharpe
+    for title in ("Equity, net of every cost", "Price with every fill", "Drawdown",
+                  "Exposure over time", "Trading state and risk verdicts",
+                  "Distribution of daily returns", "Swarm fitness and entropy per generation",
+                  "Read this first", "Monthly returns", "Round trips", "Deepest drawdowns",
+                  "Walk-forward folds", "By market regime", "Against buy-and-hold",
+                  "Stress tests", "Events"):  # fmt: skip
+        assert title in html, title
+    # Self-contained: no external script, style sheet or image.
+    import re
+
+    assert not re.findall(r"<(?:script|link|img)[^>]*(?:src|href)=", html)
     # The run folder reads back, and `colmena report` renders it again from the files alone.
     from colmena.backtest import load_run
 
@@ -267,7 +282,7 @@ def test_run_directory_has_the_promised_files_and_columns(
     result = CliRunner().invoke(main, ["report", str(out)])
     assert result.exit_code == 0, result.output
     rendered = (out / "report.html").read_text()
-    assert rendered.count("data:image/png;base64,") == 4
+    assert rendered.count('class="plotly-graph-div"') == 7
     assert "Read this first" in rendered
     bad = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert bad.exit_code == 2
@@ -411,3 +426,37 @@ def test_cli_config_file_with_a_bad_field_is_a_usage_error(tmp_path: Path) -> No
     assert result.exit_code == 2
     assert "var_budget" in result.output
     assert "config.json" in result.output
+
+
+def test_round_trips_carry_size_prices_fees_and_exit_reason() -> None:
+    """Built in two partial fills, closed in two: entry and exit are the volume-weighted fill
+    prices, quantity the largest position, fees the fills' fees, pnl the difference net of fees
+    (independent arithmetic on the fills)."""
+    n = 60
+    ts = np.arange(n, dtype=np.int64) * MIN
+    price = 100.0 + np.maximum(np.arange(n) - 40, 0)  # flat while the volatility warms up
+    volume = np.full(n, 10.0)  # 10% participation: 1 unit per bar
+    signal = np.full(n, np.nan)
+    action = np.zeros(n, dtype=np.uint8)
+    action[40], signal[40] = 1, 1.0  # buy ~2 units of 100: two bars of fills
+    action[45] = 3  # end_of_run: sell everything, two bars again
+    risk = RiskConfig(kelly_prior=1.0, kelly_multiplier=1.0, var_budget=1e9,
+                      min_trade_fraction=0.0).to_core()  # fmt: skip
+    execution = ExecutionSettings(initial_cash=200.0, impact_bps=0.0).to_core()
+    raw = _core.run_backtest(ts, price, price, price, price, volume, signal, MIN, risk,
+                             execution, action, None)  # fmt: skip
+    fq, fp, ff = raw["fill_quantity"], raw["fill_price"], raw["fill_fee"]
+    buys, sells = fq > 0, fq < 0
+    assert buys.sum() == 2
+    assert sells.sum() == 2
+    assert raw["trade_pnl"].size == 1
+    entry = np.sum(fq[buys] * fp[buys]) / np.sum(fq[buys])
+    exit_ = np.sum(fq[sells] * fp[sells]) / np.sum(fq[sells])
+    qty = np.sum(fq[buys])
+    assert raw["trade_quantity"][0] == pytest.approx(qty, rel=1e-12)
+    assert raw["trade_entry_price"][0] == pytest.approx(entry, rel=1e-12)
+    assert raw["trade_exit_price"][0] == pytest.approx(exit_, rel=1e-12)
+    assert raw["trade_fees"][0] == pytest.approx(ff.sum(), rel=1e-12)
+    assert raw["trade_pnl"][0] == pytest.approx((exit_ - entry) * qty - ff.sum(), rel=1e-9)
+    origins = _core.order_origin_names()
+    assert origins[raw["trade_exit_origin"][0]] == "end_of_run"  # the remainder keeps the reason

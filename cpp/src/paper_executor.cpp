@@ -55,31 +55,43 @@ std::optional<Fill> PaperExecutor::execute(std::int64_t ts, double quantity, dou
   Fill fill{ts, q, price, fee, size * open_price * slip_bps / 1e4, quantity};
   const double pos = position_;
   if (pos == 0.0 || sign(pos) == side) {
-    if (pos == 0.0) {
-      trade_open_ts_ = ts;
-      trade_pnl_ = 0.0;
-    }
+    if (pos == 0.0) start_trade(ts, 0.0);
     avg_price_ = (avg_price_ * std::abs(pos) + price * size) / (std::abs(pos) + size);
     trade_pnl_ -= fee;
+    trade_fees_ += fee;
     position_ = pos + q;
+    trade_size_ = std::max(trade_size_, std::abs(position_));
   } else {
     const double closing = std::min(size, std::abs(pos));
     const double realized = closing * (price - avg_price_) * sign(pos);
     realized_ += realized;
     const double closing_fee = fee * closing / size;
     trade_pnl_ += realized - closing_fee;
+    trade_fees_ += closing_fee;
+    trade_exit_notional_ += closing * price;
+    trade_exit_size_ += closing;
     if (size >= std::abs(pos)) {
-      closed.push_back({trade_open_ts_, ts, static_cast<int>(sign(pos)), trade_pnl_});
+      ClosedTrade trade;
+      trade.open_ts = trade_open_ts_;
+      trade.close_ts = ts;
+      trade.side = static_cast<int>(sign(pos));
+      trade.pnl = trade_pnl_;
+      trade.quantity = trade_size_;
+      trade.entry_price = avg_price_;
+      trade.exit_price = trade_exit_notional_ / trade_exit_size_;
+      trade.fees = trade_fees_;
+      trade.borrow = trade_borrow_;
+      closed.push_back(trade);
       const double rest = size - std::abs(pos);
       if (rest > 0.0) {  // flip: a new trade opens with the remainder
+        start_trade(ts, fee - closing_fee);
         position_ = side * rest;
         avg_price_ = price;
-        trade_open_ts_ = ts;
-        trade_pnl_ = -(fee - closing_fee);
+        trade_size_ = rest;
       } else {
+        start_trade(ts, 0.0);
         position_ = 0.0;
         avg_price_ = 0.0;
-        trade_pnl_ = 0.0;
       }
     } else {
       position_ = pos + q;
@@ -91,6 +103,16 @@ std::optional<Fill> PaperExecutor::execute(std::int64_t ts, double quantity, dou
   traded_ += size * price;
   ++n_fills_;
   return fill;
+}
+
+void PaperExecutor::start_trade(std::int64_t ts, double opening_fee) noexcept {
+  trade_open_ts_ = ts;
+  trade_pnl_ = -opening_fee;
+  trade_fees_ = opening_fee;
+  trade_size_ = 0.0;
+  trade_borrow_ = 0.0;
+  trade_exit_notional_ = 0.0;
+  trade_exit_size_ = 0.0;
 }
 
 double PaperExecutor::clip_to_market(double quantity) const noexcept {
@@ -105,6 +127,7 @@ double PaperExecutor::accrue_borrow(double mark, double days) noexcept {
   cash_ -= cost;
   borrow_ += cost;
   trade_pnl_ -= cost;
+  trade_borrow_ += cost;
   return cost;
 }
 

@@ -79,7 +79,10 @@ void TradingLoop::fill_pending(const Bar& bar, std::vector<RiskEvent>& events,
                                : pending_;
   const double market = executor_.clip_to_market(allowed);
   ErrorCode error{};
+  const std::size_t first_closed = closed.size();
   result_.fill = executor_.execute(bar.ts, market, bar.open, bar.volume, closed, &error);
+  for (std::size_t i = first_closed; i < closed.size(); ++i)
+    closed[i].exit_origin = static_cast<std::uint8_t>(pending_origin_);
   if (result_.fill) {
     remainder_ = market - result_.fill->quantity;  // volume-limited part
     events.push_back({bar.ts, EventType::trade_executed, 0, result_.fill->quantity});
@@ -207,6 +210,7 @@ const StepResult& TradingLoop::step(const Bar& bar, Action action, double signal
     }
     if (quantity != 0.0 && std::isfinite(quantity)) {
       pending_ = quantity;
+      if (origin != OrderOrigin::remainder) pending_origin_ = origin;  // why the order exists
       result_.order = Order{bars_, quantity, decision.target, 0.0, origin};
     }
     remainder_ = 0.0;  // replaced by the new order, or nothing left to work

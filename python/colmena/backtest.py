@@ -44,11 +44,19 @@ from colmena.data import Candles
 from colmena.decision import decision_bars
 from colmena.evolution import GenerationStats
 from colmena.execution import WIND_DOWN_BARS, ExecutionSettings, simulate_targets
-from colmena.metrics import daily_equity, performance_metrics
+from colmena.metrics import performance_metrics
 from colmena.regime import REGIME_NAMES
 from colmena.risk import RiskConfig, stress_test, value_at_risk_report
 from colmena.state import FEATURE_NAMES
 from colmena.swarm import GateResult, SwarmModel
+from colmena.tearsheet import (
+    benchmark_relative,
+    daily_returns,
+    drawdown_periods,
+    monthly_returns,
+    trade_statistics,
+    trades_table,
+)
 from colmena.training import TrainConfig, train
 
 __all__ = [
@@ -90,6 +98,11 @@ NS: Final = 1_000_000_000
 MOMENTUM_LOOKBACK_DAYS: Final = 30.0
 #: Below this share of bars in the market the report warns that the result is mostly "flat".
 MIN_TIME_IN_MARKET: Final = 0.1
+#: Below this behavioural entropy (0..1) the swarm's agents all act alike.
+MIN_ENTROPY: Final = 0.05
+#: A median notional per bar above this (quote units, e.g. USD a minute) is more than the whole
+#: market trades: the volume column is probably in the quote currency, not the base.
+MAX_PLAUSIBLE_NOTIONAL_PER_BAR: Final = 1e9
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -157,6 +170,7 @@ class BacktestRun:
     report: dict[str, Any]
     folds: list[FoldInfo]
     baseline_equity: dict[str, NDArray[np.float64]] = field(default_factory=dict)
+    trades: pa.Table | None = None
 
 
 def file_sha256(path: Path) -> str:
@@ -337,9 +351,13 @@ def backtest(
     run.baseline_equity = baseline_equity
     for name, curve in baseline_equity.items():
         run.equity = run.equity.append_column(f"baseline_{name}", pa.array(curve))
+    trade_fold = fold_of_bar[rows][
+        np.clip(np.searchsorted(ts, raw["trade_close_ts"], side="right") - 1, 0, ts.size - 1)
+    ]
+    run.trades = trades_table(raw, trade_fold)
     run.report = _report(
-        candles, rows, raw, config, folds, regime, action, baselines, checkpoint is not None,
-        out_of_sample, interval, bar_ns,
+        candles, rows, raw, config, folds, regime, action, baselines, baseline_equity,
+        run.trades, checkpoint is not None, out_of_sample, interval, bar_ns,
         timing={
             "training_seconds": training_seconds,
             "trading_seconds": trading_seconds,
@@ -623,6 +641,11 @@ def _regime_report(
     return out
 
 
+def _counts(codes: NDArray[np.uint8], names: list[str]) -> dict[str, int]:
+    values, counts = np.unique(np.asarray(codes), return_counts=True)
+    return {names[int(v)]: int(c) for v, c in zip(values, counts, strict=True)}
+
+
 def _iso(ns: int) -> str:
     return str(np.datetime64(ns, "ns").astype("datetime64[s]")) + "Z"
 
@@ -674,8 +697,33 @@ def _warnings(
         )
     if not out_of_sample:
         notes.append("NOT out of sample: the checkpoint's training data overlaps these candles")
+    for f in folds:
+        generations = f["generations"]
+        if not generations:
+            continue
+        last = generations[-1]
+        if last["best_fitness"] <= 0:
+            notes.append(
+                f"fold {f['fold']}: no agent had a positive fitness in the last generation "
+                f"(best {last['best_fitness']:.2f}): the evolution found nothing that beat flat"
+            )
+        if last["entropy"] < MIN_ENTROPY:
+            notes.append(
+                f"fold {f['fold']}: the swarm's diversity collapsed (entropy {last['entropy']:.3f})"
+            )
     notes.extend(metrics.get("warnings", []))
     return notes
+
+
+def _data_warnings(candles: Candles, rows: slice) -> list[str]:
+    notional = np.asarray(candles.volume[rows]) * np.asarray(candles.close[rows])
+    median = float(np.median(notional)) if notional.size else 0.0
+    if median > MAX_PLAUSIBLE_NOTIONAL_PER_BAR:
+        return [
+            f"the median bar trades {median:,.0f} in the quote currency: the volume column looks "
+            "quote-denominated (colmena expects base units); fills and impact are misjudged"
+        ]
+    return []
 
 
 def _report(
@@ -687,6 +735,8 @@ def _report(
     regime: NDArray[np.int64],
     action: NDArray[np.uint8],
     baselines: dict[str, dict[str, Any]],
+    baseline_equity: dict[str, NDArray[np.float64]],
+    trades: pa.Table,
     from_checkpoint: bool,
     out_of_sample: bool,
     interval: str,
@@ -704,9 +754,9 @@ def _report(
         slippage_paid=float(raw["slippage_paid"]), borrow_paid=float(raw["borrow_paid"]),
     )  # fmt: skip
     metrics["n_fills"] = int(raw["fill_bar"].size)
-    _, day_equity = daily_equity(ts + bar_ns, equity)
-    daily = np.diff(np.concatenate([[config.execution.initial_cash], day_equity]))
-    daily_returns = daily / np.concatenate([[config.execution.initial_cash], day_equity[:-1]])
+    initial = config.execution.initial_cash
+    swarm_daily = daily_returns(ts + bar_ns, equity, initial)
+    day_returns = swarm_daily.to_numpy()
     var = (
         [
             {
@@ -715,20 +765,46 @@ def _report(
                 "var": t.var,
                 "expected_shortfall": t.expected_shortfall,
             }
-            for t in value_at_risk_report(daily_returns, horizon=1)
+            for t in value_at_risk_report(day_returns, horizon=1)
         ]
-        if daily_returns.size > 2
+        if day_returns.size > 2
         else []
     )
+    # Stress tests of the largest position held (by notional), at its bar.
+    notional = np.abs(raw["position"] * close)
+    largest = int(np.argmax(notional)) if notional.size else 0
     stress = [
         {"scenario": s.scenario, "shock": s.shock, "pnl": s.pnl, "pnl_fraction": s.pnl_fraction}
         for s in stress_test(
-            float(raw["position"][-1]),
-            float(close[-1]),
-            float(max(equity[-1], 1e-9)),
+            float(raw["position"][largest]),
+            float(close[largest]),
+            float(max(equity[largest], 1e-9)),
             candles.close,
         )
     ]
+    bench_daily = daily_returns(ts + bar_ns, baseline_equity["buy_and_hold"], initial)
+    costs = metrics["fees_paid"] + metrics["slippage_paid"] + metrics["borrow_paid"]
+    tear_sheet = {
+        "monthly_returns": monthly_returns(swarm_daily),
+        "drawdown_periods": drawdown_periods(ts + bar_ns, equity, initial),
+        "benchmark": {"name": "buy_and_hold", **benchmark_relative(swarm_daily, bench_daily)},
+        "trades": trade_statistics(trades),
+        "costs": {
+            "gross_pnl": metrics["gross_pnl"],
+            "costs": costs,
+            "net_pnl": metrics["net_pnl"],
+            "cost_share_of_gross": costs / abs(metrics["gross_pnl"])
+            if metrics["gross_pnl"]
+            else None,
+        },
+        "largest_position": {
+            "time": _iso(int(ts[largest] + bar_ns)),
+            "position": float(raw["position"][largest]),
+            "exposure": float(notional[largest] / equity[largest]) if equity[largest] > 0 else None,
+        },
+        "verdicts": _counts(raw["verdict"], _core.verdict_names()),
+        "trading_states": _counts(raw["state"], _core.trading_state_names()),
+    }
     event_names = _core.event_type_names()
     counts: dict[str, int] = {}
     for t in raw["event_type"]:
@@ -739,7 +815,8 @@ def _report(
     ]
     source = candles.source
     return {
-        "warnings": _warnings(metrics, fold_reports, raw, ts, out_of_sample),
+        "warnings": _warnings(metrics, fold_reports, raw, ts, out_of_sample)
+        + _data_warnings(candles, rows),
         "metrics": metrics,
         "baselines": baselines,
         "out_of_sample": out_of_sample,
@@ -748,7 +825,9 @@ def _report(
         "market": config.execution.market,
         "folds": fold_reports,
         "regimes": _regime_report(candles, rows, raw, regime, action),
+        "tear_sheet": tear_sheet,
         "value_at_risk": var,
+        "value_at_risk_horizon": "1 day",
         "stress_tests": stress,
         "events": counts,
         "config": msgspec.to_builtins(config),
@@ -788,10 +867,12 @@ def load_run(run_dir: str | os.PathLike[str]) -> BacktestRun:
     if not is_run_folder(folder):
         raise RunFolderError(f"{folder}: not a colmena run folder (written by colmena backtest)")
     tables = {}
-    for name in ("bars", "decisions", "orders", "fills", "equity", "events"):
+    for name in ("bars", "decisions", "orders", "fills", "equity", "events", "trades"):
         path = folder / f"{name}.parquet"
         if not path.is_file():
-            raise RunFolderError(f"{folder}: {path.name} is missing")
+            raise RunFolderError(
+                f"{folder}: {path.name} is missing (a run of an older colmena? run it again)"
+            )
         tables[name] = pq.read_table(path)
     try:
         report = msgspec.json.decode((folder / "report.json").read_bytes())
@@ -810,7 +891,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> BacktestRun:
 RUN_MARKER: Final = ".colmena-run"
 RUN_FILES: Final = (
     "bars.parquet", "decisions.parquet", "orders.parquet", "fills.parquet", "equity.parquet",
-    "events.parquet", "report.json", "report.html", RUN_MARKER,
+    "events.parquet", "trades.parquet", "report.json", "report.html", RUN_MARKER,
 )  # fmt: skip
 
 
@@ -877,7 +958,8 @@ def write_run(
     """Write the run directory atomically: a temp directory beside ``out_dir``, then a rename.
 
     Files: ``bars.parquet``, ``decisions.parquet``, ``orders.parquet``, ``fills.parquet``,
-    ``equity.parquet``, ``events.parquet``, ``report.json``, (with ``html``) a self-contained
+    ``equity.parquet`` (with the baselines' equity), ``events.parquet``, ``trades.parquet`` (round
+    trips), ``report.json``, (with ``html``) a self-contained
     ``report.html``, and the marker :data:`RUN_MARKER`. ``out_dir`` must pass
     :func:`check_run_folder` (an earlier run is replaced only with ``replace``, and only once the
     new one is complete). On any error nothing is left behind and nothing is deleted.
@@ -899,9 +981,14 @@ def write_run(
         parent = parent.parent
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # a normal folder (mkdtemp makes it private)
     try:
-        for name in ("bars", "decisions", "orders", "fills", "equity", "events"):
-            pq.write_table(getattr(run, name), tmp / f"{name}.parquet", compression="zstd")
+        for name in ("bars", "decisions", "orders", "fills", "equity", "events", "trades"):
+            table = getattr(run, name)
+            if table is not None:
+                pq.write_table(table, tmp / f"{name}.parquet", compression="zstd")
         encoded = msgspec.json.encode(run.report, enc_hook=_json_default)
         (tmp / "report.json").write_bytes(msgspec.json.format(encoded))
         if html:

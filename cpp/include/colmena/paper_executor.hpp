@@ -45,10 +45,16 @@ struct Fill {
 };
 
 struct ClosedTrade {
-  std::int64_t open_ts = 0;
-  std::int64_t close_ts = 0;
-  int side = 0;      ///< +1 long, -1 short
-  double pnl = 0.0;  ///< realized, net of fees, quote currency
+  std::int64_t open_ts = 0;   ///< first fill of the round trip
+  std::int64_t close_ts = 0;  ///< the fill that brought the position back to zero (or flipped it)
+  int side = 0;               ///< +1 long, -1 short
+  double pnl = 0.0;           ///< realized, net of fees and borrow, quote currency
+  double quantity = 0.0;      ///< largest absolute position held during the trade, base units
+  double entry_price = 0.0;   ///< average entry price (average-cost basis), quote per base
+  double exit_price = 0.0;    ///< average price of the closing fills, quote per base
+  double fees = 0.0;          ///< fees paid while the trade was open, quote currency
+  double borrow = 0.0;        ///< borrow cost paid while the trade was open, quote currency
+  std::uint8_t exit_origin = 0;  ///< OrderOrigin of the closing order (set by the TradingLoop)
 };
 
 class PaperExecutor {
@@ -82,6 +88,8 @@ class PaperExecutor {
   const ExecutionConfig& config() const noexcept { return config_; }
 
  private:
+  void start_trade(std::int64_t ts, double opening_fee) noexcept;
+
   ExecutionConfig config_;
   double cash_;
   double position_ = 0.0;
@@ -94,6 +102,11 @@ class PaperExecutor {
   std::size_t n_fills_ = 0;
   double trade_pnl_ = 0.0;
   std::int64_t trade_open_ts_ = 0;
+  double trade_size_ = 0.0;           // largest |position| of the open trade
+  double trade_fees_ = 0.0;           // fees of the open trade
+  double trade_borrow_ = 0.0;         // borrow of the open trade
+  double trade_exit_notional_ = 0.0;  // closing fills so far: sum of price * size
+  double trade_exit_size_ = 0.0;      // and of size
 };
 
 }  // namespace colmena

@@ -114,6 +114,7 @@ class TradingLoop {
   std::int64_t last_ts_ = 0;
   double last_close_ = 0.0;
   double pending_ = 0.0;         // order quantity for the next open
+  OrderOrigin pending_origin_ = OrderOrigin::decision;  // a remainder keeps its order's origin
   double remainder_ = 0.0;       // unfilled part of the last order
   double shadow_pending_ = 0.0;  // shadow book's order for the next open
   std::vector<ClosedTrade> shadow_closed_;
