@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,28 +17,20 @@ from colmena.backtest import BacktestConfig, ExecutionSettings, backtest, write_
 from colmena.cli import main
 from colmena.data import Candles, GapReport, load_ohlcv
 from colmena.decision import DecisionConfig
-from colmena.evolution import EvolutionConfig
-from colmena.regime import RegimeConfig
 from colmena.risk import RiskConfig
-from colmena.state import FeatureSpec
-from colmena.training import TrainConfig, train
-from colmena.vae import VAEConfig
+from colmena.training import train
 
 pytest.importorskip("torch")
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import every_agent_votes, tiny_training
 
 BTC_2023 = "binanceus_btcusdt_1m_2023-03-01_2023-03-21.csv"
 MIN = 60_000_000_000
 # A small model that decides every 5 minutes and trades whatever its gate says (gate=False), so
 # that the accounting tests have trades to check; the gate has its own tests.
-TRAINING = TrainConfig(
-    seed=1,
-    features=FeatureSpec(ffd_window=64, state_bars=8),
-    vae=VAEConfig(hidden=(16,), latent_dim=4, epochs=1, max_samples_per_epoch=2_000),
-    evolution=EvolutionConfig(agents=8, hidden=(8,), generations=2, eval_days=1, elite=2),
-    decision=DecisionConfig(interval="5m", no_trade_band=0.0),
-    regime=RegimeConfig(lookback_bars=60),
-    gate=False,
-)
+TRAINING = tiny_training(interval="5m", eval_days=1, decision=DecisionConfig(interval="5m",
+                         no_trade_band=0.0), gate=False)  # fmt: skip
 # Permissive risk so that the signal drives the position (accounting tests).
 LOOSE = RiskConfig(kelly_prior=1.0, kelly_multiplier=1.0, var_budget=1e9, min_trade_fraction=0.0)
 
@@ -51,13 +44,7 @@ def candles(shared_data_dir: Path) -> Candles:
 def checkpoint(candles: Candles):  # type: ignore[no-untyped-def]
     """A trained swarm in which every agent votes with weight 1 (whatever the selection found),
     so that the accounting tests have trades to check."""
-    trained = train(candles.slice(0, 2_500), TRAINING).checkpoint
-    tensors = dict(trained.tensors)
-    tensors["consensus/weights"] = np.ones_like(tensors["consensus/weights"])
-    return checkpoints.Checkpoint(
-        generation=trained.generation, epoch=trained.epoch, tensors=tensors,
-        lineage=trained.lineage, config=trained.config, versions=trained.versions,
-    )  # fmt: skip
+    return every_agent_votes(train(candles.slice(0, 2_500), TRAINING).checkpoint)
 
 
 def same(a, b) -> bool:  # type: ignore[no-untyped-def]

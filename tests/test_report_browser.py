@@ -6,20 +6,18 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from colmena import checkpoint as checkpoints
 from colmena.backtest import BacktestConfig, ExecutionSettings, backtest, write_run
 from colmena.data import load_ohlcv
 from colmena.decision import DecisionConfig
-from colmena.evolution import EvolutionConfig
-from colmena.regime import RegimeConfig
-from colmena.state import FeatureSpec
-from colmena.training import TrainConfig, train
-from colmena.vae import VAEConfig
+from colmena.training import train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import every_agent_votes, tiny_training
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 SECTIONS = (
@@ -40,21 +38,9 @@ def browser() -> str | None:
 def report_html(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
     candles = load_ohlcv(shared_data_dir / "binanceus_btcusdt_1m_2023-03-01_2023-03-21.csv")
-    config = TrainConfig(
-        features=FeatureSpec(ffd_window=64, state_bars=8),
-        vae=VAEConfig(hidden=(16,), latent_dim=4, epochs=1, max_samples_per_epoch=2_000),
-        evolution=EvolutionConfig(agents=8, hidden=(8,), generations=2, eval_days=2, elite=2),
-        decision=DecisionConfig(interval="15m", no_trade_band=0.0),
-        regime=RegimeConfig(lookback_bars=60),
-        gate=False,
-    )
+    config = tiny_training(decision=DecisionConfig(interval="15m", no_trade_band=0.0), gate=False)
     trained = train(candles.slice(0, 12_000), config, execution=ExecutionSettings(market="margin"))
-    tensors = dict(trained.checkpoint.tensors)
-    tensors["consensus/weights"] = np.ones_like(tensors["consensus/weights"])  # trades to show
-    ckpt = checkpoints.Checkpoint(
-        generation=trained.checkpoint.generation, epoch=trained.checkpoint.epoch, tensors=tensors,
-        lineage=trained.checkpoint.lineage, config=trained.checkpoint.config,
-    )  # fmt: skip
+    ckpt = every_agent_votes(trained.checkpoint)  # trades to show
     margin = BacktestConfig(execution=ExecutionSettings(market="margin"))
     run = backtest(candles.slice(12_000, len(candles)), margin, checkpoint=ckpt)
     assert run.fills.num_rows > 0

@@ -20,13 +20,11 @@ from numpy.typing import NDArray
 
 from colmena import checkpoint as checkpoints
 from colmena.data import Candles, load_ohlcv
-from colmena.decision import DecisionConfig
-from colmena.evolution import EvolutionConfig
-from colmena.regime import RegimeConfig
-from colmena.state import FeatureSpec
 from colmena.swarm import SwarmModel, consensus
-from colmena.training import TrainConfig, train
-from colmena.vae import VAEConfig
+from colmena.training import train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import tiny_training
 
 BTC_2023 = "binanceus_btcusdt_1m_2023-03-01_2023-03-21.csv"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "COLMENA_NUM_THREADS")
@@ -222,14 +220,7 @@ def test_consensus_with_weight_sets_is_append_invariant(
 
 # --- 3. SwarmModel.signals end to end ------------------------------------------------------------
 
-TINY = TrainConfig(
-    seed=5,
-    features=FeatureSpec(ffd_window=64, state_bars=8),
-    vae=VAEConfig(hidden=(16,), latent_dim=4, epochs=1, max_samples_per_epoch=2_000),
-    evolution=EvolutionConfig(agents=8, hidden=(8,), generations=2, eval_days=1, elite=2),
-    decision=DecisionConfig(interval="5m"),
-    regime=RegimeConfig(lookback_bars=60),
-)
+TINY = tiny_training(seed=5, interval="5m", eval_days=1)
 
 
 @pytest.fixture(scope="module")

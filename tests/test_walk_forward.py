@@ -18,29 +18,21 @@ from colmena.backtest import (
     momentum_signal,
 )
 from colmena.data import Candles, GapReport, load_ohlcv
-from colmena.decision import DecisionConfig, decision_bars
+from colmena.decision import decision_bars
 from colmena.evolution import EvolutionConfig
-from colmena.regime import RegimeConfig
 from colmena.risk import RiskConfig
-from colmena.state import FeatureSpec
 from colmena.swarm import GateResult
 from colmena.training import TrainConfig, train
 from colmena.vae import VAEConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
+from helpers import every_agent_votes, tiny_training
 from reference_backtest import PlainExecutor, plain_simulate_targets
 
 pytest.importorskip("torch")
 
 MIN = 60_000_000_000
-TINY = TrainConfig(
-    seed=3,
-    features=FeatureSpec(ffd_window=64, state_bars=8),
-    vae=VAEConfig(hidden=(16,), latent_dim=4, epochs=1, max_samples_per_epoch=2_000),
-    evolution=EvolutionConfig(agents=8, hidden=(8,), generations=2, eval_days=2, elite=2),
-    decision=DecisionConfig(interval="15m"),
-    regime=RegimeConfig(lookback_bars=60),
-)
+TINY = tiny_training(seed=3, interval="15m", eval_days=2)
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +40,12 @@ def march(shared_data_dir: Path) -> Candles:
     return load_ohlcv(shared_data_dir / "binanceus_btcusdt_1m_2023-03-01_2023-03-21.csv")
 
 
-def with_weights(ckpt: checkpoints.Checkpoint, gate: GateResult | None = None, **config: object):  # type: ignore[no-untyped-def]
+def with_weights(ckpt: checkpoints.Checkpoint, gate: GateResult | None = None):  # type: ignore[no-untyped-def]
     """The checkpoint with every agent voting (weight 1) and, optionally, another gate."""
-    tensors = dict(ckpt.tensors)
-    tensors["consensus/weights"] = np.ones_like(tensors["consensus/weights"])
-    cfg = json_copy(ckpt.config)
+    config = json_copy(ckpt.config)
     if gate is not None:
-        cfg["validation"]["gate"] = gate.to_dict()
-    cfg.update(config)
-    return checkpoints.Checkpoint(
-        generation=ckpt.generation, epoch=ckpt.epoch, tensors=tensors, lineage=ckpt.lineage,
-        config=cfg, versions=ckpt.versions,
-    )  # fmt: skip
+        config["validation"]["gate"] = gate.to_dict()
+    return every_agent_votes(ckpt, config)
 
 
 def json_copy(value: object) -> dict:  # type: ignore[type-arg]
