@@ -351,14 +351,39 @@ Decision RiskManager::decide(Action action, double signal, double current) const
           state_ == TradingState::paused ? Verdict::reduce_only_paused : Verdict::reduce_only_stale;
     }
   }
-  d.target = target;
+  settle_target(d, target, current, config_.min_trade_fraction);
+  return d;
+}
+
+void settle_target(Decision& d, double target, double current,
+                   double min_trade_fraction) noexcept {
   const bool closing = target == 0.0 && current != 0.0;
-  if (std::abs(target - current) < config_.min_trade_fraction && !closing) {
+  if (std::abs(target - current) < min_trade_fraction && !closing) {
     if (d.verdict == Verdict::accepted) d.verdict = Verdict::skipped_small_change;
+    d.target = current;
+    d.place_order = false;
+    return;
+  }
+  d.target = target;
+  d.place_order = true;
+}
+
+Decision pass_through_decision(Action action, double signal, double current,
+                               double min_trade_fraction) noexcept {
+  Decision d;
+  if (action == Action::hold || (action == Action::decide && !std::isfinite(signal))) {
+    d.verdict = action == Action::hold ? Verdict::hold : Verdict::no_signal;
     d.target = current;
     return d;
   }
-  d.place_order = true;
+  if (action == Action::gated_flat || action == Action::end_of_run) {
+    d.verdict = action == Action::gated_flat ? Verdict::gated_flat : Verdict::end_of_run;
+    d.place_order = current != 0.0;
+    return d;
+  }
+  d.requested = signal;
+  d.verdict = Verdict::accepted;
+  settle_target(d, signal, current, min_trade_fraction);
   return d;
 }
 

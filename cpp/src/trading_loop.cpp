@@ -20,6 +20,13 @@ double order_quantity(double target, double equity, double price, double positio
   return target * equity / price - position;
 }
 
+/// Exposure as a signed fraction of equity; with no equity left a position still counts as one
+/// (unit exposure), so that a halt, a stop or the end of a run flattens it.
+double exposure(double position, double price, double equity) noexcept {
+  if (equity > 0.0) return position * price / equity;
+  return position != 0.0 ? std::copysign(1.0, position) : 0.0;
+}
+
 }  // namespace
 
 const char* order_origin_name(OrderOrigin origin) noexcept {
@@ -96,20 +103,12 @@ void TradingLoop::fill_pending(const Bar& bar, std::vector<RiskEvent>& events,
 }
 
 void TradingLoop::decide_shadow(Action action, double signal, double close) {
-  double unit = 0.0;
-  if (action == Action::decide) {
-    if (!std::isfinite(signal)) return;
-    unit = clamp_signal(signal);
-  } else if (action == Action::hold) {
-    return;
-  }
   const double equity = shadow_.equity(close);
   const double position = shadow_.position();
-  const double current = equity > 0.0 ? position * close / equity : 0.0;
-  const bool closing = unit == 0.0 && position != 0.0;
-  if (!closing && std::abs(unit - current) < min_trade_fraction_) return;
-  if (!(equity > 0.0) && unit != 0.0) return;
-  shadow_pending_ = order_quantity(unit, equity, close, position);
+  const double current = exposure(position, close, equity);
+  const Decision d = pass_through_decision(action, signal, current, min_trade_fraction_);
+  if (!d.place_order || (!(equity > 0.0) && d.target != 0.0)) return;
+  shadow_pending_ = order_quantity(d.target, equity, close, position);
 }
 
 const StepResult& TradingLoop::step(const Bar& bar, Action action, double signal, bool new_model,
@@ -151,11 +150,7 @@ const StepResult& TradingLoop::step(const Bar& bar, Action action, double signal
   }
   // 3. The decision for bar t + 1.
   const double position = executor_.position();
-  // Exposure as a signed fraction of equity; with no equity left a position still counts as one
-  // (unit exposure), so that a halt or a stop flattens it.
-  const double current = equity > 0.0       ? position * bar.close / equity
-                         : position != 0.0 ? std::copysign(1.0, position)
-                                           : 0.0;
+  const double current = exposure(position, bar.close, equity);
   const double clamped = std::isfinite(signal) ? clamp_signal(signal) : kNaN;
   Decision decision;
   if (risk_) {
@@ -168,28 +163,7 @@ const StepResult& TradingLoop::step(const Bar& bar, Action action, double signal
     decide_shadow(action, clamped, bar.close);
   } else {
     result_.kelly = kNaN;
-    if (action == Action::hold) {
-      decision.verdict = Verdict::hold;
-      decision.target = current;
-    } else if (action == Action::gated_flat || action == Action::end_of_run) {
-      decision.verdict =
-          action == Action::gated_flat ? Verdict::gated_flat : Verdict::end_of_run;
-      decision.place_order = position != 0.0;
-    } else if (!std::isfinite(clamped)) {
-      decision.verdict = Verdict::no_signal;
-      decision.target = current;
-    } else {
-      decision.requested = clamped;
-      decision.target = clamped;
-      decision.verdict = Verdict::accepted;
-      const bool closing = clamped == 0.0 && position != 0.0;
-      if (!closing && std::abs(clamped - current) < min_trade_fraction_) {
-        decision.verdict = Verdict::skipped_small_change;
-        decision.target = current;
-      } else {
-        decision.place_order = true;
-      }
-    }
+    decision = pass_through_decision(action, clamped, current, min_trade_fraction_);
   }
   result_.decision = decision;
   if (can_order) {

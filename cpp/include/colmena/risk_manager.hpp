@@ -140,6 +140,18 @@ struct Decision {
   bool place_order = false;  ///< false: hold the current position
 };
 
+/// Settle a sized `target` against the `current` exposure (both signed fractions of equity): a
+/// change under `min_trade_fraction` holds the position (verdict accepted becomes
+/// skipped_small_change), except that closing a position is always traded.
+void settle_target(Decision& decision, double target, double current,
+                   double min_trade_fraction) noexcept;
+
+/// The decision without risk sizing, limits or breakers (the fitness, the baselines and the
+/// shadow book): the target is `signal` itself (already clamped by the caller); `hold` keeps the
+/// position, `gated_flat` and `end_of_run` target flat, a NaN signal decides nothing.
+Decision pass_through_decision(Action action, double signal, double current,
+                               double min_trade_fraction) noexcept;
+
 class RiskManager {
  public:
   explicit RiskManager(const RiskConfig& config);
