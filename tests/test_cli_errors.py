@@ -77,22 +77,25 @@ def test_an_earlier_run_needs_force(tmp_path: Path) -> None:
     with pytest.raises(RunFolderError, match="--force"):
         check_run_folder(out)
     assert check_run_folder(out, replace=True) == out
-    (out / "user.txt").write_text("mine")  # a run folder with a file the user put there
-    with pytest.raises(RunFolderError):  # still a run: replace is allowed, but ...
-        check_run_folder(out)
 
 
-def test_writing_over_a_run_keeps_files_that_are_not_the_runs(tmp_path: Path) -> None:
-    """write_run deletes only the files a run writes; anything else in the old folder stops it."""
+def test_an_earlier_run_with_a_users_file_is_never_replaced(tmp_path: Path) -> None:
+    """A file the user put beside an earlier run stops the replacement, --force or not, and
+    nothing is moved or deleted."""
     from colmena.backtest import write_run
 
     out = tmp_path / "run"
     out.mkdir()
     (out / RUN_MARKER).write_text("{}")
+    (out / "report.json").write_text("{}")
     (out / "user.txt").write_text("mine")
-    with pytest.raises(Exception, match=r"not a colmena run|run folder|bars"):
-        write_run(object(), out, replace=True)  # type: ignore[arg-type]
+    for replace in (False, True):
+        with pytest.raises(RunFolderError, match=r"did not write \(user.txt\)"):
+            check_run_folder(out, replace=replace)
+        with pytest.raises(RunFolderError, match=r"user\.txt"):
+            write_run(object(), out, replace=replace)  # type: ignore[arg-type]
     assert (out / "user.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == sorted([RUN_MARKER, "report.json", "user.txt"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 

@@ -654,7 +654,6 @@ def _warnings(
     metrics: dict[str, Any],
     folds: list[dict[str, Any]],
     raw: dict[str, Any],
-    ts: NDArray[np.int64],
     out_of_sample: bool,
 ) -> list[str]:
     """What would mislead a reader, in plain words, for the top of the report."""
@@ -815,7 +814,7 @@ def _report(
     ]
     source = candles.source
     return {
-        "warnings": _warnings(metrics, fold_reports, raw, ts, out_of_sample)
+        "warnings": _warnings(metrics, fold_reports, raw, out_of_sample)
         + _data_warnings(candles, rows),
         "metrics": metrics,
         "baselines": baselines,
@@ -908,8 +907,8 @@ def check_run_folder(out_dir: str | os.PathLike[str], *, replace: bool = False) 
     """Check, before any work, that a run may be written to ``out_dir``.
 
     Allowed: a path that does not exist yet (its parents are created), an empty folder, or, with
-    ``replace``, a folder holding an earlier colmena run. Never a folder with anything else in it:
-    colmena does not delete files it did not write.
+    ``replace``, a folder holding an earlier colmena run and nothing else. Never a folder with any
+    other file in it: colmena does not delete files it did not write.
 
     Returns
     -------
@@ -920,8 +919,9 @@ def check_run_folder(out_dir: str | os.PathLike[str], *, replace: bool = False) 
     ------
     RunFolderError
         Naming the path and the reason: it is a file; it is the current folder or one above it;
-        it holds files that are not a colmena run; it holds an earlier run and ``replace`` is
-        False; or the folder it would be written in is not writable.
+        it holds files that are not a colmena run (also beside an earlier run); it holds an
+        earlier run and ``replace`` is False; or the folder it would be written in is not
+        writable.
     """
     target = Path(out_dir)
     resolved = target.resolve()
@@ -938,6 +938,13 @@ def check_run_folder(out_dir: str | os.PathLike[str], *, replace: bool = False) 
             raise RunFolderError(
                 f"{target}: the folder is not empty and is not a colmena run folder; colmena "
                 "never deletes files it did not write: choose another --out"
+            )
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in RUN_FILES)
+        if foreign:
+            raise RunFolderError(
+                f"{target}: an earlier run, with files colmena did not write "
+                f"({', '.join(foreign[:3])}); colmena never deletes them: move them or choose "
+                "another --out"
             )
         if not replace:
             raise RunFolderError(
@@ -999,8 +1006,7 @@ def write_run(
                 os.fsync(fh.fileno())
         old = None
         if target.exists():
-            if any(target.iterdir()) and not is_run_folder(target):  # changed since the check
-                raise RunFolderError(f"{target}: files appeared that are not a colmena run")
+            check_run_folder(target, replace=True)  # again: nothing foreign appeared meanwhile
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
         os.replace(tmp, target)

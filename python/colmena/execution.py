@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from colmena import _core
+from colmena.metrics import day_end_rows  # re-exported: the day marks of the fitness
 
 __all__ = [
     "WIND_DOWN_BARS",
@@ -31,7 +32,6 @@ __all__ = [
     "simulate_targets",
 ]
 
-NS_PER_DAY: Final = 86_400_000_000_000
 #: A run (a backtest, a fitness window, a baseline) ends by targeting flat at each of its last
 #: 30 bars an order can follow, so a position larger than one bar's volume limit still closes,
 #: with its costs, before the end. Whatever the volume limit leaves open is reported.
@@ -90,25 +90,6 @@ class ExecutionSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
         core.borrow_bps_per_day = self.borrow_bps_per_day if self.allow_short else 0.0
         core.validate()
         return core
-
-
-def day_end_rows(close_ts: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Index of the last bar of every UTC day present in ``close_ts``.
-
-    Parameters
-    ----------
-    close_ts : numpy.ndarray of int64, shape [n_bars]
-        Bar close times, ns since the epoch UTC, increasing. A close exactly at midnight belongs
-        to the day it ends.
-
-    Returns
-    -------
-    numpy.ndarray of int64, shape [n_days_present]
-    """
-    day = (np.asarray(close_ts, dtype=np.int64) - 1) // NS_PER_DAY
-    if day.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(np.diff(day, append=day[-1] + 1) != 0).astype(np.int64)
 
 
 @dataclass(frozen=True)

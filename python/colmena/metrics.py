@@ -42,7 +42,9 @@ __all__ = [
     "DAYS_PER_YEAR",
     "MIN_DAILY_RETURNS",
     "MIN_DAYS_FOR_CAGR",
+    "NS_PER_DAY",
     "daily_equity",
+    "day_end_rows",
     "performance_metrics",
 ]
 
@@ -57,6 +59,25 @@ MIN_DAILY_RETURNS: Final = 30
 
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
+
+
+def day_end_rows(close_ts: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Index of the last bar of every UTC day present in ``close_ts``.
+
+    Parameters
+    ----------
+    close_ts : numpy.ndarray of int64, shape [n_bars]
+        Bar close times, ns since the epoch UTC, increasing. A close exactly at midnight belongs
+        to the day it ends.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape [n_days_present]
+    """
+    day = (np.asarray(close_ts, dtype=np.int64) - 1) // NS_PER_DAY
+    if day.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.diff(day, append=day[-1] + 1) != 0).astype(np.int64)
 
 
 def daily_equity(
@@ -86,7 +107,7 @@ def daily_equity(
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     day = (ts - 1) // NS_PER_DAY  # a close at 00:00 ends the previous day
     days = np.arange(day[0], day[-1] + 1, dtype=np.int64)
-    last_of_day = np.flatnonzero(np.diff(day, append=day[-1] + 1) != 0)
+    last_of_day = day_end_rows(ts)
     out = np.full(days.size, np.nan)
     out[day[last_of_day] - day[0]] = e[last_of_day]
     # carry the last known equity through days without bars

@@ -124,6 +124,15 @@ class _Figures:
         self.parts.append((title, fragment))
 
 
+def _per_day(times: Any, labels: list[str]) -> tuple[Any, dict[str, Any]]:
+    """Days present in ``times`` (datetime64) and, per label, its count on each of them."""
+    days, day_index = np.unique(np.asarray(times).astype("datetime64[D]"), return_inverse=True)
+    names, label_index = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
+    table = np.zeros((names.size, days.size), dtype=np.int64)
+    np.add.at(table, (label_index, day_index), 1)
+    return days, {str(name): table[i] for i, name in enumerate(names)}
+
+
 def _charts(run: BacktestRun) -> _Figures:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -200,27 +209,20 @@ def _charts(run: BacktestRun) -> _Figures:
     figures.add("Exposure over time", fig, height=280)
 
     # Risk state and verdicts per day: why the swarm did (not) trade.
-    day = ts.astype("datetime64[D]")
-    states = np.array(eq.column("trading_state").to_pylist(), dtype=object)
-    days = np.unique(day)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("trading state (bars per day)",
                                         "decisions per day by verdict"))  # fmt: skip
+    days, state_counts = _per_day(ts, eq.column("trading_state").to_pylist())
     for state in ("ACTIVE", "REDUCING", "PAUSED", "HALTED"):
-        counts = np.array([np.sum((day == d) & (states == state)) for d in days])
-        if counts.any():
-            fig.add_bar(x=days, y=counts, name=state, row=1, col=1)
+        if state in state_counts:
+            fig.add_bar(x=days, y=state_counts[state], name=state, row=1, col=1)
     decisions = run.decisions
     if decisions.num_rows:
-        d_day = (
-            np.asarray(decisions.column("bar_open").cast("int64").to_numpy())
-            .astype("datetime64[ns]")
-            .astype("datetime64[D]")
+        opened = np.asarray(decisions.column("bar_open").cast("int64").to_numpy())
+        d_days, verdict_counts = _per_day(
+            opened.astype("datetime64[ns]"), decisions.column("verdict").to_pylist()
         )
-        verdicts = np.array(decisions.column("verdict").to_pylist(), dtype=object)
-        d_days = np.unique(d_day)
-        for verdict in sorted(set(verdicts.tolist())):
-            counts = np.array([np.sum((d_day == d) & (verdicts == verdict)) for d in d_days])
+        for verdict, counts in sorted(verdict_counts.items()):
             fig.add_bar(x=d_days, y=counts, name=verdict, row=2, col=1)
     fig.update_layout(barmode="stack")
     figures.add("Trading state and risk verdicts over time", fig, height=480)

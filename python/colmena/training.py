@@ -126,9 +126,10 @@ def _segment_equity(
     execution: ExecutionSettings,
     band: float,
     extra_marks: NDArray[np.int64] | None = None,
-) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.bool_]]:
     """Equity of each signal row over bars [start, stop) at the day ends (and ``extra_marks``,
-    local indices), through the executor. Returns (equity [K, M], mark rows local)."""
+    local indices), through the executor. Returns (equity [K, M], the mark rows (local), which
+    marks are day ends [M])."""
     days = day_end_rows(_close_ts(market)[start:stop])
     marks = days if extra_marks is None else np.union1d(days, extra_marks).astype(np.int64)
     sim = simulate_targets(
@@ -136,7 +137,7 @@ def _segment_equity(
         market.volume[start:stop], decide[start:stop], signals, marks,
         bar_seconds=_bar_seconds(market), execution=execution, no_trade_band=band,
     )  # fmt: skip
-    return sim.equity, marks
+    return sim.equity, marks, np.isin(marks, days)
 
 
 def _fitness(
@@ -148,7 +149,7 @@ def _fitness(
     execution: ExecutionSettings,
     band: float,
 ) -> NDArray[np.float64]:
-    equity, _ = _segment_equity(market, decide, signals, start, stop, execution, band)
+    equity, _, _ = _segment_equity(market, decide, signals, start, stop, execution, band)
     return daily_sharpe(equity, execution.initial_cash)
 
 
@@ -165,10 +166,9 @@ def _select_voters(
 ) -> tuple[NDArray[np.float64], dict[str, Any]]:
     """Consensus weights [n_sets, n_agents] from the selection bars (module docstring)."""
     local_decisions = np.flatnonzero(decide[start:stop]).astype(np.int64)
-    equity, marks = _segment_equity(
+    equity, marks, days = _segment_equity(
         market, decide, signals, start, stop, execution, band, extra_marks=local_decisions
     )
-    days = np.isin(marks, day_end_rows(_close_ts(market)[start:stop]))
     sharpe = daily_sharpe(equity[:, days], execution.initial_cash)
     net = equity[:, -1] / execution.initial_cash - 1.0
     beats = (net > 0.0) & (sharpe > 0.0)
