@@ -119,8 +119,9 @@ void register_features(py::module_& m) {
 Streaming fixed-width-window fractional differentiation (FFD, AFML ch. 5, snippet 5.3).
 
 FracDiffStream(d, *, threshold=None, window=None) keeps the newest ``window`` values in a ring and
-returns, for every new value, ``sum_k w_k * x[t - k]``: the same number the batch
-``colmena.fracdiff`` gives at that position, in O(window) per update. Exactly one of ``threshold``
+returns, for every new value, ``sum_k w_k * x[t - k]``: the same number, bit for bit, that the
+batch ``colmena.fracdiff(..., method="direct")`` gives at that position (the FFT method agrees to
+about 1e-15 relative), in O(window) per update. Exactly one of ``threshold``
 (drop weights once |w_k| < threshold) and ``window`` (number of weights) is required.
 
 update(x) returns NaN until ``window`` values have arrived and while a non-finite value is inside

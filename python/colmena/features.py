@@ -144,7 +144,9 @@ def fracdiff(
         "direct" is a register-blocked dot product per output, O(n W); "fft" is overlap-save
         with a radix-4 FFT in the core, O(n log W); "auto" uses the FFT from
         :func:`fracdiff_fft_crossover` weights on (the crossover measured in
-        ``bench/test_bench_fracdiff.py``). Both agree to about 1e-15 relative.
+        ``bench/test_bench_fracdiff.py``). Both agree to about 1e-15 relative; "direct" sums
+        every output in one fixed order at every SIMD level, so it equals
+        :class:`FracDiffStream` bit for bit (the FFT path does not).
 
     Returns
     -------

@@ -32,10 +32,13 @@ struct KernelTable {
   void (*multiply_panel)(double* re, double* im, std::size_t n, const double* h_re,
                          const double* h_im);
   /// y[t] = sum_{j < window} reversed_weights[j] * x[t + j] for t in [0, n_out): 'valid'
-  /// correlation with reversed weights, i.e. convolution with the weights.
+  /// correlation with reversed weights, i.e. convolution with the weights. Every y[t] is summed
+  /// in the order of `dot` (below), so y[t] == dot(reversed_weights, x + t, window) bit for bit.
   void (*correlate_valid)(const double* x, std::size_t n_out, const double* reversed_weights,
                           std::size_t window, double* y);
-  /// sum_k a[k] * b[k].
+  /// sum_k a[k] * b[k] in one fixed order, the same at every SIMD level: term k is fused
+  /// (std::fma) into chain k % 4 in ascending k from 0.0, and the result is
+  /// (chain0 + chain1) + (chain2 + chain3).
   double (*dot)(const double* a, const double* b, std::size_t n);
 };
 
