@@ -5,6 +5,7 @@ PYBIND11_MODULE(_core, m) {
   colmena::bindings::register_info(m);
   colmena::bindings::register_buffer(m);
   colmena::bindings::register_features(m);
+  colmena::bindings::register_state(m);
   colmena::bindings::register_risk(m);
   colmena::bindings::register_nn(m);
 }

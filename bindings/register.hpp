@@ -6,6 +6,7 @@ namespace colmena::bindings {
 void register_info(pybind11::module_& m);
 void register_buffer(pybind11::module_& m);
 void register_features(pybind11::module_& m);
+void register_state(pybind11::module_& m);
 void register_risk(pybind11::module_& m);
 void register_nn(pybind11::module_& m);
 }  // namespace colmena::bindings

@@ -1,8 +1,5 @@
 #include "colmena/log_returns.hpp"
 
-#include <cmath>
-#include <limits>
-
 namespace colmena {
 
 bool log_returns(const double* close, std::size_t n, double* r, std::size_t* bad_row) noexcept {
@@ -12,12 +9,7 @@ bool log_returns(const double* close, std::size_t n, double* r, std::size_t* bad
       return false;
     }
   }
-  const double nan = std::numeric_limits<double>::quiet_NaN();
-  for (std::size_t t = 0; t + 1 < n; ++t) {
-    const double a = close[t], b = close[t + 1];
-    // log1p of the simple return keeps precision for the small moves of minute bars.
-    r[t] = std::isfinite(a) && std::isfinite(b) ? std::log1p((b - a) / a) : nan;
-  }
+  for (std::size_t t = 0; t + 1 < n; ++t) r[t] = log_return(close[t], close[t + 1]);
   return true;
 }
 
