@@ -30,8 +30,9 @@ from typing import Annotated, Any, Final
 
 import msgspec
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
+
+from colmena import _core
 
 __all__ = ["REGIME_NAMES", "UNKNOWN_REGIME", "RegimeClassifier", "RegimeConfig"]
 
@@ -61,26 +62,16 @@ class RegimeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 def _features(
     close: NDArray[np.float64], rows: NDArray[np.int64], lookback: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Trend score and volatility at ``rows`` (NaN where the window is incomplete)."""
-    log_close = np.log(np.asarray(close, dtype=np.float64))
-    trend = np.full(rows.size, np.nan)
-    volatility = np.full(rows.size, np.nan)
-    ok = rows >= lookback
-    if log_close.size > lookback and ok.any():
-        r = rows[ok]
-        squared = np.diff(log_close) ** 2  # squared[j]: bar j -> j + 1
-        windows = sliding_window_view(squared, lookback)  # windows[k]: squared[k : k + L]
-        sums = np.empty(r.size)
-        chunk = max(1, (1 << 22) // lookback)  # rows per block: at most 32 MB of windows
-        for a in range(0, r.size, chunk):
-            sums[a : a + chunk] = windows[r[a : a + chunk] - lookback].sum(axis=1)
-        vol = np.sqrt(sums / lookback)
-        move = log_close[r] - log_close[r - lookback]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            score = np.where(vol > 0, move / (vol * np.sqrt(lookback)), 0.0)
-        trend[ok] = score
-        volatility[ok] = vol
-    return trend, volatility
+    """Trend score and volatility at ``rows`` (NaN where the window is incomplete).
+
+    Computed in the core (``_core.regime_features``) by the kernel that
+    :class:`colmena.market_state_stream.MarketStateStream` runs on each new candle.
+    """
+    return _core.regime_features(
+        np.ascontiguousarray(close, dtype=np.float64),
+        np.ascontiguousarray(rows, dtype=np.int64),
+        lookback,
+    )
 
 
 @dataclass(frozen=True)

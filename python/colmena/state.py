@@ -18,6 +18,11 @@ Base features, one row per bar, in this column order (:data:`FEATURE_NAMES`):
 
 Gaps are never filled: a bar whose look-back window spans a gap of more than
 ``max_gap_bars`` missing bars is invalid until the whole look-back lies after the gap again.
+
+The numbers come from one per-window kernel in the compiled core (``cpp/src/market_state.cpp``)
+that :func:`compute_market_state` runs on every bar and
+:class:`colmena.market_state_stream.MarketStateStream` runs on each new candle, so the batch and
+the stream agree bit for bit.
 """
 
 from __future__ import annotations
@@ -27,11 +32,11 @@ from typing import Annotated, Final
 
 import msgspec
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
+from colmena import _core
 from colmena.data import Candles
-from colmena.features import fracdiff, log_returns
+from colmena.features import fracdiff_weights
 
 __all__ = [
     "FEATURE_NAMES",
@@ -185,11 +190,27 @@ class MarketState:
         return z
 
 
-def _rolling_mean(x: NDArray[np.float64], bars: int) -> NDArray[np.float64]:
-    out = np.full_like(x, np.nan)
-    if x.size >= bars:
-        out[bars - 1 :] = sliding_window_view(x, bars).mean(axis=1)
-    return out
+def _core_spec(
+    spec: FeatureSpec, interval_seconds: float | None, regime_lookback: int | None = None
+) -> _core.MarketStateSpec:
+    """``spec`` in core terms, with the bar length (None: unknown, no gap detection, as in
+    :class:`colmena.data.GapReport`) and the regime look-back (None: no regime features)."""
+    bar_ns = 0
+    if interval_seconds is not None:
+        bar_ns = round(interval_seconds * 1e9)
+        if bar_ns <= 0:
+            raise ValueError(f"interval_seconds must be > 0, got {interval_seconds}")
+    if regime_lookback is not None and regime_lookback < 1:
+        raise ValueError(f"regime_lookback must be >= 1, got {regime_lookback}")
+    return _core.MarketStateSpec(
+        fracdiff_weights(spec.ffd_d, window=spec.ffd_window),
+        spec.volatility_bars,
+        spec.volume_bars,
+        spec.state_bars,
+        spec.max_gap_bars,
+        bar_ns,
+        regime_lookback or 0,
+    )
 
 
 def compute_market_state(candles: Candles, spec: FeatureSpec | None = None) -> MarketState:
@@ -219,32 +240,12 @@ def compute_market_state(candles: Candles, spec: FeatureSpec | None = None) -> M
             "history one market state needs (FFD window, volatility and volume windows, state "
             "window); use more data or smaller windows"
         )
-    close = np.asarray(candles.close, dtype=np.float64)
-    features = np.full((n, spec.n_features), np.nan)
-    returns = log_returns(close)
-    features[1:, 0] = returns
-    # "direct": each output is a function of its own window only, bit for bit. The FFT path is
-    # as accurate, but its rounding mixes values within a block, so a later candle could change
-    # the last bits of an earlier feature.
-    features[spec.ffd_window - 1 :, 1] = fracdiff(
-        np.log(close), spec.ffd_d, window=spec.ffd_window, method="direct"
+    # FFD sums every output in one fixed order (the direct method's): each value is a function
+    # of its own window only, bit for bit, so a later candle never changes an earlier feature.
+    features, valid = _core.market_state_batch(
+        np.ascontiguousarray(candles.ts, dtype=np.int64),
+        np.ascontiguousarray(candles.close, dtype=np.float64),
+        np.ascontiguousarray(candles.volume, dtype=np.float64),
+        _core_spec(spec, candles.interval_seconds),
     )
-    vol = np.full(n, np.nan)
-    if returns.size >= spec.volatility_bars:
-        vol[spec.volatility_bars :] = sliding_window_view(returns, spec.volatility_bars).std(axis=1)
-    features[:, 2] = vol
-    log_volume = np.log1p(np.asarray(candles.volume, dtype=np.float64))
-    features[:, 3] = log_volume - _rolling_mean(log_volume, spec.volume_bars)
-
-    valid = np.all(np.isfinite(features), axis=1)
-    valid[: spec.lookback_bars - 1] = False
-    gaps = candles.gaps
-    large = gaps.rows[gaps.missing_per_gap > spec.max_gap_bars]
-    if large.size:
-        # A gap lies between rows g - 1 and g. The look-back [t - lookback + 1, t] of bar t spans
-        # it when g <= t <= g + lookback - 2.
-        spoiled = np.zeros(n + 1, dtype=np.int64)
-        np.add.at(spoiled, large, 1)
-        np.add.at(spoiled, np.minimum(large + spec.lookback_bars - 1, n), -1)
-        valid &= np.cumsum(spoiled)[:n] == 0
     return MarketState(features=features, valid=valid, spec=spec)
