@@ -38,10 +38,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from colmena.backtest import BacktestConfig
-from colmena.data import load_ohlcv
-from colmena.decision import DecisionConfig, decision_bars
-from colmena.training import train
+from colmena.backtest.engine import BacktestConfig
+from colmena.data.ohlcv import load_ohlcv
+from colmena.model.decision import DecisionConfig, decision_bars
+from colmena.training.trainer import train
 
 FILES = (
     "btcusd_bitfinex_1m_2018.parquet",

@@ -18,14 +18,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from colmena.backtest import BacktestConfig, backtest  # noqa: E402
-from colmena.data import load_ohlcv  # noqa: E402
-from colmena.decision import decision_bars  # noqa: E402
-from colmena.evolution import EvolutionConfig  # noqa: E402
-from colmena.metrics import performance_metrics  # noqa: E402
-from colmena.swarm import SwarmModel  # noqa: E402
-from colmena.training import TrainConfig, train  # noqa: E402
-from colmena.vae import VAEConfig  # noqa: E402
+from colmena.analysis.metrics import performance_metrics  # noqa: E402
+from colmena.backtest.engine import BacktestConfig, backtest  # noqa: E402
+from colmena.data.ohlcv import load_ohlcv  # noqa: E402
+from colmena.model.decision import decision_bars  # noqa: E402
+from colmena.model.swarm import SwarmModel  # noqa: E402
+from colmena.model.vae import VAEConfig  # noqa: E402
+from colmena.training.evolution import EvolutionConfig  # noqa: E402
+from colmena.training.trainer import TrainConfig, train  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_backtest import PlainExecutor, plain_backtest  # noqa: E402

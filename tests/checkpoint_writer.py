@@ -23,7 +23,13 @@ import time
 
 import numpy as np
 
-from colmena.checkpoint import Checkpoint, LineageRecord, NoCheckpointError, load_latest, save
+from colmena.persistence.checkpoint import (
+    Checkpoint,
+    LineageRecord,
+    NoCheckpointError,
+    load_latest,
+    save,
+)
 
 #: Swarm shape: enough megabytes that a kill often lands while the file is being written.
 N_AGENTS = 32

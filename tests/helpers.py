@@ -7,13 +7,13 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from colmena import checkpoint as checkpoints
-from colmena.decision import DecisionConfig
-from colmena.evolution import EvolutionConfig
-from colmena.regime import RegimeConfig
-from colmena.state import FeatureSpec
-from colmena.training import TrainConfig
-from colmena.vae import VAEConfig
+from colmena.features.market_state import FeatureSpec
+from colmena.features.regime import RegimeConfig
+from colmena.model.decision import DecisionConfig
+from colmena.model.vae import VAEConfig
+from colmena.persistence import checkpoint as checkpoints
+from colmena.training.evolution import EvolutionConfig
+from colmena.training.trainer import TrainConfig
 
 
 def tiny_training(

@@ -12,13 +12,14 @@ import pytest
 from click.testing import CliRunner
 
 from colmena import _core
-from colmena import checkpoint as checkpoints
-from colmena.backtest import BacktestConfig, ExecutionSettings, backtest, write_run
+from colmena.backtest.engine import BacktestConfig, ExecutionSettings, backtest
 from colmena.cli import main
-from colmena.data import Candles, GapReport, load_ohlcv
-from colmena.decision import DecisionConfig
+from colmena.data.ohlcv import Candles, GapReport, load_ohlcv
+from colmena.model.decision import DecisionConfig
+from colmena.persistence import checkpoint as checkpoints
+from colmena.persistence.run_folder import write_run
 from colmena.risk import RiskConfig
-from colmena.training import train
+from colmena.training.trainer import train
 
 pytest.importorskip("torch")
 
@@ -259,7 +260,7 @@ def test_run_directory_has_the_promised_files_and_columns(
 
     assert not re.findall(r"<(?:script|link|img)[^>]*(?:src|href)=", html)
     # The run folder reads back, and `colmena report` renders it again from the files alone.
-    from colmena.backtest import load_run
+    from colmena.persistence.run_folder import load_run
 
     again = load_run(out)
     assert set(again.baseline_equity) == set(baselines)
@@ -279,21 +280,21 @@ def test_run_directory_has_the_promised_files_and_columns(
 def test_failed_write_leaves_no_directory(
     candles: Candles, checkpoint, tmp_path: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    import colmena.report
+    import colmena.persistence.run_folder
 
     run = backtest(candles, checkpoint=checkpoint)
 
     def broken(_: object) -> str:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(colmena.report, "render_html", broken)
+    monkeypatch.setattr(colmena.persistence.run_folder, "render_html", broken)
     with pytest.raises(RuntimeError):
         write_run(run, tmp_path / "run")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_checkpoint_from_another_feature_set_is_rejected(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
-    from colmena.backtest import IncompatibleCheckpointError
+    from colmena.backtest.engine import IncompatibleCheckpointError
 
     config = dict(checkpoint.config)
     config["feature_names"] = ["log_return", "rsi"]

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import checkpoint_writer
-from colmena.checkpoint import (
+from colmena.persistence.checkpoint import (
     FORMAT_VERSION,
     OPERATORS,
     SAVE_STEPS,
@@ -895,7 +895,7 @@ NO_TORCH_NO_PICKLE = textwrap.dedent(
     sys.meta_path.insert(0, BlockTorch())
     pickle.load = pickle.loads = pickle.Unpickler = refuse
 
-    from colmena.checkpoint import load, load_latest
+    from colmena.persistence.checkpoint import load, load_latest
 
     checkpoint = load_latest(sys.argv[1])
     load(sys.argv[2])

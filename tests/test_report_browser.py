@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from colmena.backtest import BacktestConfig, ExecutionSettings, backtest, write_run
-from colmena.data import load_ohlcv
-from colmena.decision import DecisionConfig
-from colmena.training import train
+from colmena.backtest.engine import BacktestConfig, ExecutionSettings, backtest
+from colmena.data.ohlcv import load_ohlcv
+from colmena.model.decision import DecisionConfig
+from colmena.persistence.run_folder import write_run
+from colmena.training.trainer import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import every_agent_votes, tiny_training

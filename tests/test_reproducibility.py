@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 from numpy.typing import NDArray
 
-from colmena import checkpoint as checkpoints
-from colmena.data import Candles, load_ohlcv
-from colmena.swarm import SwarmModel, consensus
-from colmena.training import train
+from colmena.data.ohlcv import Candles, load_ohlcv
+from colmena.model.swarm import SwarmModel, consensus
+from colmena.persistence import checkpoint as checkpoints
+from colmena.training.trainer import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import tiny_training

@@ -9,18 +9,18 @@ import pytest
 from click.testing import CliRunner
 
 from colmena import _core
-from colmena import checkpoint as checkpoints
 from colmena.cli import main
-from colmena.data import Candles, load_ohlcv
-from colmena.decision import DecisionConfig, decision_bars
-from colmena.evolution import EvolutionConfig, daily_sharpe
-from colmena.execution import ExecutionSettings, day_end_rows, simulate_targets
-from colmena.regime import RegimeConfig
+from colmena.data.ohlcv import Candles, load_ohlcv
+from colmena.execution.simulation import ExecutionSettings, day_end_rows, simulate_targets
+from colmena.features.market_state import FeatureSpec, compute_market_state
+from colmena.features.regime import RegimeConfig
+from colmena.model.decision import DecisionConfig, decision_bars
+from colmena.model.swarm import SwarmModel
+from colmena.model.vae import VAEConfig
+from colmena.persistence import checkpoint as checkpoints
 from colmena.risk import RiskConfig
-from colmena.state import FeatureSpec, compute_market_state
-from colmena.swarm import SwarmModel
-from colmena.training import MIN_REGIME_DECISIONS, TrainConfig, train
-from colmena.vae import VAEConfig
+from colmena.training.evolution import EvolutionConfig, daily_sharpe
+from colmena.training.trainer import MIN_REGIME_DECISIONS, TrainConfig, train
 
 pytest.importorskip("torch")
 
@@ -85,7 +85,7 @@ def test_model_from_checkpoint_gives_the_same_signals(trained, candles: Candles)
 def test_core_encoder_equals_the_trained_torch_encoder(trained, candles: Candles) -> None:  # type: ignore[no-untyped-def]
     import torch
 
-    from colmena.state import compute_market_state
+    from colmena.features.market_state import compute_market_state
 
     state = compute_market_state(candles, SMALL.features)
     x = state.windows(trained.model.normalization)[state.valid][:500]

@@ -10,20 +10,20 @@ import msgspec
 import numpy as np
 import pytest
 
-from colmena import checkpoint as checkpoints
-from colmena.backtest import (
+from colmena.backtest.engine import (
     BacktestConfig,
     ExecutionSettings,
     backtest,
     momentum_signal,
 )
-from colmena.data import Candles, GapReport, load_ohlcv
-from colmena.decision import decision_bars
-from colmena.evolution import EvolutionConfig
+from colmena.data.ohlcv import Candles, GapReport, load_ohlcv
+from colmena.model.decision import decision_bars
+from colmena.model.swarm import GateResult
+from colmena.model.vae import VAEConfig
+from colmena.persistence import checkpoint as checkpoints
 from colmena.risk import RiskConfig
-from colmena.swarm import GateResult
-from colmena.training import TrainConfig, train
-from colmena.vae import VAEConfig
+from colmena.training.evolution import EvolutionConfig
+from colmena.training.trainer import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import every_agent_votes, tiny_training
@@ -89,14 +89,14 @@ def test_folds_are_independent_experiments_on_one_account(
     trained models are wrapped with unit weights) so that the Kelly estimate has trades."""
     import dataclasses
 
-    import colmena.backtest
+    import colmena.backtest.engine
 
     def voting(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         result = train(*args, **kwargs)  # type: ignore[arg-type]
         model = dataclasses.replace(result.model, weights=np.ones_like(result.model.weights))
         return dataclasses.replace(result, model=model)
 
-    monkeypatch.setattr(colmena.backtest, "train", voting)
+    monkeypatch.setattr(colmena.backtest.engine, "train", voting)
     config = BacktestConfig(
         train_fraction=0.4,
         folds=3,
@@ -186,7 +186,7 @@ def test_buy_and_hold_baseline_equals_a_numpy_ledger() -> None:
     """With volume enough for one fill each way: buy at the second bar's open after a decision
     at the first close, sell over the wind-down at the last bar's open, fees and slippage in."""
     c = synthetic(3_000, seed=1)
-    from colmena.execution import simulate_targets
+    from colmena.execution.simulation import simulate_targets
 
     ex = ExecutionSettings()
     once = np.zeros(len(c), dtype=bool)

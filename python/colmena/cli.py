@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from colmena import build_info
-from colmena.features import fracdiff, fracdiff_weights, log_returns, min_ffd_d
+from colmena.features.fractional_diff import fracdiff, fracdiff_weights, log_returns, min_ffd_d
 
 console = Console(stderr=True)
 
@@ -106,7 +106,8 @@ def features(
     follows missing bars), log_return (from the previous bar; NaN on the first), ffd (NaN until
     the window is full). Gaps are reported, never filled.
     """
-    from colmena.data import load_ohlcv, write_parquet_atomically
+    from colmena.atomic_write import write_parquet_atomically
+    from colmena.data.ohlcv import load_ohlcv
 
     if (d is None) == (not auto_d):
         raise click.UsageError("give exactly one of --d D and --auto-d")
@@ -159,7 +160,7 @@ def features(
         ffd = np.full(len(candles), np.nan)
         ffd[weights.size - 1 :] = fracdiff(log_close, d, threshold=threshold, window=window)
         if adf is None:
-            from colmena.features import adf_test
+            from colmena.features.fractional_diff import adf_test
 
             adf = adf_test(ffd[weights.size - 1 :], 1)
         if out is not None:
@@ -280,14 +281,14 @@ def train(
     """
     import msgspec
 
-    from colmena import checkpoint as checkpoints
-    from colmena.data import load_ohlcv
-    from colmena.decision import DecisionConfig
-    from colmena.evolution import EvolutionConfig, GenerationStats
-    from colmena.execution import ExecutionSettings
-    from colmena.training import TrainConfig
-    from colmena.training import train as run_training
-    from colmena.vae import VAEConfig, require_torch
+    from colmena.data.ohlcv import load_ohlcv
+    from colmena.execution.simulation import ExecutionSettings
+    from colmena.model.decision import DecisionConfig
+    from colmena.model.vae import VAEConfig, require_torch
+    from colmena.persistence import checkpoint as checkpoints
+    from colmena.training.evolution import EvolutionConfig, GenerationStats
+    from colmena.training.trainer import TrainConfig
+    from colmena.training.trainer import train as run_training
 
     try:
         config = TrainConfig(
@@ -420,7 +421,7 @@ def _fetch(
     api_url: str | None,
     cache_dir: Path | None,
 ) -> Path:
-    from colmena.exchange import ExchangeUnavailableError, download_ohlcv, make_client
+    from colmena.data.exchange import ExchangeUnavailableError, download_ohlcv, make_client
 
     until_ms = None
     if until is not None:
@@ -537,12 +538,13 @@ def backtest(
     """
     import msgspec
 
-    from colmena import checkpoint as checkpoints
-    from colmena.backtest import BacktestConfig, RunFolderError, check_run_folder, write_run
-    from colmena.backtest import backtest as run_backtest
-    from colmena.data import load_ohlcv
-    from colmena.evolution import GenerationStats
-    from colmena.vae import require_torch
+    from colmena.backtest.engine import BacktestConfig
+    from colmena.backtest.engine import backtest as run_backtest
+    from colmena.data.ohlcv import load_ohlcv
+    from colmena.model.vae import require_torch
+    from colmena.persistence import checkpoint as checkpoints
+    from colmena.persistence.run_folder import RunFolderError, check_run_folder, write_run
+    from colmena.training.evolution import GenerationStats
 
     if data is not None and exchange is not None:
         raise click.UsageError("give a candle file DATA or --exchange, not both")
@@ -685,7 +687,7 @@ def backtest(
         except ValueError as exc:
             raise UserError(f"{data}: {exc}") from exc
     if db is not None:
-        from colmena.records import record_run
+        from colmena.persistence.records import record_run
 
         try:
             run_id = record_run(db, run)
@@ -768,9 +770,9 @@ def _result_table(report: dict[str, Any], name: str) -> Table:
 @click.option("--open", "open_browser", is_flag=True, help="Open report.html in a browser.")
 def report(run_dir: Path, open_browser: bool) -> None:
     """Render report.html again from the run folder RUN_DIR (written by colmena backtest)."""
-    from colmena.backtest import RunFolderError, load_run
-    from colmena.data import write_atomically
-    from colmena.report import render_html
+    from colmena.atomic_write import write_atomically
+    from colmena.persistence.run_folder import RunFolderError, load_run
+    from colmena.report.html import render_html
 
     try:
         run = load_run(run_dir)
@@ -804,7 +806,7 @@ def download(
     Paged and rate-limited, retried with backoff and jitter, resumed from the cache on the next
     call. Offline it fails at once: pass a candle file to the other commands instead.
     """
-    from colmena.data import load_ohlcv
+    from colmena.data.ohlcv import load_ohlcv
 
     if exchange is None:
         raise click.UsageError("--exchange is required (e.g. --exchange binance)")

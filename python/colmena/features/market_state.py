@@ -30,8 +30,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
-from colmena.data import Candles
-from colmena.features import fracdiff, log_returns
+from colmena.data.ohlcv import Candles
+from colmena.features.fractional_diff import fracdiff, log_returns
 
 __all__ = [
     "FEATURE_NAMES",

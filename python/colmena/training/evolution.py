@@ -15,8 +15,8 @@ the end of each UTC day of the window (``E_0`` the starting cash)::
     fitness = mean(r) / std(r, ddof=1) * sqrt(365)
 
 the annualised Sharpe ratio of daily net returns (Sharpe 1994; daily returns and calendar-day
-annualisation as in :mod:`colmena.metrics`). An agent that never trades scores 0; an agent that
-is always fully long scores the Sharpe ratio of buy-and-hold net of the same costs. The window
+annualisation as in :mod:`colmena.analysis.metrics`). An agent that never trades scores 0; an agent
+that is always fully long scores the Sharpe ratio of buy-and-hold net of the same costs. The window
 is drawn anew every generation from the training bars, so the fitness that drives selection is
 never measured on one fixed window.
 
@@ -43,7 +43,8 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from colmena.checkpoint import LineageRecord
+from colmena.persistence.checkpoint import LineageRecord
+from colmena.units import DAYS_PER_YEAR
 
 __all__ = [
     "AdamState",
@@ -133,7 +134,7 @@ def daily_sharpe(day_equity: NDArray[np.float64], initial_equity: float) -> NDAr
     mean = r.mean(axis=1)
     std = r.std(axis=1, ddof=1)
     varies = std > 1e-12
-    sharpe = np.where(varies, mean / np.where(varies, std, 1.0) * math.sqrt(365.0), 0.0)
+    sharpe = np.where(varies, mean / np.where(varies, std, 1.0) * math.sqrt(DAYS_PER_YEAR), 0.0)
     result: NDArray[np.float64] = np.where(bankrupt, -1000.0, sharpe)
     return result
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 if TYPE_CHECKING:
-    from colmena.backtest import BacktestRun
+    from colmena.backtest.engine import BacktestRun
 
 __all__ = ["render_html"]
 
@@ -227,7 +227,7 @@ def _charts(run: BacktestRun) -> _Figures:
     fig.update_layout(barmode="stack")
     figures.add("Trading state and risk verdicts over time", fig, height=480)
 
-    from colmena.tearsheet import daily_returns
+    from colmena.analysis.tearsheet import daily_returns
 
     initial = report["metrics"]["initial_equity"]
     close_ns = np.asarray(eq.column("timestamp").cast("int64").to_numpy(), dtype=np.int64)

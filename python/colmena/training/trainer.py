@@ -5,7 +5,7 @@
 
 1. **fit** (the first ``1 - validation_fraction``): the feature normalisation, the VAE, the regime
    classifier's thresholds and the evolution (every generation scores the agents with the
-   executor's own accounting on a fresh window of these bars, :mod:`colmena.evolution`);
+   executor's own accounting on a fresh window of these bars, :mod:`colmena.training.evolution`);
 2. **selection** (the first half of the held-back part): every agent of the final population is
    scored there with the same executor; only agents that beat flat (a positive net result and a
    positive daily Sharpe ratio) vote, with weights equal to that Sharpe ratio (non-negative by
@@ -39,10 +39,26 @@ import numpy as np
 from numpy.typing import NDArray
 
 from colmena import _core
-from colmena.checkpoint import Checkpoint, library_versions
-from colmena.data import Candles
-from colmena.decision import DecisionConfig, decision_bars
-from colmena.evolution import (
+from colmena.data.ohlcv import Candles
+from colmena.execution.simulation import (
+    WIND_DOWN_BARS,
+    ExecutionSettings,
+    day_end_rows,
+    simulate_targets,
+)
+from colmena.features.market_state import (
+    FEATURE_NAMES,
+    FeatureSpec,
+    Normalization,
+    compute_market_state,
+)
+from colmena.features.regime import REGIME_NAMES, RegimeClassifier, RegimeConfig
+from colmena.model.decision import DecisionConfig, decision_bars
+from colmena.model.swarm import GateResult, SwarmModel
+from colmena.model.vae import TrainedVAE, VAEConfig, encoder_tensors, train_vae
+from colmena.persistence.checkpoint import Checkpoint
+from colmena.risk import RiskConfig
+from colmena.training.evolution import (
     EvolutionConfig,
     GenerationStats,
     Population,
@@ -50,18 +66,13 @@ from colmena.evolution import (
     daily_sharpe,
     finetune_adam,
 )
-from colmena.execution import WIND_DOWN_BARS, ExecutionSettings, day_end_rows, simulate_targets
-from colmena.regime import REGIME_NAMES, RegimeClassifier, RegimeConfig
-from colmena.risk import RiskConfig
-from colmena.state import FEATURE_NAMES, FeatureSpec, Normalization, compute_market_state
-from colmena.swarm import GateResult, SwarmModel
-from colmena.vae import TrainedVAE, VAEConfig, encoder_tensors, train_vae
+from colmena.units import NS_PER_SECOND, SECONDS_PER_DAY, SECONDS_PER_YEAR
+from colmena.versions import library_versions
 
 __all__ = ["MIN_REGIME_DECISIONS", "TrainConfig", "TrainResult", "train"]
 
 #: A regime with fewer selection decisions than this uses the global weights.
 MIN_REGIME_DECISIONS: Final = 24
-NS: Final = 1_000_000_000
 
 
 class TrainConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -231,7 +242,8 @@ def _gate(
     raw = _core.run_backtest(
         market.ts[rows], market.open[rows], market.high[rows], market.low[rows],
         market.close[rows], market.volume[rows], np.ascontiguousarray(signal),
-        round(_bar_seconds(market) * NS), risk.to_core(), execution.to_core(), action, None,
+        round(_bar_seconds(market) * NS_PER_SECOND), risk.to_core(), execution.to_core(), action,
+        None,
     )  # fmt: skip
     equity = raw["equity"]
     net = float(equity[-1] / execution.initial_cash - 1.0)
@@ -315,7 +327,7 @@ def train(
     ImportError
         Without torch (the VAE trains in torch).
     """
-    from colmena.nn import Swarm
+    from colmena.model.nn import Swarm
 
     config = config or TrainConfig()
     execution = execution or ExecutionSettings()
@@ -369,9 +381,9 @@ def train(
     rng = np.random.default_rng(config.seed)
     population = Population.initial(model_inputs.shape[1], evo, rng)
     swarm = Swarm(population.layers, activation=evo.activation)
-    window = min(fit_stop, max(2, round(evo.eval_days * 86_400 / _bar_seconds(market))))
+    window = min(fit_stop, max(2, round(evo.eval_days * SECONDS_PER_DAY / _bar_seconds(market))))
     band = config.decision.no_trade_band
-    periods_per_year = 365.0 * 86_400 / config.decision.seconds
+    periods_per_year = SECONDS_PER_YEAR / config.decision.seconds
     for g in range(evo.generations):
         start = int(rng.integers(0, fit_stop - window + 1))
         stop = start + window

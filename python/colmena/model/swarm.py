@@ -17,10 +17,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from colmena import _core
-from colmena.data import Candles
-from colmena.decision import DecisionConfig, decision_bars
-from colmena.regime import RegimeClassifier
-from colmena.state import FeatureSpec, MarketState, Normalization, compute_market_state
+from colmena.data.ohlcv import Candles
+from colmena.features.market_state import (
+    FeatureSpec,
+    MarketState,
+    Normalization,
+    compute_market_state,
+)
+from colmena.features.regime import RegimeClassifier
+from colmena.model.decision import DecisionConfig, decision_bars
 
 __all__ = ["GateResult", "SwarmModel", "SwarmSignals", "consensus"]
 
@@ -284,7 +289,7 @@ class SwarmModel:
             If the checkpoint lacks the swarm, the VAE encoder, the consensus weights, the
             feature, decision or regime settings (a checkpoint of an older colmena: retrain).
         """
-        from colmena.nn import Swarm, VAEEncoder
+        from colmena.model.nn import Swarm, VAEEncoder
 
         tensors = checkpoint.tensors
         config = checkpoint.config

@@ -89,23 +89,24 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, BinaryIO, Final, NamedTuple, TypeVar
 
 import numpy as np
 import safetensors
 import safetensors.numpy
 from numpy.typing import NDArray
+
+from colmena.atomic_write import fsync_directory, write_atomically
+from colmena.versions import library_versions
 
 if sys.platform != "win32":
     import fcntl
@@ -455,28 +456,6 @@ class AdamState(NamedTuple):
     step: NDArray[np.int64]
     exp_avg: list[Layer]
     exp_avg_sq: list[Layer]
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python and of the libraries a checkpoint depends on, for ``versions``.
-
-    Returns
-    -------
-    dict of str to str
-        ``python``, ``colmena``, ``numpy``, ``safetensors``, and ``torch`` when installed (read
-        from the package metadata; torch is not imported).
-    """
-    versions = {"python": platform.python_version()}
-    # key -> distribution name (colmena is distributed as colmena-swarm)
-    for name, distribution in (
-        ("colmena", "colmena-swarm"),
-        ("numpy", "numpy"),
-        ("safetensors", "safetensors"),
-        ("torch", "torch"),
-    ):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[name] = importlib.metadata.version(distribution)
-    return versions
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -1287,17 +1266,6 @@ def list_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make the directory's entries (creations, renames, deletions) durable."""
-    if sys.platform == "win32":  # no directory handles to fsync; NTFS journals renames
-        return
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def _directory_lock(directory: Path) -> Iterator[None]:
     """Exclusive lock on the directory for one writer; released by the kernel if it dies."""
@@ -1394,41 +1362,29 @@ def save(
     directory = Path(directory)
     if not directory.is_dir():
         directory.mkdir(parents=True, exist_ok=True)
-        _fsync_directory(directory.parent)
+        fsync_directory(directory.parent)
     with _directory_lock(directory):
         _remove_stale_temporaries(directory)
         existing = list_checkpoints(directory)
         sequence = max((_sequence(p) or 0 for p in existing), default=0) + 1
         final = directory / f"checkpoint-{sequence:08d}-gen{checkpoint.generation:06d}.safetensors"
-        temporary = directory / f".{final.name}.{os.getpid()}.tmp"
         step("locked")
-        try:
-            with open(temporary, "xb") as fh:
-                step("temporary_opened")
-                half = len(data) // 2
-                fh.write(data[:half])
-                fh.flush()
-                step("temporary_half_written")
-                fh.write(data[half:])
-                fh.flush()
-                step("temporary_written")
-                os.fsync(fh.fileno())
-            step("temporary_synced")
-            os.replace(temporary, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
-            raise
-        step("renamed")
-        _fsync_directory(directory)
-        step("directory_synced")
+
+        def write_halves(fh: BinaryIO) -> None:
+            half = len(data) // 2
+            fh.write(data[:half])
+            fh.flush()
+            step("temporary_half_written")
+            fh.write(data[half:])
+
+        write_atomically(final, write_halves, on_step=step)
 
         old = [*existing, final][:-keep]
         for path in old:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         if old:
-            _fsync_directory(directory)
+            fsync_directory(directory)
         step("pruned")
     return final
 

@@ -115,7 +115,7 @@ class TrainedVAE:
 
     def encoder(self) -> Any:
         """The C++ encoder (:class:`colmena.VAEEncoder`) with these weights."""
-        from colmena.nn import VAEEncoder
+        from colmena.model.nn import VAEEncoder
 
         return VAEEncoder(self.layers, self.mu, self.logvar, activation="relu")
 
