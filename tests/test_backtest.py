@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -66,7 +67,7 @@ def same(a, b) -> bool:  # type: ignore[no-untyped-def]
 def decided_up_to(table, bar_open_ns: int):  # type: ignore[no-untyped-def]
     """Rows of decisions.parquet decided at or before the close of the bar opening at
     ``bar_open_ns`` (the table holds decision bars only)."""
-    opens = table.column("bar_open").cast("int64").to_numpy()
+    opens = table.column("bar_open_time").cast("int64").to_numpy()
     return table.slice(0, int(np.searchsorted(opens, bar_open_ns, side="right")))
 
 
@@ -95,7 +96,7 @@ def test_decisions_up_to_t_ignore_every_price_after_t(candles: Candles, checkpoi
     assert same(a, b)
     # The swarm's account (the baseline columns are benchmarks: the exposure-matched one holds the
     # swarm's mean exposure over the whole period by definition).
-    account = ["timestamp", "cash", "position", "equity", "trading_state"]
+    account = ["mark_time", "cash", "position", "equity", "trading_state"]
     assert same(base.equity.select(account).slice(0, t + 1),
                 other.equity.select(account).slice(0, t + 1))  # fmt: skip
     assert same(base.bars.slice(0, t + 1), other.bars.slice(0, t + 1))  # features too
@@ -129,9 +130,9 @@ def test_orders_fill_at_the_next_open_with_costs(candles: Candles, checkpoint) -
     assert len(fills["price"]) > 10
     opens = dict(zip(candles.ts.tolist(), candles.open.tolist(), strict=True))
     volumes = dict(zip(candles.ts.tolist(), candles.volume.tolist(), strict=True))
-    decided = set((run.orders.column("timestamp").cast("int64").to_numpy()).tolist())
+    decided = set((run.orders.column("decision_time").cast("int64").to_numpy()).tolist())
     for ts, side, qty, price, fee in zip(
-        run.fills.column("timestamp").cast("int64").to_numpy(),
+        run.fills.column("fill_time").cast("int64").to_numpy(),
         fills["side"], fills["quantity"], fills["price"], fills["fee"], strict=True,
     ):  # fmt: skip
         assert int(ts) in decided  # the fill bar opens when the decision bar closes
@@ -202,16 +203,21 @@ def test_run_directory_has_the_promised_files_and_columns(
     names = {p.name for p in out.iterdir()}
     assert {"bars.parquet", "decisions.parquet", "orders.parquet", "fills.parquet",
             "equity.parquet", "report.json", "report.html"} <= names  # fmt: skip
-    assert {"timestamp", "open", "close", "signal", "ffd"} <= set(
+    assert {"bar_open_time", "open", "close", "signal", "ffd"} <= set(
         pq.read_schema(out / "bars.parquet").names
     )
-    assert {"timestamp", "target", "verdict", "reason", "trading_state"} <= set(
-        pq.read_schema(out / "decisions.parquet").names
-    )
-    assert {"timestamp", "side", "quantity", "price", "fee"} <= set(
+    assert {
+        "decision_time",
+        "bar_open_time",
+        "target",
+        "verdict",
+        "reason",
+        "trading_state",
+    } <= set(pq.read_schema(out / "decisions.parquet").names)
+    assert {"fill_time", "side", "quantity", "price", "fee"} <= set(
         pq.read_schema(out / "fills.parquet").names
     )
-    assert {"timestamp", "cash", "position", "equity"} <= set(
+    assert {"mark_time", "cash", "position", "equity"} <= set(
         pq.read_schema(out / "equity.parquet").names
     )
     assert {"origin", "status", "filled_quantity"} <= set(
@@ -317,7 +323,7 @@ def test_no_trading_after_a_long_gap_until_features_are_valid(checkpoint) -> Non
                 gaps=GapReport.from_timestamps(ts, 60.0))  # fmt: skip
     run = backtest(c, BacktestConfig(risk=LOOSE), checkpoint=checkpoint)
     table = run.decisions
-    opens = table.column("bar_open").cast("int64").to_numpy()
+    opens = table.column("bar_open_time").cast("int64").to_numpy()
     reasons = np.array(table.column("reason").to_pylist())
     states = np.array(table.column("trading_state").to_pylist())
     lookback = TRAINING.features.lookback_bars
@@ -448,3 +454,40 @@ def test_round_trips_carry_size_prices_fees_and_exit_reason() -> None:
     assert raw["trade_pnl"][0] == pytest.approx((exit_ - entry) * qty - ff.sum(), rel=1e-9)
     origins = _core.order_origin_names()
     assert origins[raw["trade_exit_origin"][0]] == "end_of_run"  # the remainder keeps the reason
+
+
+def test_time_columns_are_named_for_what_they_are(  # type: ignore[no-untyped-def]
+    candles: Candles, checkpoint, tmp_path: Path
+) -> None:
+    """No table has a bare ``timestamp``: every time column says whether it is a bar's open, a
+    decision at a bar's close, a fill or a mark, carries that meaning in its Parquet metadata,
+    and the joins between tables line up on the documented bar."""
+    from colmena.backtest.engine import TIME_COLUMNS
+
+    run = backtest(candles, BacktestConfig(risk=LOOSE), checkpoint=checkpoint)
+    out = write_run(run, tmp_path / "run")
+    bar_ns = 60 * 10**9
+    for name in ("bars", "decisions", "orders", "fills", "equity", "events"):
+        schema = pq.read_schema(out / f"{name}.parquet")
+        times = [f for f in schema if pa.types.is_timestamp(f.type)]
+        assert times, name
+        for field in times:
+            assert field.name in TIME_COLUMNS, (name, field.name)
+            assert field.metadata[b"description"].decode() == TIME_COLUMNS[field.name]
+
+    def ns(table: pa.Table, column: str) -> np.ndarray:
+        return np.asarray(table.column(column).cast("int64").to_numpy(), dtype=np.int64)
+
+    # a decision is stamped at its bar's close; the bar is the row with its bar_open_time
+    assert np.array_equal(
+        ns(run.decisions, "decision_time"), ns(run.decisions, "bar_open_time") + bar_ns
+    )
+    assert set(ns(run.decisions, "bar_open_time")) <= set(ns(run.bars, "bar_open_time"))
+    # an order fills at the open of the next bar (its decision bar's close, or later after a gap),
+    # and a fill happens at that open
+    assert np.all(ns(run.orders, "fill_bar_open_time") >= ns(run.orders, "decision_time"))
+    assert set(ns(run.orders, "fill_bar_open_time")) <= set(ns(run.bars, "bar_open_time"))
+    filled = np.asarray(run.orders.column("filled_quantity").to_numpy()) > 0
+    assert set(ns(run.fills, "fill_time")) == set(ns(run.orders, "fill_bar_open_time")[filled])
+    # the account is marked at every bar's close
+    assert np.array_equal(ns(run.equity, "mark_time"), ns(run.bars, "bar_open_time") + bar_ns)

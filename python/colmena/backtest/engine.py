@@ -56,6 +56,7 @@ from colmena.units import NS_PER_DAY, NS_PER_SECOND
 from colmena.versions import library_versions
 
 __all__ = [
+    "TIME_COLUMNS",
     "BacktestConfig",
     "BacktestRun",
     "ExecutionSettings",
@@ -361,6 +362,34 @@ def _ts_array(values: NDArray[np.int64]) -> pa.Array:
     return pa.array(np.asarray(values, dtype=np.int64)).cast(pa.timestamp("ns", tz="UTC"))
 
 
+#: What each time column of a run folder's tables means. Every time column is named for what it
+#: is, so that a join never silently shifts one bar: a bar is stamped by its open time, a
+#: decision by the close of its bar (open time + bar length), a fill by the open of the bar it
+#: filled at. The descriptions are also stored in each Parquet field's metadata.
+TIME_COLUMNS: Final[dict[str, str]] = {
+    "bar_open_time": "open time of the bar (UTC); the bar's close is this plus the bar length",
+    "decision_time": "close of the bar the decision was made at (UTC): bar_open_time + bar length",
+    "fill_bar_open_time": "open of the bar the order fills at (UTC): the bar after its decision",
+    "fill_time": "when the fill happened (UTC): the open of the bar it filled at",
+    "mark_time": "close of the bar the account was marked at (UTC): bar_open_time + bar length",
+    "event_time": (
+        "when the event happened (UTC): a bar's open for fills and stale data seen at the open, "
+        "a bar's close for marks and risk observations"
+    ),
+}
+
+
+def _table(columns: dict[str, pa.Array]) -> pa.Table:
+    """A table whose time columns carry their meaning (:data:`TIME_COLUMNS`) as field metadata."""
+    fields = [
+        pa.field(name, array.type, metadata={"description": TIME_COLUMNS[name]})
+        if name in TIME_COLUMNS
+        else pa.field(name, array.type)
+        for name, array in columns.items()
+    ]
+    return pa.table(list(columns.values()), schema=pa.schema(fields))
+
+
 def _regime_names(codes: NDArray[np.int64]) -> pa.Array:
     names = np.array([*REGIME_NAMES, "unknown"], dtype=object)
     return pa.array(names[np.where(codes >= 0, codes, len(REGIME_NAMES))].tolist(), pa.string())
@@ -386,7 +415,7 @@ def _assemble(
     event_names = _core.event_type_names()
     origin_names = _core.order_origin_names()
     bars = {
-        "timestamp": _ts_array(ts),
+        "bar_open_time": _ts_array(ts),
         **{
             c: pa.array(getattr(candles, c)[rows])
             for c in ("open", "high", "low", "close", "volume")
@@ -412,8 +441,8 @@ def _assemble(
         for c, k in zip(codes[keep], fold_rows, strict=True)
     ]
     decisions = {
-        "timestamp": _ts_array(ts[keep] + bar_ns),  # decided at the bar's close
-        "bar_open": _ts_array(ts[keep]),
+        "decision_time": _ts_array(ts[keep] + bar_ns),
+        "bar_open_time": _ts_array(ts[keep]),
         "fold": pa.array(fold_rows),
         "regime": _regime_names(regime[rows][keep]),
         "signal": pa.array(signal[rows][keep]),
@@ -434,8 +463,8 @@ def _assemble(
         np.where(np.abs(filled) < np.abs(quantity) - 1e-12, "partial", "filled"),
     )
     orders = {
-        "timestamp": _ts_array(ts[ob] + bar_ns),
-        "fill_bar_open": _ts_array(ts[np.minimum(ob + 1, len(ts) - 1)]),
+        "decision_time": _ts_array(ts[ob] + bar_ns),
+        "fill_bar_open_time": _ts_array(ts[np.minimum(ob + 1, len(ts) - 1)]),
         "origin": pa.array([origin_names[o] for o in raw["order_origin"]], pa.string()),
         "side": pa.array(np.where(quantity > 0, "buy", "sell")),
         "quantity": pa.array(np.abs(quantity)),
@@ -445,7 +474,7 @@ def _assemble(
     }
     fq = raw["fill_quantity"]
     fills = {
-        "timestamp": _ts_array(ts[raw["fill_bar"]]),
+        "fill_time": _ts_array(ts[raw["fill_bar"]]),
         "side": pa.array(np.where(fq > 0, "buy", "sell")),
         "quantity": pa.array(np.abs(fq)),
         "price": pa.array(raw["fill_price"]),
@@ -453,25 +482,25 @@ def _assemble(
         "slippage_cost": pa.array(raw["fill_slippage_cost"]),
     }
     equity = {
-        "timestamp": _ts_array(ts + bar_ns),
+        "mark_time": _ts_array(ts + bar_ns),
         "cash": pa.array(raw["cash"]),
         "position": pa.array(raw["position"]),
         "equity": pa.array(raw["equity"]),
         "trading_state": pa.array([state_names[s] for s in raw["state"]], pa.string()),
     }
     events = {
-        "timestamp": _ts_array(raw["event_ts"]),
+        "event_time": _ts_array(raw["event_ts"]),
         "type": pa.array([event_names[t] for t in raw["event_type"]], pa.string()),
         "code": pa.array(raw["event_code"].astype(np.int64)),
         "value": pa.array(raw["event_value"]),
     }
     return BacktestRun(
-        bars=pa.table(bars),
-        decisions=pa.table(decisions),
-        orders=pa.table(orders),
-        fills=pa.table(fills),
-        equity=pa.table(equity),
-        events=pa.table(events),
+        bars=_table(bars),
+        decisions=_table(decisions),
+        orders=_table(orders),
+        fills=_table(fills),
+        equity=_table(equity),
+        events=_table(events),
         report={},
         folds=[],
     )

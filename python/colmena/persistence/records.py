@@ -120,7 +120,7 @@ def record_run(dsn: str, run: BacktestRun) -> int:
                 "COPY backtest_fills (run_id, seq, ts, side, quantity, price, fee, slippage_cost)"
                 " FROM STDIN"
             ) as copy:
-                for i, ts in enumerate(fills["timestamp"]):
+                for i, ts in enumerate(fills["fill_time"]):
                     copy.write_row(
                         (
                             run_id,
