@@ -383,7 +383,8 @@ def _state_meta(state: TrainingState) -> _Meta:
 
 
 def _digest(version: str, meta_json: str, tensors: Mapping[str, Array]) -> str:
-    """SHA-256 over the format name, version, metadata JSON and every tensor, length-prefixed."""
+    """SHA-256 over the format name, version, metadata JSON and every tensor (name, dtype,
+    shape, little-endian bytes), each part length-prefixed."""
     h = hashlib.sha256()
 
     def frame(data: bytes | memoryview) -> None:
@@ -395,11 +396,11 @@ def _digest(version: str, meta_json: str, tensors: Mapping[str, Array]) -> str:
     frame(version.encode())
     frame(meta_json.encode())
     for name in sorted(tensors):
-        a = _little_endian(tensors[name])
-        frame(name.encode())
-        frame(a.dtype.name.encode())
-        frame(json.dumps(list(a.shape)).encode())
-        frame(a.data)
+        a = tensors[name]
+        if a.dtype.byteorder == ">" or not a.flags.c_contiguous:
+            a = _little_endian(a)
+        frame(f"{name}\0{a.dtype.str}\0{a.shape}".encode())
+        frame(a.data if a.ndim else a.tobytes())
     return h.hexdigest()
 
 

@@ -81,6 +81,18 @@ def _frozen(a: Any) -> Any:
     return out
 
 
+def _canonical(value: Any) -> Any:
+    """A msgspec struct as it reads back from its JSON (an int in a float field becomes a float),
+    so that equal settings are equal in memory and in a checkpoint file, byte for byte; anything
+    else (or a struct that does not validate) as is."""
+    if not isinstance(value, msgspec.Struct):
+        return value
+    try:
+        return msgspec.json.decode(msgspec.json.encode(value), type=type(value))
+    except (msgspec.ValidationError, msgspec.DecodeError, TypeError):
+        return value
+
+
 def _frozen_layers(layers: Any) -> Any:
     if not isinstance(layers, (list, tuple)):
         return layers
@@ -565,7 +577,8 @@ class TrainingState:
     Notes
     -----
     Arrays are stored read-only (writable arrays are copied at construction, so later changes
-    to the caller's arrays do not leak in). Construction checks nothing: :meth:`validate` does,
+    to the caller's arrays do not leak in); the settings are stored as they read back from JSON
+    (``eval_days=4`` becomes ``4.0``). Construction checks nothing: :meth:`validate` does,
     and the checkpoint codec calls it on save and load. Equality is exact: every array by dtype,
     shape and bytes, every float by value and sign (NaN equal to NaN); :meth:`differences`
     names what differs.
@@ -593,6 +606,14 @@ class TrainingState:
     versions: Mapping[str, str] = field(default_factory=library_versions)
 
     def __post_init__(self) -> None:
+        for name in ("config", "execution", "risk"):
+            object.__setattr__(self, name, _canonical(getattr(self, name)))
+        if isinstance(self.regime, RegimeClassifier):
+            regime_config = _canonical(self.regime.config)
+            if regime_config is not self.regime.config:
+                object.__setattr__(
+                    self, "regime", dataclasses.replace(self.regime, config=regime_config)
+                )
         object.__setattr__(self, "layers", _frozen_layers(self.layers))
         for name in ("agent_ids", "fitness", "consensus_weights"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
@@ -756,7 +777,7 @@ def _diff(a: object, b: object, path: str, out: list[str], *, first_only: bool =
             )  # fmt: skip
         return
     if isinstance(a, msgspec.Struct):
-        if msgspec.to_builtins(a) != msgspec.to_builtins(b):
+        if msgspec.json.encode(a) != msgspec.json.encode(b):
             out.append(where)
         return
     if isinstance(a, (list, tuple)):

@@ -21,10 +21,10 @@ Selection and gate use different bars, so the gate judges the voted swarm on dat
 neither its agents nor their weights. Nothing after the training window is read.
 
 Reproducible end to end: the same candles, configuration and seed give the same training state
-(and checkpoint file), byte for byte, in separate processes (torch runs single-threaded and in
-deterministic mode while the VAE trains, every random draw of the evolution comes from one
-``numpy.random.Generator(seed)``, the core's forward passes and consensus have a fixed summation
-order).
+(and checkpoint file), byte for byte, in separate processes whatever their thread counts (torch
+runs single-threaded and in deterministic mode while the VAE trains and the agents fine-tune,
+every random draw of the evolution comes from one ``numpy.random.Generator(seed)``, the core's
+forward passes and consensus have a fixed summation order).
 
 Resumable: after every generation ``on_generation`` receives the typed
 :class:`colmena.training.state.TrainingState` (``colmena train`` checkpoints it), and
@@ -295,7 +295,7 @@ def _first_difference(old: Any, new: Any, path: str, skip: frozenset[str]) -> st
             if found:
                 return found
         return None
-    if old != new or type(old) is not type(new):
+    if old != new:
         return f"{path}: the checkpoint has {old!r}, this run {new!r}"
     return None
 
@@ -542,12 +542,16 @@ def train(
         if evo.finetune_steps > 0 and hi - lo > 2:
             rows = decision_rows[lo:hi]
             next_close = market.close[np.append(rows[1:], stop - 1)]
-            finetune_adam(
-                population, x, np.log(next_close / market.close[rows]),
-                np.ones(rows.size, dtype=bool), evo, periods_per_year,
-                cost_bps=execution.fee_bps + execution.slippage_bps,
-                long_only=not execution.allow_short,
-            )  # fmt: skip
+            restore = _deterministic_torch()  # the same moments whatever the thread count
+            try:
+                finetune_adam(
+                    population, x, np.log(next_close / market.close[rows]),
+                    np.ones(rows.size, dtype=bool), evo, periods_per_year,
+                    cost_bps=execution.fee_bps + execution.slippage_bps,
+                    long_only=not execution.allow_short,
+                )  # fmt: skip
+            finally:
+                restore()
             swarm.set_weights(population.layers)
             signals = swarm.forward(x)
             fitness = _fitness(market, decide, signals, start, stop, execution, band)
