@@ -987,6 +987,8 @@ class _Checks:
                 if not isinstance(pair, tuple) or len(pair) != 2:
                     self.add(f"adam.{moment}[{i}] must be a (weight, bias) pair")
                     continue
+                if not isinstance(param, tuple) or len(param) != 2:
+                    continue  # layers[i] is reported already
                 for kind, a, p in zip(("weight", "bias"), pair, param, strict=True):
                     if not (
                         isinstance(a, np.ndarray)
