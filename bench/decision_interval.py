@@ -85,11 +85,12 @@ def measure(data: Path, intervals: tuple[str, ...], seeds: tuple[int, ...]) -> l
                     result = train(window, config, execution=base.execution, risk=base.risk)
                     gate = result.model.gate
                     assert gate is not None
-                    selection = result.checkpoint.config["validation"]["selection"]
+                    assert result.state.validation is not None
+                    selection = result.state.validation.selection
                     gates.append(
                         {
                             "seed": seed,
-                            "voters": selection["voters"],
+                            "voters": selection.voters,
                             "passed": gate.passed,
                             "reason": gate.reason,
                             "net_return": gate.net_return,

@@ -8,6 +8,7 @@ plain-Python risk and execution loop of tests/reference_backtest.py.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -22,7 +23,6 @@ from colmena.analysis.metrics import performance_metrics  # noqa: E402
 from colmena.backtest.engine import BacktestConfig, backtest  # noqa: E402
 from colmena.data.ohlcv import load_ohlcv  # noqa: E402
 from colmena.model.decision import decision_bars  # noqa: E402
-from colmena.model.swarm import SwarmModel  # noqa: E402
 from colmena.model.vae import VAEConfig  # noqa: E402
 from colmena.training.evolution import EvolutionConfig  # noqa: E402
 from colmena.training.trainer import TrainConfig, train  # noqa: E402
@@ -43,22 +43,19 @@ def setup() -> tuple[Any, Any]:
         evolution=EvolutionConfig(agents=100, generations=2, eval_days=10),
         gate=False,  # the timing needs a swarm that trades
     )
-    trained = train(candles.slice(0, 40_000), config).checkpoint  # untimed
-    tensors = dict(trained.tensors)
-    tensors["consensus/weights"] = np.ones_like(tensors["consensus/weights"])  # every agent votes
-    checkpoint = type(trained)(
-        generation=trained.generation, epoch=trained.epoch, tensors=tensors,
-        lineage=trained.lineage, config=trained.config, versions=trained.versions,
-    )  # fmt: skip
-    return candles, checkpoint
+    trained = train(candles.slice(0, 40_000), config).state  # untimed
+    assert trained.consensus_weights is not None
+    state = dataclasses.replace(  # every agent votes
+        trained, consensus_weights=np.ones_like(trained.consensus_weights)
+    )
+    return candles, state
 
 
-def plain_pipeline(candles: Any, checkpoint: Any) -> dict[str, Any]:
+def plain_pipeline(candles: Any, state: Any) -> dict[str, Any]:
     """The same steps with NumPy, torch and a Python loop (no colmena core)."""
     from numpy.lib.stride_tricks import sliding_window_view
 
-    t = checkpoint.tensors
-    spec = SwarmModel.from_checkpoint(checkpoint).feature_spec
+    spec = state.feature_spec
     close = np.asarray(candles.close)
     n = close.size
     feats = np.full((n, 4), np.nan)
@@ -75,7 +72,7 @@ def plain_pipeline(candles: Any, checkpoint: Any) -> dict[str, Any]:
     feats[:, 3] = lv - mean
     valid = np.all(np.isfinite(feats), axis=1)
     valid[: spec.lookback_bars - 1] = False
-    z = (feats - t["normalization/mean"]) / t["normalization/std"]
+    z = (feats - state.normalization.mean) / state.normalization.std
     win = np.zeros((n, spec.state_size), np.float32)
     view = sliding_window_view(np.nan_to_num(z), (spec.state_bars, 4))[:, 0].reshape(
         -1, spec.state_size
@@ -83,23 +80,17 @@ def plain_pipeline(candles: Any, checkpoint: Any) -> dict[str, Any]:
     win[spec.state_bars - 1 :] = view
     with torch.no_grad():
         h = torch.from_numpy(win)
-        i = 0
-        while f"vae/encoder/layer{i}/weight" in t:
-            weight = torch.from_numpy(np.array(t[f"vae/encoder/layer{i}/weight"]))
-            bias = torch.from_numpy(np.array(t[f"vae/encoder/layer{i}/bias"]))
-            h = torch.relu(h @ weight + bias)
-            i += 1
-        mu = h @ torch.from_numpy(np.array(t["vae/mu/weight"])) + torch.from_numpy(
-            np.array(t["vae/mu/bias"])
-        )
+        for weight, bias in state.vae.layers:
+            h = torch.relu(
+                h @ torch.from_numpy(np.array(weight)) + torch.from_numpy(np.array(bias))
+            )
+        mu_weight, mu_bias = state.vae.mu
+        mu = h @ torch.from_numpy(np.array(mu_weight)) + torch.from_numpy(np.array(mu_bias))
         current = torch.from_numpy(np.where(valid[:, None], z, 0.0).astype(np.float32))
         x = torch.cat([mu, current], dim=1)
-        layers = []
-        i = 0
-        while f"swarm/layer{i}/weight" in t:
-            layers.append((torch.from_numpy(np.array(t[f"swarm/layer{i}/weight"])),
-                           torch.from_numpy(np.array(t[f"swarm/layer{i}/bias"]))))  # fmt: skip
-            i += 1
+        layers = [
+            (torch.from_numpy(np.array(w)), torch.from_numpy(np.array(b))) for w, b in state.layers
+        ]
         signals = []
         for start in range(0, n, 8192):
             hb = x[start : start + 8192].unsqueeze(0).expand(layers[0][0].shape[0], -1, -1)
@@ -108,7 +99,7 @@ def plain_pipeline(candles: Any, checkpoint: Any) -> dict[str, Any]:
                 hb = torch.tanh(hb)
             signals.append(hb.squeeze(-1))
         agent = torch.cat(signals, dim=1).numpy()
-    weights = np.asarray(t["consensus/weights"])[0]
+    weights = np.asarray(state.consensus_weights)[0]
     consensus = np.where(valid, weights @ agent / np.abs(weights).sum(), np.nan)
     decide = decision_bars(candles.ts, 60.0, "1h")
     action = np.where(decide, 1, 0)
@@ -127,12 +118,12 @@ def plain_pipeline(candles: Any, checkpoint: Any) -> dict[str, Any]:
 
 def test_colmena_oos_pass_year_100_agents(benchmark: Any, setup: tuple[Any, Any]) -> None:
     benchmark.group = "backtest: out-of-sample pass, 520k candles, 100 agents"
-    candles, checkpoint = setup
+    candles, state = setup
     run = benchmark.pedantic(backtest, args=(candles, BacktestConfig()),
-                             kwargs={"checkpoint": checkpoint}, rounds=3, iterations=1,
+                             kwargs={"state": state}, rounds=3, iterations=1,
                              warmup_rounds=1)  # fmt: skip
     benchmark.extra_info["candles_per_second"] = round(len(candles) / benchmark.stats.stats.median)
-    peer = plain_pipeline(candles.slice(0, 20_000), checkpoint)
+    peer = plain_pipeline(candles.slice(0, 20_000), state)
     ours = run.bars.column("signal").to_numpy()[:20_000]
     both = ~np.isnan(ours)
     np.testing.assert_allclose(ours[both], peer["consensus"][both], atol=1e-4)
@@ -140,7 +131,7 @@ def test_colmena_oos_pass_year_100_agents(benchmark: Any, setup: tuple[Any, Any]
 
 def test_peer_numpy_torch_python_loop(benchmark: Any, setup: tuple[Any, Any]) -> None:
     benchmark.group = "backtest: out-of-sample pass, 520k candles, 100 agents"
-    candles, checkpoint = setup
-    benchmark.pedantic(plain_pipeline, args=(candles, checkpoint), rounds=1, iterations=1)
+    candles, state = setup
+    benchmark.pedantic(plain_pipeline, args=(candles, state), rounds=1, iterations=1)
     benchmark.extra_info["candles_per_second"] = round(len(candles) / benchmark.stats.stats.median)
     assert math.isfinite(benchmark.stats.stats.median)

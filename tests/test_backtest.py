@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -17,7 +18,6 @@ from colmena.backtest.engine import BacktestConfig, ExecutionSettings, backtest
 from colmena.cli import main
 from colmena.data.ohlcv import Candles, GapReport, load_ohlcv
 from colmena.model.decision import DecisionConfig
-from colmena.persistence import checkpoint as checkpoints
 from colmena.persistence.run_folder import write_run
 from colmena.risk import RiskConfig
 from colmena.training.trainer import train
@@ -46,7 +46,7 @@ def candles(shared_data_dir: Path) -> Candles:
 def checkpoint(candles: Candles):  # type: ignore[no-untyped-def]
     """A trained swarm in which every agent votes with weight 1 (whatever the selection found),
     so that the accounting tests have trades to check."""
-    return every_agent_votes(train(candles.slice(0, 2_500), TRAINING).checkpoint)
+    return every_agent_votes(train(candles.slice(0, 2_500), TRAINING).state)
 
 
 def same(a, b) -> bool:  # type: ignore[no-untyped-def]
@@ -86,9 +86,9 @@ def perturbed_after(c: Candles, t: int, seed: int = 0) -> Candles:
 
 def test_decisions_up_to_t_ignore_every_price_after_t(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
     config = BacktestConfig(risk=LOOSE)
-    base = backtest(candles, config, checkpoint=checkpoint)
+    base = backtest(candles, config, state=checkpoint)
     t = 3_000
-    other = backtest(perturbed_after(candles, t), config, checkpoint=checkpoint)
+    other = backtest(perturbed_after(candles, t), config, state=checkpoint)
     cut = int(candles.ts[t])
     a = decided_up_to(base.decisions, cut)
     b = decided_up_to(other.decisions, cut)
@@ -117,15 +117,15 @@ def test_walk_forward_decisions_ignore_the_future_too(candles: Candles) -> None:
 
 
 def test_same_inputs_same_trades_bit_for_bit(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
-    a = backtest(candles, checkpoint=checkpoint)
-    b = backtest(candles, checkpoint=checkpoint)
+    a = backtest(candles, state=checkpoint)
+    b = backtest(candles, state=checkpoint)
     for name in ("bars", "decisions", "orders", "fills", "equity", "events"):
         assert same(getattr(a, name), getattr(b, name))
 
 
 def test_orders_fill_at_the_next_open_with_costs(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
     execution = ExecutionSettings(fee_bps=7.0, slippage_bps=3.0, impact_bps=20.0, market="margin")
-    run = backtest(candles, BacktestConfig(risk=LOOSE, execution=execution), checkpoint=checkpoint)
+    run = backtest(candles, BacktestConfig(risk=LOOSE, execution=execution), state=checkpoint)
     fills = run.fills.to_pydict()
     assert len(fills["price"]) > 10
     opens = dict(zip(candles.ts.tolist(), candles.open.tolist(), strict=True))
@@ -198,7 +198,7 @@ def test_run_directory_has_the_promised_files_and_columns(
     checkpoint,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    run = backtest(candles, checkpoint=checkpoint)
+    run = backtest(candles, state=checkpoint)
     out = write_run(run, tmp_path / "run")
     names = {p.name for p in out.iterdir()}
     assert {"bars.parquet", "decisions.parquet", "orders.parquet", "fills.parquet",
@@ -288,7 +288,7 @@ def test_failed_write_leaves_no_directory(
 ) -> None:  # type: ignore[no-untyped-def]
     import colmena.persistence.run_folder
 
-    run = backtest(candles, checkpoint=checkpoint)
+    run = backtest(candles, state=checkpoint)
 
     def broken(_: object) -> str:
         raise RuntimeError("disk full")
@@ -302,14 +302,15 @@ def test_failed_write_leaves_no_directory(
 def test_checkpoint_from_another_feature_set_is_rejected(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
     from colmena.backtest.engine import IncompatibleCheckpointError
 
-    config = dict(checkpoint.config)
-    config["feature_names"] = ["log_return", "rsi"]
-    other = checkpoints.Checkpoint(
-        generation=checkpoint.generation, epoch=checkpoint.epoch, tensors=checkpoint.tensors,
-        lineage=checkpoint.lineage, config=config, versions=checkpoint.versions,
-    )  # fmt: skip
+    other = dataclasses.replace(checkpoint, feature_names=("log_return", "rsi"))
     with pytest.raises(IncompatibleCheckpointError, match="rsi"):
-        backtest(candles, checkpoint=other)
+        backtest(candles, state=other)
+
+
+def test_an_unfinished_state_has_no_model_to_trade(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
+    running = dataclasses.replace(checkpoint, consensus_weights=None, validation=None)
+    with pytest.raises(ValueError, match=r"before selection and the gate.*--resume"):
+        backtest(candles, state=running)
 
 
 def test_no_trading_after_a_long_gap_until_features_are_valid(checkpoint) -> None:  # type: ignore[no-untyped-def]
@@ -321,7 +322,7 @@ def test_no_trading_after_a_long_gap_until_features_are_valid(checkpoint) -> Non
     c = Candles(ts=ts, open=close, high=close * 1.001, low=close * 0.999, close=close,
                 volume=np.full(n, 5.0), source=Path("synthetic"), interval_seconds=60.0,
                 gaps=GapReport.from_timestamps(ts, 60.0))  # fmt: skip
-    run = backtest(c, BacktestConfig(risk=LOOSE), checkpoint=checkpoint)
+    run = backtest(c, BacktestConfig(risk=LOOSE), state=checkpoint)
     table = run.decisions
     opens = table.column("bar_open_time").cast("int64").to_numpy()
     reasons = np.array(table.column("reason").to_pylist())
@@ -384,6 +385,32 @@ def test_cli_walk_forward_end_to_end(candles: Candles, tmp_path: Path) -> None:
         assert fold["test"]["first"] < fold["test"]["last"]
         assert "total_return" in fold["metrics"]
     assert "report.html" in result.output
+
+
+def test_cli_trades_a_checkpoint_file_or_folder(
+    candles: Candles, checkpoint, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from colmena.persistence import checkpoint as checkpoints
+
+    data = tmp_path / "c.parquet"
+    pq.write_table(candles.to_arrow(), data)
+    folder = tmp_path / "ckpt"
+    path = checkpoints.save(folder, checkpoint)
+    direct = backtest(candles, state=checkpoint).report
+    for source in (folder, path):
+        out = tmp_path / f"run-{source.name}"
+        result = CliRunner().invoke(
+            main, ["backtest", str(data), "--checkpoint", str(source), "--out", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / "report.json").read_text())
+        assert report["mode"] == "checkpoint"
+        assert report["out_of_sample"] is False  # it was trained on the first half
+        assert report["metrics"]["n_fills"] == direct["metrics"]["n_fills"] > 0
+        assert report["folds"][0]["validation"] == checkpoint.validation.to_dict()
+        assert [g["window_start"] for g in report["folds"][0]["generations"]] == [
+            h.window_start for h in checkpoint.history
+        ]
 
 
 def test_cli_config_file_sets_risk_and_costs(candles: Candles, tmp_path: Path) -> None:

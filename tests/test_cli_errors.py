@@ -139,6 +139,8 @@ def test_unwritable_out_is_refused_before_the_run(tmp_path: Path, data: Path) ->
         ["backtest", "{data}", "--config", "{missing}"],
         ["backtest", "{data}", "--decision-interval", "7x"],
         ["train", "{data}", "--out", "{data}"],
+        ["train", "{data}", "--out", "{tmp}/ck", "--resume", "{missing}"],
+        ["train", "{data}", "--out", "{tmp}/ck", "--resume", "{bad}"],
     ],
     ids=lambda a: " ".join(a)[:60],
 )

@@ -54,8 +54,8 @@ def run(shared_data_dir: Path):  # type: ignore[no-untyped-def]
         regime=RegimeConfig(lookback_bars=60),
         gate=False,
     )
-    checkpoint = train(candles.slice(0, 1_500), config).checkpoint
-    return backtest(candles, checkpoint=checkpoint)
+    state = train(candles.slice(0, 1_500), config).state
+    return backtest(candles, state=state)
 
 
 def test_migrations_apply_once(dsn: str) -> None:

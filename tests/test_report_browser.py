@@ -41,9 +41,9 @@ def report_html(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     candles = load_ohlcv(shared_data_dir / "binanceus_btcusdt_1m_2023-03-01_2023-03-21.csv")
     config = tiny_training(decision=DecisionConfig(interval="15m", no_trade_band=0.0), gate=False)
     trained = train(candles.slice(0, 12_000), config, execution=ExecutionSettings(market="margin"))
-    ckpt = every_agent_votes(trained.checkpoint)  # trades to show
+    ckpt = every_agent_votes(trained.state)  # trades to show
     margin = BacktestConfig(execution=ExecutionSettings(market="margin"))
-    run = backtest(candles.slice(12_000, len(candles)), margin, checkpoint=ckpt)
+    run = backtest(candles.slice(12_000, len(candles)), margin, state=ckpt)
     assert run.fills.num_rows > 0
     out = write_run(run, tmp_path_factory.mktemp("report") / "run")
     return out / "report.html"

@@ -260,6 +260,13 @@ def _decision_options(f: Any) -> Any:
     show_default=True,
     help="Adam fine-tuning steps per generation (needs torch).",
 )
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Continue the run in this checkpoint (a file, or a folder: its newest valid one) on "
+    "the same DATA; options not given come from the checkpoint, --generations may grow.",
+)
 def train(
     data: Path,
     out_dir: Path,
@@ -272,12 +279,16 @@ def train(
     decision_interval: str,
     market: str,
     finetune_steps: int,
+    resume: Path | None,
 ) -> None:
-    """Train the VAE and evolve a swarm of agents on the candles in DATA, then checkpoint it.
+    """Train the VAE and evolve a swarm of agents on the candles in DATA, checkpointing every
+    generation into --out.
 
     The last part of DATA is held back: agents that beat flat on its first half vote, and the
     voted swarm must beat flat on its second half (the gate) to be traded. The same DATA,
-    options and seed give the same checkpoint, byte for byte.
+    options and seed give the same checkpoints, byte for byte. A checkpoint is written after
+    every generation (a killed run loses at most one) and at the end; --resume continues a run
+    exactly as if it had never stopped.
     """
     import msgspec
 
@@ -286,25 +297,69 @@ def train(
     from colmena.model.decision import DecisionConfig
     from colmena.model.vae import VAEConfig, require_torch
     from colmena.persistence import checkpoint as checkpoints
-    from colmena.training.evolution import EvolutionConfig, GenerationStats
-    from colmena.training.trainer import TrainConfig
+    from colmena.training.config import EvolutionConfig, TrainConfig
+    from colmena.training.state import TrainingState
     from colmena.training.trainer import train as run_training
 
+    ctx = click.get_current_context()
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+
+    previous: TrainingState | None = None
+    if resume is not None:
+        if not resume.exists():
+            raise UserError(f"{resume}: no such checkpoint file or folder")
+        try:
+            previous = checkpoints.load_path(resume)
+        except (OSError, ValueError) as exc:
+            raise UserError(str(exc)) from exc
     try:
-        config = TrainConfig(
-            seed=seed,
-            vae=VAEConfig(epochs=vae_epochs),
-            evolution=EvolutionConfig(
-                agents=agents,
-                generations=generations,
-                eval_days=eval_days,
-                finetune_steps=finetune_steps,
-                elite=min(5, agents - 1),
-                tournament_size=min(3, agents),
-            ),
-            decision=DecisionConfig(interval=decision_interval),
-        )
-        execution = ExecutionSettings(fee_bps=fee_bps, market=market)  # type: ignore[arg-type]
+        if previous is None:
+            config = TrainConfig(
+                seed=seed,
+                vae=VAEConfig(epochs=vae_epochs),
+                evolution=EvolutionConfig(
+                    agents=agents,
+                    generations=generations,
+                    eval_days=eval_days,
+                    finetune_steps=finetune_steps,
+                    elite=min(5, agents - 1),
+                    tournament_size=min(3, agents),
+                ),
+                decision=DecisionConfig(interval=decision_interval),
+            )
+            execution = ExecutionSettings(fee_bps=fee_bps, market=market)  # type: ignore[arg-type]
+        else:
+            # The checkpoint's settings; options given on the command line override them (and
+            # training refuses any change but --generations, naming the field).
+            config, execution = previous.config, previous.execution
+            evolution = config.evolution
+            changes = {
+                name: value
+                for name, value in (("agents", agents), ("generations", generations),
+                                    ("eval_days", eval_days), ("finetune_steps", finetune_steps))
+                if given(name)
+            }  # fmt: skip
+            if changes:
+                evolution = msgspec.structs.replace(evolution, **changes)
+            decision = config.decision
+            if given("decision_interval"):
+                decision = msgspec.structs.replace(decision, interval=decision_interval)
+            vae = config.vae
+            if given("vae_epochs"):
+                vae = msgspec.structs.replace(vae, epochs=vae_epochs)
+            config = msgspec.structs.replace(
+                config, evolution=evolution, decision=decision, vae=vae,
+                seed=seed if given("seed") else config.seed,
+            )  # fmt: skip
+            if given("fee_bps"):
+                execution = msgspec.structs.replace(execution, fee_bps=fee_bps)
+            if given("market"):
+                execution = msgspec.structs.replace(execution, market=market)
+            # re-run every validation of the nested structs on the final values
+            config = msgspec.json.decode(msgspec.json.encode(config), type=TrainConfig)
+            execution = msgspec.json.decode(msgspec.json.encode(execution), type=ExecutionSettings)
     except msgspec.ValidationError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
@@ -317,6 +372,7 @@ def train(
         candles = load_ohlcv(data)
     except (OSError, ValueError) as exc:
         raise UserError(str(exc)) from exc
+    total = config.evolution.generations
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -326,15 +382,28 @@ def train(
         TimeElapsedColumn(),
         console=console,
     ) as progress:
-        vae_task = progress.add_task("VAE epochs", total=config.vae.epochs, info="")
-        gen_task = progress.add_task("generations", total=generations, info="")
+        vae_task = progress.add_task(
+            "VAE epochs", total=config.vae.epochs, info="", visible=previous is None
+        )
+        gen_task = progress.add_task(
+            "generations",
+            total=total,
+            completed=previous.generation if previous is not None else 0,
+            info="",
+        )
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             progress.update(vae_task, completed=epoch, info=f"val loss {metrics['val_loss']:.4f}")
 
-        def on_generation(stats: GenerationStats) -> None:
+        def on_generation(state: TrainingState) -> None:
+            # Checkpoint first: a run killed from here on loses nothing up to this generation.
+            try:
+                checkpoints.save(out_dir, state)
+            except OSError as exc:
+                raise UserError(f"writing the checkpoint to {out_dir} failed: {exc}") from exc
             if not progress.tasks[vae_task].finished:
                 progress.update(vae_task, completed=config.vae.epochs)
+            stats = state.history[-1]
             progress.update(
                 gen_task,
                 completed=stats.generation,
@@ -347,21 +416,24 @@ def train(
                 candles,
                 config,
                 execution=execution,
+                resume=previous,
                 on_vae_epoch=on_epoch,
                 on_generation=on_generation,
             )
         except (ValueError, ImportError) as exc:  # ImportError: training without torch
             raise UserError(str(exc)) from exc
     try:
-        path = checkpoints.save(out_dir, result.checkpoint)
+        path = checkpoints.save(out_dir, result.state)
     except OSError as exc:
         raise UserError(f"writing the checkpoint to {out_dir} failed: {exc}") from exc
     elapsed = time.perf_counter() - started
-    history = result.population.history
+    history = result.state.history
     summary = Table(title=f"trained on {data.name}", show_header=False)
     summary.add_row("candles", f"{len(candles):,}")
+    if previous is not None:
+        summary.add_row("resumed", f"after generation {previous.generation} ({resume})")
     summary.add_row("VAE", f"{result.vae.epochs_run} epochs (best {result.vae.best_epoch})")
-    summary.add_row("agents", f"{result.population.n_agents}")
+    summary.add_row("agents", f"{result.state.n_agents}")
     summary.add_row("generations", f"{len(history)}")
     summary.add_row(
         "fitness (last)",
@@ -544,7 +616,7 @@ def backtest(
     from colmena.model.vae import require_torch
     from colmena.persistence import checkpoint as checkpoints
     from colmena.persistence.run_folder import RunFolderError, check_run_folder, write_run
-    from colmena.training.evolution import GenerationStats
+    from colmena.training.state import TrainingState
 
     if data is not None and exchange is not None:
         raise click.UsageError("give a candle file DATA or --exchange, not both")
@@ -616,11 +688,7 @@ def backtest(
         candles = load_ohlcv(data)
         ckpt = None
         if checkpoint is not None:
-            ckpt = (
-                checkpoints.load_latest(checkpoint)
-                if checkpoint.is_dir()
-                else checkpoints.load(checkpoint)
-            )
+            ckpt = checkpoints.load_path(checkpoint)
     except (OSError, ValueError) as exc:
         raise UserError(str(exc)) from exc
     n_folds = 1 if ckpt is not None else config.folds
@@ -660,7 +728,8 @@ def backtest(
         def on_vae_epoch(epoch: int, metrics: dict[str, float]) -> None:
             progress.update(vae_task, completed=epoch, info=f"val loss {metrics['val_loss']:.4f}")
 
-        def on_generation(stats: GenerationStats) -> None:
+        def on_generation(state: TrainingState) -> None:
+            stats = state.history[-1]
             if not progress.tasks[vae_task].finished:  # early stopping ended the VAE
                 epochs = config.training.vae.epochs
                 progress.update(vae_task, completed=epochs, info="early stop")
@@ -673,7 +742,7 @@ def backtest(
 
         try:
             run = run_backtest(
-                candles, config, checkpoint=ckpt, on_stage=on_stage,
+                candles, config, state=ckpt, on_stage=on_stage,
                 on_vae_epoch=on_vae_epoch, on_generation=on_generation,
             )  # fmt: skip
             progress.update(stage, description="writing the run directory")

@@ -50,8 +50,9 @@ from colmena.features.regime import REGIME_NAMES
 from colmena.model.decision import decision_bars
 from colmena.model.swarm import GateResult, SwarmModel
 from colmena.risk import RiskConfig, stress_test, value_at_risk_report
-from colmena.training.evolution import GenerationStats
-from colmena.training.trainer import TrainConfig, train
+from colmena.training.config import TrainConfig
+from colmena.training.state import GenerationStats, TrainingState
+from colmena.training.trainer import train
 from colmena.units import NS_PER_DAY, NS_PER_SECOND
 from colmena.versions import library_versions
 
@@ -97,7 +98,7 @@ MAX_PLAUSIBLE_NOTIONAL_PER_BAR: Final = 1e9
 
 
 class IncompatibleCheckpointError(ValueError):
-    """The checkpoint was trained on another feature set than this version computes."""
+    """The training state was trained on another feature set than this version computes."""
 
 
 class BacktestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -185,12 +186,13 @@ def _fold_plan(n: int, config: BacktestConfig, lookback: int) -> list[tuple[int,
     return [(int(a) - train_len, int(a), int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
 
-def _check_checkpoint(checkpoint: Any) -> None:
-    names = checkpoint.config.get("feature_names") if hasattr(checkpoint, "config") else None
-    if names is None or list(names) != list(FEATURE_NAMES):
+def _check_state(state: TrainingState) -> None:
+    if not isinstance(state, TrainingState):
+        raise TypeError(f"state must be a TrainingState, got {type(state).__name__}")
+    if list(state.feature_names) != list(FEATURE_NAMES):
         raise IncompatibleCheckpointError(
-            f"checkpoint features {names} differ from this version's {list(FEATURE_NAMES)}: "
-            "retrain with `colmena train`"
+            f"checkpoint features {list(state.feature_names)} differ from this version's "
+            f"{list(FEATURE_NAMES)}: retrain with `colmena train`"
         )
 
 
@@ -198,25 +200,25 @@ def backtest(
     candles: Candles,
     config: BacktestConfig | None = None,
     *,
-    checkpoint: Any = None,
+    state: TrainingState | None = None,
     on_stage: Callable[[str], None] | None = None,
     on_vae_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    on_generation: Callable[[GenerationStats], None] | None = None,
+    on_generation: Callable[[TrainingState], None] | None = None,
 ) -> BacktestRun:
     """Run the whole pipeline on ``candles``.
 
-    With ``checkpoint`` (a :class:`colmena.checkpoint.Checkpoint` from ``colmena train``) the
-    fixed swarm trades every bar of the file after its warm-up, if its validation gate passed
-    (the report marks it ``out_of_sample: false`` when the checkpoint's training data overlaps
-    the file). Without one, walk-forward: train, select and gate on each fold's window, trade its
-    test segment out of sample.
+    With ``state`` (a finished :class:`colmena.training.TrainingState`, e.g. from
+    ``colmena.checkpoint.load_latest``) the fixed swarm trades every bar of the file after its
+    warm-up, if its validation gate passed (the report marks it ``out_of_sample: false`` when
+    the state's training data overlaps the file). Without one, walk-forward: train, select and
+    gate on each fold's window, trade its test segment out of sample.
 
     Raises
     ------
     IncompatibleCheckpointError
-        If the checkpoint was trained on another feature set.
+        If the state was trained on another feature set.
     ValueError
-        If the data is too short for the windows, or the checkpoint is invalid.
+        If the data is too short for the windows, or the state is invalid or unfinished.
     ImportError
         Walk-forward without torch.
     """
@@ -245,30 +247,18 @@ def backtest(
         regime[part] = sig.regime[offset:]
         fold_of_bar[part] = k
 
-    if checkpoint is not None:
-        _check_checkpoint(checkpoint)
-        model = SwarmModel.from_checkpoint(checkpoint)
+    if state is not None:
+        _check_state(state)
+        model = state.to_model()
         interval = model.decision.interval
         if on_stage:
             on_stage("signals")
         take(model, 0, 0, n, 0)
-        history = [
-            GenerationStats(g + 1, float(best), float(median), float(entropy), -1, -1)
-            for g, (best, median, entropy) in enumerate(
-                zip(
-                    checkpoint.tensors.get("history/best_fitness", []),
-                    checkpoint.tensors.get("history/median_fitness", []),
-                    checkpoint.tensors.get("history/entropy", []),
-                    strict=False,
-                )
-            )
-        ]
         gate = model.gate or GateResult(False, "not_validated", 0, 0, 0.0, 0.0, 0, 0, 0.0)
-        validation = dict(checkpoint.config.get("validation", {}))
-        folds.append(FoldInfo(0, -1, -1, 0, n, history, gate, validation))
-        data = checkpoint.config.get("data", {})
-        first, last = data.get("first_ts"), data.get("last_ts")
-        if first is None or last is None or not (last < candles.ts[0] or first > candles.ts[-1]):
+        validation = state.validation.to_dict() if state.validation is not None else {}
+        folds.append(FoldInfo(0, -1, -1, 0, n, list(state.history), gate, validation))
+        first, last = state.data.first_ts, state.data.last_ts
+        if not (last < candles.ts[0] or first > candles.ts[-1]):
             out_of_sample = False
     else:
         lookback = max(
@@ -297,8 +287,8 @@ def backtest(
             folds.append(
                 FoldInfo(
                     k, train_start, train_stop, test_start, test_stop,
-                    list(result.population.history), model.gate,
-                    dict(result.checkpoint.config.get("validation", {})),
+                    list(result.state.history), model.gate,
+                    result.state.validation.to_dict() if result.state.validation else {},
                 )
             )  # fmt: skip
 
@@ -348,7 +338,7 @@ def backtest(
     run.trades = trades_table(raw, trade_fold)
     run.report = _report(
         candles, rows, raw, config, folds, regime, action, baselines, baseline_equity,
-        run.trades, checkpoint is not None, out_of_sample, interval, bar_ns,
+        run.trades, state is not None, out_of_sample, interval, bar_ns,
         timing={
             "training_seconds": training_seconds,
             "trading_seconds": trading_seconds,

@@ -1,7 +1,8 @@
 """Persistence: what outlives a process, written atomically and read back with every check.
 
-- :mod:`colmena.persistence.checkpoint`: training checkpoints (safetensors with a SHA-256 checksum,
-  newest valid file loaded, corrupt ones skipped).
+- :mod:`colmena.persistence.checkpoint`: the codec of :class:`colmena.training.TrainingState`
+  (safetensors with a SHA-256 checksum, written atomically, newest valid file loaded, corrupt
+  ones skipped).
 - :mod:`colmena.persistence.run_folder`: backtest run folders (never a user's file replaced).
 - :mod:`colmena.persistence.records`: run records in PostgreSQL (idempotent, all or nothing).
 

@@ -20,19 +20,26 @@
 Selection and gate use different bars, so the gate judges the voted swarm on data that chose
 neither its agents nor their weights. Nothing after the training window is read.
 
-Reproducible end to end: the same candles, configuration and seed give the same checkpoint, byte
-for byte, in separate processes (torch runs single-threaded and in deterministic mode while the
-VAE trains, every random draw of the evolution comes from one ``numpy.random.Generator(seed)``,
-the core's forward passes and consensus have a fixed summation order).
+Reproducible end to end: the same candles, configuration and seed give the same training state
+(and checkpoint file), byte for byte, in separate processes whatever their thread counts (torch
+runs single-threaded and in deterministic mode while the VAE trains and the agents fine-tune,
+every random draw of the evolution comes from one ``numpy.random.Generator(seed)``, the core's
+forward passes and consensus have a fixed summation order).
+
+Resumable: after every generation ``on_generation`` receives the typed
+:class:`colmena.training.state.TrainingState` (``colmena train`` checkpoints it), and
+``train(candles, resume=state)`` continues from it: the VAE, normalization and regime classifier
+are reused, the population, Adam moments, lineage, history and the generator's state go on from
+there, and the result equals that of the uninterrupted run, bit for bit. Training never writes
+files; :mod:`colmena.persistence.checkpoint` does.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import msgspec
 import numpy as np
@@ -46,76 +53,62 @@ from colmena.execution.simulation import (
     day_end_rows,
     simulate_targets,
 )
-from colmena.features.market_state import (
-    FEATURE_NAMES,
-    FeatureSpec,
-    Normalization,
-    compute_market_state,
-)
-from colmena.features.regime import REGIME_NAMES, RegimeClassifier, RegimeConfig
-from colmena.model.decision import DecisionConfig, decision_bars
+from colmena.features.market_state import FEATURE_NAMES, Normalization, compute_market_state
+from colmena.features.regime import REGIME_NAMES, RegimeClassifier
+from colmena.model.decision import decision_bars
 from colmena.model.swarm import GateResult, SwarmModel
-from colmena.model.vae import TrainedVAE, VAEConfig, encoder_tensors, train_vae
-from colmena.persistence.checkpoint import Checkpoint
+from colmena.model.vae import TrainedVAE, train_vae
 from colmena.risk import RiskConfig
+from colmena.training.config import TrainConfig
 from colmena.training.evolution import (
-    EvolutionConfig,
-    GenerationStats,
     Population,
     behavioural_entropy,
     daily_sharpe,
     finetune_adam,
 )
+from colmena.training.state import (
+    DataProvenance,
+    GenerationStats,
+    RegimeVoters,
+    RNGState,
+    SelectionResult,
+    TrainingState,
+    VAEEpoch,
+    VAEState,
+    ValidationResult,
+)
 from colmena.units import NS_PER_SECOND, SECONDS_PER_DAY, SECONDS_PER_YEAR
 from colmena.versions import library_versions
 
-__all__ = ["MIN_REGIME_DECISIONS", "TrainConfig", "TrainResult", "train"]
+__all__ = ["MIN_REGIME_DECISIONS", "ResumeError", "TrainConfig", "TrainResult", "train"]
 
 #: A regime with fewer selection decisions than this uses the global weights.
 MIN_REGIME_DECISIONS: Final = 24
 
 
-class TrainConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Everything that determines a training run (stored in the checkpoint).
-
-    Attributes
-    ----------
-    seed : int
-    features : FeatureSpec
-    vae : VAEConfig
-    evolution : EvolutionConfig
-    decision : DecisionConfig
-        Decision interval and no-trade band (the fitness trades at this interval).
-    regime : RegimeConfig
-    regime_consensus : bool
-        One set of voters and weights per market regime (True) or one for all bars (False, the
-        default: on the selection and gate bars of the sample years the per-regime consensus did
-        not beat the global one, see ``bench/decision_interval.py``). Per-regime performance is
-        reported either way.
-    validation_fraction : float
-        Share of the training window held back for selection and the gate, in (0, 0.6].
-    gate : bool
-        Trade only a model that beats flat on the gate bars (default True). False trades every
-        model and the report says so.
-    """
-
-    seed: int = 0
-    features: FeatureSpec = msgspec.field(default_factory=FeatureSpec)
-    vae: VAEConfig = msgspec.field(default_factory=VAEConfig)
-    evolution: EvolutionConfig = msgspec.field(default_factory=EvolutionConfig)
-    decision: DecisionConfig = msgspec.field(default_factory=DecisionConfig)
-    regime: RegimeConfig = msgspec.field(default_factory=RegimeConfig)
-    regime_consensus: bool = False
-    validation_fraction: Annotated[float, msgspec.Meta(gt=0.0, le=0.6)] = 0.3
-    gate: bool = True
+class ResumeError(ValueError):
+    """A training state cannot be continued with these candles or settings (the message names
+    the field that differs)."""
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """A finished training run: the model, its checkpoint and the records behind it."""
+    """A finished training run.
+
+    Attributes
+    ----------
+    model : SwarmModel
+        The voted, gated swarm (``state.to_model()``, already built).
+    state : TrainingState
+        The final, finished state (what ``colmena train`` checkpoints).
+    population : Population
+        The final population (working copy).
+    vae : TrainedVAE
+        The VAE (``module`` is None when the run was resumed: the torch model is not stored).
+    """
 
     model: SwarmModel
-    checkpoint: Checkpoint
+    state: TrainingState
     population: Population
     vae: TrainedVAE
 
@@ -174,7 +167,7 @@ def _select_voters(
     execution: ExecutionSettings,
     band: float,
     per_regime: bool,
-) -> tuple[NDArray[np.float64], dict[str, Any]]:
+) -> tuple[NDArray[np.float64], SelectionResult]:
     """Consensus weights [n_sets, n_agents] from the selection bars (module docstring)."""
     local_decisions = np.flatnonzero(decide[start:stop]).astype(np.int64)
     equity, marks, days = _segment_equity(
@@ -184,14 +177,16 @@ def _select_voters(
     net = equity[:, -1] / execution.initial_cash - 1.0
     beats = (net > 0.0) & (sharpe > 0.0)
     global_weights = np.where(beats, sharpe, 0.0)
-    info: dict[str, Any] = {
-        "agents": int(signals.shape[0]),
-        "voters": int(beats.sum()),
-        "best_sharpe": float(sharpe.max()) if sharpe.size else None,
-        "median_sharpe": float(np.median(sharpe)) if sharpe.size else None,
-    }
+    selection = SelectionResult(
+        first_ts=int(market.ts[start]),
+        last_ts=int(market.ts[stop - 1]),
+        agents=int(signals.shape[0]),
+        voters=int(beats.sum()),
+        best_sharpe=float(sharpe.max()) if sharpe.size else None,
+        median_sharpe=float(np.median(sharpe)) if sharpe.size else None,
+    )
     if not per_regime:
-        return global_weights[None, :], info
+        return global_weights[None, :], selection
     # Per regime: the decision intervals that started in it (equity from one decision mark to the
     # next), scored by mean / std of their returns.
     at_decision = np.isin(marks, local_decisions)
@@ -202,13 +197,13 @@ def _select_voters(
     decided_in = np.concatenate([[-1], regimes[:-1]]) if regimes.size else regimes
     weights = np.zeros((1 + len(REGIME_NAMES), signals.shape[0]))
     weights[0] = global_weights
-    per: list[dict[str, Any]] = []
+    per: list[RegimeVoters] = []
     for k, name in enumerate(REGIME_NAMES):
         cols = decided_in == k
         n_decisions = int(cols.sum())
         if n_decisions < MIN_REGIME_DECISIONS:
             weights[1 + k] = global_weights
-            per.append({"regime": name, "decisions": n_decisions, "voters": None})
+            per.append(RegimeVoters(regime=name, decisions=n_decisions, voters=None))
             continue
         x = interval[:, cols]
         mean = x.mean(axis=1)
@@ -216,9 +211,8 @@ def _select_voters(
         score = np.where(std > 1e-12, mean / np.where(std > 1e-12, std, 1.0), 0.0)
         ok = (np.log1p(x).sum(axis=1) > 0.0) & (score > 0.0)
         weights[1 + k] = np.where(ok, score, 0.0)
-        per.append({"regime": name, "decisions": n_decisions, "voters": int(ok.sum())})
-    info["regimes"] = per
-    return weights, info
+        per.append(RegimeVoters(regime=name, decisions=n_decisions, voters=int(ok.sum())))
+    return weights, dataclasses.replace(selection, regimes=tuple(per))
 
 
 def _gate(
@@ -291,14 +285,105 @@ def _deterministic_torch() -> Callable[[], None]:
     return restore
 
 
+def _first_difference(old: Any, new: Any, path: str, skip: frozenset[str]) -> str | None:
+    """The first path where two JSON-like values differ, with both values; None if equal."""
+    if path in skip:
+        return None
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            found = _first_difference(old.get(key), new.get(key), f"{path}.{key}", skip)
+            if found:
+                return found
+        return None
+    if old != new:
+        return f"{path}: the checkpoint has {old!r}, this run {new!r}"
+    return None
+
+
+def _check_resumable(
+    state: TrainingState,
+    data: DataProvenance,
+    config: TrainConfig,
+    execution: ExecutionSettings,
+    risk: RiskConfig,
+) -> None:
+    """Refuse (ResumeError naming the field) to continue ``state`` with other data or settings."""
+    try:
+        state.validate()
+    except ValueError as exc:
+        raise ResumeError(f"cannot resume: {exc}") from exc
+    if state.feature_names != tuple(FEATURE_NAMES):
+        raise ResumeError(
+            f"cannot resume: feature_names: the checkpoint has {list(state.feature_names)}, this "
+            f"version computes {list(FEATURE_NAMES)}; retrain with `colmena train`"
+        )
+    old = state.data
+    if (old.candles_sha256, old.rows) != (data.candles_sha256, data.rows):
+        raise ResumeError(
+            f"cannot resume: data: the checkpoint was trained on {old.rows} candles from "
+            f"{old.source} (sha256 {old.candles_sha256[:12]}...), these are {data.rows} candles "
+            f"from {data.source} (sha256 {data.candles_sha256[:12]}...): resume on the same data"
+        )
+    skip = frozenset({"config.evolution.generations"})
+    for name, before, now in (
+        ("config", state.config, config),
+        ("execution", state.execution, execution),
+        ("risk", state.risk, risk),
+    ):
+        found = _first_difference(msgspec.to_builtins(before), msgspec.to_builtins(now), name, skip)
+        if found:
+            raise ResumeError(
+                f"cannot resume: {found}; a resumed run keeps the checkpoint's settings (only "
+                "evolution.generations may change)"
+            )
+    if state.generation > config.evolution.generations:
+        raise ResumeError(
+            f"cannot resume: config.evolution.generations: the checkpoint has already evolved "
+            f"{state.generation} generations, more than the {config.evolution.generations} asked"
+        )
+
+
+def _vae_state(vae: TrainedVAE) -> VAEState:
+    return VAEState(
+        layers=tuple((w, b) for w, b in vae.layers),
+        mu=vae.mu,
+        logvar=vae.logvar,
+        epochs_run=vae.epochs_run,
+        best_epoch=vae.best_epoch,
+        history=tuple(
+            VAEEpoch(
+                train_loss=float(h["train_loss"]),
+                val_loss=float(h["val_loss"]),
+                reconstruction=float(h["reconstruction"]),
+                kl=float(h["kl"]),
+            )
+            for h in vae.history
+        ),
+    )
+
+
+def _trained_vae(state: VAEState) -> TrainedVAE:
+    """The VAE of a resumed run (no torch module: only the encoder was stored)."""
+    return TrainedVAE(
+        layers=[(w, b) for w, b in state.layers],
+        mu=state.mu,
+        logvar=state.logvar,
+        epochs_run=state.epochs_run,
+        best_epoch=state.best_epoch,
+        history=[dataclasses.asdict(e) for e in state.history],
+        module=None,
+    )
+
+
 def train(
     candles: Candles,
     config: TrainConfig | None = None,
     *,
     execution: ExecutionSettings | None = None,
     risk: RiskConfig | None = None,
+    resume: TrainingState | None = None,
     on_vae_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    on_generation: Callable[[GenerationStats], None] | None = None,
+    on_generation: Callable[[TrainingState], None] | None = None,
 ) -> TrainResult:
     """Train the VAE, evolve the swarm, select its voters and gate it (module docstring).
 
@@ -307,13 +392,24 @@ def train(
     candles : Candles
         Training candles only (a walk-forward caller passes the in-sample window).
     config : TrainConfig, optional
+        Default: ``resume.config`` when resuming, else ``TrainConfig()``.
     execution : ExecutionSettings, optional
         Costs and market type the fitness, the selection and the gate trade with (the
-        backtest passes its own).
+        backtest passes its own). Default: ``resume.execution`` when resuming.
     risk : RiskConfig, optional
-        Risk limits the gate trades with.
-    on_vae_epoch, on_generation : callable, optional
-        Progress callbacks.
+        Risk limits the gate trades with. Default: ``resume.risk`` when resuming.
+    resume : TrainingState, optional
+        Continue this run (a state passed to ``on_generation``, or a finished one, e.g. loaded
+        from a checkpoint) instead of starting afresh: the VAE, the normalization and the
+        regime classifier are taken from it, and the evolution goes on from its generation with
+        its population, Adam moments, lineage and random generator, up to
+        ``config.evolution.generations``. The result equals, bit for bit, that of one
+        uninterrupted run with the same candles and settings.
+    on_vae_epoch : callable, optional
+        Called with (epoch, losses) after every VAE epoch (not when resuming).
+    on_generation : callable, optional
+        Called with the :class:`TrainingState` after every evolved generation (before the
+        population reproduces): what ``colmena train`` checkpoints, and what ``resume`` takes.
 
     Returns
     -------
@@ -321,20 +417,32 @@ def train(
 
     Raises
     ------
+    ResumeError
+        If ``resume`` was trained on other candles, with other settings (only
+        ``evolution.generations`` may differ, and not below the generations already evolved),
+        another feature set, or is invalid; the message names the field.
     ValueError
         If the candles are too short for the feature warm-up, the regime look-back, or leave too
         few decision bars in one of the three parts.
     ImportError
-        Without torch (the VAE trains in torch).
+        Without torch (the VAE trains in torch; a resumed run needs torch only to fine-tune).
     """
     from colmena.model.nn import Swarm
 
-    config = config or TrainConfig()
-    execution = execution or ExecutionSettings()
-    risk = risk or RiskConfig()
+    if config is None:
+        config = resume.config if resume is not None else TrainConfig()
+    if execution is None:
+        execution = resume.execution if resume is not None else ExecutionSettings()
+    if risk is None:
+        risk = resume.risk if resume is not None else RiskConfig()
     evo = config.evolution
     spec = config.features
     n = len(candles)
+    provenance = DataProvenance.of(candles) if n else None
+    if resume is not None:
+        if provenance is None:
+            raise ResumeError("cannot resume: data: no candles")
+        _check_resumable(resume, provenance, config, execution, risk)
     state = compute_market_state(candles, spec)
     valid = state.valid
     market = candles
@@ -356,16 +464,27 @@ def train(
                 f"{config.decision.interval} interval; training needs at least 10 in each part "
                 "(more data, a shorter interval or a smaller validation_fraction)"
             )
+    assert provenance is not None
     fit_rows = valid & (index < fit_stop)
-    normalization = Normalization.fit(state.features, fit_rows)
-    windows = state.windows(normalization)
-    restore = _deterministic_torch()
-    try:
-        vae = train_vae(windows[fit_rows], config.vae, seed=config.seed, on_epoch=on_vae_epoch)
-    finally:
-        restore()
-    encoder = vae.encoder()
     decision_rows = np.flatnonzero(decide).astype(np.int64)
+    if resume is None:
+        normalization = Normalization.fit(state.features, fit_rows)
+        windows = state.windows(normalization)
+        restore = _deterministic_torch()
+        try:
+            vae = train_vae(windows[fit_rows], config.vae, seed=config.seed, on_epoch=on_vae_epoch)
+        finally:
+            restore()
+        regime = RegimeClassifier.fit(
+            market.close, decision_rows[decision_rows < fit_stop], config.regime
+        )
+    else:
+        normalization = resume.normalization
+        windows = state.windows(normalization)
+        vae = _trained_vae(resume.vae)
+        regime = resume.regime
+    vae_state = resume.vae if resume is not None else _vae_state(vae)
+    encoder = vae.encoder()
     model_inputs = np.ascontiguousarray(
         np.concatenate(
             [encoder.encode(windows[decision_rows]), state.current(normalization, decision_rows)],
@@ -373,18 +492,47 @@ def train(
         ),
         dtype=np.float32,
     )
-    regime = RegimeClassifier.fit(
-        market.close, decision_rows[decision_rows < fit_stop], config.regime
-    )
     regimes = regime.classify(market.close, decision_rows)
 
-    rng = np.random.default_rng(config.seed)
-    population = Population.initial(model_inputs.shape[1], evo, rng)
+    if resume is None:
+        rng = np.random.default_rng(config.seed)
+        population = Population.initial(model_inputs.shape[1], evo, rng)
+    else:
+        rng = resume.rng.generator()
+        population = Population.from_state(resume)
+        if 0 < resume.generation < evo.generations:
+            population.reproduce(evo, rng)  # what the interrupted run did next
+    versions = library_versions()
+
+    def snapshot() -> TrainingState:
+        return TrainingState(
+            generation=len(population.history),
+            layers=tuple((w, b) for w, b in population.layers),
+            agent_ids=population.ids,
+            fitness=population.fitness,
+            next_agent_id=population.next_id,
+            adam=None if population.adam is None else population.adam.moments(),
+            lineage=tuple(population.lineage),
+            history=tuple(population.history),
+            rng=RNGState.of(rng),
+            feature_names=tuple(FEATURE_NAMES),
+            normalization=normalization,
+            regime=regime,
+            vae=vae_state,
+            consensus_weights=None,
+            validation=None,
+            config=config,
+            execution=execution,
+            risk=risk,
+            data=provenance,
+            versions=versions,
+        )
+
     swarm = Swarm(population.layers, activation=evo.activation)
     window = min(fit_stop, max(2, round(evo.eval_days * SECONDS_PER_DAY / _bar_seconds(market))))
     band = config.decision.no_trade_band
     periods_per_year = SECONDS_PER_YEAR / config.decision.seconds
-    for g in range(evo.generations):
+    for g in range(len(population.history), evo.generations):
         start = int(rng.integers(0, fit_stop - window + 1))
         stop = start + window
         lo, hi = np.searchsorted(decision_rows, [start, stop])
@@ -394,27 +542,32 @@ def train(
         if evo.finetune_steps > 0 and hi - lo > 2:
             rows = decision_rows[lo:hi]
             next_close = market.close[np.append(rows[1:], stop - 1)]
-            finetune_adam(
-                population, x, np.log(next_close / market.close[rows]),
-                np.ones(rows.size, dtype=bool), evo, periods_per_year,
-                cost_bps=execution.fee_bps + execution.slippage_bps,
-                long_only=not execution.allow_short,
-            )  # fmt: skip
+            restore = _deterministic_torch()  # the same moments whatever the thread count
+            try:
+                finetune_adam(
+                    population, x, np.log(next_close / market.close[rows]),
+                    np.ones(rows.size, dtype=bool), evo, periods_per_year,
+                    cost_bps=execution.fee_bps + execution.slippage_bps,
+                    long_only=not execution.allow_short,
+                )  # fmt: skip
+            finally:
+                restore()
             swarm.set_weights(population.layers)
             signals = swarm.forward(x)
             fitness = _fitness(market, decide, signals, start, stop, execution, band)
         population.record_fitness(fitness)
-        stats = GenerationStats(
-            generation=g + 1,
-            best_fitness=float(np.max(fitness)),
-            median_fitness=float(np.median(fitness)),
-            entropy=behavioural_entropy(signals) if signals.size else 0.0,
-            window_start=start,
-            window_stop=stop,
+        population.history.append(
+            GenerationStats(
+                generation=g + 1,
+                best_fitness=float(np.max(fitness)),
+                median_fitness=float(np.median(fitness)),
+                entropy=behavioural_entropy(signals) if signals.size else 0.0,
+                window_start=start,
+                window_stop=stop,
+            )
         )
-        population.history.append(stats)
         if on_generation is not None:
-            on_generation(stats)
+            on_generation(snapshot())
         if g + 1 < evo.generations:
             population.reproduce(evo, rng)
             swarm.set_weights(population.layers)
@@ -444,63 +597,12 @@ def train(
     voters = int(np.count_nonzero(weights.any(axis=0)))
     gate = _gate(market, decide, consensus, gate_start, n, execution, risk, voters, config.gate)
     model = model.with_gate(gate)
-    validation = {
-        "fit": [int(market.ts[0]), int(market.ts[fit_stop - 1])],
-        "selection": {
-            "first_ts": int(market.ts[fit_stop]),
-            "last_ts": int(market.ts[gate_start - 1]),
-            **selection,
-        },
-        "gate": gate.to_dict(),
-        "regime_consensus": config.regime_consensus,
-    }
-
-    tensors: dict[str, NDArray[np.generic]] = {}
-    tensors.update(population.swarm_tensors())
-    if population.adam is not None:
-        tensors.update(population.adam.tensors())
-    tensors["fitness"] = population.fitness.astype(np.float64)
-    tensors["agent_ids"] = population.ids.astype(np.int64)
-    tensors["consensus/weights"] = weights.astype(np.float64)
-    tensors.update(encoder_tensors(vae))
-    tensors["normalization/mean"] = normalization.mean.astype(np.float64)
-    tensors["normalization/std"] = normalization.std.astype(np.float64)
-    history = population.history
-    tensors["history/entropy"] = np.array([h.entropy for h in history], dtype=np.float64)
-    tensors["history/best_fitness"] = np.array([h.best_fitness for h in history])
-    tensors["history/median_fitness"] = np.array([h.median_fitness for h in history])
-    digest = hashlib.sha256()
-    for column in (market.ts, market.open, market.high, market.low, market.close, market.volume):
-        digest.update(np.ascontiguousarray(column).tobytes())
-    checkpoint = Checkpoint(
-        generation=len(history),
-        epoch=vae.epochs_run,
-        tensors=tensors,
-        lineage=tuple(population.lineage),
-        config={
-            "train": msgspec.to_builtins(config),
-            "trading": {
-                "execution": msgspec.to_builtins(execution),
-                "risk": msgspec.to_builtins(risk),
-            },
-            "feature_names": list(FEATURE_NAMES),
-            "n_inputs": int(model_inputs.shape[1]),
-            "regime": regime.to_dict(),
-            "validation": validation,
-            "data": {
-                "source": str(candles.source),
-                "rows": n,
-                "first_ts": int(market.ts[0]),
-                "last_ts": int(market.ts[-1]),
-                "candles_sha256": digest.hexdigest(),
-            },
-            "vae": {"best_epoch": vae.best_epoch, "history": _finite_history(vae.history)},
-        },
-        versions=library_versions(),
+    validation = ValidationResult(
+        fit_first_ts=int(market.ts[0]),
+        fit_last_ts=int(market.ts[fit_stop - 1]),
+        selection=selection,
+        gate=gate,
+        regime_consensus=config.regime_consensus,
     )
-    return TrainResult(model=model, checkpoint=checkpoint, population=population, vae=vae)
-
-
-def _finite_history(history: list[dict[str, float]]) -> list[dict[str, float | None]]:
-    """The VAE history with non-finite losses as None (checkpoint config is strict JSON)."""
-    return [{k: (v if math.isfinite(v) else None) for k, v in h.items()} for h in history]
+    final = dataclasses.replace(snapshot(), consensus_weights=weights, validation=validation)
+    return TrainResult(model=model, state=final, population=population, vae=vae)
