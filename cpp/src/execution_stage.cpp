@@ -63,8 +63,7 @@ const AccountSnapshot& ExecutionStage::close(const Bar& bar) {
     throw std::invalid_argument("ExecutionStage.close: bar " + format_timestamp_ns(bar.ts) +
                                 " is not the open bar " + format_timestamp_ns(open_ts_));
   }
-  const double held_days =
-      static_cast<double>(bars_ > 0 ? bar.ts - last_ts_ : bar_ns_) / kNsPerDay;
+  const double held_days = static_cast<double>(bars_ > 0 ? bar.ts - last_ts_ : bar_ns_) / kNsPerDay;
   executor_.accrue_borrow(bar.close, held_days);
   account_.ts = bar.ts + bar_ns_;
   account_.mark = bar.close;
@@ -98,7 +97,8 @@ void ExecutionStage::submit(const Order& order) {
                                 ": quantity must be finite and nonzero, got " +
                                 format_double(order.quantity));
   }
-  if (static_cast<std::uint8_t>(order.origin) > static_cast<std::uint8_t>(OrderOrigin::end_of_run)) {
+  if (static_cast<std::uint8_t>(order.origin) >
+      static_cast<std::uint8_t>(OrderOrigin::end_of_run)) {
     throw std::invalid_argument("ExecutionStage.submit: order " + std::to_string(order.id) +
                                 ": unknown origin " +
                                 std::to_string(static_cast<int>(order.origin)));

@@ -33,7 +33,8 @@ std::string where_prefix(const char* where) { return std::string(where) + ": "; 
 
 void check_signal(double signal, const char* where) {
   if (std::isnan(signal) || (signal >= -1.0 && signal <= 1.0)) return;
-  throw std::invalid_argument(where_prefix(where) + "signal must be in [-1, 1] or NaN (no signal), got " +
+  throw std::invalid_argument(where_prefix(where) +
+                              "signal must be in [-1, 1] or NaN (no signal), got " +
                               format_double(signal));
 }
 
@@ -121,10 +122,9 @@ void RiskStage::on_execution(const ExecutionReport& report) {
                                 std::to_string(outstanding_->id));
   }
   if (report.ts != open_ts_) {
-    throw std::invalid_argument("RiskStage.on_execution: report for order " +
-                                std::to_string(report.order_id) + " at " +
-                                format_timestamp_ns(report.ts) + ", but the open bar is " +
-                                format_timestamp_ns(open_ts_));
+    throw std::invalid_argument(
+        "RiskStage.on_execution: report for order " + std::to_string(report.order_id) + " at " +
+        format_timestamp_ns(report.ts) + ", but the open bar is " + format_timestamp_ns(open_ts_));
   }
   if (!std::isfinite(report.attempted) || (report.fill && !std::isfinite(report.fill->quantity))) {
     throw std::invalid_argument("RiskStage.on_execution: report for order " +
@@ -226,8 +226,8 @@ const RiskDecision& RiskStage::close(const Bar& bar, const AccountSnapshot& acco
     }
     if (quantity != 0.0 && std::isfinite(quantity)) {
       const bool reduce_only = out.state != TradingState::active;
-      out.order = Order{++last_id_, bars_, close_ts, quantity, decision.target, origin,
-                        reduce_only, 0.0};
+      out.order =
+          Order{++last_id_, bars_, close_ts, quantity, decision.target, origin, reduce_only, 0.0};
       outstanding_ = out.order;
     }
     remainder_ = 0.0;  // replaced by the new order, or nothing left to work

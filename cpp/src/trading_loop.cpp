@@ -94,9 +94,8 @@ BacktestResult run_backtest(const BacktestInput& in, const RiskConfig& risk_conf
                                   std::to_string(in.action[t]) + " at row " + std::to_string(t));
     }
     const bool new_model = in.model && t > 0 && in.model[t] != in.model[t - 1];
-    const StepResult& r =
-        loop.step(bar, action, series_signal(in.signal[t]), new_model, t + 1 < n, out.events,
-                  out.trades);
+    const StepResult& r = loop.step(bar, action, series_signal(in.signal[t]), new_model, t + 1 < n,
+                                    out.events, out.trades);
     if (pending) {
       out.orders[pending_order].filled = r.fill ? r.fill->quantity : 0.0;
       pending = false;

@@ -57,6 +57,8 @@ class ExecutionStage {
   const AccountSnapshot& account() const noexcept { return account_; }
   /// Bars closed so far.
   std::size_t bars() const noexcept { return bars_; }
+  /// Open time of the last bar opened (0 before the first).
+  std::int64_t last_open_ts() const noexcept { return open_ts_; }
   bool is_open() const noexcept { return opened_; }
   std::int64_t bar_ns() const noexcept { return bar_ns_; }
 

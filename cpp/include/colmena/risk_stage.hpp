@@ -52,8 +52,8 @@ namespace colmena {
 struct RiskDecision {
   Decision decision;  ///< requested and final target, verdict (the reason), place_order
   double kelly = std::numeric_limits<double>::quiet_NaN();  ///< fraction used; NaN: pass-through
-  TradingState state = TradingState::active;  ///< after observing the close
-  std::optional<Order> order;                 ///< for the next bar's open
+  TradingState state = TradingState::active;                ///< after observing the close
+  std::optional<Order> order;                               ///< for the next bar's open
 };
 
 /// Throws std::invalid_argument naming `where` unless `signal` is NaN (no signal) or in [-1, 1].
@@ -119,10 +119,10 @@ class RiskStage {
   PaperExecutor shadow_;
   std::size_t bars_ = 0;
   bool opened_ = false;
-  std::int64_t open_ts_ = 0;     // the bar opened last
-  std::int64_t last_ts_ = 0;     // the bar closed last
+  std::int64_t open_ts_ = 0;  // the bar opened last
+  std::int64_t last_ts_ = 0;  // the bar closed last
   double last_close_ = 0.0;
-  std::uint64_t last_id_ = 0;    // ids issued so far
+  std::uint64_t last_id_ = 0;  // ids issued so far
   std::optional<Order> outstanding_;
   double remainder_ = 0.0;       // unfilled part of the last order
   double shadow_pending_ = 0.0;  // shadow book's order for the next open
