@@ -34,7 +34,7 @@ std::string where_prefix(const char* where) { return std::string(where) + ": "; 
 void check_signal(double signal, const char* where) {
   if (std::isnan(signal) || (signal >= -1.0 && signal <= 1.0)) return;
   throw std::invalid_argument(where_prefix(where) +
-                              "signal must be in [-1, 1] or NaN (no signal), got " +
+                              "signal must be in [-1, 1] (NaN: no signal), got " +
                               format_double(signal));
 }
 
