@@ -55,7 +55,7 @@ struct ClosedTrade {
   double exit_price = 0.0;    ///< average price of the closing fills, quote per base
   double fees = 0.0;          ///< fees paid while the trade was open, quote currency
   double borrow = 0.0;        ///< borrow cost paid while the trade was open, quote currency
-  std::uint8_t exit_origin = 0;  ///< OrderOrigin of the closing order (set by the TradingLoop)
+  std::uint8_t exit_origin = 0;  ///< OrderOrigin of the closing order (set by the ExecutionStage)
 };
 
 /// The spot rule (`allow_short` false): a sell of `quantity` may take `position` to flat, not

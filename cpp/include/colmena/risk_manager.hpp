@@ -20,7 +20,7 @@
 /// share of winning trades and R = mean win / mean loss. The estimate is shrunk toward the prior
 /// (a Bayesian-style weighted mean with `kelly_prior_trades` pseudo-trades of fraction
 /// `kelly_prior`): f = (n f_hat + m f0) / (n + m); before `kelly_min_trades` trades f = f0. The
-/// trades are recorded by the caller from the signal's own unit-exposure book (see TradingLoop),
+/// trades are recorded by the caller from the signal's own unit-exposure book (see RiskStage),
 /// not from the sized position, so a zero fraction never stops the estimate from updating: there
 /// is no absorbing state, and with m > 0 and f0 > 0 the fraction never reaches 0 at all
 /// (f >= m f0 / (kelly_window + m)).
