@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,14 @@ from colmena.training.trainer import TrainConfig, train  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_backtest import PlainExecutor, plain_backtest  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "btcusd_bitfinex_1m_2018.parquet"
+#: The candle folder: $COLMENA_DATA_DIR (as in tests/conftest.py), else shared/data beside the repo.
+DATA = (
+    Path(
+        os.environ.get("COLMENA_DATA_DIR")
+        or Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+    / "btcusd_bitfinex_1m_2018.parquet"
+)
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +143,109 @@ def test_peer_numpy_torch_python_loop(benchmark: Any, setup: tuple[Any, Any]) ->
     benchmark.pedantic(plain_pipeline, args=(candles, state), rounds=1, iterations=1)
     benchmark.extra_info["candles_per_second"] = round(len(candles) / benchmark.stats.stats.median)
     assert math.isfinite(benchmark.stats.stats.median)
+
+
+# ---------------------------------------------------------------- the trading loop alone
+# The compiled loops that everything above ends in, timed apart from the swarm: run_backtest
+# (risk mode, one TradingLoop over the year) and simulate_targets (pass-through mode, one loop
+# per agent, the evolution's fitness). Peers: the plain-Python loop of tests/reference_backtest.py.
+
+LOOP_GROUP = "trading loop: run_backtest, 520k candles, hourly decisions"
+FITNESS_GROUP = "trading loop: simulate_targets, 10 days x 100 rows, hourly decisions"
+MIN_NS = 60_000_000_000
+
+
+@pytest.fixture(scope="module")
+def year_inputs() -> dict[str, Any]:
+    """The year of candles, a deterministic signal and hourly decide / hold actions."""
+    if not DATA.exists():
+        pytest.skip(f"{DATA} not found")
+    from colmena import _core
+
+    c = load_ohlcv(DATA)
+    n = len(c)
+    rng = np.random.default_rng(0)
+    signal = np.tanh(np.cumsum(rng.normal(0.0, 0.15, n)))
+    ts = np.ascontiguousarray(c.ts)
+    decide = (ts + MIN_NS) % (60 * MIN_NS) == 0
+    action = decide.astype(np.uint8)
+    action[-31:-1] = 3  # end_of_run
+    execution = _core.ExecutionConfig()
+    execution.allow_short = False
+    cols = {k: np.ascontiguousarray(getattr(c, k)) for k in ("open", "high", "low", "close")}
+    return {
+        "ts": ts, **cols, "volume": np.ascontiguousarray(c.volume),
+        "signal": np.where(decide, signal, np.nan), "action": action, "decide": decide,
+        "risk": _core.RiskConfig(), "execution": execution,
+    }  # fmt: skip
+
+
+def _core_backtest(x: dict[str, Any]) -> dict[str, Any]:
+    from colmena import _core
+
+    cols = [x[k] for k in ("ts", "open", "high", "low", "close", "volume", "signal")]
+    return _core.run_backtest(*cols, MIN_NS, x["risk"], x["execution"], x["action"])
+
+
+def _fitness_inputs(x: dict[str, Any], rows: int = 100, bars: int = 14_400) -> dict[str, Any]:
+    decide = x["decide"][:bars].astype(np.uint8)
+    d = int(decide.sum())
+    walk = np.cumsum(np.random.default_rng(1).normal(0.0, 0.4, (rows, d)), axis=1)
+    return {
+        "ts": x["ts"][:bars], "open": x["open"][:bars], "close": x["close"][:bars],
+        "volume": x["volume"][:bars], "decide": decide,
+        "signals": np.ascontiguousarray(np.tanh(walk), dtype=np.float32),
+        "marks": np.arange(59, bars, 60, dtype=np.int64),
+    }  # fmt: skip
+
+
+def test_colmena_run_backtest_year(benchmark: Any, year_inputs: dict[str, Any]) -> None:
+    benchmark.group = LOOP_GROUP
+    out = benchmark.pedantic(_core_backtest, args=(year_inputs,), rounds=15, iterations=1,
+                             warmup_rounds=1)  # fmt: skip
+    benchmark.extra_info["candles_per_second"] = round(
+        len(year_inputs["ts"]) / benchmark.stats.stats.median
+    )
+    assert len(out["fill_bar"]) > 0
+
+
+def test_peer_plain_python_loop(benchmark: Any, year_inputs: dict[str, Any]) -> None:
+    benchmark.group = LOOP_GROUP
+    x = year_inputs
+    args = [x[k].tolist() for k in ("ts", "open", "close", "volume", "signal")]
+    out = benchmark.pedantic(plain_backtest, args=(*args, MIN_NS),
+                             kwargs={"execution": PlainExecutor(allow_short=False),
+                                     "action": x["action"].tolist()},
+                             rounds=1, iterations=1)  # fmt: skip
+    assert len(out["fills"]) > 0
+
+
+def test_colmena_simulate_targets_fitness(benchmark: Any, year_inputs: dict[str, Any]) -> None:
+    from colmena import _core
+
+    benchmark.group = FITNESS_GROUP
+    f = _fitness_inputs(year_inputs)
+    args = [f[k] for k in ("ts", "open", "close", "volume", "decide", "signals", "marks")]
+    out = benchmark.pedantic(_core.simulate_targets, args=(*args, MIN_NS, year_inputs["execution"]),
+                             rounds=15, iterations=1, warmup_rounds=1)  # fmt: skip
+    steps = f["signals"].shape[0] * len(f["ts"])
+    benchmark.extra_info["row_bars_per_second"] = round(steps / benchmark.stats.stats.median)
+    assert out["n_fills"].sum() > 0
+
+
+def test_peer_plain_python_simulate_targets(benchmark: Any, year_inputs: dict[str, Any]) -> None:
+    from reference_backtest import plain_simulate_targets
+
+    benchmark.group = FITNESS_GROUP
+    f = _fitness_inputs(year_inputs)
+    bars = [f[k].tolist() for k in ("ts", "open", "close", "volume", "decide")]
+    plain = PlainExecutor(allow_short=False)
+
+    def run() -> list[dict[str, Any]]:
+        return [
+            plain_simulate_targets(*bars, row.tolist(), f["marks"].tolist(), MIN_NS, plain.fresh())
+            for row in f["signals"]
+        ]
+
+    out = benchmark.pedantic(run, rounds=1, iterations=1)
+    assert len(out) == f["signals"].shape[0]

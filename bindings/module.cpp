@@ -6,5 +6,6 @@ PYBIND11_MODULE(_core, m) {
   colmena::bindings::register_buffer(m);
   colmena::bindings::register_features(m);
   colmena::bindings::register_risk(m);
+  colmena::bindings::register_loop(m);
   colmena::bindings::register_nn(m);
 }
