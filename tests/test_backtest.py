@@ -491,7 +491,7 @@ def test_time_columns_are_named_for_what_they_are(  # type: ignore[no-untyped-de
     and the joins between tables line up on the documented bar."""
     from colmena.backtest.engine import TIME_COLUMNS
 
-    run = backtest(candles, BacktestConfig(risk=LOOSE), checkpoint=checkpoint)
+    run = backtest(candles, BacktestConfig(risk=LOOSE), state=checkpoint)
     out = write_run(run, tmp_path / "run")
     bar_ns = 60 * 10**9
     for name in ("bars", "decisions", "orders", "fills", "equity", "events"):

@@ -1,4 +1,4 @@
-"""The trading loop stepped from Python (colmena.trading_loop), whole and in halves.
+"""The trading loop stepped from Python (colmena.execution.trading_loop), whole and in halves.
 
 (a) Stepping :class:`TradingLoop` bar by bar over real candles gives exactly what
 ``_core.run_backtest`` gives: cash, position, equity, targets, Kelly fractions, verdicts, states,
@@ -26,8 +26,7 @@ import pytest
 from colmena import _core
 from colmena.data import Candles, load_ohlcv
 from colmena.execution import ExecutionSettings
-from colmena.risk import RiskConfig
-from colmena.trading_loop import (
+from colmena.execution.trading_loop import (
     AccountSnapshot,
     Action,
     Bar,
@@ -40,6 +39,7 @@ from colmena.trading_loop import (
     StepResult,
     TradingLoop,
 )
+from colmena.risk import RiskConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_backtest import PlainExecutor, PlainLoop, PlainRisk

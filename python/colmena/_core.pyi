@@ -325,7 +325,7 @@ class PaperExecutor:
     def borrow_paid(self) -> float: ...
 
 # ---------------------------------------------------------------- trading loop (register_loop)
-# Enums cross as names: see colmena.trading_loop for the Literal types and the units.
+# Enums cross as names: see colmena.execution.trading_loop for the Literal types and the units.
 
 def action_names() -> list[str]: ...
 

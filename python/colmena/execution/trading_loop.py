@@ -54,8 +54,8 @@ from typing import Literal, cast
 import msgspec
 
 from colmena import _core
-from colmena.execution import ExecutionSettings
-from colmena.risk import RiskConfig
+from colmena.execution.simulation import ExecutionSettings
+from colmena.risk.config import RiskConfig
 
 __all__ = [
     "AccountSnapshot",
