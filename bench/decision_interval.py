@@ -38,10 +38,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from colmena.backtest import BacktestConfig
-from colmena.data import load_ohlcv
-from colmena.decision import DecisionConfig, decision_bars
-from colmena.training import train
+from colmena.backtest.engine import BacktestConfig
+from colmena.data.ohlcv import load_ohlcv
+from colmena.model.decision import DecisionConfig, decision_bars
+from colmena.training.trainer import train
 
 FILES = (
     "btcusd_bitfinex_1m_2018.parquet",
@@ -85,11 +85,12 @@ def measure(data: Path, intervals: tuple[str, ...], seeds: tuple[int, ...]) -> l
                     result = train(window, config, execution=base.execution, risk=base.risk)
                     gate = result.model.gate
                     assert gate is not None
-                    selection = result.checkpoint.config["validation"]["selection"]
+                    assert result.state.validation is not None
+                    selection = result.state.validation.selection
                     gates.append(
                         {
                             "seed": seed,
-                            "voters": selection["voters"],
+                            "voters": selection.voters,
                             "passed": gate.passed,
                             "reason": gate.reason,
                             "net_return": gate.net_return,

@@ -19,8 +19,8 @@ from typing import Any
 
 import msgspec
 
-from colmena.backtest import BacktestConfig, backtest
-from colmena.data import load_ohlcv
+from colmena.backtest.engine import BacktestConfig, backtest
+from colmena.data.ohlcv import load_ohlcv
 
 FILES = (
     "btcusd_bitfinex_1m_2018.parquet",

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from colmena.buffer import MarketBuffer
+from colmena.data.buffer import MarketBuffer
 
 T0 = 1_514_764_800_000  # 2018-01-01T00:00:00Z in ms
 PUSHES = 10_000

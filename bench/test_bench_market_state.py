@@ -19,9 +19,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import colmena
 from colmena import _core
-from colmena.data import Candles, GapReport
-from colmena.market_state_stream import MarketStateStream
-from colmena.state import FeatureSpec, compute_market_state
+from colmena.data.ohlcv import Candles, GapReport
+from colmena.features.market_state import FeatureSpec, compute_market_state
+from colmena.features.market_state_stream import MarketStateStream
 
 BARS = 525_600
 MINUTE_NS = 60_000_000_000
@@ -55,7 +55,7 @@ def year() -> Candles:
 
 
 def numpy_market_state(candles: Candles, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
-    """The peer: colmena.state.compute_market_state as it was before the core kernel."""
+    """The peer: compute_market_state as it was before the core kernel (NumPy)."""
     n = len(candles)
     close = np.asarray(candles.close, dtype=np.float64)
     features = np.full((n, 4), np.nan)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from colmena.nn import Swarm, VAEEncoder
+from colmena.model.nn import Swarm, VAEEncoder
 
 N_AGENTS = 100
 SWARM_SIZES = [32, 64, 64, 1]

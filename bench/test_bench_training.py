@@ -3,10 +3,10 @@
 One generation = every agent's signal at the hourly decision bars of all 520,000 bars of BTC/USD
 2018 (the core's swarm forward pass, 8,760 decisions), the fitness of each (every agent traded
 through the core's trading loop over all 520,000 bars: next-open fills, fees, slippage, partial
-fills, then the daily Sharpe ratio, :mod:`colmena.evolution`), and breeding the next population
-(tournament, crossover, mutation, elitism). Peer: the same generation with the forward pass in
-torch (``baddbmm`` on stacked weights); the executor-based fitness is the same call in both. The
-VAE and the feature pipeline are computed once, outside the timing.
+fills, then the daily Sharpe ratio, :mod:`colmena.training.evolution`), and breeding the next
+population (tournament, crossover, mutation, elitism). Peer: the same generation with the forward
+pass in torch (``baddbmm`` on stacked weights); the executor-based fitness is the same call in
+both. The VAE and the feature pipeline are computed once, outside the timing.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from colmena.data import load_ohlcv  # noqa: E402
-from colmena.decision import decision_bars  # noqa: E402
-from colmena.evolution import EvolutionConfig, Population, daily_sharpe  # noqa: E402
-from colmena.execution import ExecutionSettings, day_end_rows, simulate_targets  # noqa: E402
-from colmena.nn import Swarm  # noqa: E402
+from colmena.data.ohlcv import load_ohlcv  # noqa: E402
+from colmena.execution.simulation import ExecutionSettings, day_end_rows, simulate_targets  # noqa: E402
+from colmena.model.decision import decision_bars  # noqa: E402
+from colmena.model.nn import Swarm  # noqa: E402
+from colmena.training.evolution import EvolutionConfig, Population, daily_sharpe  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "btcusd_bitfinex_1m_2018.parquet"
 CONFIG = EvolutionConfig(agents=100, hidden=(32, 32))

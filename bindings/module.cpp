@@ -7,5 +7,6 @@ PYBIND11_MODULE(_core, m) {
   colmena::bindings::register_features(m);
   colmena::bindings::register_state(m);
   colmena::bindings::register_risk(m);
+  colmena::bindings::register_loop(m);
   colmena::bindings::register_nn(m);
 }

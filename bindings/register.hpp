@@ -8,5 +8,6 @@ void register_buffer(pybind11::module_& m);
 void register_features(pybind11::module_& m);
 void register_state(pybind11::module_& m);
 void register_risk(pybind11::module_& m);
+void register_loop(pybind11::module_& m);
 void register_nn(pybind11::module_& m);
 }  // namespace colmena::bindings

@@ -11,60 +11,56 @@ Usage: ``python checkpoint_writer.py DIRECTORY KEEP``
    ``at {step}`` and waits there (for the parent's SIGKILL) instead of going on. No timing is
    involved: the kill lands exactly at that step of the protocol, on any machine.
 
-Every checkpoint encodes its generation g everywhere (:func:`make_generation`), so a checkpoint
+Every state encodes its generation g everywhere (:func:`make_generation`), so a checkpoint
 assembled from two saves fails :func:`check_generation`.
 """
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import sys
 import time
 
 import numpy as np
 
-from colmena.checkpoint import Checkpoint, LineageRecord, NoCheckpointError, load_latest, save
+from colmena.persistence.checkpoint import NoCheckpointError, load_latest, save
+from colmena.training.state import LineageRecord, TrainingState
+from helpers import make_state
 
 #: Swarm shape: enough megabytes that a kill often lands while the file is being written.
 N_AGENTS = 32
-WIDTHS = (64, 64, 64, 8)
+HIDDEN = (64, 64, 64)
 
 
-def make_generation(g: int) -> Checkpoint:
-    """A valid checkpoint whose every number is g (float32 holds g exactly for g < 2**24)."""
-    tensors: dict[str, np.ndarray] = {}
-    for i, (n_in, n_out) in enumerate(itertools.pairwise(WIDTHS)):
-        for kind, shape in (("weight", (N_AGENTS, n_in, n_out)), ("bias", (N_AGENTS, n_out))):
-            tensors[f"swarm/layer{i}/{kind}"] = np.full(shape, g, dtype=np.float32)
-            for moment in ("exp_avg", "exp_avg_sq"):
-                tensors[f"adam/layer{i}/{kind}/{moment}"] = np.full(shape, g, dtype=np.float32)
-    tensors["adam/step"] = np.full(N_AGENTS, g, dtype=np.int64)
-    tensors["fitness"] = np.full(N_AGENTS, g, dtype=np.float64)
-    for name in ("entropy", "best_fitness", "median_fitness"):
-        tensors[f"history/{name}"] = np.full(g, g, dtype=np.float64)
-    lineage = tuple(LineageRecord(i, (), 0, "init", float(g)) for i in range(g))
-    return Checkpoint(
-        generation=g,
-        epoch=g,
-        tensors=tensors,
-        lineage=lineage,
-        config={"generation": g},
-        versions={"writer": str(g)},
-    )
+def make_generation(g: int) -> TrainingState:
+    """A valid training state whose every number is g (float32 holds g exactly for g < 2**24)."""
+    state = make_state(
+        g, agents=N_AGENTS, hidden=HIDDEN, latent=4, fill=float(g),
+        lineage=tuple(LineageRecord(i, (), 0, "init", float(g)) for i in range(max(g, N_AGENTS))),
+    )  # fmt: skip
+    return dataclasses.replace(state, versions={"writer": str(g)})
 
 
-def check_generation(checkpoint: Checkpoint) -> int:
+def check_generation(state: TrainingState) -> int:
     """Its generation g, after asserting that every part of it says g."""
-    g = checkpoint.generation
-    assert checkpoint.epoch == g
-    assert checkpoint.config == {"generation": g}
-    assert dict(checkpoint.versions) == {"writer": str(g)}
-    assert len(checkpoint.lineage) == g
-    assert all(r.fitness == g and r.agent_id == i for i, r in enumerate(checkpoint.lineage))
-    assert set(checkpoint.tensors) == set(make_generation(0).tensors)
-    for name, array in checkpoint.tensors.items():
-        expected_size = g if name.startswith("history/") else array.size
-        assert array.size == expected_size, name
+    g = state.generation
+    assert dict(state.versions) == {"writer": str(g)}
+    assert len(state.history) == g
+    assert all(r.fitness == g for r in state.lineage)
+    assert len(state.lineage) == max(g, N_AGENTS)
+    assert state.adam is not None
+    arrays = {
+        "fitness": state.fitness,
+        "adam.step": state.adam.step,
+        "normalization.mean": state.normalization.mean,
+        "vae.mu": state.vae.mu[0],
+    }
+    for i, (w, b) in enumerate(state.layers):
+        arrays[f"layers[{i}]"], arrays[f"layers[{i}] bias"] = w, b
+        for moment in ("exp_avg", "exp_avg_sq"):
+            mw, mb = getattr(state.adam, moment)[i]
+            arrays[f"adam.{moment}[{i}]"], arrays[f"adam.{moment}[{i}] bias"] = mw, mb
+    for name, array in arrays.items():
         assert np.all(array == g), f"{name} mixes generations"
     return g
 

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from colmena import _core
-from colmena import checkpoint as checkpoints
-from colmena.backtest import BacktestConfig, ExecutionSettings, backtest, write_run
+from colmena.backtest.engine import BacktestConfig, ExecutionSettings, backtest
 from colmena.cli import main
-from colmena.data import Candles, GapReport, load_ohlcv
-from colmena.decision import DecisionConfig
+from colmena.data.ohlcv import Candles, GapReport, load_ohlcv
+from colmena.model.decision import DecisionConfig
+from colmena.persistence.run_folder import write_run
 from colmena.risk import RiskConfig
-from colmena.training import train
+from colmena.training.trainer import train
 
 pytest.importorskip("torch")
 
@@ -44,7 +46,7 @@ def candles(shared_data_dir: Path) -> Candles:
 def checkpoint(candles: Candles):  # type: ignore[no-untyped-def]
     """A trained swarm in which every agent votes with weight 1 (whatever the selection found),
     so that the accounting tests have trades to check."""
-    return every_agent_votes(train(candles.slice(0, 2_500), TRAINING).checkpoint)
+    return every_agent_votes(train(candles.slice(0, 2_500), TRAINING).state)
 
 
 def same(a, b) -> bool:  # type: ignore[no-untyped-def]
@@ -65,7 +67,7 @@ def same(a, b) -> bool:  # type: ignore[no-untyped-def]
 def decided_up_to(table, bar_open_ns: int):  # type: ignore[no-untyped-def]
     """Rows of decisions.parquet decided at or before the close of the bar opening at
     ``bar_open_ns`` (the table holds decision bars only)."""
-    opens = table.column("bar_open").cast("int64").to_numpy()
+    opens = table.column("bar_open_time").cast("int64").to_numpy()
     return table.slice(0, int(np.searchsorted(opens, bar_open_ns, side="right")))
 
 
@@ -84,9 +86,9 @@ def perturbed_after(c: Candles, t: int, seed: int = 0) -> Candles:
 
 def test_decisions_up_to_t_ignore_every_price_after_t(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
     config = BacktestConfig(risk=LOOSE)
-    base = backtest(candles, config, checkpoint=checkpoint)
+    base = backtest(candles, config, state=checkpoint)
     t = 3_000
-    other = backtest(perturbed_after(candles, t), config, checkpoint=checkpoint)
+    other = backtest(perturbed_after(candles, t), config, state=checkpoint)
     cut = int(candles.ts[t])
     a = decided_up_to(base.decisions, cut)
     b = decided_up_to(other.decisions, cut)
@@ -94,7 +96,7 @@ def test_decisions_up_to_t_ignore_every_price_after_t(candles: Candles, checkpoi
     assert same(a, b)
     # The swarm's account (the baseline columns are benchmarks: the exposure-matched one holds the
     # swarm's mean exposure over the whole period by definition).
-    account = ["timestamp", "cash", "position", "equity", "trading_state"]
+    account = ["mark_time", "cash", "position", "equity", "trading_state"]
     assert same(base.equity.select(account).slice(0, t + 1),
                 other.equity.select(account).slice(0, t + 1))  # fmt: skip
     assert same(base.bars.slice(0, t + 1), other.bars.slice(0, t + 1))  # features too
@@ -115,22 +117,22 @@ def test_walk_forward_decisions_ignore_the_future_too(candles: Candles) -> None:
 
 
 def test_same_inputs_same_trades_bit_for_bit(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
-    a = backtest(candles, checkpoint=checkpoint)
-    b = backtest(candles, checkpoint=checkpoint)
+    a = backtest(candles, state=checkpoint)
+    b = backtest(candles, state=checkpoint)
     for name in ("bars", "decisions", "orders", "fills", "equity", "events"):
         assert same(getattr(a, name), getattr(b, name))
 
 
 def test_orders_fill_at_the_next_open_with_costs(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
     execution = ExecutionSettings(fee_bps=7.0, slippage_bps=3.0, impact_bps=20.0, market="margin")
-    run = backtest(candles, BacktestConfig(risk=LOOSE, execution=execution), checkpoint=checkpoint)
+    run = backtest(candles, BacktestConfig(risk=LOOSE, execution=execution), state=checkpoint)
     fills = run.fills.to_pydict()
     assert len(fills["price"]) > 10
     opens = dict(zip(candles.ts.tolist(), candles.open.tolist(), strict=True))
     volumes = dict(zip(candles.ts.tolist(), candles.volume.tolist(), strict=True))
-    decided = set((run.orders.column("timestamp").cast("int64").to_numpy()).tolist())
+    decided = set((run.orders.column("decision_time").cast("int64").to_numpy()).tolist())
     for ts, side, qty, price, fee in zip(
-        run.fills.column("timestamp").cast("int64").to_numpy(),
+        run.fills.column("fill_time").cast("int64").to_numpy(),
         fills["side"], fills["quantity"], fills["price"], fills["fee"], strict=True,
     ):  # fmt: skip
         assert int(ts) in decided  # the fill bar opens when the decision bar closes
@@ -196,21 +198,26 @@ def test_run_directory_has_the_promised_files_and_columns(
     checkpoint,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    run = backtest(candles, checkpoint=checkpoint)
+    run = backtest(candles, state=checkpoint)
     out = write_run(run, tmp_path / "run")
     names = {p.name for p in out.iterdir()}
     assert {"bars.parquet", "decisions.parquet", "orders.parquet", "fills.parquet",
             "equity.parquet", "report.json", "report.html"} <= names  # fmt: skip
-    assert {"timestamp", "open", "close", "signal", "ffd"} <= set(
+    assert {"bar_open_time", "open", "close", "signal", "ffd"} <= set(
         pq.read_schema(out / "bars.parquet").names
     )
-    assert {"timestamp", "target", "verdict", "reason", "trading_state"} <= set(
-        pq.read_schema(out / "decisions.parquet").names
-    )
-    assert {"timestamp", "side", "quantity", "price", "fee"} <= set(
+    assert {
+        "decision_time",
+        "bar_open_time",
+        "target",
+        "verdict",
+        "reason",
+        "trading_state",
+    } <= set(pq.read_schema(out / "decisions.parquet").names)
+    assert {"fill_time", "side", "quantity", "price", "fee"} <= set(
         pq.read_schema(out / "fills.parquet").names
     )
-    assert {"timestamp", "cash", "position", "equity"} <= set(
+    assert {"mark_time", "cash", "position", "equity"} <= set(
         pq.read_schema(out / "equity.parquet").names
     )
     assert {"origin", "status", "filled_quantity"} <= set(
@@ -259,7 +266,7 @@ def test_run_directory_has_the_promised_files_and_columns(
 
     assert not re.findall(r"<(?:script|link|img)[^>]*(?:src|href)=", html)
     # The run folder reads back, and `colmena report` renders it again from the files alone.
-    from colmena.backtest import load_run
+    from colmena.persistence.run_folder import load_run
 
     again = load_run(out)
     assert set(again.baseline_equity) == set(baselines)
@@ -279,30 +286,31 @@ def test_run_directory_has_the_promised_files_and_columns(
 def test_failed_write_leaves_no_directory(
     candles: Candles, checkpoint, tmp_path: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    import colmena.report
+    import colmena.persistence.run_folder
 
-    run = backtest(candles, checkpoint=checkpoint)
+    run = backtest(candles, state=checkpoint)
 
     def broken(_: object) -> str:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(colmena.report, "render_html", broken)
+    monkeypatch.setattr(colmena.persistence.run_folder, "render_html", broken)
     with pytest.raises(RuntimeError):
         write_run(run, tmp_path / "run")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_checkpoint_from_another_feature_set_is_rejected(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
-    from colmena.backtest import IncompatibleCheckpointError
+    from colmena.backtest.engine import IncompatibleCheckpointError
 
-    config = dict(checkpoint.config)
-    config["feature_names"] = ["log_return", "rsi"]
-    other = checkpoints.Checkpoint(
-        generation=checkpoint.generation, epoch=checkpoint.epoch, tensors=checkpoint.tensors,
-        lineage=checkpoint.lineage, config=config, versions=checkpoint.versions,
-    )  # fmt: skip
+    other = dataclasses.replace(checkpoint, feature_names=("log_return", "rsi"))
     with pytest.raises(IncompatibleCheckpointError, match="rsi"):
-        backtest(candles, checkpoint=other)
+        backtest(candles, state=other)
+
+
+def test_an_unfinished_state_has_no_model_to_trade(candles: Candles, checkpoint) -> None:  # type: ignore[no-untyped-def]
+    running = dataclasses.replace(checkpoint, consensus_weights=None, validation=None)
+    with pytest.raises(ValueError, match=r"before selection and the gate.*--resume"):
+        backtest(candles, state=running)
 
 
 def test_no_trading_after_a_long_gap_until_features_are_valid(checkpoint) -> None:  # type: ignore[no-untyped-def]
@@ -314,9 +322,9 @@ def test_no_trading_after_a_long_gap_until_features_are_valid(checkpoint) -> Non
     c = Candles(ts=ts, open=close, high=close * 1.001, low=close * 0.999, close=close,
                 volume=np.full(n, 5.0), source=Path("synthetic"), interval_seconds=60.0,
                 gaps=GapReport.from_timestamps(ts, 60.0))  # fmt: skip
-    run = backtest(c, BacktestConfig(risk=LOOSE), checkpoint=checkpoint)
+    run = backtest(c, BacktestConfig(risk=LOOSE), state=checkpoint)
     table = run.decisions
-    opens = table.column("bar_open").cast("int64").to_numpy()
+    opens = table.column("bar_open_time").cast("int64").to_numpy()
     reasons = np.array(table.column("reason").to_pylist())
     states = np.array(table.column("trading_state").to_pylist())
     lookback = TRAINING.features.lookback_bars
@@ -377,6 +385,32 @@ def test_cli_walk_forward_end_to_end(candles: Candles, tmp_path: Path) -> None:
         assert fold["test"]["first"] < fold["test"]["last"]
         assert "total_return" in fold["metrics"]
     assert "report.html" in result.output
+
+
+def test_cli_trades_a_checkpoint_file_or_folder(
+    candles: Candles, checkpoint, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from colmena.persistence import checkpoint as checkpoints
+
+    data = tmp_path / "c.parquet"
+    pq.write_table(candles.to_arrow(), data)
+    folder = tmp_path / "ckpt"
+    path = checkpoints.save(folder, checkpoint)
+    direct = backtest(candles, state=checkpoint).report
+    for source in (folder, path):
+        out = tmp_path / f"run-{source.name}"
+        result = CliRunner().invoke(
+            main, ["backtest", str(data), "--checkpoint", str(source), "--out", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / "report.json").read_text())
+        assert report["mode"] == "checkpoint"
+        assert report["out_of_sample"] is False  # it was trained on the first half
+        assert report["metrics"]["n_fills"] == direct["metrics"]["n_fills"] > 0
+        assert report["folds"][0]["validation"] == checkpoint.validation.to_dict()
+        assert [g["window_start"] for g in report["folds"][0]["generations"]] == [
+            h.window_start for h in checkpoint.history
+        ]
 
 
 def test_cli_config_file_sets_risk_and_costs(candles: Candles, tmp_path: Path) -> None:
@@ -447,3 +481,40 @@ def test_round_trips_carry_size_prices_fees_and_exit_reason() -> None:
     assert raw["trade_pnl"][0] == pytest.approx((exit_ - entry) * qty - ff.sum(), rel=1e-9)
     origins = _core.order_origin_names()
     assert origins[raw["trade_exit_origin"][0]] == "end_of_run"  # the remainder keeps the reason
+
+
+def test_time_columns_are_named_for_what_they_are(  # type: ignore[no-untyped-def]
+    candles: Candles, checkpoint, tmp_path: Path
+) -> None:
+    """No table has a bare ``timestamp``: every time column says whether it is a bar's open, a
+    decision at a bar's close, a fill or a mark, carries that meaning in its Parquet metadata,
+    and the joins between tables line up on the documented bar."""
+    from colmena.backtest.engine import TIME_COLUMNS
+
+    run = backtest(candles, BacktestConfig(risk=LOOSE), state=checkpoint)
+    out = write_run(run, tmp_path / "run")
+    bar_ns = 60 * 10**9
+    for name in ("bars", "decisions", "orders", "fills", "equity", "events"):
+        schema = pq.read_schema(out / f"{name}.parquet")
+        times = [f for f in schema if pa.types.is_timestamp(f.type)]
+        assert times, name
+        for field in times:
+            assert field.name in TIME_COLUMNS, (name, field.name)
+            assert field.metadata[b"description"].decode() == TIME_COLUMNS[field.name]
+
+    def ns(table: pa.Table, column: str) -> np.ndarray:
+        return np.asarray(table.column(column).cast("int64").to_numpy(), dtype=np.int64)
+
+    # a decision is stamped at its bar's close; the bar is the row with its bar_open_time
+    assert np.array_equal(
+        ns(run.decisions, "decision_time"), ns(run.decisions, "bar_open_time") + bar_ns
+    )
+    assert set(ns(run.decisions, "bar_open_time")) <= set(ns(run.bars, "bar_open_time"))
+    # an order fills at the open of the next bar (its decision bar's close, or later after a gap),
+    # and a fill happens at that open
+    assert np.all(ns(run.orders, "fill_bar_open_time") >= ns(run.orders, "decision_time"))
+    assert set(ns(run.orders, "fill_bar_open_time")) <= set(ns(run.bars, "bar_open_time"))
+    filled = np.asarray(run.orders.column("filled_quantity").to_numpy()) > 0
+    assert set(ns(run.fills, "fill_time")) == set(ns(run.orders, "fill_bar_open_time")[filled])
+    # the account is marked at every bar's close
+    assert np.array_equal(ns(run.equity, "mark_time"), ns(run.bars, "bar_open_time") + bar_ns)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from colmena import _core
-from colmena.data import Candles, load_ohlcv
+from colmena.data.ohlcv import Candles, load_ohlcv
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_backtest import (

@@ -8,8 +8,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from colmena.backtest import RUN_MARKER, RunFolderError, check_run_folder, is_run_folder
 from colmena.cli import main
+from colmena.persistence.run_folder import (
+    RUN_MARKER,
+    RunFolderError,
+    check_run_folder,
+    is_run_folder,
+)
 
 CSV = "open_time,open,high,low,close,volume\n2023-03-01 00:00:00+00:00,1,1,1,1,1\n"
 
@@ -82,7 +87,7 @@ def test_an_earlier_run_needs_force(tmp_path: Path) -> None:
 def test_an_earlier_run_with_a_users_file_is_never_replaced(tmp_path: Path) -> None:
     """A file the user put beside an earlier run stops the replacement, --force or not, and
     nothing is moved or deleted."""
-    from colmena.backtest import write_run
+    from colmena.persistence.run_folder import write_run
 
     out = tmp_path / "run"
     out.mkdir()
@@ -134,6 +139,8 @@ def test_unwritable_out_is_refused_before_the_run(tmp_path: Path, data: Path) ->
         ["backtest", "{data}", "--config", "{missing}"],
         ["backtest", "{data}", "--decision-interval", "7x"],
         ["train", "{data}", "--out", "{data}"],
+        ["train", "{data}", "--out", "{tmp}/ck", "--resume", "{missing}"],
+        ["train", "{data}", "--out", "{tmp}/ck", "--resume", "{bad}"],
     ],
     ids=lambda a: " ".join(a)[:60],
 )

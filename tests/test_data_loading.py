@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from colmena.buffer import MarketBuffer
-from colmena.data import Candles, DataValidationError, GapReport, load_ohlcv
+from colmena.data.buffer import MarketBuffer
+from colmena.data.ohlcv import Candles, DataValidationError, GapReport, load_ohlcv
 
 CSV_2023 = "binanceus_btcusdt_1m_2023-03-01_2023-03-21.csv"
 T0 = 1_677_628_800_000_000_000  # 2023-03-01T00:00:00Z in ns

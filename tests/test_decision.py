@@ -1,6 +1,6 @@
 """Decision interval parsing and the decision-bar rule against a plain-Python reference.
 
-The rule (module docstring of :mod:`colmena.decision`): bar ``t`` is a decision bar when
+The rule (module docstring of :mod:`colmena.model.decision`): bar ``t`` is a decision bar when
 ``floor(close_t / I) > floor(close_{t-1} / I)``, boundaries being multiples of ``I`` since the
 epoch.
 """
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from colmena.data import load_ohlcv
-from colmena.decision import DecisionConfig, decision_bars, interval_seconds
+from colmena.data.ohlcv import load_ohlcv
+from colmena.model.decision import DecisionConfig, decision_bars, interval_seconds
 
 NS = 1_000_000_000
 MIN = 60 * NS

@@ -11,9 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from colmena.data import load_ohlcv
-from colmena.decision import DecisionConfig
-from colmena.evolution import (
+from colmena.data.ohlcv import load_ohlcv
+from colmena.execution.simulation import ExecutionSettings, day_end_rows, simulate_targets
+from colmena.model.decision import DecisionConfig
+from colmena.model.swarm import consensus
+from colmena.training.evolution import (
     AdamState,
     EvolutionConfig,
     Population,
@@ -21,8 +23,6 @@ from colmena.evolution import (
     daily_sharpe,
     finetune_adam,
 )
-from colmena.execution import ExecutionSettings, day_end_rows, simulate_targets
-from colmena.swarm import consensus
 
 MIN = 60_000_000_000
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 pytest.importorskip("ccxt")
 
 from colmena.cli import main
-from colmena.exchange import ExchangeUnavailableError, download_ohlcv, make_client
+from colmena.data.exchange import ExchangeUnavailableError, download_ohlcv, make_client
 
 MINUTE = 60_000
 

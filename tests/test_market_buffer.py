@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from colmena import _core
-from colmena.buffer import CandleWindow, MarketBuffer
+from colmena.data.buffer import CandleWindow, MarketBuffer
 
 T0 = 1_677_628_800_000_000_000  # 2023-03-01T00:00:00Z in ns
 MINUTE = 60_000_000_000
@@ -638,7 +638,7 @@ def test_extend_arrow_combines_chunks() -> None:
 
 
 def test_extend_arrow_reads_ns_and_float64_columns_without_copying() -> None:
-    from colmena.buffer import _arrow_float64, _arrow_timestamps_ns
+    from colmena.data.buffer import _arrow_float64, _arrow_timestamps_ns
 
     ts = pa.array(np.arange(5, dtype=np.int64)).cast(pa.timestamp("ns", tz="UTC"))
     close = pa.array(np.linspace(1.0, 2.0, 5))

@@ -1,10 +1,10 @@
 """Streaming market state: bit for bit equal to the batch, and the batch against plain NumPy.
 
-The references below are the NumPy formulas ``colmena.state`` and ``colmena.regime`` used before
-the market state moved into the core (sliding-window std and means, ``np.log``, ``np.convolve``,
-the gap rule through ``GapReport``): independent code, so they are compared within a tight
-tolerance. Stream against batch, and FracDiffStream against the batch direct FFD, are compared
-bit for bit.
+The references below are the NumPy formulas ``colmena.features.market_state`` and
+``colmena.features.regime`` used before the market state moved into the core (sliding-window std and
+means, ``np.log``, ``np.convolve``, the gap rule through ``GapReport``): independent code, so they
+are compared within a tight tolerance. Stream against batch, and FracDiffStream against the batch
+direct FFD, are compared bit for bit.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import colmena
 from colmena import _core
-from colmena.data import Candles, GapReport, load_ohlcv
-from colmena.market_state_stream import MarketStateStream
-from colmena.regime import RegimeConfig, _features
-from colmena.state import FeatureSpec, Normalization, compute_market_state
+from colmena.data.ohlcv import Candles, GapReport, load_ohlcv
+from colmena.features.market_state import FeatureSpec, Normalization, compute_market_state
+from colmena.features.market_state_stream import MarketStateStream
+from colmena.features.regime import RegimeConfig, _features
 
 MINUTE_NS = 60_000_000_000
 SMALL = FeatureSpec(ffd_window=20, volatility_bars=5, volume_bars=7, state_bars=4, max_gap_bars=2)
@@ -81,7 +81,7 @@ def btc_2023_log_close(btc_2023_close: np.ndarray) -> np.ndarray:
 
 
 def reference_market_state(candles: Candles, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
-    """The pre-core colmena.state formulas, in plain NumPy."""
+    """The pre-core market-state formulas, in plain NumPy."""
     n = len(candles)
     close = np.asarray(candles.close, dtype=np.float64)
     features = np.full((n, 4), np.nan)
@@ -117,7 +117,7 @@ def assert_close_to_reference(got: np.ndarray, ref: np.ndarray) -> None:
 def reference_regime(
     close: np.ndarray, rows: np.ndarray, lookback: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The pre-core colmena.regime._features, in plain NumPy."""
+    """The pre-core regime._features, in plain NumPy."""
     log_close = np.log(close)
     trend = np.full(rows.size, np.nan)
     volatility = np.full(rows.size, np.nan)

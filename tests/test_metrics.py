@@ -1,8 +1,9 @@
 """performance_metrics and daily_equity against plain-Python / NumPy references of the docstring.
 
-The module docstring of :mod:`colmena.metrics` is the specification: daily equity is the last bar
-close of every UTC calendar day (a close at midnight ends the previous day, a day without bars
-carries the equity before it), risk ratios come from daily returns, CAGR only over >= 365 days.
+The module docstring of :mod:`colmena.analysis.metrics` is the specification: daily equity is the
+last bar close of every UTC calendar day (a close at midnight ends the previous day, a day without
+bars carries the equity before it), risk ratios come from daily returns, CAGR only over >= 365
+days.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from colmena.metrics import (
+from colmena.analysis.metrics import (
     DAYS_PER_YEAR,
     MIN_DAILY_RETURNS,
     MIN_DAYS_FOR_CAGR,

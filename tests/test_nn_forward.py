@@ -21,7 +21,7 @@ from scipy.special import erf
 
 import colmena
 from colmena import _core
-from colmena.nn import MLP, Swarm, VAEEncoder
+from colmena.model.nn import MLP, Swarm, VAEEncoder
 
 ATOL = 1e-5
 ACTIVATIONS = ("tanh", "relu", "gelu", "identity")

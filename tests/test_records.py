@@ -12,15 +12,15 @@ import pytest
 psycopg = pytest.importorskip("psycopg")
 pytest.importorskip("torch")
 
-from colmena.backtest import backtest  # noqa: E402
-from colmena.data import load_ohlcv  # noqa: E402
-from colmena.decision import DecisionConfig  # noqa: E402
-from colmena.evolution import EvolutionConfig  # noqa: E402
-from colmena.records import apply_migrations, record_run  # noqa: E402
-from colmena.regime import RegimeConfig  # noqa: E402
-from colmena.state import FeatureSpec  # noqa: E402
-from colmena.training import TrainConfig, train  # noqa: E402
-from colmena.vae import VAEConfig  # noqa: E402
+from colmena.backtest.engine import backtest  # noqa: E402
+from colmena.data.ohlcv import load_ohlcv  # noqa: E402
+from colmena.features.market_state import FeatureSpec  # noqa: E402
+from colmena.features.regime import RegimeConfig  # noqa: E402
+from colmena.model.decision import DecisionConfig  # noqa: E402
+from colmena.model.vae import VAEConfig  # noqa: E402
+from colmena.persistence.records import apply_migrations, record_run  # noqa: E402
+from colmena.training.evolution import EvolutionConfig  # noqa: E402
+from colmena.training.trainer import TrainConfig, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,8 @@ def run(shared_data_dir: Path):  # type: ignore[no-untyped-def]
         regime=RegimeConfig(lookback_bars=60),
         gate=False,
     )
-    checkpoint = train(candles.slice(0, 1_500), config).checkpoint
-    return backtest(candles, checkpoint=checkpoint)
+    state = train(candles.slice(0, 1_500), config).state
+    return backtest(candles, state=state)
 
 
 def test_migrations_apply_once(dsn: str) -> None:

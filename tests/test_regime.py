@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from colmena.data import load_ohlcv
-from colmena.regime import (
+from colmena.data.ohlcv import load_ohlcv
+from colmena.features.regime import (
     REGIME_NAMES,
     UNKNOWN_REGIME,
     RegimeClassifier,

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from colmena.backtest import BacktestConfig, ExecutionSettings, backtest, write_run
-from colmena.data import load_ohlcv
-from colmena.decision import DecisionConfig
-from colmena.training import train
+from colmena.backtest.engine import BacktestConfig, ExecutionSettings, backtest
+from colmena.data.ohlcv import load_ohlcv
+from colmena.model.decision import DecisionConfig
+from colmena.persistence.run_folder import write_run
+from colmena.training.trainer import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import every_agent_votes, tiny_training
@@ -40,9 +41,9 @@ def report_html(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     candles = load_ohlcv(shared_data_dir / "binanceus_btcusdt_1m_2023-03-01_2023-03-21.csv")
     config = tiny_training(decision=DecisionConfig(interval="15m", no_trade_band=0.0), gate=False)
     trained = train(candles.slice(0, 12_000), config, execution=ExecutionSettings(market="margin"))
-    ckpt = every_agent_votes(trained.checkpoint)  # trades to show
+    ckpt = every_agent_votes(trained.state)  # trades to show
     margin = BacktestConfig(execution=ExecutionSettings(market="margin"))
-    run = backtest(candles.slice(12_000, len(candles)), margin, checkpoint=ckpt)
+    run = backtest(candles.slice(12_000, len(candles)), margin, state=ckpt)
     assert run.fills.num_rows > 0
     out = write_run(run, tmp_path_factory.mktemp("report") / "run")
     return out / "report.html"

@@ -1,6 +1,6 @@
-"""Reproducibility: the same candles, options and seed give the same checkpoint, byte for byte,
-in separate processes; the consensus is a fixed-order reduction, so appending bars never changes
-an earlier value, not even in the last bit."""
+"""Reproducibility: the same candles, options and seed give the same checkpoints, byte for byte,
+in separate processes, a resumed run included; the consensus is a fixed-order reduction, so
+appending bars never changes an earlier value, not even in the last bit."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 from numpy.typing import NDArray
 
-from colmena import checkpoint as checkpoints
-from colmena.data import Candles, load_ohlcv
-from colmena.swarm import SwarmModel, consensus
-from colmena.training import train
+from colmena.data.ohlcv import Candles, load_ohlcv
+from colmena.model.swarm import SwarmModel, consensus
+from colmena.persistence import checkpoint as checkpoints
+from colmena.training.trainer import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import tiny_training
@@ -83,7 +83,12 @@ def _where_they_differ(a: bytes, b: bytes) -> str:
 
 
 def _train_in_subprocess(
-    data: Path, out: Path, cwd: Path, env_changes: dict[str, str | None]
+    data: Path,
+    out: Path,
+    cwd: Path,
+    env_changes: dict[str, str | None],
+    generations: int = 2,
+    resume: Path | None = None,
 ) -> subprocess.Popen[str]:
     env = dict(os.environ)
     for key, value in env_changes.items():
@@ -92,42 +97,72 @@ def _train_in_subprocess(
         else:
             env[key] = value
     args = [
-        *CLI, "train", str(data), "--out", str(out), "--agents", "8", "--generations", "2",
-        "--vae-epochs", "2", "--eval-days", "1", "--decision-interval", "5m", "--seed", "11",
+        *CLI, "train", str(data), "--out", str(out), "--agents", "8",
+        "--generations", str(generations), "--vae-epochs", "2", "--eval-days", "1",
+        "--decision-interval", "5m", "--seed", "11", "--finetune-steps", "1",
     ]  # fmt: skip
+    if resume is not None:
+        args += ["--resume", str(resume)]
     return subprocess.Popen(
         args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
 
 
-def test_train_cli_gives_the_same_checkpoint_byte_for_byte_in_two_processes(
+def _finish(runs: dict[str, subprocess.Popen[str]]) -> None:
+    for name, proc in runs.items():
+        output, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"run {name} failed:\n{output}"
+
+
+def test_train_cli_gives_the_same_checkpoints_byte_for_byte_in_separate_processes(
     btc_2023: Candles, tmp_path: Path
 ) -> None:
+    """Run a trains 2 generations single-threaded; run b the same with default thread counts
+    and another hash seed; run c trains 1 generation (a third setting), then a fresh process
+    resumes it to 2. Every checkpoint of a and b (one per generation, then the finished run)
+    is identical byte for byte, and so is c's final one."""
     pytest.importorskip("torch")
     data = tmp_path / "btc.parquet"
     pq.write_table(btc_2023.slice(0, 8_000).to_arrow(), data)
-    # One process single-threaded everywhere, the other with the default thread counts; the
-    # hash seeds differ too (no set order may leak into the file). Both run at once.
+    # No set order or thread count may leak into the file. All three run at once.
     single: dict[str, str | None] = {key: "1" for key in THREAD_VARIABLES}
     default: dict[str, str | None] = dict.fromkeys(THREAD_VARIABLES)
-    runs = {
+    two = {key: "2" for key in THREAD_VARIABLES}
+    _finish({
         "a": _train_in_subprocess(data, tmp_path / "a", tmp_path, single | {"PYTHONHASHSEED": "1"}),
         "b": _train_in_subprocess(
             data, tmp_path / "b", tmp_path, default | {"PYTHONHASHSEED": "2"}
         ),
-    }
-    for name, proc in runs.items():
-        output, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, f"run {name} failed:\n{output}"
-    files = {name: checkpoints.list_checkpoints(tmp_path / name) for name in runs}
-    assert [p.name for p in files["a"]] == ["checkpoint-00000001-gen000002.safetensors"]
+        "c": _train_in_subprocess(
+            data, tmp_path / "c", tmp_path, two | {"PYTHONHASHSEED": "3"}, generations=1
+        ),
+    })  # fmt: skip
+    _finish({
+        "c resumed": _train_in_subprocess(
+            data, tmp_path / "c", tmp_path, single | {"PYTHONHASHSEED": "4"}, resume=tmp_path / "c"
+        )
+    })  # fmt: skip
+    files = {name: checkpoints.list_checkpoints(tmp_path / name) for name in "abc"}
+    assert [p.name for p in files["a"]] == [
+        "checkpoint-00000001-gen000001.safetensors",
+        "checkpoint-00000002-gen000002.safetensors",
+        "checkpoint-00000003-gen000002.safetensors",  # the finished run
+    ]
     assert [p.name for p in files["b"]] == [p.name for p in files["a"]]
-    path_a, path_b = files["a"][0], files["b"][0]
-    loaded_a, loaded_b = checkpoints.load(path_a), checkpoints.load(path_b)
-    assert loaded_a == loaded_b
-    bytes_a, bytes_b = path_a.read_bytes(), path_b.read_bytes()
-    if bytes_a != bytes_b:
-        pytest.fail(_where_they_differ(bytes_a, bytes_b))
+    assert [p.name for p in files["c"]] == [
+        "checkpoint-00000001-gen000001.safetensors",
+        "checkpoint-00000002-gen000001.safetensors",  # c's finished 1-generation run
+        "checkpoint-00000003-gen000002.safetensors",  # resumed in a new process
+        "checkpoint-00000004-gen000002.safetensors",
+    ]
+    pairs = [*zip(files["a"], files["b"], strict=True), (files["a"][-1], files["c"][-1])]
+    for path_a, path_b in pairs:
+        loaded_a, loaded_b = checkpoints.load(path_a), checkpoints.load(path_b)
+        assert loaded_a.differences(loaded_b) == []
+        assert loaded_a == loaded_b
+        bytes_a, bytes_b = path_a.read_bytes(), path_b.read_bytes()
+        if bytes_a != bytes_b:
+            pytest.fail(f"{path_a} and {path_b}: {_where_they_differ(bytes_a, bytes_b)}")
 
 
 # --- 2. consensus: fixed-order reduction --------------------------------------------------------

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import colmena
-from colmena.data import Candles, GapReport
-from colmena.state import FeatureSpec, Normalization, compute_market_state
+from colmena.data.ohlcv import Candles, GapReport
+from colmena.features.market_state import FeatureSpec, Normalization, compute_market_state
 
 SPEC = FeatureSpec(ffd_window=20, volatility_bars=5, volume_bars=7, state_bars=4, max_gap_bars=2)
 

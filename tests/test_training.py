@@ -1,26 +1,29 @@
-"""Training end to end on real candles: determinism, checkpoint round trip, CLI."""
+"""Training end to end on real candles: determinism, the typed state and its checkpoint round
+trip, resume (bit for bit equal to an uninterrupted run), CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from colmena import _core
-from colmena import checkpoint as checkpoints
 from colmena.cli import main
-from colmena.data import Candles, load_ohlcv
-from colmena.decision import DecisionConfig, decision_bars
-from colmena.evolution import EvolutionConfig, daily_sharpe
-from colmena.execution import ExecutionSettings, day_end_rows, simulate_targets
-from colmena.regime import RegimeConfig
+from colmena.data.ohlcv import Candles, load_ohlcv
+from colmena.execution.simulation import ExecutionSettings, day_end_rows, simulate_targets
+from colmena.features.market_state import FeatureSpec, compute_market_state
+from colmena.features.regime import RegimeConfig
+from colmena.model.decision import DecisionConfig, decision_bars
+from colmena.model.vae import VAEConfig
+from colmena.persistence import checkpoint as checkpoints
 from colmena.risk import RiskConfig
-from colmena.state import FeatureSpec, compute_market_state
-from colmena.swarm import SwarmModel
-from colmena.training import MIN_REGIME_DECISIONS, TrainConfig, train
-from colmena.vae import VAEConfig
+from colmena.training.evolution import EvolutionConfig, daily_sharpe
+from colmena.training.state import TrainingState
+from colmena.training.trainer import MIN_REGIME_DECISIONS, ResumeError, TrainConfig, train
 
 pytest.importorskip("torch")
 
@@ -51,27 +54,36 @@ def trained(candles: Candles):  # type: ignore[no-untyped-def]
 
 def test_training_is_deterministic_under_a_seed(candles: Candles, trained) -> None:  # type: ignore[no-untyped-def]
     again = train(candles, SMALL, execution=MARGIN)
-    assert again.checkpoint == trained.checkpoint
+    assert again.state == trained.state
 
 
-def test_checkpoint_holds_the_run(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    ckpt = trained.checkpoint
-    assert ckpt.generation == 3
-    assert ckpt.tensors["swarm/layer0/weight"].shape == (10, 4 + 4, 8)
-    assert ckpt.tensors["history/entropy"].shape == (3,)
-    assert ckpt.tensors["adam/step"].dtype == np.int64
-    assert len(ckpt.lineage) == 10 + 2 * 8
-    assert np.all(np.isfinite(ckpt.tensors["fitness"]))
-    path = checkpoints.save(tmp_path, ckpt)
+def test_the_state_holds_the_run(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    state = trained.state
+    state.validate()
+    assert state.finished
+    assert state.generation == 3
+    assert state.layers[0][0].shape == (10, 4 + 4, 8)
+    assert [h.generation for h in state.history] == [1, 2, 3]
+    assert all(0 <= h.window_start < h.window_stop <= state.data.rows for h in state.history)
+    assert state.adam is not None
+    assert state.adam.step.dtype == np.int64
+    assert np.all(state.adam.step > 0)  # elites carry their steps, children start at 0
+    assert len(state.lineage) == 10 + 2 * 8
+    assert np.all(np.isfinite(state.fitness))
+    assert state.vae.epochs_run == len(state.vae.history) == 2
+    assert state.execution == MARGIN
+    path = checkpoints.save(tmp_path, state)
     loaded = checkpoints.load_latest(tmp_path)
-    assert loaded == ckpt
+    assert loaded == state
     checkpoints.save(tmp_path, loaded)
-    assert checkpoints.load_latest(tmp_path) == ckpt
+    assert checkpoints.load_latest(tmp_path) == state
     assert path.exists()
 
 
-def test_model_from_checkpoint_gives_the_same_signals(trained, candles: Candles) -> None:  # type: ignore[no-untyped-def]
-    rebuilt = SwarmModel.from_checkpoint(trained.checkpoint)
+def test_model_from_the_state_gives_the_same_signals(
+    trained, candles: Candles, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    rebuilt = checkpoints.load(checkpoints.save(tmp_path, trained.state)).to_model()
     a = trained.model.signals(candles)
     b = rebuilt.signals(candles)
     np.testing.assert_array_equal(a.agent_signals, b.agent_signals)
@@ -85,7 +97,7 @@ def test_model_from_checkpoint_gives_the_same_signals(trained, candles: Candles)
 def test_core_encoder_equals_the_trained_torch_encoder(trained, candles: Candles) -> None:  # type: ignore[no-untyped-def]
     import torch
 
-    from colmena.state import compute_market_state
+    from colmena.features.market_state import compute_market_state
 
     state = compute_market_state(candles, SMALL.features)
     x = state.windows(trained.model.normalization)[state.valid][:500]
@@ -106,11 +118,20 @@ def test_train_cli_writes_a_checkpoint(shared_data_dir: Path, tmp_path: Path) ->
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "validation gate" in result.output
+    # one checkpoint per generation, then the finished run
+    assert [p.name for p in checkpoints.list_checkpoints(out)] == [
+        "checkpoint-00000001-gen000001.safetensors",
+        "checkpoint-00000002-gen000002.safetensors",
+        "checkpoint-00000003-gen000002.safetensors",
+    ]
     loaded = checkpoints.load_latest(out)
+    assert loaded.finished
     assert loaded.generation == 2
-    assert loaded.tensors["fitness"].shape == (6,)
-    assert loaded.config["train"]["decision"]["interval"] == "15m"
-    assert loaded.config["validation"]["gate"]["reason"]
+    assert loaded.fitness.shape == (6,)
+    assert loaded.config.decision.interval == "15m"
+    assert loaded.validation is not None
+    assert loaded.validation.gate.reason
+    assert loaded.data.source == str(data)
 
 
 def test_train_cli_rejects_bad_data(tmp_path: Path) -> None:
@@ -157,9 +178,9 @@ def test_only_agents_that_beat_flat_on_selection_vote_with_their_sharpe(
     assert 0 < beats.sum() < 10  # some agents vote, some do not
     assert np.all(weights >= 0)
     np.testing.assert_allclose(weights[0], np.where(beats, sharpe, 0.0), rtol=1e-12)
-    validation = trained.checkpoint.config["validation"]
-    assert validation["selection"]["voters"] == int(beats.sum())
-    np.testing.assert_array_equal(trained.checkpoint.tensors["consensus/weights"], weights)
+    validation = trained.state.validation
+    assert validation.selection.voters == int(beats.sum())
+    np.testing.assert_array_equal(trained.state.consensus_weights, weights)
 
 
 def test_gate_trades_the_voted_swarm_through_the_engine_on_later_bars(
@@ -213,12 +234,12 @@ def test_per_regime_consensus_has_a_weight_set_per_regime(candles: Candles) -> N
     weights = result.model.weights
     assert weights.shape == (5, 10)
     assert np.all(weights >= 0)
-    info = result.checkpoint.config["validation"]["selection"]["regimes"]
-    assert [r["regime"] for r in info] == ["trend_up", "trend_down", "range", "high_volatility"]
+    info = result.state.validation.selection.regimes
+    assert [r.regime for r in info] == ["trend_up", "trend_down", "range", "high_volatility"]
     for k, r in enumerate(info):
-        if r["decisions"] < MIN_REGIME_DECISIONS:
+        if r.decisions < MIN_REGIME_DECISIONS:
             np.testing.assert_array_equal(weights[1 + k], weights[0])  # too few: global weights
-    rebuilt = SwarmModel.from_checkpoint(result.checkpoint)
+    rebuilt = result.state.to_model()
     np.testing.assert_array_equal(rebuilt.signals(candles).consensus,
                                   result.model.signals(candles).consensus)  # fmt: skip
 
@@ -230,9 +251,9 @@ def test_training_reads_nothing_after_its_window(candles: Candles) -> None:
     state = compute_market_state(candles, SMALL.features)
     assert state.valid[4_999]
     again = train(candles.slice(0, 5_000), SMALL, execution=MARGIN)
-    assert head.checkpoint == again.checkpoint
+    assert head.state == again.state
     decide = decision_bars(candles.ts[:5_000], 60, "15m")
-    assert head.checkpoint.config["validation"]["gate"]["stop_ts"] == int(candles.ts[4_999])
+    assert head.state.validation.gate.stop_ts == int(candles.ts[4_999])
     assert decide.sum() > 30
 
 
@@ -241,3 +262,171 @@ def test_too_few_decision_bars_is_a_clear_error(candles: Candles) -> None:
                             "decision": DecisionConfig(interval="1d")})  # fmt: skip
     with pytest.raises(ValueError, match="decision bars"):
         train(candles, config)
+
+
+# ------------------------------------------------------------------ resume
+
+
+class SimulatedKill(Exception):  # noqa: N818 (not an error: a stand-in for SIGKILL)
+    """Stands for a killed process in the tests below."""
+
+
+def train_until(candles: Candles, generation: int, folder: Path) -> TrainingState:
+    """Run SMALL, checkpointing every generation into ``folder`` as ``colmena train`` does, and
+    die right after the checkpoint of ``generation``; return that state read back from disk."""
+
+    def save_then_maybe_die(state: TrainingState) -> None:
+        checkpoints.save(folder, state)
+        if state.generation == generation:
+            raise SimulatedKill
+
+    with pytest.raises(SimulatedKill):
+        train(candles, SMALL, execution=MARGIN, on_generation=save_then_maybe_die)
+    names = [p.name for p in checkpoints.list_checkpoints(folder)]
+    assert names == [f"checkpoint-{g:08d}-gen{g:06d}.safetensors" for g in range(1, generation + 1)]
+    return checkpoints.load_latest(folder)
+
+
+def assert_identical(resumed: TrainingState, straight: TrainingState) -> None:
+    """The same state in every field, bit for bit (named for a readable failure)."""
+    assert resumed.differences(straight) == []
+    for (w, b), (w0, b0) in zip(resumed.layers, straight.layers, strict=True):
+        assert w.tobytes() == w0.tobytes()
+        assert b.tobytes() == b0.tobytes()
+    assert resumed.adam is not None
+    assert straight.adam is not None
+    np.testing.assert_array_equal(resumed.adam.step, straight.adam.step)
+    for moment in ("exp_avg", "exp_avg_sq"):
+        for (m, mb), (m0, mb0) in zip(
+            getattr(resumed.adam, moment), getattr(straight.adam, moment), strict=True
+        ):
+            assert m.tobytes() == m0.tobytes()
+            assert mb.tobytes() == mb0.tobytes()
+    assert resumed.lineage == straight.lineage
+    assert resumed.history == straight.history
+    assert resumed.rng == straight.rng
+    assert resumed.agent_ids.tobytes() == straight.agent_ids.tobytes()
+    assert resumed.fitness.tobytes() == straight.fitness.tobytes()
+    assert resumed.validation == straight.validation
+    assert resumed == straight
+
+
+def test_a_killed_run_resumed_from_its_checkpoint_equals_the_uninterrupted_run(
+    candles: Candles, trained, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """N = 3 generations straight (the fixture) against K = 1, killed, then resumed from the
+    checkpoint on disk to N: identical final states (weights, Adam moments, lineage, history,
+    generator, selection and gate), identical checkpoint files, identical signals."""
+    state = train_until(candles, 1, tmp_path / "run")
+    assert (state.generation, state.finished) == (1, False)
+    assert state.adam is not None
+    resumed = train(candles, resume=state)  # settings, costs and risk come from the state
+    assert resumed.vae.module is None  # the VAE was not trained again
+    assert_identical(resumed.state, trained.state)
+    a = checkpoints.save(tmp_path / "a", resumed.state).read_bytes()
+    assert a == checkpoints.save(tmp_path / "b", trained.state).read_bytes()
+    np.testing.assert_array_equal(
+        resumed.model.signals(candles).consensus, trained.model.signals(candles).consensus
+    )
+
+
+def test_a_finished_run_extended_by_more_generations_equals_the_longer_run(
+    candles: Candles, trained, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    shorter = msgspec.structs.replace(
+        SMALL, evolution=msgspec.structs.replace(SMALL.evolution, generations=2)
+    )
+    first = train(candles, shorter, execution=MARGIN)
+    assert first.state.finished
+    on_disk = checkpoints.load(checkpoints.save(tmp_path, first.state))
+    seen: list[int] = []
+    extended = train(
+        candles, SMALL, execution=MARGIN, resume=on_disk,
+        on_generation=lambda s: seen.append(s.generation),
+    )  # fmt: skip
+    assert seen == [3]
+    assert_identical(extended.state, trained.state)
+
+
+def test_resume_with_other_data_or_settings_is_refused_naming_the_field(
+    candles: Candles, tmp_path: Path
+) -> None:
+    state = train_until(candles, 1, tmp_path / "run")
+    evolution = SMALL.evolution
+    refused = {
+        r"data: the checkpoint was trained on 30240 candles .* these are 30000": (
+            candles.slice(0, 30_000), SMALL, MARGIN),
+        r"config\.evolution\.agents: the checkpoint has 10, this run 12": (
+            candles, msgspec.structs.replace(
+                SMALL, evolution=msgspec.structs.replace(evolution, agents=12)), MARGIN),
+        r"config\.seed: the checkpoint has 8, this run 9": (
+            candles, msgspec.structs.replace(SMALL, seed=9), MARGIN),
+        r"execution\.fee_bps: the checkpoint has 10\.0, this run 20\.0": (
+            candles, SMALL, msgspec.structs.replace(MARGIN, fee_bps=20.0)),
+        r"config\.evolution\.generations: the checkpoint has already evolved 3 generations": (
+            candles, msgspec.structs.replace(
+                SMALL, evolution=msgspec.structs.replace(evolution, generations=2)), MARGIN),
+    }  # fmt: skip
+    finished = train(candles, resume=state).state
+    for message, (data, config, execution) in refused.items():
+        resume = finished if "generations" in message else state
+        with pytest.raises(ResumeError, match=message):
+            train(data, config, execution=execution, resume=resume)
+    with pytest.raises(ResumeError, match="feature_names"):
+        train(candles, resume=dataclasses.replace(state, feature_names=("a", "b", "c", "d")))
+
+
+def test_train_cli_checkpoints_every_generation_and_resumes_a_killed_run(
+    shared_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`colmena train` saves a checkpoint after generation 1 of a 3-generation run (the process
+    dies right after that save); `colmena train --resume` finishes it, equal to a run that was
+    never interrupted. A resume on other data or with another option is refused."""
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "head.parquet"
+    candles = load_ohlcv(shared_data_dir / BTC_2023)
+    pq.write_table(candles.slice(0, 6_000).to_arrow(), data)
+    options = ["--agents", "6", "--generations", "3", "--eval-days", "1", "--vae-epochs", "1",
+               "--seed", "3", "--decision-interval", "15m", "--finetune-steps", "1"]  # fmt: skip
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    result = CliRunner().invoke(main, ["train", str(data), "--out", str(straight), *options])
+    assert result.exit_code == 0, result.output
+
+    real_save = checkpoints.save
+
+    def save_then_die(directory: Path, state: TrainingState, **kwargs: object) -> Path:
+        path = real_save(directory, state, **kwargs)  # type: ignore[arg-type]
+        raise SimulatedKill(path)
+
+    monkeypatch.setattr(checkpoints, "save", save_then_die)
+    result = CliRunner().invoke(main, ["train", str(data), "--out", str(killed), *options])
+    monkeypatch.undo()
+    assert isinstance(result.exception, SimulatedKill)
+    files = checkpoints.list_checkpoints(killed)
+    assert [p.name for p in files] == ["checkpoint-00000001-gen000001.safetensors"]
+    first = checkpoints.load(files[0])
+    assert (first.generation, first.finished, first.config.evolution.generations) == (1, False, 3)
+
+    other = tmp_path / "other.parquet"
+    pq.write_table(candles.slice(1, 6_001).to_arrow(), other)
+    for args, message in (
+        ([str(other), "--resume", str(killed)], "data: the checkpoint was trained on"),
+        ([str(data), "--resume", str(killed), "--agents", "7"], "config.evolution.agents"),
+    ):
+        result = CliRunner().invoke(main, ["train", *args, "--out", str(killed)])
+        assert result.exit_code != 0
+        assert message in result.output
+        assert len(checkpoints.list_checkpoints(killed)) == 1  # nothing written
+
+    # Options not given come from the checkpoint.
+    result = CliRunner().invoke(main, ["train", str(data), "--out", str(killed), "--resume",
+                                       str(killed)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "resumed" in result.output
+    names = [p.name for p in checkpoints.list_checkpoints(killed)]
+    assert names[-1] == "checkpoint-00000004-gen000003.safetensors"
+    last_straight = checkpoints.list_checkpoints(straight)[-1]
+    last_resumed = checkpoints.list_checkpoints(killed)[-1]
+    assert checkpoints.load(last_resumed) == checkpoints.load(last_straight)
+    assert last_resumed.read_bytes() == last_straight.read_bytes()

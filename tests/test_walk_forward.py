@@ -10,20 +10,20 @@ import msgspec
 import numpy as np
 import pytest
 
-from colmena import checkpoint as checkpoints
-from colmena.backtest import (
+from colmena.backtest.engine import (
     BacktestConfig,
     ExecutionSettings,
     backtest,
     momentum_signal,
 )
-from colmena.data import Candles, GapReport, load_ohlcv
-from colmena.decision import decision_bars
-from colmena.evolution import EvolutionConfig
+from colmena.data.ohlcv import Candles, GapReport, load_ohlcv
+from colmena.model.decision import decision_bars
+from colmena.model.swarm import GateResult
+from colmena.model.vae import VAEConfig
 from colmena.risk import RiskConfig
-from colmena.swarm import GateResult
-from colmena.training import TrainConfig, train
-from colmena.vae import VAEConfig
+from colmena.training.evolution import EvolutionConfig
+from colmena.training.state import TrainingState
+from colmena.training.trainer import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import every_agent_votes, tiny_training
@@ -40,32 +40,15 @@ def march(shared_data_dir: Path) -> Candles:
     return load_ohlcv(shared_data_dir / "binanceus_btcusdt_1m_2023-03-01_2023-03-21.csv")
 
 
-def with_weights(ckpt: checkpoints.Checkpoint, gate: GateResult | None = None):  # type: ignore[no-untyped-def]
-    """The checkpoint with every agent voting (weight 1) and, optionally, another gate."""
-    config = json_copy(ckpt.config)
-    if gate is not None:
-        config["validation"]["gate"] = gate.to_dict()
-    return every_agent_votes(ckpt, config)
-
-
-def json_copy(value: object) -> dict:  # type: ignore[type-arg]
-    """A plain, writable JSON copy of a checkpoint's read-only config."""
-    import json
-
-    def plain(v: object) -> object:
-        if hasattr(v, "items"):
-            return {k: plain(x) for k, x in v.items()}  # type: ignore[attr-defined]
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        return v
-
-    return json.loads(json.dumps(plain(value)))  # type: ignore[no-any-return]
+def with_weights(state: TrainingState, gate: GateResult | None = None) -> TrainingState:
+    """The finished state with every agent voting (weight 1) and, optionally, another gate."""
+    return every_agent_votes(state, gate)
 
 
 def test_a_gated_model_stays_flat_and_every_decision_says_why(march: Candles) -> None:
     ckpt = train(march.slice(0, 12_000), TINY, execution=ExecutionSettings(market="margin"))
     gate = GateResult(False, "did_not_beat_flat_on_validation", 0, 1, -0.01, 0.02, 5, 2, 0.3)
-    run = backtest(march.slice(12_000, 20_000), checkpoint=with_weights(ckpt.checkpoint, gate))
+    run = backtest(march.slice(12_000, 20_000), state=with_weights(ckpt.state, gate))
     verdicts = set(run.decisions.column("verdict").to_pylist())
     assert verdicts <= {"gated_flat", "rejected", "flatten"}  # warm-up bars: no_valid_market_state
     gated = [r for r, v in zip(run.decisions.column("reason").to_pylist(),
@@ -89,14 +72,14 @@ def test_folds_are_independent_experiments_on_one_account(
     trained models are wrapped with unit weights) so that the Kelly estimate has trades."""
     import dataclasses
 
-    import colmena.backtest
+    import colmena.backtest.engine
 
     def voting(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         result = train(*args, **kwargs)  # type: ignore[arg-type]
         model = dataclasses.replace(result.model, weights=np.ones_like(result.model.weights))
         return dataclasses.replace(result, model=model)
 
-    monkeypatch.setattr(colmena.backtest, "train", voting)
+    monkeypatch.setattr(colmena.backtest.engine, "train", voting)
     config = BacktestConfig(
         train_fraction=0.4,
         folds=3,
@@ -149,7 +132,7 @@ def test_baselines_trade_through_the_same_executor(march: Candles) -> None:
     ckpt = train(march.slice(0, 12_000), TINY, execution=ExecutionSettings(market="margin"))
     ok = GateResult(True, "beat_flat_on_validation", 0, 1, 0.01, 0.0, 5, 2, 0.3)
     candles = march
-    run = backtest(candles, checkpoint=with_weights(ckpt.checkpoint, ok))
+    run = backtest(candles, state=with_weights(ckpt.state, ok))
     base = run.report["baselines"]
     execution = PlainExecutor(allow_short=False)
     n = len(candles)
@@ -186,7 +169,7 @@ def test_buy_and_hold_baseline_equals_a_numpy_ledger() -> None:
     """With volume enough for one fill each way: buy at the second bar's open after a decision
     at the first close, sell over the wind-down at the last bar's open, fees and slippage in."""
     c = synthetic(3_000, seed=1)
-    from colmena.execution import simulate_targets
+    from colmena.execution.simulation import simulate_targets
 
     ex = ExecutionSettings()
     once = np.zeros(len(c), dtype=bool)
@@ -207,14 +190,14 @@ def test_buy_and_hold_baseline_equals_a_numpy_ledger() -> None:
 def test_spot_never_shorts_and_margin_pays_borrow(march: Candles) -> None:
     ckpt = train(march.slice(0, 12_000), TINY, execution=ExecutionSettings(market="margin"))
     ok = GateResult(True, "beat_flat_on_validation", 0, 1, 0.01, 0.0, 5, 2, 0.3)
-    model = with_weights(ckpt.checkpoint, ok)
+    model = with_weights(ckpt.state, ok)
     loose = RiskConfig(kelly_prior=1.0, kelly_multiplier=1.0, var_budget=1e9)
-    spot = backtest(march.slice(12_000, 24_000), BacktestConfig(risk=loose), checkpoint=model)
+    spot = backtest(march.slice(12_000, 24_000), BacktestConfig(risk=loose), state=model)
     margin = backtest(
         march.slice(12_000, 24_000),
         BacktestConfig(risk=loose, execution=ExecutionSettings(market="margin",
                                                                borrow_bps_per_day=5.0)),
-        checkpoint=model,
+        state=model,
     )  # fmt: skip
     assert np.all(spot.equity.column("position").to_numpy() >= 0.0)
     assert spot.report["metrics"]["borrow_paid"] == 0.0

@@ -116,8 +116,7 @@ void PaperExecutor::start_trade(std::int64_t ts, double opening_fee) noexcept {
 }
 
 double PaperExecutor::clip_to_market(double quantity) const noexcept {
-  if (config_.allow_short || quantity >= 0.0) return quantity;
-  return std::max(quantity, -std::max(position_, 0.0));
+  return colmena::clip_to_market(quantity, position_, config_.allow_short);
 }
 
 double PaperExecutor::accrue_borrow(double mark, double days) noexcept {

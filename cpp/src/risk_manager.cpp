@@ -86,6 +86,76 @@ const char* event_type_name(EventType type) noexcept {
   return "unknown";
 }
 
+const char* action_name(Action action) noexcept {
+  switch (action) {
+    case Action::hold:
+      return "hold";
+    case Action::decide:
+      return "decide";
+    case Action::gated_flat:
+      return "gated_flat";
+    case Action::end_of_run:
+      return "end_of_run";
+  }
+  return "unknown";
+}
+
+const char* error_code_name(ErrorCode code) noexcept {
+  switch (code) {
+    case ErrorCode::no_volume:
+      return "no_volume";
+    case ErrorCode::non_finite_price:
+      return "non_finite_price";
+  }
+  return "unknown";
+}
+
+const char* event_code_name(EventType type, std::uint8_t code) noexcept {
+  switch (type) {
+    case EventType::trade_executed:
+      return "";
+    case EventType::regime_changed:
+      return code <= static_cast<std::uint8_t>(TradingState::halted)
+                 ? trading_state_name(static_cast<TradingState>(code))
+                 : "unknown";
+    case EventType::drawdown_threshold:
+      switch (static_cast<DrawdownCode>(code)) {
+        case DrawdownCode::ladder_pause_1:
+          return "ladder_pause_1";
+        case DrawdownCode::ladder_pause_2:
+          return "ladder_pause_2";
+        case DrawdownCode::ladder_stop:
+          return "ladder_stop";
+        case DrawdownCode::kill_switch:
+          return "kill_switch";
+        case DrawdownCode::daily_loss:
+          return "daily_loss";
+        case DrawdownCode::ladder_rearmed:
+          return "ladder_rearmed";
+      }
+      return "unknown";
+    case EventType::alert:
+      switch (static_cast<AlertCode>(code)) {
+        case AlertCode::drawdown_warning:
+          return "drawdown_warning";
+        case AlertCode::drawdown_critical:
+          return "drawdown_critical";
+        case AlertCode::daily_pnl_warning:
+          return "daily_pnl_warning";
+        case AlertCode::daily_pnl_critical:
+          return "daily_pnl_critical";
+        case AlertCode::data_feed_silent:
+          return "data_feed_silent";
+      }
+      return "unknown";
+    case EventType::error:
+      return code <= static_cast<std::uint8_t>(ErrorCode::non_finite_price)
+                 ? error_code_name(static_cast<ErrorCode>(code))
+                 : "unknown";
+  }
+  return "unknown";
+}
+
 void RiskConfig::validate() const {
   std::string errors;
   auto check = [&](bool ok, const char* what) {
@@ -387,10 +457,14 @@ Decision pass_through_decision(Action action, double signal, double current,
   return d;
 }
 
-double RiskManager::allowed_quantity(double quantity, double position) const noexcept {
-  if (state_ == TradingState::active) return quantity;
+double reduce_only_quantity(double quantity, double position) noexcept {
   if (position == 0.0 || sign(quantity) == sign(position)) return 0.0;
   return sign(quantity) * std::min(std::abs(quantity), std::abs(position));
+}
+
+double RiskManager::allowed_quantity(double quantity, double position) const noexcept {
+  if (state_ == TradingState::active) return quantity;
+  return reduce_only_quantity(quantity, position);
 }
 
 void RiskManager::record_trade(double pnl) {

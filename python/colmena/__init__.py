@@ -1,16 +1,29 @@
 """colmena: a swarm of neural trading agents for crypto markets, with a compiled C++/CUDA core.
 
-The compiled core lives in the private module ``colmena._core``; everything public is re-exported
-here. See ``build_info()`` for what this build contains.
+The compiled core lives in the private module ``colmena._core``; the most used names are
+re-exported here. See ``build_info()`` for what this build contains.
+
+The package mirrors the pipeline, one subpackage per stage, each importing only the ones above it
+in this list: ``units`` and ``atomic_write`` (shared helpers) -> ``data`` (candles) ->
+``features`` (market state, FFD, regimes) -> ``model`` (VAE, agents, consensus) -> ``risk``
+(sizing, limits, breakers) -> ``execution`` (orders to fills) -> ``analysis`` (metrics) ->
+``training`` (evolution, validation gate) -> ``backtest`` (walk-forward) -> ``report`` (tear
+sheet) -> ``persistence`` (checkpoints, run folders, records) -> ``cli``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from colmena import _core, checkpoint
-from colmena.buffer import CandleWindow, MarketBuffer
-from colmena.data import Candles, DataValidationError, GapReport, load_ohlcv
+from colmena import _core
+from colmena.data import (
+    Candles,
+    CandleWindow,
+    DataValidationError,
+    GapReport,
+    MarketBuffer,
+    load_ohlcv,
+)
 from colmena.features import (
     FracDiffStream,
     MinFfdResult,
@@ -21,8 +34,8 @@ from colmena.features import (
     log_returns,
     min_ffd_d,
 )
-from colmena.nn import MLP, Swarm, VAEEncoder
-from colmena.swarm import SwarmModel, consensus
+from colmena.model import MLP, Swarm, SwarmModel, VAEEncoder, consensus
+from colmena.persistence import checkpoint
 
 __version__: str = str(_core.build_info()["version"])
 

@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from colmena import build_info
-from colmena.features import fracdiff, fracdiff_weights, log_returns, min_ffd_d
+from colmena.features.fractional_diff import fracdiff, fracdiff_weights, log_returns, min_ffd_d
 
 console = Console(stderr=True)
 
@@ -106,7 +106,8 @@ def features(
     follows missing bars), log_return (from the previous bar; NaN on the first), ffd (NaN until
     the window is full). Gaps are reported, never filled.
     """
-    from colmena.data import load_ohlcv, write_parquet_atomically
+    from colmena.atomic_write import write_parquet_atomically
+    from colmena.data.ohlcv import load_ohlcv
 
     if (d is None) == (not auto_d):
         raise click.UsageError("give exactly one of --d D and --auto-d")
@@ -159,7 +160,7 @@ def features(
         ffd = np.full(len(candles), np.nan)
         ffd[weights.size - 1 :] = fracdiff(log_close, d, threshold=threshold, window=window)
         if adf is None:
-            from colmena.features import adf_test
+            from colmena.features.fractional_diff import adf_test
 
             adf = adf_test(ffd[weights.size - 1 :], 1)
         if out is not None:
@@ -259,6 +260,13 @@ def _decision_options(f: Any) -> Any:
     show_default=True,
     help="Adam fine-tuning steps per generation (needs torch).",
 )
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Continue the run in this checkpoint (a file, or a folder: its newest valid one) on "
+    "the same DATA; options not given come from the checkpoint, --generations may grow.",
+)
 def train(
     data: Path,
     out_dir: Path,
@@ -271,39 +279,87 @@ def train(
     decision_interval: str,
     market: str,
     finetune_steps: int,
+    resume: Path | None,
 ) -> None:
-    """Train the VAE and evolve a swarm of agents on the candles in DATA, then checkpoint it.
+    """Train the VAE and evolve a swarm of agents on the candles in DATA, checkpointing every
+    generation into --out.
 
     The last part of DATA is held back: agents that beat flat on its first half vote, and the
     voted swarm must beat flat on its second half (the gate) to be traded. The same DATA,
-    options and seed give the same checkpoint, byte for byte.
+    options and seed give the same checkpoints, byte for byte. A checkpoint is written after
+    every generation (a killed run loses at most one) and at the end; --resume continues a run
+    exactly as if it had never stopped.
     """
     import msgspec
 
-    from colmena import checkpoint as checkpoints
-    from colmena.data import load_ohlcv
-    from colmena.decision import DecisionConfig
-    from colmena.evolution import EvolutionConfig, GenerationStats
-    from colmena.execution import ExecutionSettings
-    from colmena.training import TrainConfig
-    from colmena.training import train as run_training
-    from colmena.vae import VAEConfig, require_torch
+    from colmena.data.ohlcv import load_ohlcv
+    from colmena.execution.simulation import ExecutionSettings
+    from colmena.model.decision import DecisionConfig
+    from colmena.model.vae import VAEConfig, require_torch
+    from colmena.persistence import checkpoint as checkpoints
+    from colmena.training.config import EvolutionConfig, TrainConfig
+    from colmena.training.state import TrainingState
+    from colmena.training.trainer import train as run_training
 
+    ctx = click.get_current_context()
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+
+    previous: TrainingState | None = None
+    if resume is not None:
+        if not resume.exists():
+            raise UserError(f"{resume}: no such checkpoint file or folder")
+        try:
+            previous = checkpoints.load_path(resume)
+        except (OSError, ValueError) as exc:
+            raise UserError(str(exc)) from exc
     try:
-        config = TrainConfig(
-            seed=seed,
-            vae=VAEConfig(epochs=vae_epochs),
-            evolution=EvolutionConfig(
-                agents=agents,
-                generations=generations,
-                eval_days=eval_days,
-                finetune_steps=finetune_steps,
-                elite=min(5, agents - 1),
-                tournament_size=min(3, agents),
-            ),
-            decision=DecisionConfig(interval=decision_interval),
-        )
-        execution = ExecutionSettings(fee_bps=fee_bps, market=market)  # type: ignore[arg-type]
+        if previous is None:
+            config = TrainConfig(
+                seed=seed,
+                vae=VAEConfig(epochs=vae_epochs),
+                evolution=EvolutionConfig(
+                    agents=agents,
+                    generations=generations,
+                    eval_days=eval_days,
+                    finetune_steps=finetune_steps,
+                    elite=min(5, agents - 1),
+                    tournament_size=min(3, agents),
+                ),
+                decision=DecisionConfig(interval=decision_interval),
+            )
+            execution = ExecutionSettings(fee_bps=fee_bps, market=market)  # type: ignore[arg-type]
+        else:
+            # The checkpoint's settings; options given on the command line override them (and
+            # training refuses any change but --generations, naming the field).
+            config, execution = previous.config, previous.execution
+            evolution = config.evolution
+            changes = {
+                name: value
+                for name, value in (("agents", agents), ("generations", generations),
+                                    ("eval_days", eval_days), ("finetune_steps", finetune_steps))
+                if given(name)
+            }  # fmt: skip
+            if changes:
+                evolution = msgspec.structs.replace(evolution, **changes)
+            decision = config.decision
+            if given("decision_interval"):
+                decision = msgspec.structs.replace(decision, interval=decision_interval)
+            vae = config.vae
+            if given("vae_epochs"):
+                vae = msgspec.structs.replace(vae, epochs=vae_epochs)
+            config = msgspec.structs.replace(
+                config, evolution=evolution, decision=decision, vae=vae,
+                seed=seed if given("seed") else config.seed,
+            )  # fmt: skip
+            if given("fee_bps"):
+                execution = msgspec.structs.replace(execution, fee_bps=fee_bps)
+            if given("market"):
+                execution = msgspec.structs.replace(execution, market=market)
+            # re-run every validation of the nested structs on the final values
+            config = msgspec.json.decode(msgspec.json.encode(config), type=TrainConfig)
+            execution = msgspec.json.decode(msgspec.json.encode(execution), type=ExecutionSettings)
     except msgspec.ValidationError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
@@ -316,6 +372,7 @@ def train(
         candles = load_ohlcv(data)
     except (OSError, ValueError) as exc:
         raise UserError(str(exc)) from exc
+    total = config.evolution.generations
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -325,15 +382,28 @@ def train(
         TimeElapsedColumn(),
         console=console,
     ) as progress:
-        vae_task = progress.add_task("VAE epochs", total=config.vae.epochs, info="")
-        gen_task = progress.add_task("generations", total=generations, info="")
+        vae_task = progress.add_task(
+            "VAE epochs", total=config.vae.epochs, info="", visible=previous is None
+        )
+        gen_task = progress.add_task(
+            "generations",
+            total=total,
+            completed=previous.generation if previous is not None else 0,
+            info="",
+        )
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             progress.update(vae_task, completed=epoch, info=f"val loss {metrics['val_loss']:.4f}")
 
-        def on_generation(stats: GenerationStats) -> None:
+        def on_generation(state: TrainingState) -> None:
+            # Checkpoint first: a run killed from here on loses nothing up to this generation.
+            try:
+                checkpoints.save(out_dir, state)
+            except OSError as exc:
+                raise UserError(f"writing the checkpoint to {out_dir} failed: {exc}") from exc
             if not progress.tasks[vae_task].finished:
                 progress.update(vae_task, completed=config.vae.epochs)
+            stats = state.history[-1]
             progress.update(
                 gen_task,
                 completed=stats.generation,
@@ -346,21 +416,24 @@ def train(
                 candles,
                 config,
                 execution=execution,
+                resume=previous,
                 on_vae_epoch=on_epoch,
                 on_generation=on_generation,
             )
         except (ValueError, ImportError) as exc:  # ImportError: training without torch
             raise UserError(str(exc)) from exc
     try:
-        path = checkpoints.save(out_dir, result.checkpoint)
+        path = checkpoints.save(out_dir, result.state)
     except OSError as exc:
         raise UserError(f"writing the checkpoint to {out_dir} failed: {exc}") from exc
     elapsed = time.perf_counter() - started
-    history = result.population.history
+    history = result.state.history
     summary = Table(title=f"trained on {data.name}", show_header=False)
     summary.add_row("candles", f"{len(candles):,}")
+    if previous is not None:
+        summary.add_row("resumed", f"after generation {previous.generation} ({resume})")
     summary.add_row("VAE", f"{result.vae.epochs_run} epochs (best {result.vae.best_epoch})")
-    summary.add_row("agents", f"{result.population.n_agents}")
+    summary.add_row("agents", f"{result.state.n_agents}")
     summary.add_row("generations", f"{len(history)}")
     summary.add_row(
         "fitness (last)",
@@ -420,7 +493,7 @@ def _fetch(
     api_url: str | None,
     cache_dir: Path | None,
 ) -> Path:
-    from colmena.exchange import ExchangeUnavailableError, download_ohlcv, make_client
+    from colmena.data.exchange import ExchangeUnavailableError, download_ohlcv, make_client
 
     until_ms = None
     if until is not None:
@@ -537,12 +610,13 @@ def backtest(
     """
     import msgspec
 
-    from colmena import checkpoint as checkpoints
-    from colmena.backtest import BacktestConfig, RunFolderError, check_run_folder, write_run
-    from colmena.backtest import backtest as run_backtest
-    from colmena.data import load_ohlcv
-    from colmena.evolution import GenerationStats
-    from colmena.vae import require_torch
+    from colmena.backtest.engine import BacktestConfig
+    from colmena.backtest.engine import backtest as run_backtest
+    from colmena.data.ohlcv import load_ohlcv
+    from colmena.model.vae import require_torch
+    from colmena.persistence import checkpoint as checkpoints
+    from colmena.persistence.run_folder import RunFolderError, check_run_folder, write_run
+    from colmena.training.state import TrainingState
 
     if data is not None and exchange is not None:
         raise click.UsageError("give a candle file DATA or --exchange, not both")
@@ -614,11 +688,7 @@ def backtest(
         candles = load_ohlcv(data)
         ckpt = None
         if checkpoint is not None:
-            ckpt = (
-                checkpoints.load_latest(checkpoint)
-                if checkpoint.is_dir()
-                else checkpoints.load(checkpoint)
-            )
+            ckpt = checkpoints.load_path(checkpoint)
     except (OSError, ValueError) as exc:
         raise UserError(str(exc)) from exc
     n_folds = 1 if ckpt is not None else config.folds
@@ -658,7 +728,8 @@ def backtest(
         def on_vae_epoch(epoch: int, metrics: dict[str, float]) -> None:
             progress.update(vae_task, completed=epoch, info=f"val loss {metrics['val_loss']:.4f}")
 
-        def on_generation(stats: GenerationStats) -> None:
+        def on_generation(state: TrainingState) -> None:
+            stats = state.history[-1]
             if not progress.tasks[vae_task].finished:  # early stopping ended the VAE
                 epochs = config.training.vae.epochs
                 progress.update(vae_task, completed=epochs, info="early stop")
@@ -671,7 +742,7 @@ def backtest(
 
         try:
             run = run_backtest(
-                candles, config, checkpoint=ckpt, on_stage=on_stage,
+                candles, config, state=ckpt, on_stage=on_stage,
                 on_vae_epoch=on_vae_epoch, on_generation=on_generation,
             )  # fmt: skip
             progress.update(stage, description="writing the run directory")
@@ -685,7 +756,7 @@ def backtest(
         except ValueError as exc:
             raise UserError(f"{data}: {exc}") from exc
     if db is not None:
-        from colmena.records import record_run
+        from colmena.persistence.records import record_run
 
         try:
             run_id = record_run(db, run)
@@ -768,9 +839,9 @@ def _result_table(report: dict[str, Any], name: str) -> Table:
 @click.option("--open", "open_browser", is_flag=True, help="Open report.html in a browser.")
 def report(run_dir: Path, open_browser: bool) -> None:
     """Render report.html again from the run folder RUN_DIR (written by colmena backtest)."""
-    from colmena.backtest import RunFolderError, load_run
-    from colmena.data import write_atomically
-    from colmena.report import render_html
+    from colmena.atomic_write import write_atomically
+    from colmena.persistence.run_folder import RunFolderError, load_run
+    from colmena.report.html import render_html
 
     try:
         run = load_run(run_dir)
@@ -804,7 +875,7 @@ def download(
     Paged and rate-limited, retried with backoff and jitter, resumed from the cache on the next
     call. Offline it fails at once: pass a candle file to the other commands instead.
     """
-    from colmena.data import load_ohlcv
+    from colmena.data.ohlcv import load_ohlcv
 
     if exchange is None:
         raise click.UsageError("--exchange is required (e.g. --exchange binance)")

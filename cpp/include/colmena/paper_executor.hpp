@@ -15,6 +15,7 @@
 /// (accrue_borrow; margin borrow or perpetual funding). Realized PnL uses the average-cost method. A round-trip trade opens when the
 /// position leaves zero (or flips) and closes when it returns to zero (or flips); its PnL is net
 /// of the fees and borrow cost paid while it was open.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -54,8 +55,15 @@ struct ClosedTrade {
   double exit_price = 0.0;    ///< average price of the closing fills, quote per base
   double fees = 0.0;          ///< fees paid while the trade was open, quote currency
   double borrow = 0.0;        ///< borrow cost paid while the trade was open, quote currency
-  std::uint8_t exit_origin = 0;  ///< OrderOrigin of the closing order (set by the TradingLoop)
+  std::uint8_t exit_origin = 0;  ///< OrderOrigin of the closing order (set by the ExecutionStage)
 };
+
+/// The spot rule (`allow_short` false): a sell of `quantity` may take `position` to flat, not
+/// below it (signed base units). On a margin market the quantity is returned unchanged.
+inline double clip_to_market(double quantity, double position, bool allow_short) noexcept {
+  if (allow_short || quantity >= 0.0) return quantity;
+  return std::max(quantity, -std::max(position, 0.0));
+}
 
 class PaperExecutor {
  public:

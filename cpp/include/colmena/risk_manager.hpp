@@ -20,7 +20,7 @@
 /// share of winning trades and R = mean win / mean loss. The estimate is shrunk toward the prior
 /// (a Bayesian-style weighted mean with `kelly_prior_trades` pseudo-trades of fraction
 /// `kelly_prior`): f = (n f_hat + m f0) / (n + m); before `kelly_min_trades` trades f = f0. The
-/// trades are recorded by the caller from the signal's own unit-exposure book (see TradingLoop),
+/// trades are recorded by the caller from the signal's own unit-exposure book (see RiskStage),
 /// not from the sized position, so a zero fraction never stops the estimate from updating: there
 /// is no absorbing state, and with m > 0 and f0 > 0 the fraction never reaches 0 at all
 /// (f >= m f0 / (kelly_window + m)).
@@ -98,6 +98,12 @@ enum class ErrorCode : std::uint8_t {
 const char* trading_state_name(TradingState state) noexcept;
 const char* verdict_name(Verdict verdict) noexcept;
 const char* event_type_name(EventType type) noexcept;
+const char* action_name(Action action) noexcept;
+const char* error_code_name(ErrorCode code) noexcept;
+/// Name of a RiskEvent's code for its type: the TradingState of regime_changed, the DrawdownCode
+/// of drawdown_threshold ("ladder_pause_1", ...), the AlertCode of alert, the ErrorCode of error;
+/// "" for trade_executed; "unknown" for a code the type does not define.
+const char* event_code_name(EventType type, std::uint8_t code) noexcept;
 
 struct RiskConfig {
   double kelly_multiplier = 0.25;
@@ -151,6 +157,11 @@ void settle_target(Decision& decision, double target, double current,
 /// position, `gated_flat` and `end_of_run` target flat, a NaN signal decides nothing.
 Decision pass_through_decision(Action action, double signal, double current,
                                double min_trade_fraction) noexcept;
+
+/// The reduce-only clip (PAUSED, REDUCING, HALTED): the part of an order of `quantity` that
+/// moves `position` toward zero without crossing it (both signed base units); 0 when the order
+/// would add exposure or the position is flat.
+double reduce_only_quantity(double quantity, double position) noexcept;
 
 class RiskManager {
  public:

@@ -3,24 +3,24 @@
 /// fills. The backtest (run_backtest), the fitness and baseline evaluation (simulate_targets) and,
 /// candle by candle, the live services all step it.
 ///
-/// One call to step() per bar t, oldest first:
-///  1. open of bar t: the data age (the newest candle closed at the previous bar's close); when a
-///     new model takes over at this bar, the model-bound estimators restart (the Kelly window and
-///     the shadow book); the pending order, decided at the close of bar t - 1, fills at the open of
-///     bar t, clipped by the risk state (reduce-only while PAUSED, REDUCING or HALTED), by the
-///     bar's volume (max_participation) and, on a spot market, at a flat position. Never earlier.
-///  2. close of bar t: the borrow cost of a short position for the time since the previous close;
-///     mark to market; the risk manager observes equity, drawdowns and volatility.
-///  3. the decision at the close of bar t (Action): `decide` sizes the signal; `hold` keeps the
+/// It is the composition of two halves that the live services run apart, exchanging the messages
+/// of trading_messages.hpp: the RiskStage (sizing, limits, breakers, the shadow book, the
+/// remainder; risk_stage.hpp) and the ExecutionStage (the account and the pending order;
+/// execution_stage.hpp). One call to step() per bar t, oldest first, is exactly:
+///  1. open of bar t: RiskStage::open (the data age; when a new model takes over at this bar, the
+///     model-bound estimators restart: the Kelly window and the shadow book), then
+///     ExecutionStage::open with the risk state at this open: the pending order, decided at the
+///     close of bar t - 1, fills at the open of bar t, clipped by the risk state (reduce-only
+///     while PAUSED, REDUCING or HALTED), by the bar's volume (max_participation) and, on a spot
+///     market, at a flat position. Never earlier. Its report goes to RiskStage::on_execution.
+///  2. close of bar t: ExecutionStage::close (the borrow cost of a short position for the time
+///     since the previous close; mark to market), then RiskStage::close: the risk manager
+///     observes equity, drawdowns and volatility, and
+///  3. decides at the close of bar t (Action): `decide` sizes the signal; `hold` keeps the
 ///     position and resubmits the unfilled remainder of the last order (a volume-limited partial
 ///     fill or a bar without volume) while the risk state lets it through; `gated_flat` and
-///     `end_of_run` target flat. An order fills at the next step's open.
-///
-/// The shadow book (risk mode): a second PaperExecutor with unit starting equity follows the
-/// signal at unit exposure (target = the clamped signal, the same fills, fees, slippage and borrow,
-/// no volume limit), whatever the sizing did. Its closed round trips feed the Kelly estimate, so
-/// the estimate never depends on the position it sizes: a Kelly fraction of zero closes the real
-/// position but the estimate keeps learning and recovers when the signal's trades win again.
+///     `end_of_run` target flat. The order goes to ExecutionStage::submit and fills at the next
+///     step's open.
 ///
 /// Without a RiskManager (pass-through mode, for fitness and baselines) the target is the clamped
 /// signal itself and no breaker, pause or Kelly sizing applies.
@@ -29,37 +29,13 @@
 #include <optional>
 #include <vector>
 
+#include "colmena/execution_stage.hpp"
 #include "colmena/paper_executor.hpp"
 #include "colmena/risk_manager.hpp"
+#include "colmena/risk_stage.hpp"
+#include "colmena/trading_messages.hpp"
 
 namespace colmena {
-
-/// One OHLCV bar; `ts` is its open time, ns since the epoch, UTC.
-struct Bar {
-  std::int64_t ts = 0;
-  double open = 0.0;
-  double high = 0.0;
-  double low = 0.0;
-  double close = 0.0;
-  double volume = 0.0;
-};
-
-enum class OrderOrigin : std::uint8_t {
-  decision = 0,    ///< a decision's target
-  remainder = 1,   ///< the unfilled rest of the previous order, resubmitted
-  risk = 2,        ///< forced by the risk state (halt or drawdown stop: flatten)
-  end_of_run = 3,  ///< the final flattening of a run
-};
-
-const char* order_origin_name(OrderOrigin origin) noexcept;
-
-struct Order {
-  std::size_t bar = 0;    ///< decision bar (fills at bar + 1)
-  double quantity = 0.0;  ///< signed base units requested
-  double target = 0.0;    ///< target exposure (fraction of equity)
-  double filled = 0.0;    ///< signed base units filled at bar + 1
-  OrderOrigin origin = OrderOrigin::decision;
-};
 
 /// What one step did.
 struct StepResult {
@@ -82,42 +58,29 @@ class TradingLoop {
   TradingLoop(const ExecutionConfig& execution, double min_trade_fraction, std::int64_t bar_ns);
 
   /// Process bar `bar` (timestamps must increase): fill, mark, observe, decide (see the file
-  /// comment). `signal` in [-1, 1] (NaN: none) is read only for Action::decide. `new_model`
-  /// restarts the model-bound estimators before the fill. `can_order` false (the last bar)
-  /// submits nothing. Events and the real position's closed round trips are appended.
-  /// Throws std::invalid_argument when time does not increase.
+  /// comment). `signal` is NaN (none) or in [-1, 1] and is read only for Action::decide (a series
+  /// with other values goes through series_signal first). `new_model` restarts the model-bound
+  /// estimators before the fill. `can_order` false (the last bar) submits nothing. Events and the
+  /// real position's closed round trips are appended.
+  /// Throws std::invalid_argument, before anything changes, when time does not increase or the
+  /// signal or action is invalid; in risk mode also when the close gives a NaN equity (then after
+  /// the fill: check bars with find_invalid_candle first where that matters).
   const StepResult& step(const Bar& bar, Action action, double signal, bool new_model,
                          bool can_order, std::vector<RiskEvent>& events,
                          std::vector<ClosedTrade>& closed);
 
-  const PaperExecutor& executor() const noexcept { return executor_; }
-  const PaperExecutor& shadow() const noexcept { return shadow_; }
+  const PaperExecutor& executor() const noexcept { return execution_.executor(); }
+  const PaperExecutor& shadow() const noexcept { return risk_.shadow(); }
   /// The risk manager (nullptr in pass-through mode).
-  const RiskManager* risk() const noexcept { return risk_ ? &*risk_ : nullptr; }
-  RiskManager* risk() noexcept { return risk_ ? &*risk_ : nullptr; }
-  std::size_t bars() const noexcept { return bars_; }
+  const RiskManager* risk() const noexcept { return risk_.risk(); }
+  RiskManager* risk() noexcept { return risk_.risk(); }
+  const RiskStage& risk_stage() const noexcept { return risk_; }
+  const ExecutionStage& execution_stage() const noexcept { return execution_; }
+  std::size_t bars() const noexcept { return risk_.bars(); }
 
  private:
-  ExecutionConfig shadow_config() const;
-  double clamp_signal(double signal) const noexcept;
-  void fill_pending(const Bar& bar, std::vector<RiskEvent>& events,
-                    std::vector<ClosedTrade>& closed);
-  void decide_shadow(Action action, double signal, double close);
-
-  ExecutionConfig execution_;
-  std::optional<RiskManager> risk_;
-  double min_trade_fraction_ = 0.0;
-  std::int64_t bar_ns_ = 0;
-  PaperExecutor executor_;
-  PaperExecutor shadow_;
-  std::size_t bars_ = 0;
-  std::int64_t last_ts_ = 0;
-  double last_close_ = 0.0;
-  double pending_ = 0.0;         // order quantity for the next open
-  OrderOrigin pending_origin_ = OrderOrigin::decision;  // a remainder keeps its order's origin
-  double remainder_ = 0.0;       // unfilled part of the last order
-  double shadow_pending_ = 0.0;  // shadow book's order for the next open
-  std::vector<ClosedTrade> shadow_closed_;
+  RiskStage risk_;
+  ExecutionStage execution_;
   StepResult result_;
 };
 
@@ -129,7 +92,8 @@ struct BacktestInput {
   const double* low = nullptr;
   const double* close = nullptr;
   const double* volume = nullptr;
-  const double* signal = nullptr;         ///< decision signal at each bar's close, [-1, 1]; NaN = none
+  const double* signal = nullptr;  ///< decision signal at each bar's close, [-1, 1] (clamped);
+                                   ///< NaN or infinite = none (series_signal)
   const std::uint8_t* action = nullptr;   ///< Action per bar; nullptr: decide at every bar
   const std::int64_t* model = nullptr;    ///< model (fold) id per bar; a change restarts estimators
   std::size_t n = 0;

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from colmena import _core
-from colmena.data import write_parquet_atomically
+from colmena.atomic_write import write_parquet_atomically
 
 __all__ = ["ExchangeUnavailableError", "cache_path", "download_ohlcv", "make_client"]
 

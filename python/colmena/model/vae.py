@@ -24,7 +24,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["TORCH_HINT", "TrainedVAE", "VAEConfig", "encoder_tensors", "require_torch", "train_vae"]
+__all__ = ["TORCH_HINT", "TrainedVAE", "VAEConfig", "require_torch", "train_vae"]
 
 #: How to install what training needs, without a multi-GB CUDA download on a CPU machine.
 TORCH_HINT = (
@@ -102,7 +102,7 @@ class TrainedVAE:
         Per epoch: ``train_loss``, ``val_loss``, ``reconstruction``, ``kl``.
     module : torch.nn.Module or None
         The trained torch model (best epoch), for decoding or further training; not stored in
-        checkpoints.
+        the training state (None for a resumed run).
     """
 
     layers: list[tuple[NDArray[np.float32], NDArray[np.float32]]]
@@ -115,20 +115,9 @@ class TrainedVAE:
 
     def encoder(self) -> Any:
         """The C++ encoder (:class:`colmena.VAEEncoder`) with these weights."""
-        from colmena.nn import VAEEncoder
+        from colmena.model.nn import VAEEncoder
 
         return VAEEncoder(self.layers, self.mu, self.logvar, activation="relu")
-
-
-def encoder_tensors(vae: TrainedVAE) -> dict[str, NDArray[np.float32]]:
-    """Checkpoint tensors ``vae/encoder/layer{i}/weight|bias``, ``vae/mu/*``, ``vae/logvar/*``."""
-    out: dict[str, NDArray[np.float32]] = {}
-    for i, (w, b) in enumerate(vae.layers):
-        out[f"vae/encoder/layer{i}/weight"] = w
-        out[f"vae/encoder/layer{i}/bias"] = b
-    out["vae/mu/weight"], out["vae/mu/bias"] = vae.mu
-    out["vae/logvar/weight"], out["vae/logvar/bias"] = vae.logvar
-    return out
 
 
 def _build(input_dim: int, config: VAEConfig) -> Any:

@@ -19,7 +19,8 @@ import pandas as pd
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from colmena.metrics import DAYS_PER_YEAR, daily_equity
+from colmena.analysis.metrics import daily_equity
+from colmena.units import DAYS_PER_YEAR, NS_PER_DAY, NS_PER_HOUR, SECONDS_PER_DAY
 
 __all__ = [
     "EXIT_REASONS",
@@ -38,7 +39,6 @@ EXIT_REASONS: Final = {
     "risk": "risk_limit",
     "end_of_run": "end_of_run",
 }
-NS_PER_HOUR: Final = 3_600_000_000_000
 
 
 def daily_returns(
@@ -47,7 +47,7 @@ def daily_returns(
     """Daily net returns over calendar days, indexed by UTC date (float64 fractions)."""
     days, day_equity = daily_equity(close_ts, equity)
     previous = np.concatenate([[initial_equity], day_equity[:-1]])
-    index = pd.to_datetime(days * 86_400, unit="s", utc=True)
+    index = pd.to_datetime(days * SECONDS_PER_DAY, unit="s", utc=True)
     return pd.Series(day_equity / previous - 1.0, index=index, name="returns")
 
 
@@ -105,7 +105,7 @@ def drawdown_periods(
                 "trough": _iso(ts[trough]),
                 "recovery": _iso(ts[j]) if recovered else None,
                 "depth": float(1.0 - e[trough] / e[start]),
-                "days": float((ts[end] - ts[start]) / 86_400e9),
+                "days": float((ts[end] - ts[start]) / NS_PER_DAY),
             }
         )
         i = j

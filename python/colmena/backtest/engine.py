@@ -20,12 +20,8 @@ volatility behind the VaR budget is a property of the market, not of the model, 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,21 +31,11 @@ from typing import Annotated, Any, Final
 import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from colmena import _core
-from colmena.checkpoint import library_versions
-from colmena.data import Candles
-from colmena.decision import decision_bars
-from colmena.evolution import GenerationStats
-from colmena.execution import WIND_DOWN_BARS, ExecutionSettings, simulate_targets
-from colmena.metrics import performance_metrics
-from colmena.regime import REGIME_NAMES
-from colmena.risk import RiskConfig, stress_test, value_at_risk_report
-from colmena.state import FEATURE_NAMES
-from colmena.swarm import GateResult, SwarmModel
-from colmena.tearsheet import (
+from colmena.analysis.metrics import performance_metrics
+from colmena.analysis.tearsheet import (
     benchmark_relative,
     daily_returns,
     drawdown_periods,
@@ -57,20 +43,27 @@ from colmena.tearsheet import (
     trade_statistics,
     trades_table,
 )
-from colmena.training import TrainConfig, train
+from colmena.data.ohlcv import Candles
+from colmena.execution.simulation import WIND_DOWN_BARS, ExecutionSettings, simulate_targets
+from colmena.features.market_state import FEATURE_NAMES
+from colmena.features.regime import REGIME_NAMES
+from colmena.model.decision import decision_bars
+from colmena.model.swarm import GateResult, SwarmModel
+from colmena.risk import RiskConfig, stress_test, value_at_risk_report
+from colmena.training.config import TrainConfig
+from colmena.training.state import GenerationStats, TrainingState
+from colmena.training.trainer import train
+from colmena.units import NS_PER_DAY, NS_PER_SECOND
+from colmena.versions import library_versions
 
 __all__ = [
+    "TIME_COLUMNS",
     "BacktestConfig",
     "BacktestRun",
     "ExecutionSettings",
     "FoldInfo",
     "IncompatibleCheckpointError",
-    "RunFolderError",
     "backtest",
-    "check_run_folder",
-    "is_run_folder",
-    "load_run",
-    "write_run",
 ]
 
 #: verdict code -> (verdict, reason) as written to decisions.parquet; a gated fold's reason is
@@ -92,7 +85,6 @@ VERDICTS: Final[dict[str, tuple[str, str]]] = {
     "end_of_run": ("flatten", "end_of_run"),
 }
 ACTION_HOLD, ACTION_DECIDE, ACTION_GATED, ACTION_END = 0, 1, 2, 3
-NS: Final = 1_000_000_000
 #: Look-back of the time-series momentum baseline (Moskowitz, Ooi & Pedersen, "Time series
 #: momentum", 2012, used 12 months on monthly data; crypto studies use weeks).
 MOMENTUM_LOOKBACK_DAYS: Final = 30.0
@@ -106,7 +98,7 @@ MAX_PLAUSIBLE_NOTIONAL_PER_BAR: Final = 1e9
 
 
 class IncompatibleCheckpointError(ValueError):
-    """The checkpoint was trained on another feature set than this version computes."""
+    """The training state was trained on another feature set than this version computes."""
 
 
 class BacktestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -194,12 +186,13 @@ def _fold_plan(n: int, config: BacktestConfig, lookback: int) -> list[tuple[int,
     return [(int(a) - train_len, int(a), int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
 
-def _check_checkpoint(checkpoint: Any) -> None:
-    names = checkpoint.config.get("feature_names") if hasattr(checkpoint, "config") else None
-    if names is None or list(names) != list(FEATURE_NAMES):
+def _check_state(state: TrainingState) -> None:
+    if not isinstance(state, TrainingState):
+        raise TypeError(f"state must be a TrainingState, got {type(state).__name__}")
+    if list(state.feature_names) != list(FEATURE_NAMES):
         raise IncompatibleCheckpointError(
-            f"checkpoint features {names} differ from this version's {list(FEATURE_NAMES)}: "
-            "retrain with `colmena train`"
+            f"checkpoint features {list(state.feature_names)} differ from this version's "
+            f"{list(FEATURE_NAMES)}: retrain with `colmena train`"
         )
 
 
@@ -207,25 +200,25 @@ def backtest(
     candles: Candles,
     config: BacktestConfig | None = None,
     *,
-    checkpoint: Any = None,
+    state: TrainingState | None = None,
     on_stage: Callable[[str], None] | None = None,
     on_vae_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    on_generation: Callable[[GenerationStats], None] | None = None,
+    on_generation: Callable[[TrainingState], None] | None = None,
 ) -> BacktestRun:
     """Run the whole pipeline on ``candles``.
 
-    With ``checkpoint`` (a :class:`colmena.checkpoint.Checkpoint` from ``colmena train``) the
-    fixed swarm trades every bar of the file after its warm-up, if its validation gate passed
-    (the report marks it ``out_of_sample: false`` when the checkpoint's training data overlaps
-    the file). Without one, walk-forward: train, select and gate on each fold's window, trade its
-    test segment out of sample.
+    With ``state`` (a finished :class:`colmena.training.TrainingState`, e.g. from
+    ``colmena.checkpoint.load_latest``) the fixed swarm trades every bar of the file after its
+    warm-up, if its validation gate passed (the report marks it ``out_of_sample: false`` when
+    the state's training data overlaps the file). Without one, walk-forward: train, select and
+    gate on each fold's window, trade its test segment out of sample.
 
     Raises
     ------
     IncompatibleCheckpointError
-        If the checkpoint was trained on another feature set.
+        If the state was trained on another feature set.
     ValueError
-        If the data is too short for the windows, or the checkpoint is invalid.
+        If the data is too short for the windows, or the state is invalid or unfinished.
     ImportError
         Walk-forward without torch.
     """
@@ -254,30 +247,18 @@ def backtest(
         regime[part] = sig.regime[offset:]
         fold_of_bar[part] = k
 
-    if checkpoint is not None:
-        _check_checkpoint(checkpoint)
-        model = SwarmModel.from_checkpoint(checkpoint)
+    if state is not None:
+        _check_state(state)
+        model = state.to_model()
         interval = model.decision.interval
         if on_stage:
             on_stage("signals")
         take(model, 0, 0, n, 0)
-        history = [
-            GenerationStats(g + 1, float(best), float(median), float(entropy), -1, -1)
-            for g, (best, median, entropy) in enumerate(
-                zip(
-                    checkpoint.tensors.get("history/best_fitness", []),
-                    checkpoint.tensors.get("history/median_fitness", []),
-                    checkpoint.tensors.get("history/entropy", []),
-                    strict=False,
-                )
-            )
-        ]
         gate = model.gate or GateResult(False, "not_validated", 0, 0, 0.0, 0.0, 0, 0, 0.0)
-        validation = dict(checkpoint.config.get("validation", {}))
-        folds.append(FoldInfo(0, -1, -1, 0, n, history, gate, validation))
-        data = checkpoint.config.get("data", {})
-        first, last = data.get("first_ts"), data.get("last_ts")
-        if first is None or last is None or not (last < candles.ts[0] or first > candles.ts[-1]):
+        validation = state.validation.to_dict() if state.validation is not None else {}
+        folds.append(FoldInfo(0, -1, -1, 0, n, list(state.history), gate, validation))
+        first, last = state.data.first_ts, state.data.last_ts
+        if not (last < candles.ts[0] or first > candles.ts[-1]):
             out_of_sample = False
     else:
         lookback = max(
@@ -306,8 +287,8 @@ def backtest(
             folds.append(
                 FoldInfo(
                     k, train_start, train_stop, test_start, test_stop,
-                    list(result.population.history), model.gate,
-                    dict(result.checkpoint.config.get("validation", {})),
+                    list(result.state.history), model.gate,
+                    result.state.validation.to_dict() if result.state.validation else {},
                 )
             )  # fmt: skip
 
@@ -332,7 +313,7 @@ def backtest(
         for name in ("open", "high", "low", "close", "volume")
     }
     bar_seconds = float(candles.interval_seconds or 60.0)
-    bar_ns = round(bar_seconds * NS)
+    bar_ns = round(bar_seconds * NS_PER_SECOND)
     raw = _core.run_backtest(
         ts, cols["open"], cols["high"], cols["low"], cols["close"], cols["volume"],
         np.ascontiguousarray(core_signal), bar_ns, config.risk.to_core(),
@@ -357,7 +338,7 @@ def backtest(
     run.trades = trades_table(raw, trade_fold)
     run.report = _report(
         candles, rows, raw, config, folds, regime, action, baselines, baseline_equity,
-        run.trades, checkpoint is not None, out_of_sample, interval, bar_ns,
+        run.trades, state is not None, out_of_sample, interval, bar_ns,
         timing={
             "training_seconds": training_seconds,
             "trading_seconds": trading_seconds,
@@ -369,6 +350,34 @@ def backtest(
 
 def _ts_array(values: NDArray[np.int64]) -> pa.Array:
     return pa.array(np.asarray(values, dtype=np.int64)).cast(pa.timestamp("ns", tz="UTC"))
+
+
+#: What each time column of a run folder's tables means. Every time column is named for what it
+#: is, so that a join never silently shifts one bar: a bar is stamped by its open time, a
+#: decision by the close of its bar (open time + bar length), a fill by the open of the bar it
+#: filled at. The descriptions are also stored in each Parquet field's metadata.
+TIME_COLUMNS: Final[dict[str, str]] = {
+    "bar_open_time": "open time of the bar (UTC); the bar's close is this plus the bar length",
+    "decision_time": "close of the bar the decision was made at (UTC): bar_open_time + bar length",
+    "fill_bar_open_time": "open of the bar the order fills at (UTC): the bar after its decision",
+    "fill_time": "when the fill happened (UTC): the open of the bar it filled at",
+    "mark_time": "close of the bar the account was marked at (UTC): bar_open_time + bar length",
+    "event_time": (
+        "when the event happened (UTC): a bar's open for fills and stale data seen at the open, "
+        "a bar's close for marks and risk observations"
+    ),
+}
+
+
+def _table(columns: dict[str, pa.Array]) -> pa.Table:
+    """A table whose time columns carry their meaning (:data:`TIME_COLUMNS`) as field metadata."""
+    fields = [
+        pa.field(name, array.type, metadata={"description": TIME_COLUMNS[name]})
+        if name in TIME_COLUMNS
+        else pa.field(name, array.type)
+        for name, array in columns.items()
+    ]
+    return pa.table(list(columns.values()), schema=pa.schema(fields))
 
 
 def _regime_names(codes: NDArray[np.int64]) -> pa.Array:
@@ -396,7 +405,7 @@ def _assemble(
     event_names = _core.event_type_names()
     origin_names = _core.order_origin_names()
     bars = {
-        "timestamp": _ts_array(ts),
+        "bar_open_time": _ts_array(ts),
         **{
             c: pa.array(getattr(candles, c)[rows])
             for c in ("open", "high", "low", "close", "volume")
@@ -422,8 +431,8 @@ def _assemble(
         for c, k in zip(codes[keep], fold_rows, strict=True)
     ]
     decisions = {
-        "timestamp": _ts_array(ts[keep] + bar_ns),  # decided at the bar's close
-        "bar_open": _ts_array(ts[keep]),
+        "decision_time": _ts_array(ts[keep] + bar_ns),
+        "bar_open_time": _ts_array(ts[keep]),
         "fold": pa.array(fold_rows),
         "regime": _regime_names(regime[rows][keep]),
         "signal": pa.array(signal[rows][keep]),
@@ -444,8 +453,8 @@ def _assemble(
         np.where(np.abs(filled) < np.abs(quantity) - 1e-12, "partial", "filled"),
     )
     orders = {
-        "timestamp": _ts_array(ts[ob] + bar_ns),
-        "fill_bar_open": _ts_array(ts[np.minimum(ob + 1, len(ts) - 1)]),
+        "decision_time": _ts_array(ts[ob] + bar_ns),
+        "fill_bar_open_time": _ts_array(ts[np.minimum(ob + 1, len(ts) - 1)]),
         "origin": pa.array([origin_names[o] for o in raw["order_origin"]], pa.string()),
         "side": pa.array(np.where(quantity > 0, "buy", "sell")),
         "quantity": pa.array(np.abs(quantity)),
@@ -455,7 +464,7 @@ def _assemble(
     }
     fq = raw["fill_quantity"]
     fills = {
-        "timestamp": _ts_array(ts[raw["fill_bar"]]),
+        "fill_time": _ts_array(ts[raw["fill_bar"]]),
         "side": pa.array(np.where(fq > 0, "buy", "sell")),
         "quantity": pa.array(np.abs(fq)),
         "price": pa.array(raw["fill_price"]),
@@ -463,25 +472,25 @@ def _assemble(
         "slippage_cost": pa.array(raw["fill_slippage_cost"]),
     }
     equity = {
-        "timestamp": _ts_array(ts + bar_ns),
+        "mark_time": _ts_array(ts + bar_ns),
         "cash": pa.array(raw["cash"]),
         "position": pa.array(raw["position"]),
         "equity": pa.array(raw["equity"]),
         "trading_state": pa.array([state_names[s] for s in raw["state"]], pa.string()),
     }
     events = {
-        "timestamp": _ts_array(raw["event_ts"]),
+        "event_time": _ts_array(raw["event_ts"]),
         "type": pa.array([event_names[t] for t in raw["event_type"]], pa.string()),
         "code": pa.array(raw["event_code"].astype(np.int64)),
         "value": pa.array(raw["event_value"]),
     }
     return BacktestRun(
-        bars=pa.table(bars),
-        decisions=pa.table(decisions),
-        orders=pa.table(orders),
-        fills=pa.table(fills),
-        equity=pa.table(equity),
-        events=pa.table(events),
+        bars=_table(bars),
+        decisions=_table(decisions),
+        orders=_table(orders),
+        fills=_table(fills),
+        equity=_table(equity),
+        events=_table(events),
         report={},
         folds=[],
     )
@@ -500,7 +509,7 @@ def momentum_signal(
     """
     ts = np.asarray(candles.ts, dtype=np.int64)
     close = np.asarray(candles.close, dtype=np.float64)
-    back = np.searchsorted(ts, ts[rows] - round(lookback_days * 86_400 * NS), side="right") - 1
+    back = np.searchsorted(ts, ts[rows] - round(lookback_days * NS_PER_DAY), side="right") - 1
     out = np.zeros(rows.size, dtype=np.float32)
     ok = back >= 0
     out[ok] = np.sign(np.log(close[rows[ok]] / close[back[ok]])).astype(np.float32)
@@ -520,7 +529,7 @@ def _baselines(
     baseline holds the swarm's mean gross exposure over the whole period: a benchmark chosen
     with hindsight by construction, never a strategy."""
     ts = np.ascontiguousarray(candles.ts[rows])
-    close_ts = ts + round(bar_seconds * NS)
+    close_ts = ts + round(bar_seconds * NS_PER_SECOND)
     open_ = np.asarray(candles.open[rows], dtype=np.float64)
     close = np.asarray(candles.close[rows], dtype=np.float64)
     volume = np.asarray(candles.volume[rows], dtype=np.float64)
@@ -844,186 +853,3 @@ def _report(
         "timing": timing,
         "versions": library_versions(),
     }
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise NotImplementedError(f"cannot encode {type(value).__name__} in report.json")
-
-
-def load_run(run_dir: str | os.PathLike[str]) -> BacktestRun:
-    """Read a run folder written by :func:`write_run` back into a :class:`BacktestRun`.
-
-    Raises
-    ------
-    RunFolderError
-        If ``run_dir`` is not a colmena run folder or misses one of its files.
-    """
-    folder = Path(run_dir)
-    if not is_run_folder(folder):
-        raise RunFolderError(f"{folder}: not a colmena run folder (written by colmena backtest)")
-    tables = {}
-    for name in ("bars", "decisions", "orders", "fills", "equity", "events", "trades"):
-        path = folder / f"{name}.parquet"
-        if not path.is_file():
-            raise RunFolderError(
-                f"{folder}: {path.name} is missing (a run of an older colmena? run it again)"
-            )
-        tables[name] = pq.read_table(path)
-    try:
-        report = msgspec.json.decode((folder / "report.json").read_bytes())
-    except (OSError, msgspec.DecodeError) as exc:
-        raise RunFolderError(f"{folder / 'report.json'}: cannot be read: {exc}") from exc
-    equity = tables["equity"]
-    curves = {
-        name.removeprefix("baseline_"): np.asarray(equity.column(name).to_numpy(), dtype=float)
-        for name in equity.column_names
-        if name.startswith("baseline_")
-    }
-    return BacktestRun(**tables, report=report, folds=[], baseline_equity=curves)
-
-
-#: A file every run folder holds, so that colmena only ever replaces its own folders.
-RUN_MARKER: Final = ".colmena-run"
-RUN_FILES: Final = (
-    "bars.parquet", "decisions.parquet", "orders.parquet", "fills.parquet", "equity.parquet",
-    "events.parquet", "trades.parquet", "report.json", "report.html", RUN_MARKER,
-)  # fmt: skip
-
-
-class RunFolderError(ValueError):
-    """``--out`` cannot receive a run (nothing was written or deleted)."""
-
-
-def is_run_folder(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` is a folder written by :func:`write_run` (it holds the run marker)."""
-    return (Path(path) / RUN_MARKER).is_file()
-
-
-def check_run_folder(out_dir: str | os.PathLike[str], *, replace: bool = False) -> Path:
-    """Check, before any work, that a run may be written to ``out_dir``.
-
-    Allowed: a path that does not exist yet (its parents are created), an empty folder, or, with
-    ``replace``, a folder holding an earlier colmena run and nothing else. Never a folder with any
-    other file in it: colmena does not delete files it did not write.
-
-    Returns
-    -------
-    pathlib.Path
-        ``out_dir`` as a Path.
-
-    Raises
-    ------
-    RunFolderError
-        Naming the path and the reason: it is a file; it is the current folder or one above it;
-        it holds files that are not a colmena run (also beside an earlier run); it holds an
-        earlier run and ``replace`` is False; or the folder it would be written in is not
-        writable.
-    """
-    target = Path(out_dir)
-    resolved = target.resolve()
-    cwd = Path.cwd().resolve()
-    if resolved == cwd or resolved in cwd.parents:
-        raise RunFolderError(
-            f"{target}: the run folder cannot be the current folder or one above it; "
-            "name a new folder, e.g. --out colmena-run"
-        )
-    if target.exists() and not target.is_dir():
-        raise RunFolderError(f"{target}: exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()):
-        if not is_run_folder(target):
-            raise RunFolderError(
-                f"{target}: the folder is not empty and is not a colmena run folder; colmena "
-                "never deletes files it did not write: choose another --out"
-            )
-        foreign = sorted(p.name for p in target.iterdir() if p.name not in RUN_FILES)
-        if foreign:
-            raise RunFolderError(
-                f"{target}: an earlier run, with files colmena did not write "
-                f"({', '.join(foreign[:3])}); colmena never deletes them: move them or choose "
-                "another --out"
-            )
-        if not replace:
-            raise RunFolderError(
-                f"{target}: holds an earlier colmena run; pass --force to replace it, or choose "
-                "another --out"
-            )
-    existing = resolved.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise RunFolderError(f"{target}: cannot write in {existing} (permission denied)")
-    return target
-
-
-def write_run(
-    run: BacktestRun, out_dir: str | os.PathLike[str], *, html: bool = True, replace: bool = False
-) -> Path:
-    """Write the run directory atomically: a temp directory beside ``out_dir``, then a rename.
-
-    Files: ``bars.parquet``, ``decisions.parquet``, ``orders.parquet``, ``fills.parquet``,
-    ``equity.parquet`` (with the baselines' equity), ``events.parquet``, ``trades.parquet`` (round
-    trips), ``report.json``, (with ``html``) a self-contained
-    ``report.html``, and the marker :data:`RUN_MARKER`. ``out_dir`` must pass
-    :func:`check_run_folder` (an earlier run is replaced only with ``replace``, and only once the
-    new one is complete). On any error nothing is left behind and nothing is deleted.
-
-    Raises
-    ------
-    RunFolderError
-        See :func:`check_run_folder`.
-    OSError
-        If writing fails (the disk is full, ...); the previous content of ``out_dir`` is intact.
-    """
-    from colmena.report import render_html
-
-    target = check_run_folder(out_dir, replace=replace)
-    created = []
-    parent = target.resolve().parent
-    while not parent.exists():
-        created.append(parent)
-        parent = parent.parent
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # a normal folder (mkdtemp makes it private)
-    try:
-        for name in ("bars", "decisions", "orders", "fills", "equity", "events", "trades"):
-            table = getattr(run, name)
-            if table is not None:
-                pq.write_table(table, tmp / f"{name}.parquet", compression="zstd")
-        encoded = msgspec.json.encode(run.report, enc_hook=_json_default)
-        (tmp / "report.json").write_bytes(msgspec.json.format(encoded))
-        if html:
-            (tmp / "report.html").write_text(render_html(run), encoding="utf-8")
-        (tmp / RUN_MARKER).write_text('{"format": "colmena-run", "version": 1}\n')
-        for path in tmp.iterdir():
-            with path.open("rb") as fh:
-                os.fsync(fh.fileno())
-        old = None
-        if target.exists():
-            check_run_folder(target, replace=True)  # again: nothing foreign appeared meanwhile
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            for name in RUN_FILES:  # only what a run writes; then the (now empty) folder
-                (old / name).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                old.rmdir()
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for folder in created:  # the parents this call created, innermost first, if empty
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
-    return target

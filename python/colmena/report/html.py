@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 if TYPE_CHECKING:
-    from colmena.backtest import BacktestRun
+    from colmena.backtest.engine import BacktestRun
 
 __all__ = ["render_html"]
 
@@ -140,7 +140,7 @@ def _charts(run: BacktestRun) -> _Figures:
     report = run.report
     figures = _Figures()
     eq = run.equity
-    ts = np.asarray(eq.column("timestamp").cast("int64").to_numpy()).astype("datetime64[ns]")
+    ts = np.asarray(eq.column("mark_time").cast("int64").to_numpy()).astype("datetime64[ns]")
     equity = np.asarray(eq.column("equity").to_numpy(), dtype=float)
     close = np.asarray(run.bars.column("close").to_numpy(), dtype=float)
     k = _thin(ts.size)
@@ -174,7 +174,7 @@ def _charts(run: BacktestRun) -> _Figures:
     fig.add_scatter(x=ts[k], y=close[k], name="close", line={"width": 1, "color": "#555"})
     fills = run.fills
     if fills.num_rows:
-        f_ts = np.asarray(fills.column("timestamp").cast("int64").to_numpy()).astype(
+        f_ts = np.asarray(fills.column("fill_time").cast("int64").to_numpy()).astype(
             "datetime64[ns]"
         )
         price = np.asarray(fills.column("price").to_numpy(), dtype=float)
@@ -218,7 +218,7 @@ def _charts(run: BacktestRun) -> _Figures:
             fig.add_bar(x=days, y=state_counts[state], name=state, row=1, col=1)
     decisions = run.decisions
     if decisions.num_rows:
-        opened = np.asarray(decisions.column("bar_open").cast("int64").to_numpy())
+        opened = np.asarray(decisions.column("bar_open_time").cast("int64").to_numpy())
         d_days, verdict_counts = _per_day(
             opened.astype("datetime64[ns]"), decisions.column("verdict").to_pylist()
         )
@@ -227,10 +227,10 @@ def _charts(run: BacktestRun) -> _Figures:
     fig.update_layout(barmode="stack")
     figures.add("Trading state and risk verdicts over time", fig, height=480)
 
-    from colmena.tearsheet import daily_returns
+    from colmena.analysis.tearsheet import daily_returns
 
     initial = report["metrics"]["initial_equity"]
-    close_ns = np.asarray(eq.column("timestamp").cast("int64").to_numpy(), dtype=np.int64)
+    close_ns = np.asarray(eq.column("mark_time").cast("int64").to_numpy(), dtype=np.int64)
     daily = daily_returns(close_ns, equity, initial)
     fig = go.Figure()
     fig.add_histogram(x=daily.to_numpy() * 100, name="swarm", opacity=0.7, nbinsx=60)

@@ -1,13 +1,14 @@
 """MarketStateStream: the market state of a live candle feed, one candle at a time.
 
-Each new candle gives the bar's four base features (:data:`colmena.state.FEATURE_NAMES`), its
-validity, the VAE input window and the standardized current row, and optionally the regime
-features, in O(window) time without allocating in the core. The numbers are those of
-:func:`colmena.state.compute_market_state` and :meth:`colmena.state.MarketState.windows` /
-:meth:`~colmena.state.MarketState.current` over the same candles, bit for bit: both run the same
-per-window kernel of the compiled core (``cpp/src/market_state.cpp``). Gaps are handled as in the
-batch: nothing is filled, and a gap of more than ``max_gap_bars`` missing bars makes the next
-``lookback_bars - 1`` bars invalid.
+Each new candle gives the bar's four base features
+(:data:`colmena.features.market_state.FEATURE_NAMES`), its validity, the VAE input window and the
+standardized current row, and optionally the regime features, in O(window) time without allocating
+in the core. The numbers are those of :func:`colmena.features.market_state.compute_market_state` and
+:meth:`colmena.features.market_state.MarketState.windows` /
+:meth:`~colmena.features.market_state.MarketState.current` over the same candles, bit for bit: both
+run the same per-window kernel of the compiled core (``cpp/src/market_state.cpp``). Gaps are handled
+as in the batch: nothing is filled, and a gap of more than ``max_gap_bars`` missing bars makes the
+next ``lookback_bars - 1`` bars invalid.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from colmena import _core
-from colmena.data import Candles
-from colmena.state import FeatureSpec, Normalization, _core_spec
+from colmena.data.ohlcv import Candles
+from colmena.features.market_state import FeatureSpec, Normalization, _core_spec
 
 __all__ = ["CandleLike", "MarketStateStream"]
 
@@ -45,7 +46,7 @@ class CandleLike(Protocol):
 
 
 class MarketStateStream:
-    """Streaming market state, equal bit for bit to :func:`colmena.state.compute_market_state`.
+    """Streaming market state, equal bit for bit to :func:`~colmena.features.compute_market_state`.
 
     Parameters
     ----------
@@ -210,8 +211,8 @@ class MarketStateStream:
 
     @property
     def regime_features(self) -> tuple[float, float]:
-        """``(trend_score, volatility)`` of the newest bar (:mod:`colmena.regime`); NaN without
-        a full window.
+        """``(trend_score, volatility)`` of the newest bar (:mod:`colmena.features.regime`);
+        NaN without a full window.
 
         Raises
         ------

@@ -38,6 +38,8 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from colmena.units import DAYS_PER_YEAR, NS_PER_DAY
+
 __all__ = [
     "DAYS_PER_YEAR",
     "MIN_DAILY_RETURNS",
@@ -49,8 +51,6 @@ __all__ = [
 ]
 
 #: Calendar days per year: crypto markets trade every day.
-DAYS_PER_YEAR: Final = 365.0
-NS_PER_DAY: Final = 86_400_000_000_000
 #: Below this many calendar days the compound annual growth rate is not reported.
 MIN_DAYS_FOR_CAGR: Final = 365.0
 #: Below this many daily returns Sharpe, Sortino and volatility are not reported.

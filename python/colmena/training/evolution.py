@@ -15,8 +15,8 @@ the end of each UTC day of the window (``E_0`` the starting cash)::
     fitness = mean(r) / std(r, ddof=1) * sqrt(365)
 
 the annualised Sharpe ratio of daily net returns (Sharpe 1994; daily returns and calendar-day
-annualisation as in :mod:`colmena.metrics`). An agent that never trades scores 0; an agent that
-is always fully long scores the Sharpe ratio of buy-and-hold net of the same costs. The window
+annualisation as in :mod:`colmena.analysis.metrics`). An agent that never trades scores 0; an agent
+that is always fully long scores the Sharpe ratio of buy-and-hold net of the same costs. The window
 is drawn anew every generation from the training bars, so the fitness that drives selection is
 never measured on one fixed window.
 
@@ -37,71 +37,25 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
 
-import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from colmena.checkpoint import LineageRecord
+from colmena.training.config import EvolutionConfig
+from colmena.training.state import AdamMoments, GenerationStats, LineageRecord, TrainingState
+from colmena.units import DAYS_PER_YEAR
 
 __all__ = [
     "AdamState",
     "EvolutionConfig",
     "GenerationStats",
+    "LineageRecord",
     "Population",
     "behavioural_entropy",
     "daily_sharpe",
 ]
 
 Layers = list[tuple[NDArray[np.float32], NDArray[np.float32]]]
-
-
-class EvolutionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Population, operators, fitness window and fine-tuning settings (module docstring).
-
-    Attributes
-    ----------
-    agents : int
-        Population size (>= 2).
-    hidden : tuple of int
-        Hidden layer widths of every agent's MLP.
-    activation : {"tanh", "relu", "gelu"}
-        Hidden activation (the output is always tanh).
-    generations : int
-        Generations evolved.
-    eval_days : float
-        Length of each generation's evaluation window, calendar days of training bars (all of
-        them when fewer).
-    tournament_size, elite, crossover_rate, mutation_rate, mutation_scale
-        Genetic operators.
-    finetune_steps, finetune_learning_rate
-        Adam fine-tuning steps per generation (0: none) and its learning rate.
-    """
-
-    agents: Annotated[int, msgspec.Meta(ge=2)] = 100
-    hidden: tuple[int, ...] = (32, 32)
-    activation: Literal["tanh", "relu", "gelu"] = "tanh"
-    generations: Annotated[int, msgspec.Meta(ge=1)] = 30
-    eval_days: Annotated[float, msgspec.Meta(ge=1.0)] = 120.0
-    tournament_size: Annotated[int, msgspec.Meta(ge=1)] = 3
-    elite: Annotated[int, msgspec.Meta(ge=0)] = 5
-    crossover_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.7
-    mutation_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.1
-    mutation_scale: Annotated[float, msgspec.Meta(ge=0.0)] = 0.2
-    finetune_steps: Annotated[int, msgspec.Meta(ge=0)] = 0
-    finetune_learning_rate: Annotated[float, msgspec.Meta(gt=0.0)] = 1e-3
-
-    def __post_init__(self) -> None:
-        errors = []
-        if self.elite >= self.agents:
-            errors.append(f"elite ({self.elite}) must be smaller than agents ({self.agents})")
-        if self.tournament_size > self.agents:
-            errors.append(f"tournament_size ({self.tournament_size}) exceeds agents")
-        if not self.hidden or any(h < 1 for h in self.hidden):
-            errors.append(f"hidden must be one or more widths >= 1, got {self.hidden}")
-        if errors:
-            raise msgspec.ValidationError("; ".join(errors))
 
 
 def daily_sharpe(day_equity: NDArray[np.float64], initial_equity: float) -> NDArray[np.float64]:
@@ -133,7 +87,7 @@ def daily_sharpe(day_equity: NDArray[np.float64], initial_equity: float) -> NDAr
     mean = r.mean(axis=1)
     std = r.std(axis=1, ddof=1)
     varies = std > 1e-12
-    sharpe = np.where(varies, mean / np.where(varies, std, 1.0) * math.sqrt(365.0), 0.0)
+    sharpe = np.where(varies, mean / np.where(varies, std, 1.0) * math.sqrt(DAYS_PER_YEAR), 0.0)
     result: NDArray[np.float64] = np.where(bankrupt, -1000.0, sharpe)
     return result
 
@@ -192,27 +146,22 @@ class AdamState:
             step=step,
         )
 
-    def tensors(self) -> dict[str, NDArray[np.float32] | NDArray[np.int64]]:
-        """Checkpoint tensors: ``adam/step`` and, per layer ``i`` and parameter,
-        ``adam/layer{i}/{weight,bias}/{exp_avg,exp_avg_sq}``."""
-        out: dict[str, NDArray[np.float32] | NDArray[np.int64]] = {"adam/step": self.step}
-        for i, (m, v) in enumerate(zip(self.exp_avg, self.exp_avg_sq, strict=True)):
-            for j, name in enumerate(("weight", "bias")):
-                out[f"adam/layer{i}/{name}/exp_avg"] = m[j]
-                out[f"adam/layer{i}/{name}/exp_avg_sq"] = v[j]
-        return out
+    def moments(self) -> AdamMoments:
+        """A frozen copy for the training state (:class:`AdamMoments` copies writable arrays)."""
+        return AdamMoments(
+            exp_avg=tuple((w, b) for w, b in self.exp_avg),
+            exp_avg_sq=tuple((w, b) for w, b in self.exp_avg_sq),
+            step=self.step,
+        )
 
-
-@dataclass
-class GenerationStats:
-    """One generation's record: fitness spread, diversity and the window it was scored on."""
-
-    generation: int
-    best_fitness: float
-    median_fitness: float
-    entropy: float
-    window_start: int
-    window_stop: int
+    @classmethod
+    def from_moments(cls, moments: AdamMoments) -> AdamState:
+        """A writable copy of a training state's moments."""
+        return cls(
+            exp_avg=[[np.array(w), np.array(b)] for w, b in moments.exp_avg],
+            exp_avg_sq=[[np.array(w), np.array(b)] for w, b in moments.exp_avg_sq],
+            step=np.array(moments.step),
+        )
 
 
 @dataclass
@@ -230,7 +179,13 @@ class Population:
     lineage : list of LineageRecord
         Every agent ever created, in creation order.
     generation : int
-        Generations completed.
+        Reproductions so far (the lineage generation of the newest children).
+    adam : AdamState or None
+        Each agent's Adam state (with fine-tuning only).
+    next_id : int
+        Id of the next agent created.
+    history : list of GenerationStats
+        One record per scored generation.
     """
 
     layers: Layers
@@ -341,13 +296,21 @@ class Population:
         self.next_id += n_children
         self.generation = next_generation
 
-    def swarm_tensors(self) -> dict[str, NDArray[np.float32]]:
-        """Checkpoint tensors ``swarm/layer{i}/weight`` [N, in, out] and ``.../bias`` [N, out]."""
-        out: dict[str, NDArray[np.float32]] = {}
-        for i, (w, b) in enumerate(self.layers):
-            out[f"swarm/layer{i}/weight"] = w
-            out[f"swarm/layer{i}/bias"] = b
-        return out
+    @classmethod
+    def from_state(cls, state: TrainingState) -> Population:
+        """The population of a training state, with writable copies of its arrays, as it was
+        when the state was taken (after scoring generation ``state.generation``, before
+        reproducing)."""
+        return cls(
+            layers=[(np.array(w), np.array(b)) for w, b in state.layers],
+            ids=np.array(state.agent_ids),
+            fitness=np.array(state.fitness),
+            lineage=list(state.lineage),
+            generation=max(state.generation - 1, 0),
+            adam=None if state.adam is None else AdamState.from_moments(state.adam),
+            next_id=state.next_agent_id,
+            history=list(state.history),
+        )
 
 
 def finetune_adam(

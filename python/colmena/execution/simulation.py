@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from colmena import _core
-from colmena.metrics import day_end_rows  # re-exported: the day marks of the fitness
+from colmena.analysis.metrics import day_end_rows  # re-exported: the day marks of the fitness
 
 __all__ = [
     "WIND_DOWN_BARS",

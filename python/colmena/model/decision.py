@@ -23,9 +23,11 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from colmena.units import NS_PER_SECOND, SECONDS_PER_DAY, SECONDS_PER_HOUR, SECONDS_PER_MINUTE
+
 __all__ = ["DecisionConfig", "decision_bars", "interval_seconds"]
 
-_UNITS: Final = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+_UNITS: Final = {"s": 1, "m": SECONDS_PER_MINUTE, "h": SECONDS_PER_HOUR, "d": SECONDS_PER_DAY}
 _INTERVAL: Final = re.compile(r"([1-9][0-9]{0,5})([smhd])")
 
 
@@ -45,7 +47,7 @@ def interval_seconds(interval: str) -> int:
             "e.g. '15m', '1h', '4h'"
         )
     seconds = int(match.group(1)) * _UNITS[match.group(2)]
-    if seconds > 7 * 86_400:
+    if seconds > 7 * SECONDS_PER_DAY:
         raise ValueError(f"decision interval {interval!r} is longer than 7 days")
     return seconds
 
@@ -117,7 +119,7 @@ def decision_bars(
         raise ValueError(
             f"decision interval of {seconds} s is shorter than the {bar_seconds:g} s bars"
         )
-    step = seconds * 1_000_000_000
+    step = seconds * NS_PER_SECOND
     close = np.asarray(open_ts, dtype=np.int64) + round(bar_seconds * 1e9)
     bucket = close // step
     out = np.empty(close.size, dtype=bool)

@@ -18,7 +18,7 @@ nothing of the test data enters the classifier. The regime at bar ``t`` reads th
 ``t - lookback_bars .. t`` only, each value from its own window (no running sums), so it is the
 same whatever came before the window. Bars without a full window are ``-1`` (unknown).
 
-The swarm uses the regime to weight its agents (:mod:`colmena.training`): with a per-regime
+The swarm uses the regime to weight its agents (:mod:`colmena.training.trainer`): with a per-regime
 consensus, each regime has its own voters and weights, selected on the validation bars of that
 regime ("activate the agents relevant to the regime, then combine their signals").
 """
@@ -65,7 +65,7 @@ def _features(
     """Trend score and volatility at ``rows`` (NaN where the window is incomplete).
 
     Computed in the core (``_core.regime_features``) by the kernel that
-    :class:`colmena.market_state_stream.MarketStateStream` runs on each new candle.
+    :class:`colmena.features.market_state_stream.MarketStateStream` runs on each new candle.
     """
     return _core.regime_features(
         np.ascontiguousarray(close, dtype=np.float64),

@@ -12,15 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
 from colmena import _core
-from colmena.data import Candles
-from colmena.decision import DecisionConfig, decision_bars
-from colmena.regime import RegimeClassifier
-from colmena.state import FeatureSpec, MarketState, Normalization, compute_market_state
+from colmena.data.ohlcv import Candles
+from colmena.features.market_state import (
+    FeatureSpec,
+    MarketState,
+    Normalization,
+    compute_market_state,
+)
+from colmena.features.regime import RegimeClassifier
+from colmena.model.decision import DecisionConfig, decision_bars
 
 __all__ = ["GateResult", "SwarmModel", "SwarmSignals", "consensus"]
 
@@ -170,7 +174,8 @@ class SwarmSignals:
 
 @dataclass(frozen=True)
 class SwarmModel:
-    """A trained swarm ready for inference (built by training or from a checkpoint).
+    """A trained swarm ready for inference (built by training, or from a training state with
+    :meth:`colmena.training.TrainingState.to_model`).
 
     Attributes
     ----------
@@ -272,82 +277,4 @@ class SwarmModel:
             decision=decide,
             regime=in_force,
             state=state,
-        )
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: Any) -> SwarmModel:
-        """Rebuild the model from a :class:`colmena.checkpoint.Checkpoint` written by training.
-
-        Raises
-        ------
-        ValueError
-            If the checkpoint lacks the swarm, the VAE encoder, the consensus weights, the
-            feature, decision or regime settings (a checkpoint of an older colmena: retrain).
-        """
-        from colmena.nn import Swarm, VAEEncoder
-
-        tensors = checkpoint.tensors
-        config = checkpoint.config
-
-        def pairs(prefix: str) -> list[tuple[NDArray[np.float32], NDArray[np.float32]]]:
-            out = []
-            i = 0
-            while f"{prefix}/layer{i}/weight" in tensors:
-                out.append(
-                    (tensors[f"{prefix}/layer{i}/weight"], tensors[f"{prefix}/layer{i}/bias"])
-                )
-                i += 1
-            return out
-
-        swarm_layers = pairs("swarm")
-        encoder_layers = pairs("vae/encoder")
-        if not swarm_layers or "vae/mu/weight" not in tensors:
-            raise ValueError("checkpoint holds no trained swarm and VAE encoder")
-        if "consensus/weights" not in tensors:
-            raise ValueError(
-                "checkpoint holds no validated consensus weights (written by an older colmena): "
-                "retrain it with `colmena train`"
-            )
-        try:
-            train = config["train"]
-            spec = msgspec.convert(train["features"], FeatureSpec)
-            decision = msgspec.convert(train["decision"], DecisionConfig)
-            activation = train["evolution"]["activation"]
-            regime = RegimeClassifier.from_dict(config["regime"])
-            gate_data = config.get("validation", {}).get("gate")
-            gate = None if gate_data is None else GateResult.from_dict(gate_data)
-        except (KeyError, TypeError, AttributeError, ValueError, msgspec.ValidationError) as exc:
-            raise ValueError(
-                f"checkpoint config lacks valid feature, decision or regime settings: {exc}"
-            ) from exc
-        weights = np.asarray(tensors["consensus/weights"], dtype=np.float64)
-        n_agents = int(swarm_layers[0][0].shape[0])
-        if weights.ndim != 2 or weights.shape[1] != n_agents or weights.shape[0] not in (1, 5):
-            raise ValueError(
-                f"checkpoint consensus/weights has shape {weights.shape}; expected [1 or 5, "
-                f"{n_agents}]"
-            )
-        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-            raise ValueError("checkpoint consensus/weights must be finite and non-negative")
-        logvar = None
-        if "vae/logvar/weight" in tensors and "vae/logvar/bias" in tensors:
-            logvar = (tensors["vae/logvar/weight"], tensors["vae/logvar/bias"])
-        encoder = VAEEncoder(
-            encoder_layers,
-            (tensors["vae/mu/weight"], tensors["vae/mu/bias"]),
-            logvar,
-            activation="relu",
-        )
-        return cls(
-            feature_spec=spec,
-            normalization=Normalization(
-                mean=np.asarray(tensors["normalization/mean"], dtype=np.float64),
-                std=np.asarray(tensors["normalization/std"], dtype=np.float64),
-            ),
-            encoder=encoder,
-            swarm=Swarm(swarm_layers, activation=activation),
-            weights=weights,
-            decision=decision,
-            regime=regime,
-            gate=gate,
         )

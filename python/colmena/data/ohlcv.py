@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,8 +35,6 @@ __all__ = [
     "DataValidationError",
     "GapReport",
     "load_ohlcv",
-    "write_atomically",
-    "write_parquet_atomically",
 ]
 
 #: Accepted names of the timestamp column, in order of preference (matched case-insensitively).
@@ -580,44 +578,3 @@ def _most_common_step_seconds(ts: NDArray[np.int64]) -> float | None:
 def _frozen(array: _Array) -> _Array:
     array.setflags(write=False)
     return array
-
-
-def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
-    """Write a file so that no reader ever sees half of it, and the result survives a power cut.
-
-    ``write(fh)`` fills a temp file in the same directory; it is flushed and fsync'd, renamed
-    over ``path`` (``os.replace``, atomic on POSIX and Windows), and the directory is fsync'd so
-    that the rename itself is durable. On any error the temp file is removed and ``path`` is
-    untouched.
-
-    Raises
-    ------
-    OSError
-        If the directory cannot be written (nothing is left behind).
-    """
-    import tempfile
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return out
-
-
-def write_parquet_atomically(table: pa.Table, path: str | os.PathLike[str]) -> Path:
-    """Write ``table`` as zstd Parquet to ``path`` atomically (:func:`write_atomically`)."""
-    return write_atomically(path, lambda fh: pq.write_table(table, fh, compression="zstd"))

@@ -1,9 +1,10 @@
 """PostgreSQL records of backtest runs (psycopg 3), with the schema migrations the package ships.
 
-Migrations are the ``NNNN_*.sql`` files in :mod:`colmena.migrations`, applied in order inside one
-transaction under an advisory lock and recorded in ``colmena_schema_migrations``; running them
-again is a no-op. A run is recorded once: its idempotency key is the SHA-256 of its report's
-config, seed, data checksum and metrics, so recording the same run twice returns the same id.
+Migrations are the ``NNNN_*.sql`` files in :mod:`colmena.persistence.migrations`, applied in order
+inside one transaction under an advisory lock and recorded in ``colmena_schema_migrations``;
+running them again is a no-op. A run is recorded once: its idempotency key is the SHA-256 of its
+report's config, seed, data checksum and metrics, so recording the same run twice returns the same
+id.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from colmena.backtest import BacktestRun
+    from colmena.backtest.engine import BacktestRun
 
 __all__ = ["apply_migrations", "record_run"]
 
@@ -22,7 +23,7 @@ _LOCK_KEY = 0x636F6C6D656E61  # "colmena"
 
 
 def _migrations() -> list[tuple[int, str, str]]:
-    files = importlib.resources.files("colmena.migrations")
+    files = importlib.resources.files("colmena.persistence.migrations")
     out = []
     for entry in files.iterdir():
         name = entry.name
@@ -119,7 +120,7 @@ def record_run(dsn: str, run: BacktestRun) -> int:
                 "COPY backtest_fills (run_id, seq, ts, side, quantity, price, fee, slippage_cost)"
                 " FROM STDIN"
             ) as copy:
-                for i, ts in enumerate(fills["timestamp"]):
+                for i, ts in enumerate(fills["fill_time"]):
                     copy.write_row(
                         (
                             run_id,

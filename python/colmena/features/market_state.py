@@ -21,8 +21,8 @@ Gaps are never filled: a bar whose look-back window spans a gap of more than
 
 The numbers come from one per-window kernel in the compiled core (``cpp/src/market_state.cpp``)
 that :func:`compute_market_state` runs on every bar and
-:class:`colmena.market_state_stream.MarketStateStream` runs on each new candle, so the batch and
-the stream agree bit for bit.
+:class:`colmena.features.market_state_stream.MarketStateStream` runs on each new candle, so the
+batch and the stream agree bit for bit.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from colmena import _core
-from colmena.data import Candles
-from colmena.features import fracdiff_weights
+from colmena.data.ohlcv import Candles
+from colmena.features.fractional_diff import fracdiff_weights
 
 __all__ = [
     "FEATURE_NAMES",
@@ -194,7 +194,7 @@ def _core_spec(
     spec: FeatureSpec, interval_seconds: float | None, regime_lookback: int | None = None
 ) -> _core.MarketStateSpec:
     """``spec`` in core terms, with the bar length (None: unknown, no gap detection, as in
-    :class:`colmena.data.GapReport`) and the regime look-back (None: no regime features)."""
+    :class:`colmena.data.ohlcv.GapReport`) and the regime look-back (None: no regime features)."""
     bar_ns = 0
     if interval_seconds is not None:
         bar_ns = round(interval_seconds * 1e9)

@@ -1,0 +1,307 @@
+// The trading loop stepped from Python: TradingLoop, its two halves (RiskStage, ExecutionStage),
+// the messages between them and the typed results. Conversions and errors only: enums cross as
+// their names, every bar is checked with the core's candle rules before it reaches a stage, and
+// the stages' std::invalid_argument becomes ValueError (std::logic_error, a call out of order,
+// RuntimeError).
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "colmena/execution_stage.hpp"
+#include "colmena/ohlcv_validation.hpp"
+#include "colmena/paper_executor.hpp"
+#include "colmena/risk_manager.hpp"
+#include "colmena/risk_stage.hpp"
+#include "colmena/trading_loop.hpp"
+#include "colmena/trading_messages.hpp"
+#include "register.hpp"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+namespace colmena::bindings {
+namespace {
+
+/// The enum value whose name is `name` among 0..last; ValueError listing the names otherwise.
+template <typename E>
+E parse_enum(const std::string& name, const char* (*name_of)(E), int last, const char* what) {
+  std::string names;
+  for (int i = 0; i <= last; ++i) {
+    const E value = static_cast<E>(i);
+    if (name == name_of(value)) return value;
+    names += std::string(i ? ", " : "") + "'" + name_of(value) + "'";
+  }
+  throw py::value_error(std::string(what) + " must be one of " + names + ", got '" + name + "'");
+}
+
+Action parse_action(const std::string& name) {
+  return parse_enum(name, action_name, static_cast<int>(Action::end_of_run), "action");
+}
+TradingState parse_state(const std::string& name) {
+  return parse_enum(name, trading_state_name, static_cast<int>(TradingState::halted), "state");
+}
+OrderOrigin parse_origin(const std::string& name) {
+  return parse_enum(name, order_origin_name, static_cast<int>(OrderOrigin::end_of_run), "origin");
+}
+ErrorCode parse_error(const std::string& name) {
+  return parse_enum(name, error_code_name, static_cast<int>(ErrorCode::non_finite_price), "error");
+}
+
+/// The candle rules of ohlcv_validation.hpp (time after `newest`, finite positive prices,
+/// volume >= 0, low <= open, close <= high); ValueError naming `where` and the rule.
+void check_bar(const Bar& bar, std::optional<std::int64_t> newest, const char* where) {
+  const Candle candle{bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume};
+  if (const auto violation = find_invalid_candle(candle, newest))
+    throw OhlcvValidationError(where, *violation, false);
+}
+
+std::optional<std::int64_t> newest(std::size_t bars, std::int64_t last_open_ts) {
+  return bars > 0 ? std::optional<std::int64_t>(last_open_ts) : std::nullopt;
+}
+
+const char* optional_name(const std::optional<ErrorCode>& e) {
+  return e ? error_code_name(*e) : nullptr;
+}
+
+}  // namespace
+
+void register_loop(py::module_& m) {
+  py::class_<Bar>(m, "Bar")
+      .def(py::init([](std::int64_t ts, double open, double high, double low, double close,
+                       double volume) { return Bar{ts, open, high, low, close, volume}; }),
+           "ts"_a, "open"_a, "high"_a, "low"_a, "close"_a, "volume"_a)
+      .def_readonly("ts", &Bar::ts)
+      .def_readonly("open", &Bar::open)
+      .def_readonly("high", &Bar::high)
+      .def_readonly("low", &Bar::low)
+      .def_readonly("close", &Bar::close)
+      .def_readonly("volume", &Bar::volume);
+
+  py::class_<Fill>(m, "Fill")
+      .def(py::init([](std::int64_t ts, double quantity, double price, double fee,
+                       double slippage_cost, double requested) {
+             return Fill{ts, quantity, price, fee, slippage_cost, requested};
+           }),
+           "ts"_a, "quantity"_a, "price"_a, "fee"_a, "slippage_cost"_a, "requested"_a)
+      .def_readonly("ts", &Fill::ts)
+      .def_readonly("quantity", &Fill::quantity)
+      .def_readonly("price", &Fill::price)
+      .def_readonly("fee", &Fill::fee)
+      .def_readonly("slippage_cost", &Fill::slippage_cost)
+      .def_readonly("requested", &Fill::requested);
+
+  py::class_<Order>(m, "Order")
+      .def(py::init([](std::uint64_t id, std::size_t bar, std::int64_t ts, double quantity,
+                       double target, const std::string& origin, bool reduce_only) {
+             return Order{id, bar, ts, quantity, target, parse_origin(origin), reduce_only, 0.0};
+           }),
+           "id"_a, "bar"_a, "ts"_a, "quantity"_a, "target"_a, "origin"_a, "reduce_only"_a)
+      .def_readonly("id", &Order::id)
+      .def_readonly("bar", &Order::bar)
+      .def_readonly("ts", &Order::ts)
+      .def_readonly("quantity", &Order::quantity)
+      .def_readonly("target", &Order::target)
+      .def_property_readonly("origin", [](const Order& o) { return order_origin_name(o.origin); })
+      .def_readonly("reduce_only", &Order::reduce_only);
+
+  py::class_<Decision>(m, "Decision")
+      .def_readonly("requested", &Decision::requested)
+      .def_readonly("target", &Decision::target)
+      .def_property_readonly("verdict", [](const Decision& d) { return verdict_name(d.verdict); })
+      .def_readonly("place_order", &Decision::place_order);
+
+  py::class_<RiskEvent>(m, "RiskEvent")
+      .def_readonly("ts", &RiskEvent::ts)
+      .def_property_readonly("type", [](const RiskEvent& e) { return event_type_name(e.type); })
+      .def_readonly("code", &RiskEvent::code)
+      .def_property_readonly("code_name",
+                             [](const RiskEvent& e) { return event_code_name(e.type, e.code); })
+      .def_readonly("value", &RiskEvent::value);
+
+  py::class_<ClosedTrade>(m, "ClosedTrade")
+      .def_readonly("open_ts", &ClosedTrade::open_ts)
+      .def_readonly("close_ts", &ClosedTrade::close_ts)
+      .def_readonly("side", &ClosedTrade::side)
+      .def_readonly("pnl", &ClosedTrade::pnl)
+      .def_readonly("quantity", &ClosedTrade::quantity)
+      .def_readonly("entry_price", &ClosedTrade::entry_price)
+      .def_readonly("exit_price", &ClosedTrade::exit_price)
+      .def_readonly("fees", &ClosedTrade::fees)
+      .def_readonly("borrow", &ClosedTrade::borrow)
+      .def_property_readonly("exit_origin", [](const ClosedTrade& t) {
+        return order_origin_name(static_cast<OrderOrigin>(t.exit_origin));
+      });
+
+  py::class_<StepResult>(m, "StepResult")
+      .def_readonly("fill", &StepResult::fill)
+      .def_readonly("cash", &StepResult::cash)
+      .def_readonly("position", &StepResult::position)
+      .def_readonly("equity", &StepResult::equity)
+      .def_readonly("decision", &StepResult::decision)
+      .def_readonly("kelly", &StepResult::kelly)
+      .def_property_readonly("state",
+                             [](const StepResult& r) { return trading_state_name(r.state); })
+      .def_readonly("order", &StepResult::order);
+
+  py::class_<ExecutionReport>(m, "ExecutionReport")
+      .def(py::init([](std::uint64_t order_id, std::int64_t ts, double attempted,
+                       std::optional<Fill> fill, std::optional<std::string> error, double cash,
+                       double position) {
+             ExecutionReport r;
+             r.order_id = order_id;
+             r.ts = ts;
+             r.attempted = attempted;
+             r.fill = fill;
+             if (error) r.error = parse_error(*error);
+             r.cash = cash;
+             r.position = position;
+             return r;
+           }),
+           "order_id"_a, "ts"_a, "attempted"_a, "fill"_a, "error"_a, "cash"_a, "position"_a)
+      .def_readonly("order_id", &ExecutionReport::order_id)
+      .def_readonly("ts", &ExecutionReport::ts)
+      .def_readonly("attempted", &ExecutionReport::attempted)
+      .def_readonly("fill", &ExecutionReport::fill)
+      .def_property_readonly("error",
+                             [](const ExecutionReport& r) { return optional_name(r.error); })
+      .def_readonly("cash", &ExecutionReport::cash)
+      .def_readonly("position", &ExecutionReport::position);
+
+  py::class_<AccountSnapshot>(m, "AccountSnapshot")
+      .def(py::init([](std::int64_t ts, double mark, double cash, double position, double equity) {
+             return AccountSnapshot{ts, mark, cash, position, equity};
+           }),
+           "ts"_a, "mark"_a, "cash"_a, "position"_a, "equity"_a)
+      .def_readonly("ts", &AccountSnapshot::ts)
+      .def_readonly("mark", &AccountSnapshot::mark)
+      .def_readonly("cash", &AccountSnapshot::cash)
+      .def_readonly("position", &AccountSnapshot::position)
+      .def_readonly("equity", &AccountSnapshot::equity);
+
+  py::class_<RiskDecision>(m, "RiskDecision")
+      .def_readonly("decision", &RiskDecision::decision)
+      .def_readonly("kelly", &RiskDecision::kelly)
+      .def_property_readonly("state",
+                             [](const RiskDecision& r) { return trading_state_name(r.state); })
+      .def_readonly("order", &RiskDecision::order);
+
+  py::class_<TradingLoop>(m, "TradingLoop")
+      .def(py::init<const ExecutionConfig&, const RiskConfig&, std::int64_t>(), "execution"_a,
+           "risk"_a, "bar_ns"_a)
+      .def_static(
+          "pass_through",
+          [](const ExecutionConfig& execution, double min_trade_fraction, std::int64_t bar_ns) {
+            return TradingLoop(execution, min_trade_fraction, bar_ns);
+          },
+          "execution"_a, "min_trade_fraction"_a, "bar_ns"_a)
+      .def(
+          "step",
+          [](TradingLoop& self, const Bar& bar, const std::string& action, double signal,
+             bool new_model, bool can_order) {
+            const RiskStage& stage = self.risk_stage();
+            check_bar(bar, newest(stage.bars(), stage.last_open_ts()), "TradingLoop.step");
+            const Action a = parse_action(action);
+            std::vector<RiskEvent> events;
+            std::vector<ClosedTrade> closed;
+            const StepResult& r = self.step(bar, a, signal, new_model, can_order, events, closed);
+            return std::make_tuple(r, std::move(events), std::move(closed));
+          },
+          "bar"_a, "action"_a, "signal"_a, "new_model"_a = false, "can_order"_a = true)
+      .def_property_readonly(
+          "executor",
+          [](const TradingLoop& self) -> const PaperExecutor& { return self.executor(); },
+          py::return_value_policy::reference_internal)
+      .def_property_readonly(
+          "risk_manager", [](TradingLoop& self) { return self.risk(); },
+          py::return_value_policy::reference_internal)
+      .def_property_readonly("bars", &TradingLoop::bars);
+
+  py::class_<RiskStage>(m, "RiskStage")
+      .def(py::init<const ExecutionConfig&, const RiskConfig&, std::int64_t>(), "execution"_a,
+           "risk"_a, "bar_ns"_a)
+      .def_static(
+          "pass_through",
+          [](const ExecutionConfig& execution, double min_trade_fraction, std::int64_t bar_ns) {
+            return RiskStage(execution, min_trade_fraction, bar_ns);
+          },
+          "execution"_a, "min_trade_fraction"_a, "bar_ns"_a)
+      .def(
+          "open",
+          [](RiskStage& self, const Bar& bar, bool new_model) {
+            check_bar(bar, newest(self.bars(), self.last_open_ts()), "RiskStage.open");
+            std::vector<RiskEvent> events;
+            const TradingState state = self.open(bar, new_model, events);
+            return std::make_tuple(trading_state_name(state), std::move(events));
+          },
+          "bar"_a, "new_model"_a = false)
+      .def("on_execution", &RiskStage::on_execution, "report"_a)
+      .def(
+          "close",
+          [](RiskStage& self, const Bar& bar, const AccountSnapshot& account,
+             const std::string& action, double signal, bool can_order) {
+            check_bar(bar, std::nullopt, "RiskStage.close");
+            const Action a = parse_action(action);
+            std::vector<RiskEvent> events;
+            const RiskDecision& d = self.close(bar, account, a, signal, can_order, events);
+            return std::make_tuple(d, std::move(events));
+          },
+          "bar"_a, "account"_a, "action"_a, "signal"_a, "can_order"_a = true)
+      .def_property_readonly(
+          "risk_manager", [](RiskStage& self) { return self.risk(); },
+          py::return_value_policy::reference_internal)
+      .def_property_readonly(
+          "shadow", [](const RiskStage& self) -> const PaperExecutor& { return self.shadow(); },
+          py::return_value_policy::reference_internal)
+      .def_property_readonly(  // copies: the stage's own order is replaced as it trades
+          "outstanding",
+          [](const RiskStage& self) { return std::optional<Order>(self.outstanding()); })
+      .def_property_readonly("remainder", &RiskStage::remainder)
+      .def_property_readonly("bars", &RiskStage::bars)
+      .def_property_readonly("is_open", &RiskStage::is_open);
+
+  py::class_<ExecutionStage>(m, "ExecutionStage")
+      .def(py::init<const ExecutionConfig&, std::int64_t>(), "execution"_a, "bar_ns"_a)
+      .def(
+          "open",
+          [](ExecutionStage& self, const Bar& bar, const std::string& state) {
+            check_bar(bar, newest(self.bars(), self.last_open_ts()), "ExecutionStage.open");
+            const TradingState s = parse_state(state);
+            std::vector<RiskEvent> events;
+            std::vector<ClosedTrade> closed;
+            std::optional<ExecutionReport> report = self.open(bar, s, events, closed);
+            return std::make_tuple(std::move(report), std::move(events), std::move(closed));
+          },
+          "bar"_a, "state"_a)
+      .def(
+          "close",
+          [](ExecutionStage& self, const Bar& bar) {
+            check_bar(bar, std::nullopt, "ExecutionStage.close");
+            return AccountSnapshot(self.close(bar));  // a copy
+          },
+          "bar"_a)
+      .def("submit", &ExecutionStage::submit, "order"_a)
+      .def_property_readonly(
+          "executor",
+          [](const ExecutionStage& self) -> const PaperExecutor& { return self.executor(); },
+          py::return_value_policy::reference_internal)
+      .def_property_readonly(  // copies: the stage's own values change as it trades
+          "pending",
+          [](const ExecutionStage& self) { return std::optional<Order>(self.pending()); })
+      .def_property_readonly(
+          "account", [](const ExecutionStage& self) { return AccountSnapshot(self.account()); })
+      .def_property_readonly("bars", &ExecutionStage::bars)
+      .def_property_readonly("is_open", &ExecutionStage::is_open);
+
+  m.def("action_names", [] {
+    py::list out;
+    for (int i = 0; i <= static_cast<int>(Action::end_of_run); ++i)
+      out.append(action_name(static_cast<Action>(i)));
+    return out;
+  });
+}
+
+}  // namespace colmena::bindings
