@@ -140,7 +140,27 @@ class RegimeClassifier:
         n = np.asarray(close).size
         index = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
         trend, vol = _features(close, index, self.config.lookback_bars)
-        out = np.full(index.size, UNKNOWN_REGIME, dtype=np.int64)
+        return self.classify_features(trend, vol)
+
+    def classify_features(
+        self, trend: NDArray[np.float64], vol: NDArray[np.float64]
+    ) -> NDArray[np.int64]:
+        """Regime codes from the regime features themselves (the live path: the streaming market
+        state gives them per candle, by the kernel :meth:`classify` uses).
+
+        Parameters
+        ----------
+        trend, vol : numpy.ndarray of float64, shape [n]
+            Trend score and volatility (NaN without a full window).
+
+        Returns
+        -------
+        numpy.ndarray of int64, shape [n]
+            Codes indexing :data:`REGIME_NAMES`; -1 where a value is NaN.
+        """
+        trend = np.asarray(trend, dtype=np.float64)
+        vol = np.asarray(vol, dtype=np.float64)
+        out = np.full(trend.shape, UNKNOWN_REGIME, dtype=np.int64)
         ok = np.isfinite(trend) & np.isfinite(vol)
         out[ok & (trend >= self.trend_threshold)] = 0
         out[ok & (trend <= -self.trend_threshold)] = 1

@@ -1,0 +1,9 @@
+"""Live: the swarm trading a candle feed, one candle at a time, with the backtest's own stages.
+
+- :mod:`colmena.live.trader`: :class:`SwarmTrader`, one candle in, one decision out (streaming
+  market state, VAE, swarm, consensus, trading loop), equal to the batch backtest bit for bit.
+"""
+
+from colmena.live.trader import CandleResult, SwarmTrader
+
+__all__ = ["CandleResult", "SwarmTrader"]
