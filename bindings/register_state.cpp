@@ -147,6 +147,37 @@ finite and >= 0. Raises ValueError naming the first bad row (nothing is computed
 a wrong dtype. FFD: AFML ch. 5, snippet 5.3.
 )doc");
 
+  m.def("regime_code", &regime_code, py::arg("trend"), py::arg("volatility"),
+        py::arg("trend_threshold"), py::arg("volatility_threshold"), R"doc(
+Regime code of one bar from its trend score and volatility: 3 (high volatility) when volatility
+>= volatility_threshold, else 1 (trend down) when trend <= -trend_threshold, else 0 (trend up)
+when trend >= trend_threshold, else 2 (range); -1 when either is not finite.
+)doc");
+
+  m.def(
+      "regime_codes",
+      [](const py::handle& trend_obj, const py::handle& vol_obj, double trend_threshold,
+         double volatility_threshold) {
+        DoubleArray trend = require_1d_float64(trend_obj, "trend");
+        DoubleArray vol = require_1d_float64(vol_obj, "volatility");
+        if (trend.size() != vol.size()) {
+          throw py::value_error("trend and volatility must have the same length, got " +
+                                std::to_string(trend.size()) + " and " +
+                                std::to_string(vol.size()));
+        }
+        py::array_t<std::int64_t> out(trend.size());
+        auto* o = out.mutable_data();
+        for (py::ssize_t i = 0; i < trend.size(); ++i) {
+          o[i] = regime_code(trend.data()[i], vol.data()[i], trend_threshold, volatility_threshold);
+        }
+        return out;
+      },
+      py::arg("trend"), py::arg("volatility"), py::arg("trend_threshold"),
+      py::arg("volatility_threshold"), R"doc(
+regime_code of every bar: trend and volatility float64 [n]; returns int64 [n].
+Raises ValueError for arrays of different lengths, TypeError for a wrong dtype.
+)doc");
+
   m.def(
       "regime_features",
       [](const py::handle& close_obj, const py::handle& rows_obj, long long lookback) {

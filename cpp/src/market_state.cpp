@@ -217,6 +217,15 @@ void market_state_batch(const std::int64_t* ts, const double* close, const doubl
   }
 }
 
+int regime_code(double trend, double volatility, double trend_threshold,
+                double volatility_threshold) noexcept {
+  if (!std::isfinite(trend) || !std::isfinite(volatility)) return -1;
+  if (volatility >= volatility_threshold) return 3;
+  if (trend <= -trend_threshold) return 1;  // before "up": with a zero threshold, 0 is "down"
+  if (trend >= trend_threshold) return 0;
+  return 2;
+}
+
 void regime_features_batch(const double* close, std::size_t n, const std::int64_t* rows,
                            std::size_t n_rows, std::size_t lookback, double* trend,
                            double* volatility) {

@@ -145,6 +145,15 @@ def market_state_batch(
     volume: NDArray[np.float64],
     spec: MarketStateSpec,
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]: ...
+def regime_code(
+    trend: float, volatility: float, trend_threshold: float, volatility_threshold: float
+) -> int: ...
+def regime_codes(
+    trend: NDArray[np.float64],
+    volatility: NDArray[np.float64],
+    trend_threshold: float,
+    volatility_threshold: float,
+) -> NDArray[np.int64]: ...
 def regime_features(
     close: NDArray[np.float64], rows: NDArray[np.int64], lookback: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...

@@ -102,6 +102,14 @@ class MarketStateKernel {
 void regime_features(std::size_t t, const double* log_close, std::size_t lookback, double* trend,
                      double* volatility) noexcept;
 
+/// Regime code of one bar from its features (python/colmena/features/regime.py, design document
+/// BOT8000): 3 (high volatility) when volatility >= volatility_threshold, else 1 (trend down)
+/// when trend <= -trend_threshold, else 0 (trend up) when trend >= trend_threshold, else 2
+/// (range); -1 (unknown) when either feature is not finite. The one rule by which the batch and
+/// the live path classify.
+int regime_code(double trend, double volatility, double trend_threshold,
+                double volatility_threshold) noexcept;
+
 /// z = float((x - mean[f]) / std[f]) for n_rows rows of kMarketFeatures values (float64
 /// arithmetic, then rounded to float32: python/colmena/state.py MarketState.windows).
 void standardize_rows(const double* x, std::size_t n_rows, const double* mean, const double* std,

@@ -158,15 +158,17 @@ class RegimeClassifier:
         numpy.ndarray of int64, shape [n]
             Codes indexing :data:`REGIME_NAMES`; -1 where a value is NaN.
         """
-        trend = np.asarray(trend, dtype=np.float64)
-        vol = np.asarray(vol, dtype=np.float64)
-        out = np.full(trend.shape, UNKNOWN_REGIME, dtype=np.int64)
-        ok = np.isfinite(trend) & np.isfinite(vol)
-        out[ok & (trend >= self.trend_threshold)] = 0
-        out[ok & (trend <= -self.trend_threshold)] = 1
-        out[ok & (np.abs(trend) < self.trend_threshold)] = 2
-        out[ok & (vol >= self.volatility_threshold)] = 3
-        return out
+        return _core.regime_codes(
+            np.ascontiguousarray(trend, dtype=np.float64),
+            np.ascontiguousarray(vol, dtype=np.float64),
+            self.trend_threshold,
+            self.volatility_threshold,
+        )
+
+    def classify_one(self, trend: float, vol: float) -> int:
+        """Regime code of one bar from its trend score and volatility (the live path, one
+        candle at a time; the rule of :meth:`classify_features`, in the core)."""
+        return _core.regime_code(trend, vol, self.trend_threshold, self.volatility_threshold)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (stored in checkpoints)."""

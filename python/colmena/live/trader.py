@@ -217,6 +217,6 @@ class SwarmTrader:
         inputs = np.concatenate([latent, self._stream.current[None, :]], axis=1)
         agents = model.swarm.forward(np.ascontiguousarray(inputs, dtype=np.float32))[:, 0]
         trend, volatility = self._stream.regime_features
-        regime = int(model.regime.classify_features(np.array([trend]), np.array([volatility]))[0])
+        regime = model.regime.classify_one(trend, volatility)
         consensus = model.consensus_of(agents[:, None], np.array([regime], dtype=np.int64))
         return agents, float(consensus[0]), regime

@@ -23,7 +23,7 @@ from colmena.features.market_state import (
     Normalization,
     compute_market_state,
 )
-from colmena.features.regime import RegimeClassifier
+from colmena.features.regime import REGIME_NAMES, RegimeClassifier
 from colmena.model.decision import DecisionConfig, decision_bars
 
 __all__ = ["GateResult", "SwarmModel", "SwarmSignals", "consensus"]
@@ -205,6 +205,25 @@ class SwarmModel:
     regime: RegimeClassifier
     gate: GateResult | None = None
 
+    def __post_init__(self) -> None:
+        weights = np.ascontiguousarray(self.weights, dtype=np.float64)
+        if (
+            weights.ndim != 2
+            or weights.shape[1] != self.n_agents
+            or weights.shape[0]
+            not in (
+                1,
+                1 + len(REGIME_NAMES),
+            )
+        ):
+            raise ValueError(
+                f"consensus weights have shape {weights.shape}; expected [1 or "
+                f"{1 + len(REGIME_NAMES)}, {self.n_agents}]"
+            )
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("consensus weights must be finite and non-negative")
+        object.__setattr__(self, "weights", weights)
+
     @property
     def n_agents(self) -> int:
         return int(self.swarm.n_agents)
@@ -228,10 +247,17 @@ class SwarmModel:
     ) -> NDArray[np.float64]:
         """Consensus of agent signals [n_agents, n_bars] given the regime in force at each bar
         [n_bars] (the global weights where it is unknown or the consensus is global)."""
+        signals = np.ascontiguousarray(agent_signals, dtype=np.float32)
+        if signals.ndim != 2 or signals.shape[0] != self.weights.shape[1]:
+            raise ValueError(
+                f"agent signals {signals.shape} do not match the {self.weights.shape[1]} agents"
+            )
         sets = None
         if self.per_regime:
             sets = np.where(np.asarray(regimes) >= 0, np.asarray(regimes) + 1, 0).astype(np.int64)
-        return consensus(agent_signals, self.weights, sets)
+        # the weights were checked once, in __post_init__: the core's fixed-order sum directly
+        out: NDArray[np.float64] = _core.consensus(signals, self.weights, sets)
+        return out
 
     def agent_inputs(
         self, state: MarketState, rows: NDArray[np.int64] | None = None
