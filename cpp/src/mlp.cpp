@@ -36,7 +36,7 @@ const MlpKernelTable& mlp_kernels() noexcept {
 
 namespace {
 
-constexpr std::size_t kPad = 16;  // floats: one cache line, one AVX-512 vector
+constexpr std::size_t kPad = DenseLayout::kPad;  // floats: one cache line, one AVX-512 vector
 // Below this many multiply-adds a call runs in the calling thread: waking the pool costs more.
 constexpr std::size_t kParallelWork = 96 * 1024;
 // Rows per tile of the series path: the trunk's two ping-pong tiles fill about 32 KiB (L1).

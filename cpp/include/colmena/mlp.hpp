@@ -14,6 +14,20 @@
 /// to 16 floats; very narrow layers stored transposed) and replaced in place; the storage is
 /// allocated once by the constructor. Activations: tanh and gelu (exact erf form, as torch's
 /// default) are vectorised to within 2e-7 * max(1, |f(x)|) of the exact function.
+///
+/// Determinism. Every output is computed by one fixed sequence of float32 operations, so the
+/// same weights and the same input row give the same bits at every SIMD level (baseline, avx2,
+/// avx512), whatever the number of rows in the call (one live state or a million-row backtest),
+/// the row stride, the thread count and the order in which threads take the work:
+/// - wide layers (n_out >= 8): y[j] = b[j], then y[j] = fma(x[k], W[k, j], y[j]) for
+///   k = 0 .. n_in - 1 in order, each a fused multiply-add rounded once;
+/// - narrow layers (n_out < 8): 16 partial sums (partial l: fused multiply-adds over
+///   k = l, l + 16, ..., zero-padded to a multiple of 16), added by the fixed halving tree
+///   (l + 8, + 4, + 2, + 1), then + b[j];
+/// - activations: one lane-wise formula built from IEEE operations, the same at every width.
+/// Fused multiply-adds are hardware instructions on AVX2 and AVX-512 and an exact emulation on
+/// the SSE2 baseline (CPUs without FMA), which is correct but about 20x slower there. NaN
+/// inputs give NaN outputs whose payload bits may differ between levels.
 #include <atomic>
 #include <cstddef>
 #include <memory>
@@ -36,6 +50,7 @@ std::optional<Activation> parse_activation(std::string_view name) noexcept;
 /// ld = n_in rounded up to 16. b is stored as [round_up(n_out, 16)] (zero padding).
 struct DenseLayout {
   static constexpr std::size_t kNarrowWidth = 8;
+  static constexpr std::size_t kPad = 16;  ///< ld is a multiple of this (one AVX-512 vector)
   std::size_t n_in = 0;
   std::size_t n_out = 0;
   std::size_t ld = 0;
