@@ -69,7 +69,9 @@ struct HeadSpec {
 /// Weights of n_nets networks of identical shape and their forward pass.
 ///
 /// Layer indices: 0 .. n_trunk-1 are the trunk, n_trunk .. n_trunk+n_heads-1 the heads.
-/// Not synchronised: a set_* call must not overlap a forward on the same object.
+/// Not synchronised: a set_* call must not overlap a forward on the same object. forward is
+/// const and may run concurrently with other forward calls. Internal to the CPU backend
+/// (neural_backend.hpp); the thread-safe models are in networks.hpp.
 class MlpStack {
  public:
   /// trunk_sizes: [n_trunk + 1] widths, the input width first (a single width means no trunk:
@@ -89,15 +91,10 @@ class MlpStack {
   /// Multiply-adds per input row per network (all layers, all heads).
   std::size_t macs_per_row() const noexcept { return macs_per_row_; }
 
-  /// Throws std::invalid_argument naming the position ("W[3, 0, 5] is nan; ...") when
-  /// w [n_nets, n_in, n_out] or b [n_nets, n_out] (C-contiguous) holds a non-finite value.
-  void check_layer(std::size_t index, const float* w, const float* b) const;
-  /// The same for one network's w [n_in, n_out] and b [n_out].
-  void check_layer(std::size_t index, std::size_t net, const float* w, const float* b) const;
   /// Copy layer `index` of every network from w [n_nets, n_in, n_out] and b [n_nets, n_out]
-  /// (C-contiguous), after check_layer: nothing is written when a value is not finite.
+  /// (C-contiguous). Values are copied as they are: callers check them (networks.hpp).
   void set_layer(std::size_t index, const float* w, const float* b);
-  /// Copy layer `index` of network `net` from w [n_in, n_out] and b [n_out]; same check.
+  /// Copy layer `index` of network `net` from w [n_in, n_out] and b [n_out].
   void set_layer(std::size_t index, std::size_t net, const float* w, const float* b);
   /// Copy layer `index` of every network out to w [n_nets, n_in, n_out], b [n_nets, n_out].
   void get_layer(std::size_t index, float* w, float* b) const;

@@ -225,7 +225,8 @@ inline float reduce_add(V v) { return v; }
 // in float's subnormal range. Otherwise s and the exact sum lie strictly between the same two
 // float rounding boundaries, which are doubles, and round to the same float.
 inline int needs_exact(__m128d s) {
-  const __m128i low = _mm_and_si128(_mm_castpd_si128(s), _mm_set_epi32(0, 0x1FFFFFFF, 0, 0x1FFFFFFF));
+  const __m128i low =
+      _mm_and_si128(_mm_castpd_si128(s), _mm_set_epi32(0, 0x1FFFFFFF, 0, 0x1FFFFFFF));
   const __m128i halfway = _mm_cmpeq_epi32(low, _mm_set_epi32(0, 0x10000000, 0, 0x10000000));
   const __m128d magnitude = _mm_andnot_pd(_mm_set1_pd(-0.0), s);
   const __m128d tiny = _mm_and_pd(_mm_cmplt_pd(magnitude, _mm_set1_pd(0x1p-126)),
@@ -236,9 +237,9 @@ inline int needs_exact(__m128d s) {
 // The bits of _mm_fmadd_ps: two doubles at a time, fma_exact on the rare lanes that need it.
 inline V fma(V a, V b, V c) {
   const __m128d s0 = _mm_add_pd(_mm_mul_pd(_mm_cvtps_pd(a), _mm_cvtps_pd(b)), _mm_cvtps_pd(c));
-  const __m128d s1 = _mm_add_pd(
-      _mm_mul_pd(_mm_cvtps_pd(_mm_movehl_ps(a, a)), _mm_cvtps_pd(_mm_movehl_ps(b, b))),
-      _mm_cvtps_pd(_mm_movehl_ps(c, c)));
+  const __m128d s1 =
+      _mm_add_pd(_mm_mul_pd(_mm_cvtps_pd(_mm_movehl_ps(a, a)), _mm_cvtps_pd(_mm_movehl_ps(b, b))),
+                 _mm_cvtps_pd(_mm_movehl_ps(c, c)));
   if ((needs_exact(s0) | needs_exact(s1)) != 0) [[unlikely]] {
     alignas(16) float fa[4], fb[4], fc[4];
     _mm_store_ps(fa, a);
