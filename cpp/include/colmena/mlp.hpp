@@ -26,7 +26,7 @@
 ///   (l + 8, + 4, + 2, + 1), then + b[j];
 /// - activations: one lane-wise formula built from IEEE operations, the same at every width.
 /// Fused multiply-adds are hardware instructions on AVX2 and AVX-512 and an exact emulation on
-/// the SSE2 baseline (CPUs without FMA), which is correct but about 20x slower there. NaN
+/// the SSE2 baseline (CPUs without FMA), which is exact but 10 to 20 times slower there. NaN
 /// inputs give NaN outputs whose payload bits may differ between levels.
 #include <atomic>
 #include <cstddef>
