@@ -1,20 +1,20 @@
-// Neural forward passes: Swarm (one MLP per agent, weights stacked), MLP and VAEEncoder. Array
-// checks, error conversion, GIL release and a reader/writer lock (forward passes share it,
-// weight replacement takes it alone); the arithmetic lives in cpp/ (mlp.hpp).
+// Neural forward passes: Swarm, MLP and VAEEncoder over the C++ facades SwarmNet, MlpNet and
+// VaeEncoder (cpp/include/colmena/networks.hpp), and the consensus. Only array and argument
+// checks, error conversion and GIL release live here: model structure, weight checks and the
+// thread-safety contract (a lock inside each facade) belong to the core.
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "colmena/consensus.hpp"
 #include "colmena/mlp.hpp"
+#include "colmena/networks.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -224,261 +224,266 @@ InputRows input_rows(const py::handle& obj, const std::string& where, std::size_
   return in;
 }
 
-// The core stack plus a reader/writer lock; forward passes run without the GIL, so weight
-// replacement from another thread must wait for them. The lock is never held while taking the
-// GIL.
-struct StackHandle {
-  std::unique_ptr<MlpStack> stack;
-  mutable std::shared_mutex mutex;
-
-  void forward(const float* x, std::size_t n_rows, std::size_t ldx, float* const* outputs) const {
-    const std::size_t work = n_rows * stack->n_nets() * stack->macs_per_row();
-    std::optional<py::gil_scoped_release> release;
-    if (work >= kReleaseGilWork) release.emplace();
-    std::shared_lock lock(mutex);
-    stack->forward(x, n_rows, ldx, outputs);
+// Runs fn, turning the facade's errors into Python's, prefixed with `where`:
+// std::invalid_argument -> ValueError, std::out_of_range -> IndexError.
+template <class Fn>
+decltype(auto) translate(const std::string& where, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(where + ": " + e.what());
+  } catch (const std::out_of_range& e) {
+    throw py::index_error(where + ": " + e.what());
   }
-
-  // Check every layer first, then write them all under the lock: all or nothing.
-  void write(const std::string& where, const std::vector<std::size_t>& indices,
-             const std::vector<LayerArrays>& layers, std::optional<std::size_t> net,
-             const std::vector<std::string>& names) {
-    try {
-      for (std::size_t i = 0; i < layers.size(); ++i) {
-        try {
-          if (net) {
-            stack->check_layer(indices[i], *net, layers[i].w.data(), layers[i].b.data());
-          } else {
-            stack->check_layer(indices[i], layers[i].w.data(), layers[i].b.data());
-          }
-        } catch (const std::invalid_argument& e) {
-          throw std::invalid_argument(names[i] + " " + e.what());
-        }
-      }
-    } catch (const std::invalid_argument& e) {
-      throw py::value_error(where + ": " + e.what());
-    }
-    py::gil_scoped_release release;
-    std::unique_lock lock(mutex);
-    for (std::size_t i = 0; i < layers.size(); ++i) {
-      if (net) {
-        stack->set_layer(indices[i], *net, layers[i].w.data(), layers[i].b.data());
-      } else {
-        stack->set_layer(indices[i], layers[i].w.data(), layers[i].b.data());
-      }
-    }
-  }
-
-  // Layer `index` of every network ([n_nets, n_in, n_out], [n_nets, n_out]) or of one
-  // network ([n_in, n_out], [n_out]), as fresh arrays.
-  py::tuple read(std::size_t index, std::optional<std::size_t> net) const {
-    const DenseLayout& layout = stack->layer(index);
-    const auto n_nets = static_cast<py::ssize_t>(stack->n_nets());
-    const auto n_in = static_cast<py::ssize_t>(layout.n_in);
-    const auto n_out = static_cast<py::ssize_t>(layout.n_out);
-    FloatArray w = net ? FloatArray({n_in, n_out}) : FloatArray({n_nets, n_in, n_out});
-    FloatArray b = net ? FloatArray({n_out}) : FloatArray({n_nets, n_out});
-    {
-      std::shared_lock lock(mutex);
-      if (net) {
-        stack->get_layer(index, *net, w.mutable_data(), b.mutable_data());
-      } else {
-        stack->get_layer(index, w.mutable_data(), b.mutable_data());
-      }
-    }
-    return py::make_tuple(w, b);
-  }
-
-  std::vector<std::size_t> sizes() const {
-    std::vector<std::size_t> s{stack->n_inputs()};
-    for (std::size_t l = 0; l < stack->n_layers(); ++l) s.push_back(stack->layer(l).n_out);
-    return s;
-  }
-
-  std::size_t layer_index(py::ssize_t index, const std::string& where) const {
-    const auto n = static_cast<py::ssize_t>(stack->n_layers());
-    if (index < 0 || index >= n) {
-      throw py::index_error(where + ": layer index " + std::to_string(index) + " is outside [0, " +
-                            std::to_string(n) + ")");
-    }
-    return static_cast<std::size_t>(index);
-  }
-
-  std::size_t net_index(py::ssize_t index, const std::string& where, const char* what) const {
-    const auto n = static_cast<py::ssize_t>(stack->n_nets());
-    if (index < 0 || index >= n) {
-      throw py::index_error(where + ": " + what + " index " + std::to_string(index) +
-                            " is outside [0, " + std::to_string(n) + ")");
-    }
-    return static_cast<std::size_t>(index);
-  }
-
-  std::uintptr_t storage_address() const {
-    return reinterpret_cast<std::uintptr_t>(stack->storage_address());
-  }
-};
-
-std::vector<std::size_t> all_indices(std::size_t n) {
-  std::vector<std::size_t> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = i;
-  return v;
 }
 
-std::vector<std::string> layer_names(const char* arg, std::size_t n) {
-  std::vector<std::string> v;
-  for (std::size_t i = 0; i < n; ++i) v.push_back(std::string(arg) + "[" + std::to_string(i) + "]");
-  return v;
+// A Python index into [0, n), or IndexError naming `what`.
+std::size_t index_arg(py::ssize_t index, std::size_t n, const std::string& where,
+                      const char* what) {
+  if (index < 0 || static_cast<std::size_t>(index) >= n) {
+    throw py::index_error(where + ": " + what + " index " + std::to_string(index) +
+                          " is outside [0, " + std::to_string(n) + ")");
+  }
+  return static_cast<std::size_t>(index);
+}
+
+std::vector<LayerView> views(const std::vector<LayerArrays>& layers) {
+  std::vector<LayerView> out;
+  for (const LayerArrays& l : layers) out.push_back({l.w.data(), l.b.data()});
+  return out;
+}
+
+// Widths (n_in of the first layer, then every n_out).
+std::vector<std::size_t> chain_sizes(const std::vector<LayerArrays>& layers) {
+  std::vector<std::size_t> sizes{layers.front().n_in};
+  for (const LayerArrays& l : layers) sizes.push_back(l.n_out);
+  return sizes;
+}
+
+// Runs a forward pass without the GIL when the work repays releasing it.
+template <class Fn>
+void run_forward(std::size_t work, Fn&& fn) {
+  std::optional<py::gil_scoped_release> release;
+  if (work >= kReleaseGilWork) release.emplace();
+  fn();
+}
+
+// Layer `index` of every network, or of network `net`, as fresh arrays.
+template <class Get>
+py::tuple layer_copy(std::size_t n_nets, std::size_t n_in, std::size_t n_out,
+                     std::optional<std::size_t> net, Get&& get) {
+  const auto nets = static_cast<py::ssize_t>(n_nets);
+  const auto rows = static_cast<py::ssize_t>(n_in);
+  const auto cols = static_cast<py::ssize_t>(n_out);
+  FloatArray w = net ? FloatArray({rows, cols}) : FloatArray({nets, rows, cols});
+  FloatArray b = net ? FloatArray({cols}) : FloatArray({nets, cols});
+  get(w.mutable_data(), b.mutable_data());
+  return py::make_tuple(w, b);
 }
 
 // ---------------------------------------------------------------- Swarm
-struct SwarmHandle : StackHandle {
-  Activation activation = Activation::tanh;
-};
-
-SwarmHandle* make_swarm(const py::handle& layers_obj, const std::string& activation_text) {
+std::unique_ptr<SwarmNet> make_swarm(const py::handle& layers_obj,
+                                     const std::string& activation_text) {
   const std::string where = "Swarm";
   const Activation activation = activation_arg(activation_text, where, "activation");
-  std::vector<LayerArrays> layers =
+  const std::vector<LayerArrays> layers =
       read_layers(layers_obj, where, "layers", true, std::nullopt, nullptr);
-  if (layers.back().n_out != 1) {
-    throw py::value_error(where + ": the output layer layers[" + std::to_string(layers.size() - 1) +
-                          "] must have n_out = 1 (one signal per agent), got W shape " +
-                          shape_text(layers.back().w));
-  }
-  std::vector<std::size_t> trunk{layers.front().n_in};
-  for (std::size_t i = 0; i + 1 < layers.size(); ++i) trunk.push_back(layers[i].n_out);
-  auto handle = std::make_unique<SwarmHandle>();
-  handle->activation = activation;
-  handle->stack = std::make_unique<MlpStack>(layers.front().n_nets, trunk,
-                                             std::vector<Activation>(layers.size() - 1, activation),
-                                             std::vector<HeadSpec>{{1, Activation::tanh}});
-  handle->write(where, all_indices(layers.size()), layers, std::nullopt,
-                layer_names("layers", layers.size()));
-  return handle.release();
+  return translate(where, [&] {
+    auto net = std::make_unique<SwarmNet>(layers.front().n_nets, chain_sizes(layers), activation);
+    const std::vector<LayerView> v = views(layers);
+    py::gil_scoped_release release;
+    net->set_weights(v);
+    return net;
+  });
 }
 
-py::array swarm_forward(const SwarmHandle& h, const py::handle& x_obj) {
-  const InputRows in = input_rows(x_obj, "Swarm.forward", h.stack->n_inputs(), "n_steps");
-  const auto n_agents = static_cast<py::ssize_t>(h.stack->n_nets());
+py::array swarm_forward(const SwarmNet& net, const py::handle& x_obj) {
+  const InputRows in = input_rows(x_obj, "Swarm.forward", net.n_features(), "n_steps");
+  const auto n_agents = static_cast<py::ssize_t>(net.n_agents());
   FloatArray out = in.single ? FloatArray({n_agents})
                              : FloatArray({n_agents, static_cast<py::ssize_t>(in.n_rows)});
-  float* outputs[1] = {out.mutable_data()};
-  h.forward(in.data, in.n_rows, in.ldx, outputs);
+  float* y = out.mutable_data();
+  run_forward(in.n_rows * net.macs_per_row(), [&] { net.forward(in.data, in.n_rows, in.ldx, y); });
+  return out;
+}
+
+void swarm_set_layer(SwarmNet& net, py::ssize_t index, const py::handle& w, const py::handle& b) {
+  const std::string where = "Swarm.set_layer";
+  const std::size_t i = index_arg(index, net.n_layers(), where, "layer");
+  const std::vector<std::size_t>& sizes = net.layer_sizes();
+  const std::string name = "layers[" + std::to_string(i) + "]";
+  const LayerArrays layer = read_layer(py::make_tuple(w, b), where + ": " + name, true,
+                                       {net.n_agents(), sizes[i], sizes[i + 1]});
+  translate(where, [&] {
+    py::gil_scoped_release release;
+    net.set_layer(i, {layer.w.data(), layer.b.data()});
+  });
+}
+
+void swarm_set_weights(SwarmNet& net, const py::handle& layers_obj) {
+  const std::string where = "Swarm.set_weights";
+  const std::vector<LayerArrays> layers =
+      read_layers(layers_obj, where, "layers", true, net.n_agents(), &net.layer_sizes());
+  const std::vector<LayerView> v = views(layers);
+  translate(where, [&] {
+    py::gil_scoped_release release;
+    net.set_weights(v);
+  });
+}
+
+void swarm_set_agent(SwarmNet& net, py::ssize_t agent, const py::handle& layers_obj) {
+  const std::string where = "Swarm.set_agent";
+  const std::size_t k = index_arg(agent, net.n_agents(), where, "agent");
+  const std::vector<LayerArrays> layers =
+      read_layers(layers_obj, where, "layers", false, 1, &net.layer_sizes());
+  const std::vector<LayerView> v = views(layers);
+  translate(where, [&] {
+    py::gil_scoped_release release;
+    net.set_agent(k, v);
+  });
+}
+
+py::list swarm_layers(const SwarmNet& net, std::optional<std::size_t> agent) {
+  const std::vector<std::size_t>& sizes = net.layer_sizes();
+  py::list out;
+  for (std::size_t l = 0; l < net.n_layers(); ++l) {
+    out.append(layer_copy(net.n_agents(), sizes[l], sizes[l + 1], agent, [&](float* w, float* b) {
+      if (agent) {
+        net.get_agent_layer(*agent, l, w, b);
+      } else {
+        net.get_layer(l, w, b);
+      }
+    }));
+  }
   return out;
 }
 
 // ---------------------------------------------------------------- MLP
-struct MlpHandle : StackHandle {
-  Activation activation = Activation::tanh;
-  Activation output_activation = Activation::identity;
-};
-
-MlpHandle* make_mlp(const py::handle& layers_obj, const std::string& activation_text,
-                    const std::string& output_text) {
+std::unique_ptr<MlpNet> make_mlp(const py::handle& layers_obj, const std::string& activation_text,
+                                 const std::string& output_text) {
   const std::string where = "MLP";
   const Activation activation = activation_arg(activation_text, where, "activation");
   const Activation output = activation_arg(output_text, where, "output_activation");
-  std::vector<LayerArrays> layers = read_layers(layers_obj, where, "layers", false, 1, nullptr);
-  std::vector<std::size_t> trunk{layers.front().n_in};
-  for (std::size_t i = 0; i + 1 < layers.size(); ++i) trunk.push_back(layers[i].n_out);
-  auto handle = std::make_unique<MlpHandle>();
-  handle->activation = activation;
-  handle->output_activation = output;
-  handle->stack =
-      std::make_unique<MlpStack>(1, trunk, std::vector<Activation>(layers.size() - 1, activation),
-                                 std::vector<HeadSpec>{{layers.back().n_out, output}});
-  handle->write(where, all_indices(layers.size()), layers, 0, layer_names("layers", layers.size()));
-  return handle.release();
+  const std::vector<LayerArrays> layers =
+      read_layers(layers_obj, where, "layers", false, 1, nullptr);
+  return translate(where, [&] {
+    auto net = std::make_unique<MlpNet>(chain_sizes(layers), activation, output);
+    const std::vector<LayerView> v = views(layers);
+    py::gil_scoped_release release;
+    net->set_weights(v);
+    return net;
+  });
 }
 
-py::array mlp_forward(const MlpHandle& h, const py::handle& x_obj) {
-  const InputRows in = input_rows(x_obj, "MLP.forward", h.stack->n_inputs(), "n_rows");
-  const auto n_out = static_cast<py::ssize_t>(h.stack->layer(h.stack->n_layers() - 1).n_out);
+py::array mlp_forward(const MlpNet& net, const py::handle& x_obj) {
+  const InputRows in = input_rows(x_obj, "MLP.forward", net.n_features(), "n_rows");
+  const auto n_out = static_cast<py::ssize_t>(net.n_outputs());
   FloatArray out =
       in.single ? FloatArray({n_out}) : FloatArray({static_cast<py::ssize_t>(in.n_rows), n_out});
-  float* outputs[1] = {out.mutable_data()};
-  h.forward(in.data, in.n_rows, in.ldx, outputs);
+  float* y = out.mutable_data();
+  run_forward(in.n_rows * net.macs_per_row(), [&] { net.forward(in.data, in.n_rows, in.ldx, y); });
+  return out;
+}
+
+void mlp_set_layer(MlpNet& net, py::ssize_t index, const py::handle& w, const py::handle& b) {
+  const std::string where = "MLP.set_layer";
+  const std::size_t i = index_arg(index, net.n_layers(), where, "layer");
+  const std::vector<std::size_t>& sizes = net.layer_sizes();
+  const std::string name = "layers[" + std::to_string(i) + "]";
+  const LayerArrays layer =
+      read_layer(py::make_tuple(w, b), where + ": " + name, false, {1, sizes[i], sizes[i + 1]});
+  translate(where, [&] {
+    py::gil_scoped_release release;
+    net.set_layer(i, {layer.w.data(), layer.b.data()});
+  });
+}
+
+void mlp_set_weights(MlpNet& net, const py::handle& layers_obj) {
+  const std::string where = "MLP.set_weights";
+  const std::vector<LayerArrays> layers =
+      read_layers(layers_obj, where, "layers", false, 1, &net.layer_sizes());
+  const std::vector<LayerView> v = views(layers);
+  translate(where, [&] {
+    py::gil_scoped_release release;
+    net.set_weights(v);
+  });
+}
+
+py::list mlp_layers(const MlpNet& net) {
+  const std::vector<std::size_t>& sizes = net.layer_sizes();
+  py::list out;
+  for (std::size_t l = 0; l < net.n_layers(); ++l) {
+    out.append(layer_copy(1, sizes[l], sizes[l + 1], 0,
+                          [&](float* w, float* b) { net.get_layer(l, w, b); }));
+  }
   return out;
 }
 
 // ---------------------------------------------------------------- VAE encoder
-struct VaeHandle : StackHandle {
-  Activation activation = Activation::relu;
-  bool has_logvar = false;
-  std::size_t latent_size = 0;
-};
-
-VaeHandle* make_vae(const py::handle& layers_obj, const py::handle& mu_obj,
-                    const py::handle& logvar_obj, const std::string& activation_text) {
+std::unique_ptr<VaeEncoder> make_vae(const py::handle& layers_obj, const py::handle& mu_obj,
+                                     const py::handle& logvar_obj,
+                                     const std::string& activation_text) {
   const std::string where = "VAEEncoder";
   const Activation activation = activation_arg(activation_text, where, "activation");
-  std::vector<LayerArrays> layers;
   if (!py::isinstance<py::sequence>(layers_obj) || py::isinstance<py::str>(layers_obj)) {
     throw py::type_error(where + ": layers must be a list of (W, b) pairs, got " +
                          type_name(layers_obj));
   }
+  std::vector<LayerArrays> layers;
   if (py::len(layers_obj) > 0) {
     layers = read_layers(layers_obj, where, "layers", false, 1, nullptr);
   }
   Expected head;
   head.n_nets = 1;
   if (!layers.empty()) head.n_in = layers.back().n_out;
-  LayerArrays mu = read_layer(mu_obj, where + ": mu", false, head);
-  head.n_in = mu.n_in;
+  const LayerArrays mu = read_layer(mu_obj, where + ": mu", false, head);
   std::optional<LayerArrays> logvar;
   if (!logvar_obj.is_none()) {
+    head.n_in = mu.n_in;
     head.n_out = mu.n_out;
     logvar = read_layer(logvar_obj, where + ": logvar", false, head);
   }
-  std::vector<std::size_t> trunk{layers.empty() ? mu.n_in : layers.front().n_in};
-  for (const LayerArrays& l : layers) trunk.push_back(l.n_out);
-  std::vector<HeadSpec> heads{{mu.n_out, Activation::identity}};
-  if (logvar) heads.push_back({mu.n_out, Activation::identity});
-  auto handle = std::make_unique<VaeHandle>();
-  handle->activation = activation;
-  handle->has_logvar = logvar.has_value();
-  handle->latent_size = mu.n_out;
-  handle->stack = std::make_unique<MlpStack>(
-      1, trunk, std::vector<Activation>(layers.size(), activation), heads);
-  std::vector<std::string> names = layer_names("layers", layers.size());
-  names.emplace_back("mu");
-  layers.push_back(std::move(mu));
-  if (logvar) {
-    names.emplace_back("logvar");
-    layers.push_back(std::move(*logvar));
-  }
-  handle->write(where, all_indices(layers.size()), layers, 0, names);
-  return handle.release();
+  std::vector<std::size_t> trunk =
+      layers.empty() ? std::vector<std::size_t>{mu.n_in} : chain_sizes(layers);
+  return translate(where, [&] {
+    auto net = std::make_unique<VaeEncoder>(trunk, mu.n_out, logvar.has_value(), activation);
+    const std::vector<LayerView> v = views(layers);
+    std::optional<LayerView> logvar_view;
+    if (logvar) logvar_view = LayerView{logvar->w.data(), logvar->b.data()};
+    py::gil_scoped_release release;
+    net->set_weights(v, {mu.w.data(), mu.b.data()}, logvar_view);
+    return net;
+  });
 }
 
-py::object vae_encode(const VaeHandle& h, const py::handle& x_obj, bool return_logvar) {
-  if (return_logvar && !h.has_logvar) {
+py::object vae_encode(const VaeEncoder& net, const py::handle& x_obj, bool return_logvar) {
+  if (return_logvar && !net.has_logvar()) {
     throw py::value_error(
         "VAEEncoder.encode: return_logvar=True needs the logvar head, which this encoder was "
         "built without");
   }
-  const InputRows in = input_rows(x_obj, "VAEEncoder.encode", h.stack->n_inputs(), "batch");
-  const auto latent = static_cast<py::ssize_t>(h.latent_size);
+  const InputRows in = input_rows(x_obj, "VAEEncoder.encode", net.n_features(), "batch");
+  const auto latent = static_cast<py::ssize_t>(net.latent_size());
   const auto rows = static_cast<py::ssize_t>(in.n_rows);
   FloatArray mu = in.single ? FloatArray({latent}) : FloatArray({rows, latent});
   FloatArray logvar;
-  float* outputs[2] = {mu.mutable_data(), nullptr};
-  if (return_logvar) {
-    logvar = in.single ? FloatArray({latent}) : FloatArray({rows, latent});
-    outputs[1] = logvar.mutable_data();
-  }
-  h.forward(in.data, in.n_rows, in.ldx, outputs);
+  if (return_logvar) logvar = in.single ? FloatArray({latent}) : FloatArray({rows, latent});
+  float* mu_out = mu.mutable_data();
+  float* logvar_out = return_logvar ? logvar.mutable_data() : nullptr;
+  run_forward(in.n_rows * net.macs_per_row(),
+              [&] { net.encode(in.data, in.n_rows, in.ldx, mu_out, logvar_out); });
   if (return_logvar) return py::make_tuple(mu, logvar);
   return std::move(mu);
 }
+
+std::uintptr_t address(const void* p) { return reinterpret_cast<std::uintptr_t>(p); }
 
 }  // namespace
 
 void register_nn(py::module_& m) {
   m.def(
       "consensus",
-      [](const py::handle& signals_obj, const py::handle& weights_obj,
-         const py::object& sets_obj) {
+      [](const py::handle& signals_obj, const py::handle& weights_obj, const py::object& sets_obj) {
         if (!py::isinstance<py::array>(signals_obj) ||
             !py::reinterpret_borrow<py::array>(signals_obj).dtype().is(py::dtype::of<float>()))
           throw py::type_error("signals must be a numpy.ndarray of float32");
@@ -494,8 +499,8 @@ void register_nn(py::module_& m) {
         const auto n_agents = static_cast<std::size_t>(sig.shape(0));
         const auto n_bars = static_cast<std::size_t>(sig.shape(1));
         if (static_cast<std::size_t>(w.shape(1)) != n_agents)
-          throw py::value_error("weights have " + std::to_string(w.shape(1)) +
-                                " agents, signals " + std::to_string(n_agents));
+          throw py::value_error("weights have " + std::to_string(w.shape(1)) + " agents, signals " +
+                                std::to_string(n_agents));
         py::array_t<std::int64_t, py::array::c_style> sets;
         const std::int64_t* set_ptr = nullptr;
         if (!sets_obj.is_none()) {
@@ -526,129 +531,62 @@ void register_nn(py::module_& m) {
       py::arg("signals"), py::arg("weights"), py::arg("weight_set") = py::none(),
       "Fixed-order weighted mean of agent signals: float32 [n_agents, n_bars], float64 "
       "[n_sets, n_agents], optional int64 [n_bars] -> float64 [n_bars].");
-  py::class_<SwarmHandle>(m, "Swarm",
-                          "N agent MLPs with stacked weights (core; use colmena.Swarm).")
+
+  py::class_<SwarmNet>(m, "Swarm", "N agent MLPs with stacked weights (core; use colmena.Swarm).")
       .def(py::init(&make_swarm), py::arg("layers"), py::arg("activation") = "tanh")
       .def("forward", &swarm_forward, py::arg("x"),
            "x float32 [n_features] -> [n_agents]; [n_steps, n_features] -> [n_agents, n_steps].")
-      .def(
-          "set_layer",
-          [](SwarmHandle& h, py::ssize_t index, const py::handle& w, const py::handle& b) {
-            const std::string where = "Swarm.set_layer";
-            const std::size_t i = h.layer_index(index, where);
-            const std::vector<std::size_t> sizes = h.sizes();
-            Expected e{h.stack->n_nets(), sizes[i], sizes[i + 1]};
-            const std::string name = "layers[" + std::to_string(i) + "]";
-            std::vector<LayerArrays> layer{
-                read_layer(py::make_tuple(w, b), where + ": " + name, true, e)};
-            h.write(where, {i}, layer, std::nullopt, {name});
-          },
-          py::arg("index"), py::arg("W"), py::arg("b"))
-      .def(
-          "set_weights",
-          [](SwarmHandle& h, const py::handle& layers_obj) {
-            const std::string where = "Swarm.set_weights";
-            const std::vector<std::size_t> sizes = h.sizes();
-            std::vector<LayerArrays> layers =
-                read_layers(layers_obj, where, "layers", true, h.stack->n_nets(), &sizes);
-            h.write(where, all_indices(layers.size()), layers, std::nullopt,
-                    layer_names("layers", layers.size()));
-          },
-          py::arg("layers"))
-      .def(
-          "set_agent",
-          [](SwarmHandle& h, py::ssize_t agent, const py::handle& layers_obj) {
-            const std::string where = "Swarm.set_agent";
-            const std::size_t k = h.net_index(agent, where, "agent");
-            const std::vector<std::size_t> sizes = h.sizes();
-            std::vector<LayerArrays> layers =
-                read_layers(layers_obj, where, "layers", false, 1, &sizes);
-            h.write(where, all_indices(layers.size()), layers, k,
-                    layer_names("layers", layers.size()));
-          },
-          py::arg("agent"), py::arg("layers"))
-      .def("get_weights",
-           [](const SwarmHandle& h) {
-             py::list out;
-             for (std::size_t l = 0; l < h.stack->n_layers(); ++l)
-               out.append(h.read(l, std::nullopt));
-             return out;
-           })
+      .def("set_layer", &swarm_set_layer, py::arg("index"), py::arg("W"), py::arg("b"))
+      .def("set_weights", &swarm_set_weights, py::arg("layers"))
+      .def("set_agent", &swarm_set_agent, py::arg("agent"), py::arg("layers"))
+      .def("get_weights", [](const SwarmNet& net) { return swarm_layers(net, std::nullopt); })
       .def(
           "get_agent",
-          [](const SwarmHandle& h, py::ssize_t agent) {
-            const std::size_t k = h.net_index(agent, "Swarm.get_agent", "agent");
-            py::list out;
-            for (std::size_t l = 0; l < h.stack->n_layers(); ++l) out.append(h.read(l, k));
-            return out;
+          [](const SwarmNet& net, py::ssize_t agent) {
+            return swarm_layers(net, index_arg(agent, net.n_agents(), "Swarm.get_agent", "agent"));
           },
           py::arg("agent"))
-      .def_property_readonly("n_agents", [](const SwarmHandle& h) { return h.stack->n_nets(); })
-      .def_property_readonly("layer_sizes", [](const SwarmHandle& h) { return h.sizes(); })
+      .def_property_readonly("n_agents", &SwarmNet::n_agents)
+      .def_property_readonly("layer_sizes", &SwarmNet::layer_sizes)
       .def_property_readonly("activation",
-                             [](const SwarmHandle& h) { return activation_name(h.activation); })
-      .def_property_readonly("storage_address", &SwarmHandle::storage_address);
+                             [](const SwarmNet& net) { return activation_name(net.activation()); })
+      .def_property_readonly("backend", [](const SwarmNet& net) { return net.backend().name(); })
+      .def_property_readonly("storage_address",
+                             [](const SwarmNet& net) { return address(net.storage_address()); });
 
-  py::class_<MlpHandle>(m, "MLP", "One dense network (core; use colmena.MLP).")
+  py::class_<MlpNet>(m, "MLP", "One dense network (core; use colmena.MLP).")
       .def(py::init(&make_mlp), py::arg("layers"), py::arg("activation") = "tanh",
            py::arg("output_activation") = "identity")
       .def("forward", &mlp_forward, py::arg("x"),
            "x float32 [n_features] -> [n_out]; [n_rows, n_features] -> [n_rows, n_out].")
-      .def(
-          "set_layer",
-          [](MlpHandle& h, py::ssize_t index, const py::handle& w, const py::handle& b) {
-            const std::string where = "MLP.set_layer";
-            const std::size_t i = h.layer_index(index, where);
-            const std::vector<std::size_t> sizes = h.sizes();
-            Expected e{1, sizes[i], sizes[i + 1]};
-            const std::string name = "layers[" + std::to_string(i) + "]";
-            std::vector<LayerArrays> layer{
-                read_layer(py::make_tuple(w, b), where + ": " + name, false, e)};
-            h.write(where, {i}, layer, 0, {name});
-          },
-          py::arg("index"), py::arg("W"), py::arg("b"))
-      .def(
-          "set_weights",
-          [](MlpHandle& h, const py::handle& layers_obj) {
-            const std::string where = "MLP.set_weights";
-            const std::vector<std::size_t> sizes = h.sizes();
-            std::vector<LayerArrays> layers =
-                read_layers(layers_obj, where, "layers", false, 1, &sizes);
-            h.write(where, all_indices(layers.size()), layers, 0,
-                    layer_names("layers", layers.size()));
-          },
-          py::arg("layers"))
-      .def("get_weights",
-           [](const MlpHandle& h) {
-             py::list out;
-             for (std::size_t l = 0; l < h.stack->n_layers(); ++l) out.append(h.read(l, 0));
-             return out;
-           })
-      .def_property_readonly("layer_sizes", [](const MlpHandle& h) { return h.sizes(); })
+      .def("set_layer", &mlp_set_layer, py::arg("index"), py::arg("W"), py::arg("b"))
+      .def("set_weights", &mlp_set_weights, py::arg("layers"))
+      .def("get_weights", &mlp_layers)
+      .def_property_readonly("layer_sizes", &MlpNet::layer_sizes)
       .def_property_readonly("activation",
-                             [](const MlpHandle& h) { return activation_name(h.activation); })
+                             [](const MlpNet& net) { return activation_name(net.activation()); })
       .def_property_readonly(
           "output_activation",
-          [](const MlpHandle& h) { return activation_name(h.output_activation); })
-      .def_property_readonly("storage_address", &MlpHandle::storage_address);
+          [](const MlpNet& net) { return activation_name(net.output_activation()); })
+      .def_property_readonly("backend", [](const MlpNet& net) { return net.backend().name(); })
+      .def_property_readonly("storage_address",
+                             [](const MlpNet& net) { return address(net.storage_address()); });
 
-  py::class_<VaeHandle>(m, "VAEEncoder", "VAE encoder forward pass (core; use colmena.VAEEncoder).")
+  py::class_<VaeEncoder>(m, "VAEEncoder",
+                         "VAE encoder forward pass (core; use colmena.VAEEncoder).")
       .def(py::init(&make_vae), py::arg("layers"), py::arg("mu"), py::arg("logvar") = py::none(),
            py::arg("activation") = "relu")
       .def("encode", &vae_encode, py::arg("x"), py::arg("return_logvar") = false,
            "x float32 [n_features] -> mu [latent]; [batch, n_features] -> mu [batch, latent]; "
            "(mu, logvar) with return_logvar=True.")
-      .def_property_readonly("layer_sizes",
-                             [](const VaeHandle& h) {
-                               std::vector<std::size_t> s = h.sizes();
-                               s.resize(h.stack->n_trunk() + 1);  // the trunk; heads apart
-                               return s;
-                             })
-      .def_property_readonly("latent_size", [](const VaeHandle& h) { return h.latent_size; })
-      .def_property_readonly("has_logvar", [](const VaeHandle& h) { return h.has_logvar; })
-      .def_property_readonly("activation",
-                             [](const VaeHandle& h) { return activation_name(h.activation); })
-      .def_property_readonly("storage_address", &VaeHandle::storage_address);
+      .def_property_readonly("layer_sizes", &VaeEncoder::trunk_sizes)
+      .def_property_readonly("latent_size", &VaeEncoder::latent_size)
+      .def_property_readonly("has_logvar", &VaeEncoder::has_logvar)
+      .def_property_readonly(
+          "activation", [](const VaeEncoder& net) { return activation_name(net.activation()); })
+      .def_property_readonly("backend", [](const VaeEncoder& net) { return net.backend().name(); })
+      .def_property_readonly("storage_address",
+                             [](const VaeEncoder& net) { return address(net.storage_address()); });
 }
 
 }  // namespace colmena::bindings

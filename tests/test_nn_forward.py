@@ -2,8 +2,9 @@
 
 Property tests draw shapes, widths, activations and weights; the compiled forward must equal
 torch (``torch.baddbmm`` on stacked weights for the swarm, ``nn.functional`` for the others) to
-1e-5 absolute. Without torch those tests skip and the rest (SIMD levels, threads, in-place
-updates, boundary checks) still run against a NumPy float64 reference.
+1e-5 absolute. Without torch those tests skip and the rest still run: exact equality
+(``np.array_equal``) across SIMD levels, batch sizes and thread counts, in-place updates,
+boundary checks, and a NumPy float64 reference within 1e-5.
 """
 
 from __future__ import annotations
@@ -290,36 +291,135 @@ def test_vectorised_activations_are_within_2e7_of_the_exact_function(
         assert err.max() < 2e-7, (width, float(err.max()))
 
 
-@pytest.mark.parametrize("level", simd_levels())
+# ---------------------------------------------------------------- determinism: exact equality
+# The forward pass promises the same bits (np.array_equal, not a tolerance) at every SIMD level,
+# for a row alone or inside any batch, and for any thread count (cpp/include/colmena/mlp.hpp).
+def usable_levels() -> list[str]:
+    supported = colmena.build_info()["simd_supported"]
+    return [level for level in simd_levels() if level in supported]
+
+
+Models = tuple[Swarm, MLP, VAEEncoder]
+
+
+def make_models(rng: np.random.Generator, n_features: int, activation: str) -> Models:
+    """A swarm, an MLP and a VAE encoder with logvar; narrow (< 8), wide and ragged layers."""
+    swarm = Swarm(make_layers(rng, [n_features, 37, 64, 5, 1], 9), activation=activation)  # type: ignore[arg-type]
+    mlp = MLP(
+        make_layers(rng, [n_features, 37, 64, 5, 3], None),
+        activation=activation,  # type: ignore[arg-type]
+        output_activation=activation,  # type: ignore[arg-type]
+    )
+    trunk = make_layers(rng, [n_features, 37, 20], None)
+    mu_head, logvar_head = make_layers(rng, [20, 6], None) + make_layers(rng, [20, 6], None)
+    vae = VAEEncoder(trunk, mu_head, logvar_head, activation=activation)  # type: ignore[arg-type]
+    return swarm, mlp, vae
+
+
+def all_outputs(models: Models, x: np.ndarray) -> list[np.ndarray]:
+    """Swarm signals, MLP outputs, VAE mu and logvar for the rows x (or the one row x)."""
+    swarm, mlp, vae = models
+    mu, logvar = vae.encode(x, return_logvar=True)
+    return [swarm.forward(x), mlp.forward(x), mu, logvar]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.usefixtures("restore_simd")
-def test_every_simd_level_gives_the_same_numbers(level: str) -> None:
-    skip_unless_supported(level)
+def test_every_simd_level_gives_bit_identical_outputs(activation: str) -> None:
+    """Swarm, MLP and VAE (mu and logvar) outputs are np.array_equal at every usable level, for
+    a batch and for one row; the swarm stays within 1e-5 of the NumPy float64 reference."""
+    levels = usable_levels()
+    if len(levels) < 2:
+        pytest.skip(f"one SIMD level usable here, nothing to compare: {levels}")
     rng = np.random.default_rng(11)
-    layers = make_layers(rng, [13, 37, 64, 5, 1], 9)
-    x = rng.standard_normal((97, 13)).astype(np.float32)
-    expected = {act: numpy_swarm(layers, act, x) for act in ACTIVATIONS}
-    _core.set_simd_level(level)
-    for act in ACTIVATIONS:
-        swarm = Swarm(layers, activation=act)  # type: ignore[arg-type]
-        np.testing.assert_allclose(swarm.forward(x), expected[act], rtol=0, atol=ATOL)
-        np.testing.assert_array_equal(swarm.forward(x[50]), swarm.forward(x)[:, 50])
+    models = make_models(rng, 13, activation)
+    x = (rng.standard_normal((97, 13)) * 2).astype(np.float32)
+    got = {}
+    for level in levels:
+        _core.set_simd_level(level)
+        got[level] = all_outputs(models, x) + all_outputs(models, x[50])
+    for level in levels[1:]:
+        for first, other in zip(got[levels[0]], got[level], strict=True):
+            assert np.array_equal(first, other), (levels[0], level)
+    swarm_layers = models[0].get_weights()
+    expected = numpy_swarm(swarm_layers, activation, x)
+    np.testing.assert_allclose(got[levels[0]][0], expected, rtol=0, atol=ATOL)
 
 
-# ---------------------------------------------------------------- threads
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    hidden=network_shapes(),
+    n_agents=st.integers(1, 5),
+    n_rows=st.integers(1, 40),
+    activation=st.sampled_from(ACTIVATIONS),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_simd_levels_agree_bit_for_bit_on_drawn_shapes(
+    hidden: list[int], n_agents: int, n_rows: int, activation: str, seed: int
+) -> None:
+    """Property: for drawn widths (narrow, wide, ragged), agents and rows, every usable level
+    gives np.array_equal swarm signals."""
+    levels = usable_levels()
+    if len(levels) < 2:
+        pytest.skip(f"one SIMD level usable here, nothing to compare: {levels}")
+    rng = np.random.default_rng(seed)
+    swarm = Swarm(make_layers(rng, [*hidden, 1], n_agents), activation=activation)  # type: ignore[arg-type]
+    x = (rng.standard_normal((n_rows, hidden[0])) * 2).astype(np.float32)
+    selected = colmena.build_info()["simd_selected"]
+    try:
+        results = []
+        for level in levels:
+            _core.set_simd_level(level)
+            results.append(swarm.forward(x))
+    finally:
+        _core.set_simd_level(selected)
+    for level, result in zip(levels[1:], results[1:], strict=True):
+        assert np.array_equal(results[0], result), level
+
+
+def test_a_row_alone_gives_the_bits_it_gives_in_a_million_row_batch() -> None:
+    """Rows computed alone (the live path), in small batches at any offset and inside one
+    1,000,000-row batch (the backtest) are np.array_equal, for the swarm, MLP and VAE."""
+    rng = np.random.default_rng(21)
+    models = make_models(rng, 8, "tanh")
+    x = rng.standard_normal((1_000_000, 8)).astype(np.float32)
+    whole = all_outputs(models, x)
+    rows = [0, 1, 11, 12, 239, 240, 241, 500_000, 999_999, *rng.integers(0, 1_000_000, 12)]
+    for t in rows:
+        alone = all_outputs(models, x[t])
+        assert np.array_equal(alone[0], whole[0][:, t]), t
+        for got, batch in zip(alone[1:], whole[1:], strict=True):
+            assert np.array_equal(got, batch[t]), t
+    for start, n in [(0, 2), (5, 7), (123_457, 13), (999_000, 241), (400_000, 1000)]:
+        part = all_outputs(models, x[start : start + n])
+        assert np.array_equal(part[0], whole[0][:, start : start + n]), (start, n)
+        for got, batch in zip(part[1:], whole[1:], strict=True):
+            assert np.array_equal(got, batch[start : start + n]), (start, n)
+
+
 @pytest.mark.usefixtures("restore_threads")
-def test_single_thread_gives_the_same_bits_as_the_pool() -> None:
+def test_every_thread_count_gives_the_same_bits() -> None:
+    """max_threads 1, 2, 3 and the default give np.array_equal outputs: the production swarm
+    (agent blocks, series and one state), a 3-agent swarm (row tiles), an MLP and a VAE with
+    logvar. Counts above the pool size run as the pool size."""
     rng = np.random.default_rng(5)
     swarm = Swarm(make_layers(rng, [32, 64, 64, 1], 100))
     x = rng.standard_normal((400, 32)).astype(np.float32)
-    small_swarm = Swarm(make_layers(rng, [32, 64, 1], 3))  # fewer agents than threads: row tiles
+    small_swarm = Swarm(make_layers(rng, [32, 64, 1], 3))
     y = rng.standard_normal((700, 32)).astype(np.float32)
-    encoder = VAEEncoder(make_layers(rng, [64, 128, 64], None), make_layers(rng, [64, 16], None)[0])
+    models = make_models(rng, 64, "gelu")
     z = rng.standard_normal((1024, 64)).astype(np.float32)
-    pooled = (swarm.forward(x), swarm.forward(x[0]), small_swarm.forward(y), encoder.encode(z))
+
+    def run() -> list[np.ndarray]:
+        fixed = [swarm.forward(x), swarm.forward(x[0]), small_swarm.forward(y)]
+        return fixed + all_outputs(models, z)
+
     _core.set_max_threads(1)
-    serial = (swarm.forward(x), swarm.forward(x[0]), small_swarm.forward(y), encoder.encode(z))
-    for a, b in zip(pooled, serial, strict=True):
-        np.testing.assert_array_equal(a, b)
+    serial = run()
+    for n in (2, 3, 0):
+        _core.set_max_threads(n)
+        for a, b in zip(serial, run(), strict=True):
+            assert np.array_equal(a, b), n
 
 
 def test_concurrent_forward_calls_from_python_threads_agree() -> None:
@@ -341,6 +441,45 @@ def test_concurrent_forward_calls_from_python_threads_agree() -> None:
     assert len(results) == 20
     for r in results:
         np.testing.assert_array_equal(r, expected)
+
+
+def test_forward_sees_a_whole_generation_while_another_thread_replaces_weights() -> None:
+    """set_weights from one thread while others run forward: every result is exactly the
+    output of one generation, never a mix (the core's lock, not the caller's)."""
+    rng = np.random.default_rng(7)
+    sizes = [16, 48, 48, 1]
+    generations = [make_layers(rng, sizes, 40) for _ in range(2)]
+    swarm = Swarm(generations[0])
+    x = rng.standard_normal((200, 16)).astype(np.float32)
+    expected = []
+    for generation in generations:
+        swarm.set_weights(generation)
+        expected.append(swarm.forward(x))
+    stop = threading.Event()
+    results: list[np.ndarray] = []
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set():
+            swarm.set_weights(generations[i % 2])
+            i += 1
+
+    def read() -> None:
+        for _ in range(30):
+            results.append(swarm.forward(x))
+
+    writer = threading.Thread(target=write)
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    writer.start()
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join()
+    stop.set()
+    writer.join()
+    assert len(results) == 90
+    for r in results:
+        assert np.array_equal(r, expected[0]) or np.array_equal(r, expected[1])
 
 
 # ---------------------------------------------------------------- in-place weight replacement

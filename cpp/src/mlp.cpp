@@ -36,7 +36,7 @@ const MlpKernelTable& mlp_kernels() noexcept {
 
 namespace {
 
-constexpr std::size_t kPad = 16;  // floats: one cache line, one AVX-512 vector
+constexpr std::size_t kPad = DenseLayout::kPad;  // floats: one cache line, one AVX-512 vector
 // Below this many multiply-adds a call runs in the calling thread: waking the pool costs more.
 constexpr std::size_t kParallelWork = 96 * 1024;
 // Rows per tile of the series path: the trunk's two ping-pong tiles fill about 32 KiB (L1).
@@ -66,47 +66,6 @@ float* thread_scratch(std::size_t count) {
     scratch.capacity = count;
   }
   return scratch.data;
-}
-
-// Index of the first non-finite value of x[0, n); n if none.
-std::size_t first_non_finite(const float* x, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) {
-    if (!std::isfinite(x[i])) return i;
-  }
-  return n;
-}
-
-std::string describe(float v) {
-  if (std::isnan(v)) return "nan";
-  return v > 0 ? "inf" : "-inf";
-}
-
-std::string index_text(std::initializer_list<std::size_t> idx) {
-  std::string s = "[";
-  bool first = true;
-  for (std::size_t i : idx) {
-    if (!first) s += ", ";
-    s += std::to_string(i);
-    first = false;
-  }
-  return s + "]";
-}
-
-// Throws std::invalid_argument when w [n_in, n_out] or b [n_out] of one network holds a
-// non-finite value; `net` (or none) prefixes the index.
-void check_finite(const DenseLayout& layout, const float* w, const float* b,
-                  const std::size_t* net) {
-  const std::size_t n_w = layout.n_in * layout.n_out;
-  if (const std::size_t i = first_non_finite(w, n_w); i < n_w) {
-    const std::size_t row = i / layout.n_out, col = i % layout.n_out;
-    throw std::invalid_argument("W" +
-                                (net ? index_text({*net, row, col}) : index_text({row, col})) +
-                                " is " + describe(w[i]) + "; weights must be finite");
-  }
-  if (const std::size_t j = first_non_finite(b, layout.n_out); j < layout.n_out) {
-    throw std::invalid_argument("b" + (net ? index_text({*net, j}) : index_text({j})) + " is " +
-                                describe(b[j]) + "; biases must be finite");
-  }
 }
 
 void pack(const DenseLayout& layout, float* base, const float* w, const float* b) {
@@ -210,24 +169,8 @@ MlpStack::MlpStack(std::size_t n_nets, std::vector<std::size_t> trunk_sizes,
   std::memset(storage_.get(), 0, n_nets_ * stride_ * sizeof(float));
 }
 
-void MlpStack::check_layer(std::size_t index, const float* w, const float* b) const {
-  const DenseLayout& layout = layouts_.at(index);
-  const std::size_t w_size = layout.n_in * layout.n_out;
-  for (std::size_t net = 0; net < n_nets_; ++net) {
-    check_finite(layout, w + net * w_size, b + net * layout.n_out, &net);
-  }
-}
-
-void MlpStack::check_layer(std::size_t index, std::size_t net, const float* w,
-                           const float* b) const {
-  const DenseLayout& layout = layouts_.at(index);
-  if (net >= n_nets_) throw std::out_of_range("network index out of range");
-  check_finite(layout, w, b, nullptr);
-}
-
 void MlpStack::set_layer(std::size_t index, const float* w, const float* b) {
-  check_layer(index, w, b);
-  const DenseLayout& layout = layouts_[index];
+  const DenseLayout& layout = layouts_.at(index);
   const std::size_t w_size = layout.n_in * layout.n_out;
   for (std::size_t net = 0; net < n_nets_; ++net) {
     pack(layout, net_base(net), w + net * w_size, b + net * layout.n_out);
@@ -235,8 +178,9 @@ void MlpStack::set_layer(std::size_t index, const float* w, const float* b) {
 }
 
 void MlpStack::set_layer(std::size_t index, std::size_t net, const float* w, const float* b) {
-  check_layer(index, net, w, b);
-  pack(layouts_[index], net_base(net), w, b);
+  const DenseLayout& layout = layouts_.at(index);
+  if (net >= n_nets_) throw std::out_of_range("network index out of range");
+  pack(layout, net_base(net), w, b);
 }
 
 void MlpStack::get_layer(std::size_t index, float* w, float* b) const {

@@ -14,6 +14,20 @@
 /// to 16 floats; very narrow layers stored transposed) and replaced in place; the storage is
 /// allocated once by the constructor. Activations: tanh and gelu (exact erf form, as torch's
 /// default) are vectorised to within 2e-7 * max(1, |f(x)|) of the exact function.
+///
+/// Determinism. Every output is computed by one fixed sequence of float32 operations, so the
+/// same weights and the same input row give the same bits at every SIMD level (baseline, avx2,
+/// avx512), whatever the number of rows in the call (one live state or a million-row backtest),
+/// the row stride, the thread count and the order in which threads take the work:
+/// - wide layers (n_out >= 8): y[j] = b[j], then y[j] = fma(x[k], W[k, j], y[j]) for
+///   k = 0 .. n_in - 1 in order, each a fused multiply-add rounded once;
+/// - narrow layers (n_out < 8): 16 partial sums (partial l: fused multiply-adds over
+///   k = l, l + 16, ..., zero-padded to a multiple of 16), added by the fixed halving tree
+///   (l + 8, + 4, + 2, + 1), then + b[j];
+/// - activations: one lane-wise formula built from IEEE operations, the same at every width.
+/// Fused multiply-adds are hardware instructions on AVX2 and AVX-512 and an exact emulation on
+/// the SSE2 baseline (CPUs without FMA), which is exact but 10 to 20 times slower there. NaN
+/// inputs give NaN outputs whose payload bits may differ between levels.
 #include <atomic>
 #include <cstddef>
 #include <memory>
@@ -36,6 +50,7 @@ std::optional<Activation> parse_activation(std::string_view name) noexcept;
 /// ld = n_in rounded up to 16. b is stored as [round_up(n_out, 16)] (zero padding).
 struct DenseLayout {
   static constexpr std::size_t kNarrowWidth = 8;
+  static constexpr std::size_t kPad = 16;  ///< ld is a multiple of this (one AVX-512 vector)
   std::size_t n_in = 0;
   std::size_t n_out = 0;
   std::size_t ld = 0;
@@ -54,7 +69,9 @@ struct HeadSpec {
 /// Weights of n_nets networks of identical shape and their forward pass.
 ///
 /// Layer indices: 0 .. n_trunk-1 are the trunk, n_trunk .. n_trunk+n_heads-1 the heads.
-/// Not synchronised: a set_* call must not overlap a forward on the same object.
+/// Not synchronised: a set_* call must not overlap a forward on the same object. forward is
+/// const and may run concurrently with other forward calls. Internal to the CPU backend
+/// (neural_backend.hpp); the thread-safe models are in networks.hpp.
 class MlpStack {
  public:
   /// trunk_sizes: [n_trunk + 1] widths, the input width first (a single width means no trunk:
@@ -74,15 +91,10 @@ class MlpStack {
   /// Multiply-adds per input row per network (all layers, all heads).
   std::size_t macs_per_row() const noexcept { return macs_per_row_; }
 
-  /// Throws std::invalid_argument naming the position ("W[3, 0, 5] is nan; ...") when
-  /// w [n_nets, n_in, n_out] or b [n_nets, n_out] (C-contiguous) holds a non-finite value.
-  void check_layer(std::size_t index, const float* w, const float* b) const;
-  /// The same for one network's w [n_in, n_out] and b [n_out].
-  void check_layer(std::size_t index, std::size_t net, const float* w, const float* b) const;
   /// Copy layer `index` of every network from w [n_nets, n_in, n_out] and b [n_nets, n_out]
-  /// (C-contiguous), after check_layer: nothing is written when a value is not finite.
+  /// (C-contiguous). Values are copied as they are: callers check them (networks.hpp).
   void set_layer(std::size_t index, const float* w, const float* b);
-  /// Copy layer `index` of network `net` from w [n_in, n_out] and b [n_out]; same check.
+  /// Copy layer `index` of network `net` from w [n_in, n_out] and b [n_out].
   void set_layer(std::size_t index, std::size_t net, const float* w, const float* b);
   /// Copy layer `index` of every network out to w [n_nets, n_in, n_out], b [n_nets, n_out].
   void get_layer(std::size_t index, float* w, float* b) const;

@@ -25,8 +25,6 @@ struct MlpKernelTable {
   /// `dense`, so the results are bit for bit those of `dense` on each network.
   void (*dense_nets)(const DenseLayout& layout, std::size_t count, const float* const* w,
                      const float* const* b, const float* const* a, float* const* c);
-  /// x[i] = act(x[i]) for i < n.
-  void (*activate)(Activation activation, float* x, std::size_t n);
 };
 
 /// The table for the active SIMD level (see cpu_features.hpp).

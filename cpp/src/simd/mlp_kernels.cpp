@@ -4,9 +4,19 @@
 // per SIMD level (COLMENA_SIMD_LEVEL = baseline | avx2 | avx512) with that level's flags; the
 // vector width and register blocking follow from the instruction set the compiler targets.
 //
-// Every output is b[j] + sum_k a[k] * W[k, j] accumulated in order k = 0, 1, ... whatever the
-// number of rows in a block, so one row alone (a live tick) gives bit for bit the number the
-// same row gives inside a long series.
+// Every level computes every output with the same operations in the same order, so all levels,
+// all row counts and all thread counts give the same bits (the contract in mlp.hpp):
+// - wide layers: acc = b[j]; acc = fma(a[k], W[k, j], acc) for k = 0, 1, ..., n_in - 1, one
+//   rounding per step; row and column blocking only choose which outputs run side by side;
+// - narrow layers: 16 partial sums whatever the vector width (partial l takes k = l, l + 16, ...,
+//   fused, zero-padded to a multiple of 16), added by one fixed tree (l + 8, then + 4, + 2, + 1),
+//   then + b[j];
+// - activations: one lane-wise formula (IEEE add, mul, div, fma, min, max, exponent scaling),
+//   identical in every lane and at every width;
+// - fma is a fused multiply-add with one rounding at every level: an instruction on AVX2 and
+//   AVX-512, an exact emulation on the SSE2 baseline (fma_exact below), std::fma elsewhere. The
+//   file is compiled with -ffp-contract=off so the compiler fuses nothing on its own.
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -70,7 +80,14 @@ inline V round_log2(V t, V* n_out, VI* n_int) {
 inline V pow2(VI n) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23));
 }
-inline float reduce_add(V v) { return _mm512_reduce_add_ps(v); }
+// Halving tree: lanes l + l + 8, then + 4, + 2, + 1 (the order of every level).
+inline float reduce_add(V v) {
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
 #elif defined(__AVX2__) && defined(__FMA__)
 using V = __m256;
 constexpr std::size_t kW = 8;
@@ -110,6 +127,7 @@ inline float reduce_add(V v) {
   return _mm_cvtss_f32(s);
 }
 #elif defined(__SSE2__) || defined(_M_X64)
+#define COLMENA_MLP_EMULATED_FMA 1
 using V = __m128;
 constexpr std::size_t kW = 4;
 constexpr int kBlockRows = 6;  // 6 x 2 accumulators of 16 registers
@@ -122,7 +140,7 @@ inline V add(V a, V b) { return _mm_add_ps(a, b); }
 inline V sub(V a, V b) { return _mm_sub_ps(a, b); }
 inline V mul(V a, V b) { return _mm_mul_ps(a, b); }
 inline V div(V a, V b) { return _mm_div_ps(a, b); }
-inline V fma(V a, V b, V c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }  // no FMA in the baseline
+inline V fma(V a, V b, V c);  // exact emulation, defined after the portable fallback
 inline V min(V a, V b) { return _mm_min_ps(a, b); }
 inline V max(V a, V b) { return _mm_max_ps(a, b); }
 inline V abs(V a) { return _mm_andnot_ps(_mm_set1_ps(-0.0f), a); }
@@ -160,7 +178,7 @@ inline V add(V a, V b) { return a + b; }
 inline V sub(V a, V b) { return a - b; }
 inline V mul(V a, V b) { return a * b; }
 inline V div(V a, V b) { return a / b; }
-inline V fma(V a, V b, V c) { return a * b + c; }
+inline V fma(V a, V b, V c) { return std::fma(a, b, c); }
 inline V min(V a, V b) { return a < b ? a : b; }
 inline V max(V a, V b) { return a > b ? a : b; }
 inline V abs(V a) { return std::fabs(a); }
@@ -176,6 +194,62 @@ inline V round_log2(V t, V* n_out, VI* n_int) {
 }
 inline V pow2(VI n) { return std::ldexp(1.0f, n); }
 inline float reduce_add(V v) { return v; }
+#endif
+
+// fma(a, b, c) rounded once, from double arithmetic (for the SSE2 baseline, which has no FMA
+// instruction). a * b is exact in double (24 + 24 bits <= 53); s = a * b + c rounded to double;
+// round to odd (Boldo and Melquiond, 2008: move s one double ulp towards the exact sum when the
+// addition was inexact and s is even), then to float: the correctly rounded float result.
+[[maybe_unused]] inline float fma_exact(float a, float b, float c) {
+  const double p = static_cast<double>(a) * static_cast<double>(b);
+  const double cd = c;
+  const double s = p + cd;
+  if (!std::isfinite(s)) return static_cast<float>(s);
+  const double bv = s - p;  // TwoSum (Knuth): s + e == p + c exactly
+  const double e = (p - (s - bv)) + (cd - bv);
+  std::uint64_t bits = std::bit_cast<std::uint64_t>(s);
+  if (e != 0.0 && (bits & 1u) == 0) {
+    if (std::signbit(s) == std::signbit(e)) {
+      ++bits;
+    } else {
+      --bits;
+    }
+  }
+  return static_cast<float>(std::bit_cast<double>(bits));
+}
+
+#ifdef COLMENA_MLP_EMULATED_FMA
+// Nonzero when a lane of s (two doubles, each a * b + c rounded to double) may not round to
+// fma(a, b, c) by a plain conversion: s exactly halfway between two floats (low 29 mantissa bits
+// 1 << 28; the addition may have been inexact, and the tie would be broken the wrong way), or s
+// in float's subnormal range. Otherwise s and the exact sum lie strictly between the same two
+// float rounding boundaries, which are doubles, and round to the same float.
+inline int needs_exact(__m128d s) {
+  const __m128i low =
+      _mm_and_si128(_mm_castpd_si128(s), _mm_set_epi32(0, 0x1FFFFFFF, 0, 0x1FFFFFFF));
+  const __m128i halfway = _mm_cmpeq_epi32(low, _mm_set_epi32(0, 0x10000000, 0, 0x10000000));
+  const __m128d magnitude = _mm_andnot_pd(_mm_set1_pd(-0.0), s);
+  const __m128d tiny = _mm_and_pd(_mm_cmplt_pd(magnitude, _mm_set1_pd(0x1p-126)),
+                                  _mm_cmpgt_pd(magnitude, _mm_setzero_pd()));
+  return (_mm_movemask_ps(_mm_castsi128_ps(halfway)) & 0x5) | _mm_movemask_pd(tiny);
+}
+
+// The bits of _mm_fmadd_ps: two doubles at a time, fma_exact on the rare lanes that need it.
+inline V fma(V a, V b, V c) {
+  const __m128d s0 = _mm_add_pd(_mm_mul_pd(_mm_cvtps_pd(a), _mm_cvtps_pd(b)), _mm_cvtps_pd(c));
+  const __m128d s1 =
+      _mm_add_pd(_mm_mul_pd(_mm_cvtps_pd(_mm_movehl_ps(a, a)), _mm_cvtps_pd(_mm_movehl_ps(b, b))),
+                 _mm_cvtps_pd(_mm_movehl_ps(c, c)));
+  if ((needs_exact(s0) | needs_exact(s1)) != 0) [[unlikely]] {
+    alignas(16) float fa[4], fb[4], fc[4];
+    _mm_store_ps(fa, a);
+    _mm_store_ps(fb, b);
+    _mm_store_ps(fc, c);
+    for (int i = 0; i < 4; ++i) fa[i] = fma_exact(fa[i], fb[i], fc[i]);
+    return _mm_load_ps(fa);
+  }
+  return _mm_movelh_ps(_mm_cvtpd_ps(s0), _mm_cvtpd_ps(s1));
+}
 #endif
 
 // ---------------------------------------------------------------- activations
@@ -353,30 +427,56 @@ void dense_wide(const DenseLayout& layout, const float* w, const float* b, const
 }
 
 // ---------------------------------------------------------------- narrow layers
-// W is stored transposed, [n_out, ld]: each output is a dot product along the input row.
+// W is stored transposed, [n_out, ld] with ld = n_in rounded up to kSplit (zero padding): each
+// output is a dot product along the input row, split into kSplit partial sums whatever the
+// vector width, so that every level adds the same terms in the same order.
+constexpr std::size_t kSplit = 16;
+static_assert(DenseLayout::kPad % kSplit == 0, "narrow rows must hold whole partial blocks");
+constexpr std::size_t kSplitVecs = kSplit / kW;
+static_assert(kSplit % kW == 0, "a vector must divide the partial sums");
+
+// Sum of the kSplit partials in s[0 .. kSplitVecs) (partial v * kW + l in lane l of s[v]): the
+// halving tree l + l + 8, + 4, + 2, + 1, across vectors first, then inside the last one.
+inline float sum_partials(V* s) {
+  COLMENA_UNROLL
+  for (std::size_t n = kSplitVecs; n > 1; n /= 2) {
+    COLMENA_UNROLL
+    for (std::size_t v = 0; v < n / 2; ++v) s[v] = add(s[v], s[v + n / 2]);
+  }
+  return reduce_add(s[0]);
+}
+
 template <Activation A>
 void dense_narrow(const DenseLayout& layout, const float* w, const float* b, const float* a,
                   std::size_t lda, std::size_t n_rows, float* c, std::size_t ldc) {
   const std::size_t n_in = layout.n_in;
-  const std::size_t full = n_in / kW * kW;
+  const std::size_t full = n_in / kSplit * kSplit;
+  alignas(64) float tail[kSplit];  // the row's last partial block, zero-padded
   for (std::size_t r = 0; r < n_rows; ++r) {
     const float* ar = a + r * lda;
     float* cr = c + r * ldc;
+    if (full < n_in) {
+      std::memset(tail, 0, sizeof(tail));
+      std::memcpy(tail, ar + full, (n_in - full) * sizeof(float));
+    }
     for (std::size_t j = 0; j < layout.n_out; ++j) {
       const float* wj = w + j * layout.ld;
-      V s0 = zero(), s1 = zero();
-      std::size_t k = 0;
-      for (; k + 2 * kW <= full; k += 2 * kW) {
-        s0 = fma(load(ar + k), load(wj + k), s0);
-        s1 = fma(load(ar + k + kW), load(wj + k + kW), s1);
+      V s[kSplitVecs];
+      COLMENA_UNROLL
+      for (std::size_t v = 0; v < kSplitVecs; ++v) s[v] = zero();
+      for (std::size_t k = 0; k < full; k += kSplit) {
+        COLMENA_UNROLL
+        for (std::size_t v = 0; v < kSplitVecs; ++v) {
+          s[v] = fma(load(ar + k + v * kW), load(wj + k + v * kW), s[v]);
+        }
       }
-      if (k < full) {
-        s0 = fma(load(ar + k), load(wj + k), s0);
-        k += kW;
+      if (full < n_in) {
+        COLMENA_UNROLL
+        for (std::size_t v = 0; v < kSplitVecs; ++v) {
+          s[v] = fma(load(tail + v * kW), load(wj + full + v * kW), s[v]);
+        }
       }
-      float s = reduce_add(add(s0, s1));
-      for (; k < n_in; ++k) s += ar[k] * wj[k];
-      cr[j] = s + b[j];
+      cr[j] = sum_partials(s) + b[j];
     }
   }
   if constexpr (A != Activation::identity) {
@@ -499,21 +599,8 @@ void dense_nets(const DenseLayout& layout, std::size_t count, const float* const
   }
 }
 
-void activate(Activation activation, float* x, std::size_t n) {
-  switch (activation) {
-    case Activation::identity:
-      return;
-    case Activation::tanh:
-      return activate_span<Activation::tanh>(x, n);
-    case Activation::relu:
-      return activate_span<Activation::relu>(x, n);
-    case Activation::gelu:
-      return activate_span<Activation::gelu>(x, n);
-  }
-}
-
 }  // namespace
 
-const MlpKernelTable mlp_table = {&dense, &dense_nets, &activate};
+const MlpKernelTable mlp_table = {&dense, &dense_nets};
 
 }  // namespace colmena::simd::COLMENA_SIMD_LEVEL

@@ -12,6 +12,12 @@ default ``approximate="none"``) and ``"identity"``. tanh and gelu are vectorised
 within ``2e-7 * max(1, |f(x)|)`` of the exact functions, so outputs match a torch float32
 forward pass of the same weights to about 1e-6 (the tests hold them to 1e-5).
 
+Outputs are bit-identical at every SIMD level (``colmena.build_info()["simd_selected"]``), for
+a row alone or inside any batch, and for any thread count: every output is computed by one
+fixed sequence of float32 operations (``cpp/include/colmena/mlp.hpp``). The objects are safe to
+use from several threads: forward passes run concurrently, and a weight update waits for them
+and is seen whole or not at all.
+
 Inputs are checked, never converted: float32 NumPy arrays, contiguous along the last axis (rows
 may be any whole number of floats apart, so row slices of a bigger array pass without a copy).
 NaN or infinite inputs are not rejected: they give NaN (or infinite) outputs in the rows they
