@@ -39,6 +39,11 @@ namespace {
 constexpr std::size_t kPad = DenseLayout::kPad;  // floats: one cache line, one AVX-512 vector
 // Below this many multiply-adds a call runs in the calling thread: waking the pool costs more.
 constexpr std::size_t kParallelWork = 96 * 1024;
+// One state (the live path) is parallel only above this many multiply-adds: a decision comes
+// once per interval, when the pool's workers have gone to sleep, and waking one costs tens of
+// microseconds (measured: a 100-agent 20-32-32-1 swarm, about 170k multiply-adds, decided in 34 us
+// p50 on one thread against 89 us on two; bench/test_bench_live.py).
+constexpr std::size_t kParallelWorkOneRow = 1024 * 1024;
 // Rows per tile of the series path: the trunk's two ping-pong tiles fill about 32 KiB (L1).
 constexpr std::size_t kTileBytes = 32 * 1024;
 
@@ -303,7 +308,7 @@ void MlpStack::forward(const float* x, std::size_t n_rows, std::size_t ldx,
   const bool reverse = (calls_.fetch_add(1, std::memory_order_relaxed) & 1u) != 0;
   const std::size_t threads = max_threads();
   const std::size_t work = n_nets_ * n_rows * macs_per_row_;
-  if (threads <= 1 || work < kParallelWork) {
+  if (threads <= 1 || work < kParallelWork || (n_rows == 1 && work < kParallelWorkOneRow)) {
     run_nets(0, n_nets_, reverse, x, 0, n_rows, n_rows, ldx, outputs);
     return;
   }

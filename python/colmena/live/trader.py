@@ -136,6 +136,9 @@ class SwarmTrader:
         self._loop = TradingLoop(execution, risk, bar_seconds=bar_seconds)
         self._trades = model.gate is not None and model.gate.passed
         self._previous_close: int | None = None
+        n_inputs = int(model.swarm.n_features)
+        self._inputs = np.zeros((1, n_inputs), dtype=np.float32)
+        self._regime = np.zeros(1, dtype=np.int64)
 
     @property
     def model(self) -> SwarmModel:
@@ -213,10 +216,17 @@ class SwarmTrader:
     def _decide(self) -> tuple[NDArray[np.float32], float, int]:
         """Agent signals, consensus and regime at the newest candle (a valid decision bar)."""
         model = self._model
-        latent = model.encoder.encode(self._stream.window[None, :])
-        inputs = np.concatenate([latent, self._stream.current[None, :]], axis=1)
-        agents = model.swarm.forward(np.ascontiguousarray(inputs, dtype=np.float32))[:, 0]
-        trend, volatility = self._stream.regime_features
+        stream = self._stream
+        latent = model.encoder.encode(stream.window[None, :])  # [1, latent_dim]
+        inputs = self._inputs  # [1, latent_dim + n_features]: the latent, then the current row
+        inputs[0, : latent.shape[1]] = latent[0]
+        inputs[0, latent.shape[1] :] = stream.current
+        agents = model.swarm.forward(inputs)  # [n_agents, 1]
+        trend, volatility = stream.regime_features
         regime = model.regime.classify_one(trend, volatility)
-        consensus = model.consensus_of(agents[:, None], np.array([regime], dtype=np.int64))
-        return agents, float(consensus[0]), regime
+        consensus = model.consensus_of(agents, self._regime_row(regime))
+        return agents[:, 0], float(consensus[0]), regime
+
+    def _regime_row(self, regime: int) -> NDArray[np.int64]:
+        self._regime[0] = regime
+        return self._regime
