@@ -39,11 +39,13 @@ namespace {
 constexpr std::size_t kPad = DenseLayout::kPad;  // floats: one cache line, one AVX-512 vector
 // Below this many multiply-adds a call runs in the calling thread: waking the pool costs more.
 constexpr std::size_t kParallelWork = 96 * 1024;
-// One state (the live path) is parallel only above this many multiply-adds: a decision comes
-// once per interval, when the pool's workers have gone to sleep, and waking one costs tens of
-// microseconds (measured: a 100-agent 20-32-32-1 swarm, about 170k multiply-adds, decided in 34 us
-// p50 on one thread against 89 us on two; bench/test_bench_live.py).
-constexpr std::size_t kParallelWorkOneRow = 1024 * 1024;
+// One state (the live path) is split over the cores only when its weights outgrow one core's L2
+// (256k multiply-adds: 1 MB of float32 weights). Below that, one thread is faster: a decision
+// comes once per interval, when the pool's workers have gone to sleep, and waking one costs tens
+// of microseconds (measured: a 100-agent 20-32-32-1 swarm, 170k multiply-adds, decided in 33 us
+// p50 on one thread against 89 us on two). Above it, two cores' caches and memory bandwidth win
+// (100 x 32-64-64-1, 620k multiply-adds: 17 us on two threads, 47 us on one).
+constexpr std::size_t kParallelWorkOneRow = 256 * 1024;
 // Rows per tile of the series path: the trunk's two ping-pong tiles fill about 32 KiB (L1).
 constexpr std::size_t kTileBytes = 32 * 1024;
 

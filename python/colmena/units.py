@@ -16,6 +16,7 @@ from typing import Final
 
 __all__ = [
     "BPS",
+    "BPS_PER_UNIT",
     "DAYS_PER_YEAR",
     "NS_PER_DAY",
     "NS_PER_HOUR",
@@ -43,3 +44,5 @@ DAYS_PER_YEAR: Final = 365.0
 SECONDS_PER_YEAR: Final = DAYS_PER_YEAR * SECONDS_PER_DAY
 BPS: Final = 1e-4
 """One basis point as a fraction."""
+BPS_PER_UNIT: Final = 10_000.0
+"""Basis points in a fraction of 1.0 (``cost_bps / BPS_PER_UNIT`` is the cost as a fraction)."""

@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from colmena import _core
 from colmena.atomic_write import write_parquet_atomically
+from colmena.units import SECONDS_PER_DAY
 
 __all__ = ["ExchangeUnavailableError", "cache_path", "download_ohlcv", "make_client"]
 
@@ -171,7 +172,7 @@ def download_ohlcv(
     tf_ms = int(ex.parse_timeframe(timeframe) * 1000)
     end = int(until_ms if until_ms is not None else time.time() * 1000)
     end -= end % tf_ms  # the candle opening at `end` is not closed yet
-    start = end - int(days * 86_400_000)
+    start = end - int(days * SECONDS_PER_DAY * 1_000)  # ms
     start -= start % tf_ms
     path = cache_path(exchange, symbol, timeframe, cache_dir)
 

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from colmena import _core
+from colmena.units import NS_PER_MS, NS_PER_SECOND, NS_PER_US
 
 __all__ = [
     "PRICE_COLUMNS",
@@ -44,7 +45,7 @@ PRICE_COLUMNS: Final[tuple[str, ...]] = ("open", "high", "low", "close", "volume
 
 _PARQUET_SUFFIXES: Final = (".parquet", ".pq")
 _CSV_SUFFIXES: Final = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.lz4")
-_NS_PER_UNIT: Final = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+_NS_PER_UNIT: Final = {"s": NS_PER_SECOND, "ms": NS_PER_MS, "us": NS_PER_US, "ns": 1}
 _INT64_MAX: Final = int(np.iinfo(np.int64).max)
 _Array = TypeVar("_Array", bound="np.ndarray[Any, Any]")
 
@@ -139,7 +140,7 @@ class GapReport:
         empty = np.zeros(0, dtype=np.int64)
         if interval_seconds is None or len(ts) < 2:
             return cls(0, 0, 0, 0.0, _frozen(empty), _frozen(empty.copy()))
-        interval_ns = round(interval_seconds * 1e9)
+        interval_ns = round(interval_seconds * NS_PER_SECOND)
         if interval_ns <= 0:
             raise ValueError(f"interval_seconds must be > 0, got {interval_seconds}")
         steps = np.diff(np.asarray(ts, dtype=np.int64))
@@ -151,7 +152,7 @@ class GapReport:
             count=int(rows.size),
             missing_bars=int(missing.sum()),
             longest_missing_bars=int(missing.max()) if missing.size else 0,
-            longest_gap_seconds=float(gap_steps.max()) / 1e9 if gap_steps.size else 0.0,
+            longest_gap_seconds=float(gap_steps.max()) / NS_PER_SECOND if gap_steps.size else 0.0,
             rows=_frozen(rows),
             missing_per_gap=_frozen(missing.astype(np.int64)),
         )
@@ -572,7 +573,7 @@ def _most_common_step_seconds(ts: NDArray[np.int64]) -> float | None:
     if len(ts) < 2:
         return None
     steps, counts = np.unique(np.diff(ts), return_counts=True)
-    return float(steps[int(np.argmax(counts))]) / 1e9
+    return float(steps[int(np.argmax(counts))]) / NS_PER_SECOND
 
 
 def _frozen(array: _Array) -> _Array:

@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from colmena import _core
 from colmena.analysis.metrics import day_end_rows  # re-exported: the day marks of the fitness
+from colmena.units import NS_PER_SECOND
 
 __all__ = [
     "WIND_DOWN_BARS",
@@ -177,7 +178,7 @@ def simulate_targets(
         np.ascontiguousarray(decide, dtype=np.uint8),
         np.ascontiguousarray(signals, dtype=np.float32),
         np.ascontiguousarray(mark_rows, dtype=np.int64),
-        round(bar_seconds * 1e9),
+        round(bar_seconds * NS_PER_SECOND),
         execution.to_core(),
         float(no_trade_band),
         int(wind_down_bars),

@@ -56,6 +56,7 @@ import msgspec
 from colmena import _core
 from colmena.execution.simulation import ExecutionSettings
 from colmena.risk.config import RiskConfig
+from colmena.units import NS_PER_SECOND
 
 __all__ = [
     "AccountSnapshot",
@@ -97,8 +98,6 @@ VerdictName = Literal[
 OrderOriginName = Literal["decision", "remainder", "risk", "end_of_run"]
 EventTypeName = Literal["trade_executed", "regime_changed", "drawdown_threshold", "alert", "error"]
 ExecutionErrorName = Literal["no_volume", "non_finite_price"]
-
-NS_PER_SECOND = 1_000_000_000
 
 
 class Bar(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -37,6 +37,7 @@ from numpy.typing import NDArray
 from colmena import _core
 from colmena.data.ohlcv import Candles
 from colmena.features.fractional_diff import fracdiff_weights
+from colmena.units import NS_PER_SECOND
 
 __all__ = [
     "FEATURE_NAMES",
@@ -197,7 +198,7 @@ def _core_spec(
     :class:`colmena.data.ohlcv.GapReport`) and the regime look-back (None: no regime features)."""
     bar_ns = 0
     if interval_seconds is not None:
-        bar_ns = round(interval_seconds * 1e9)
+        bar_ns = round(interval_seconds * NS_PER_SECOND)
         if bar_ns <= 0:
             raise ValueError(f"interval_seconds must be > 0, got {interval_seconds}")
     if regime_lookback is not None and regime_lookback < 1:

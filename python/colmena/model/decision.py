@@ -120,7 +120,7 @@ def decision_bars(
             f"decision interval of {seconds} s is shorter than the {bar_seconds:g} s bars"
         )
     step = seconds * NS_PER_SECOND
-    close = np.asarray(open_ts, dtype=np.int64) + round(bar_seconds * 1e9)
+    close = np.asarray(open_ts, dtype=np.int64) + round(bar_seconds * NS_PER_SECOND)
     bucket = close // step
     out = np.empty(close.size, dtype=bool)
     if close.size == 0:

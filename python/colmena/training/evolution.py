@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 
 from colmena.training.config import EvolutionConfig
 from colmena.training.state import AdamMoments, GenerationStats, LineageRecord, TrainingState
-from colmena.units import DAYS_PER_YEAR
+from colmena.units import BPS_PER_UNIT, DAYS_PER_YEAR
 
 __all__ = [
     "AdamState",
@@ -358,7 +358,7 @@ def finetune_adam(
     x = torch.from_numpy(np.ascontiguousarray(inputs))
     r = torch.from_numpy(np.where(tradable, next_returns, 0.0)).to(torch.float64)
     mask = torch.from_numpy(tradable)
-    fee = cost_bps / 1e4
+    fee = cost_bps / BPS_PER_UNIT
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     adam = population.adam
     for _ in range(config.finetune_steps):

@@ -118,7 +118,7 @@ def _bar_seconds(candles: Candles) -> float:
 
 
 def _close_ts(candles: Candles) -> NDArray[np.int64]:
-    return np.asarray(candles.ts, dtype=np.int64) + round(_bar_seconds(candles) * 1e9)
+    return np.asarray(candles.ts, dtype=np.int64) + round(_bar_seconds(candles) * NS_PER_SECOND)
 
 
 def _segment_equity(
