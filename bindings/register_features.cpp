@@ -53,6 +53,7 @@ void register_features(py::module_& m) {
       },
       py::arg("close"));
 
+  m.attr("MAX_THRESHOLD_WEIGHTS") = kMaxThresholdWeights;
   m.def(
       "fracdiff_weights",
       [](double d, double threshold, std::size_t window) {
