@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -26,6 +26,9 @@ from colmena import _core
 from colmena.backtest.engine import BacktestConfig
 from colmena.execution.simulation import MAX_COST_BPS, ExecutionSettings
 from colmena.risk.config import MAX_DURATION_SECONDS, MAX_VAR_HORIZON_BARS, RiskConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import run_python
 
 MINUTE = 60 * 10**9
 T0 = 1_677_628_800 * 10**9  # 2023-03-01T00:00:00Z
@@ -128,9 +131,7 @@ def test_the_core_refuses_out_of_range_times_and_durations_without_crashing(
         + "\nexcept ValueError as exc:\n    print('ValueError:', exc)\n"
         + "else:\n    raise SystemExit('no ValueError')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
+    done = run_python(["-c", script], timeout=120)
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"exit status {done.returncode} (negative: a signal)\n{output}"
     assert output.startswith("ValueError:"), output

@@ -26,10 +26,10 @@ std::vector<double> fracdiff_weights(double d, double threshold, std::size_t max
   for (std::size_t k = 1; max_window == 0 || k < max_window; ++k) {
     const double next = -w.back() * (d - static_cast<double>(k) + 1.0) / static_cast<double>(k);
     if (threshold > 0.0 && std::abs(next) < threshold) break;
-    if (max_window == 0 && w.size() == kMaxThresholdWeights) {
+    if (max_window == 0 && w.size() == kMaxFracDiffWeights) {
       throw std::invalid_argument(
           "fracdiff_weights: the threshold " + format_double(threshold) + " keeps more than " +
-          std::to_string(kMaxThresholdWeights) + " weights at d = " + format_double(d) +
+          std::to_string(kMaxFracDiffWeights) + " weights at d = " + format_double(d) +
           " (|w_k| falls like k^-(1+d)); use a larger threshold or a fixed window");
     }
     w.push_back(next);

@@ -85,7 +85,7 @@ class MarketBuffer:
 # ---------------------------------------------------------------- features
 def log_returns(close: NDArray[np.float64]) -> NDArray[np.float64]: ...
 
-MAX_THRESHOLD_WEIGHTS: int
+MAX_FRACDIFF_WEIGHTS: int
 
 def fracdiff_weights(d: float, threshold: float, window: int) -> NDArray[np.float64]: ...
 def fracdiff_ffd(

@@ -21,11 +21,11 @@ Method = Literal["auto", "direct", "fft"]
 
 FracDiffStream = _core.FracDiffStream
 
-#: Most FFD weights: a threshold that would keep more, or a longer window, is refused (the
-#: core's ``MAX_THRESHOLD_WEIGHTS``; 8 MB of weights, a window longer than any usable series
-#: of one-minute bars over two years). ``|w_k|`` falls like ``k**-(1 + d)``, so a tiny
-#: threshold (1e-300 at d = 0.4 needs ~1e214 weights) would otherwise exhaust memory.
-MAX_FFD_WEIGHTS: Final[int] = _core.MAX_THRESHOLD_WEIGHTS
+#: Most FFD weights (the core's ``MAX_FRACDIFF_WEIGHTS``, 1,000,000: 8 MB, about two years of
+#: one-minute bars): a threshold that would keep more, or a longer window, is refused.
+#: ``|w_k|`` falls like ``k**-(1 + d)``, so a tiny threshold (1e-300 at d = 0.4 would need some
+#: 1e214 weights) would otherwise exhaust memory.
+MAX_FFD_WEIGHTS: Final[int] = _core.MAX_FRACDIFF_WEIGHTS
 
 __all__ = [
     "MAX_FFD_WEIGHTS",
