@@ -53,6 +53,7 @@ void register_features(py::module_& m) {
       },
       py::arg("close"));
 
+  m.attr("MAX_FRACDIFF_WEIGHTS") = kMaxFracDiffWeights;
   m.def(
       "fracdiff_weights",
       [](double d, double threshold, std::size_t window) {
@@ -127,8 +128,9 @@ about 1e-15 relative), in O(window) per update. Exactly one of ``threshold``
 update(x) returns NaN until ``window`` values have arrived and while a non-finite value is inside
 the window. Not thread-safe: one stream per producer.
 
-Raises ValueError for d outside [0, 2], both or neither of threshold/window, threshold <= 0 or
-window < 1.
+Raises ValueError for d outside [0, 2], both or neither of threshold/window, threshold <= 0, a
+threshold that keeps more than MAX_FRACDIFF_WEIGHTS (1,000,000) weights, or window outside
+[1, MAX_FRACDIFF_WEIGHTS].
 )doc")
       .def(py::init([](double d, std::optional<double> threshold, std::optional<long long> window) {
              if (threshold.has_value() == window.has_value()) {
@@ -140,6 +142,10 @@ window < 1.
              }
              if (window && *window < 1)
                throw py::value_error("window must be >= 1, got " + std::to_string(*window));
+             if (window && static_cast<std::size_t>(*window) > kMaxFracDiffWeights)
+               throw py::value_error("window must be at most " +
+                                     std::to_string(kMaxFracDiffWeights) + " weights, got " +
+                                     std::to_string(*window));
              try {
                return FracDiffStream(colmena::fracdiff_weights(
                    d, threshold.value_or(0.0), static_cast<std::size_t>(window.value_or(0))));

@@ -10,6 +10,7 @@
 #include "colmena/paper_executor.hpp"
 #include "colmena/risk.hpp"
 #include "colmena/risk_manager.hpp"
+#include "colmena/time_range.hpp"
 #include "colmena/trading_loop.hpp"
 #include "register.hpp"
 
@@ -78,6 +79,17 @@ py::array_t<T, py::array::c_style> require_1d(const py::handle& obj, const char*
 }  // namespace
 
 void register_risk(py::module_& m) {
+  // The core's accepted time range and longest duration (time_range.hpp) and cost bounds
+  // (paper_executor.hpp), so that Python validates against the same numbers.
+  m.attr("MIN_TIMESTAMP_NS") = kMinTimestampNs;
+  m.attr("MAX_TIMESTAMP_NS") = kMaxTimestampNs;
+  m.attr("MAX_DURATION_NS") = kMaxDurationNs;
+  m.attr("MAX_VAR_HORIZON_BARS") = kMaxVarHorizonBars;
+  m.attr("MAX_COST_BPS") = kMaxCostBps;
+  m.attr("MAX_INITIAL_CASH") = kMaxInitialCash;
+  m.attr("MAX_MONTE_CARLO_HORIZON") = kMaxMonteCarloHorizon;
+  m.attr("MAX_MONTE_CARLO_PATHS") = kMaxMonteCarloPaths;
+  m.attr("MAX_MONTE_CARLO_DRAWS") = kMaxMonteCarloDraws;
   m.def(
       "tail_risk",
       [](const py::handle& returns, double confidence, const std::string& method,

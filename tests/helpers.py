@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import subprocess
+import sys
 from typing import Any
 
 import msgspec
@@ -30,6 +32,29 @@ from colmena.training.state import (
     VAEState,
     ValidationResult,
 )
+
+
+def run_python(
+    args: list[str], *, timeout: float = 120.0, memory_bytes: int = 2 * 2**30, cwd: Any = None
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in a child process with at most ``memory_bytes`` of address space and
+    ``timeout`` seconds: a crash, a memory bomb or a hang of the code under test fails one test
+    (a negative return code, a MemoryError, subprocess.TimeoutExpired) instead of taking pytest
+    or the machine down with it."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+        preexec_fn=limit, cwd=cwd, check=False,
+    )  # fmt: skip
+
+
+def run_cli(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """``colmena ARGS`` through :func:`run_python`."""
+    return run_python(["-c", "from colmena.cli import main; main()", *args], **kwargs)
 
 
 def tiny_training(

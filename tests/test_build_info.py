@@ -88,6 +88,10 @@ def test_stub_names_match_the_compiled_module() -> None:
     tree = ast.parse(stub.read_text())
     stub_names = {
         node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+    } | {  # constants (MAX_DURATION_NS, ...)
+        node.target.id
+        for node in tree.body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
     }
     module_names = {name for name in dir(_core) if not name.startswith("_")}
     assert stub_names == module_names

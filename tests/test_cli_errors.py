@@ -166,3 +166,160 @@ def test_every_command_reports_bad_paths_in_one_line(
     assert [line for line in result.output.splitlines() if line.startswith("Error")]
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
     assert data.read_text() == CSV
+
+
+# ---------------------------------------------------------------- hostile input (issue 10)
+
+T0_S = 1_677_628_800  # 2023-03-01T00:00:00Z in seconds
+HEADER = "open_time,open,high,low,close,volume"
+INT64_MIN = -(2**63)
+
+
+def _rows(stamps: list[int | str]) -> str:
+    return "".join(f"{t},100,101,99,100,1\n" for t in stamps)
+
+
+def _parquet(path: Path, ts: object, n: int = 1) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ones = [1.0] * n
+    pq.write_table(pa.table({"ts": ts, "open": ones, "high": ones, "low": ones, "close": ones,
+                             "volume": ones}), path)  # fmt: skip
+
+
+def _write_hostile(path: Path) -> None:
+    import pyarrow as pa
+
+    name = path.name
+    if name == "nat.parquet":
+        _parquet(path, pa.array([INT64_MIN], pa.timestamp("ns")))
+    elif name == "year_1677.parquet":
+        _parquet(path, pa.array([INT64_MIN + 60 * 10**9 * k for k in (1, 2)]), n=2)
+    elif name == "far_date.parquet":
+        _parquet(path, pa.array([-1_000_000], pa.date32()))
+    elif name == "duplicate_close.csv":
+        path.write_text(HEADER.replace("close", "close,Close") + "\n1677628800,1,1,1,1,1,1\n")
+    elif name == "exact_duplicate.csv":
+        path.write_text(HEADER.replace("close", "close,close") + "\n1677628800,1,1,1,1,1,1\n")
+    elif name == "latin1_header.csv":
+        path.write_bytes((HEADER + ",caf\xe9\n").encode("latin-1") + _rows([T0_S]).encode())
+    elif name == "mixed_units.csv":
+        path.write_text(HEADER + "\n" + _rows([T0_S, T0_S + 60, (T0_S + 120) * 1000]))
+    elif name == "nanosecond_bars.csv":
+        path.write_text(HEADER + "\n" + _rows([T0_S * 10**9 + k for k in range(3)]))
+    elif name == "huge_integer.csv":
+        path.write_text(HEADER + "\n" + _rows([10**30]))
+    elif name == "wide_header.csv":
+        path.write_text(HEADER + "," + ",".join(["x"] * 1_000_000) + "\n" + _rows([T0_S]))
+    else:
+        raise AssertionError(name)
+
+
+HOSTILE = [
+    ("nat.parquet", "NaT"),
+    ("year_1677.parquet", "outside the supported range"),
+    ("far_date.parquet", "out of the int64 ns range"),
+    ("duplicate_close.csv", "column 'Close' duplicates column 'close'"),
+    ("exact_duplicate.csv", "column 'close' duplicates column 'close'"),
+    ("latin1_header.csv", "not UTF-8"),
+    ("mixed_units.csv", "looks like milliseconds"),
+    ("nanosecond_bars.csv", "less than one second apart"),
+    ("huge_integer.csv", "out of the int64 range"),
+    ("wide_header.csv", "longer than 65536 bytes"),
+]
+
+
+@pytest.mark.parametrize(("name", "fragment"), HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_backtest_refuses_a_hostile_candle_file_in_one_line(
+    tmp_path: Path, name: str, fragment: str
+) -> None:
+    path = tmp_path / name
+    _write_hostile(path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run(["backtest", str(path), "--out", str(tmp_path / "run")])
+    assert_user_error(result, name, fragment)
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_a_file_from_1677_with_a_checkpoint_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """Times within an hour of the int64 minimum once killed ``colmena backtest FILE
+    --checkpoint CK`` with signal 11 (the risk manager's window overflowed). Run as a separate
+    process, so that a crash fails this test instead of pytest."""
+    import sys
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from colmena.persistence import checkpoint as checkpoints
+    from helpers import make_state, run_cli
+
+    checkpoint = checkpoints.save(tmp_path / "ck", make_state(finished=True))
+    n = 3_000
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.001, n)))
+    ts = INT64_MIN + 60 * 10**9 * np.arange(1, n + 1, dtype=np.int64)
+    data = tmp_path / "y1677.parquet"
+    pq.write_table(pa.table({"ts": pa.array(ts, pa.timestamp("ns")), "open": close,
+                             "high": close * 1.001, "low": close * 0.999, "close": close,
+                             "volume": np.ones(n)}), data)  # fmt: skip
+    before = sorted(p.name for p in tmp_path.iterdir())
+    done = run_cli(["backtest", str(data), "--checkpoint", str(checkpoint), "--out",
+                    str(tmp_path / "run")])  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, f"exit status {done.returncode} (negative: a signal)\n{output}"
+    assert "Traceback" not in output
+    assert output.strip().splitlines() == [
+        f"Error: {data}: data row 0 (0-based), column 'ts': timestamp "
+        f"{INT64_MIN + 60 * 10**9} ns (1677-09-21T00:13:43.145224192Z) is outside the "
+        "supported range 1970-01-01T00:00:00Z .. 2200-01-01T00:00:00Z"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+BAD_SETTINGS = [
+    ({"risk": {"halt_window_seconds": 1e300}}, "$.risk.halt_window_seconds"),
+    ({"risk": {"ladder_pause_seconds": [3600, 8e9, 86400]}}, "$.risk.ladder_pause_seconds[1]"),
+    ({"risk": {"stale_after_seconds": 1e12}}, "$.risk.stale_after_seconds"),
+    ({"risk": {"var_horizon_bars": 1e12}}, "$.risk.var_horizon_bars"),
+    ({"execution": {"slippage_bps": 20000}}, "$.execution.slippage_bps"),
+    ({"execution": {"impact_bps": 20000}}, "$.execution.impact_bps"),
+]
+
+
+@pytest.mark.parametrize(("settings", "field"), BAD_SETTINGS, ids=[b[1] for b in BAD_SETTINGS])
+def test_backtest_refuses_an_out_of_range_setting_before_any_work(
+    tmp_path: Path, data: Path, settings: dict[str, object], field: str
+) -> None:
+    """A window of 1e300 s once failed only after training; a pause of 8e9 s once wrapped
+    around int64 and lasted one bar; 20,000 bps of slippage gave negative fill prices."""
+    import json
+
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps(settings))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run(["backtest", str(data), "--config", str(config), "--out", str(tmp_path / "run")])
+    assert_user_error(result, str(config), field)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_features_refuses_a_tiny_threshold_instead_of_exhausting_memory(tmp_path: Path) -> None:
+    """``--threshold 1e-300`` once built FFD weights without bound. A separate process with
+    2 GiB of address space, so that a regression fails this test, not the machine."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers import run_cli
+
+    data = tmp_path / "candles.csv"
+    data.write_text(HEADER + "\n" + _rows([T0_S + 60 * k for k in range(100)]))
+    done = run_cli(["features", str(data), "--d", "0.4", "--threshold", "1e-300"], timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "Traceback" not in output
+    assert output.strip().splitlines() == [
+        f"Error: {data}: fracdiff_weights: the threshold 1e-300 keeps more than 1000000 weights "
+        "at d = 0.4 (|w_k| falls like k^-(1+d)); use a larger threshold or a fixed window"
+    ]

@@ -378,3 +378,207 @@ def test_error_survives_pickling(tmp_path: Path) -> None:
         error.row,
         error.column,
     )
+
+
+# ---------------------------------------------------------------- hostile files (issue 10)
+
+INT64_MIN = int(np.iinfo(np.int64).min)
+
+
+def parquet_with_ts(path: Path, ts: pa.Array) -> Path:
+    ones = [1.0] * len(ts)
+    table = pa.table({"ts": ts, "open": ones, "high": ones, "low": ones, "close": ones,
+                      "volume": ones})  # fmt: skip
+    pq.write_table(table, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("label", "ts", "fragment"),
+    [
+        # a NaT stored as its int64 sentinel (not as a null): 1677-09-21
+        ("nat_timestamp", pa.array([T0, INT64_MIN, T0 + MINUTE], pa.timestamp("ns")), "NaT"),
+        ("nat_int", pa.array([INT64_MIN, INT64_MIN + MINUTE], pa.int64()), "NaT"),
+        (
+            "year_1677",
+            pa.array([INT64_MIN + 3_600 * 10**9, INT64_MIN + 3_660 * 10**9]),
+            "1677-09-21T01:12:43",
+        ),
+        ("before_1970", pa.array([-MINUTE, 0], pa.timestamp("ns")), "1969-12-31T23:59:00Z"),
+        (
+            "after_2200",
+            pa.array([T0, 7_258_118_400 * 10**9 + MINUTE], pa.timestamp("ns")),
+            "2200-01-01T00:01:00Z",
+        ),
+    ],
+)
+def test_timestamps_outside_1970_to_2200_are_refused(
+    tmp_path: Path, label: str, ts: pa.Array, fragment: str
+) -> None:
+    """A time near the int64 minimum once crashed the core's risk manager (signal 11)."""
+    path = parquet_with_ts(tmp_path / f"{label}.parquet", ts)
+    row = next(i for i, t in enumerate(ts.cast(pa.int64()).to_pylist()) if not 0 <= t <= 7.2e18)
+    assert_error(path, row, "ts", "outside the supported range", "1970-01-01", fragment)
+
+
+def test_null_timestamp_in_parquet_is_refused(tmp_path: Path) -> None:
+    path = parquet_with_ts(tmp_path / "null.parquet", pa.array([T0, None], pa.timestamp("ns")))
+    assert_error(path, 1, "ts", "missing timestamp")
+
+
+def test_the_time_range_is_the_cores() -> None:
+    from colmena import _core
+    from colmena.data.ohlcv import MAX_TIMESTAMP_NS, MIN_TIMESTAMP_NS
+
+    assert (MIN_TIMESTAMP_NS, MAX_TIMESTAMP_NS) == (_core.MIN_TIMESTAMP_NS, _core.MAX_TIMESTAMP_NS)
+    assert ns("1970-01-01T00:00") == MIN_TIMESTAMP_NS
+    assert ns("2200-01-01T00:00") == MAX_TIMESTAMP_NS
+
+
+@pytest.mark.parametrize(
+    ("lines", "row", "fragments"),
+    [
+        # huge integers: once an ArrowInvalid without the file name
+        (["99999999999999999999999,1,2,0.5,1.5,3"], 0, ("out of the int64 range",)),
+        # seconds with one millisecond row: once shifted every other row to 1970
+        (
+            [f"{T0 // 10**9 + 60 * k},1,2,0.5,1.5,3" for k in range(3)]
+            + [f"{(T0 // 10**9 + 180) * 1000},1,2,0.5,1.5,3"],
+            3,
+            ("looks like milliseconds", "look like seconds", "same unit"),
+        ),
+        (
+            [f"{T0 // 10**6 + 60_000 * k},1,2,0.5,1.5,3" for k in range(3)]
+            + ["1677628980,1,2,0.5,1.5,3"],
+            3,
+            ("looks like seconds", "milliseconds"),
+        ),
+        # one-nanosecond bars
+        (
+            [f"{T0 + k},1,2,0.5,1.5,3" for k in range(3)],
+            1,
+            ("only 1 ns after", "less than one second apart"),
+        ),
+        (
+            [f"{T0 // 10**6 + k * 500},1,2,0.5,1.5,3" for k in range(3)],
+            1,
+            ("only 500000000 ns after",),
+        ),
+    ],
+    ids=["int64_overflow", "seconds_then_ms", "ms_then_seconds", "ns_bars", "half_second_bars"],
+)
+def test_bad_integer_timestamps(
+    tmp_path: Path, lines: list[str], row: int, fragments: tuple[str, ...]
+) -> None:
+    path = write_csv(tmp_path, lines, header="ts,open,high,low,close,volume")
+    assert_error(path, row, "ts", *fragments)
+
+
+def test_one_second_bars_are_accepted(tmp_path: Path) -> None:
+    lines = [f"{T0 // 10**9 + k},1,2,0.5,1.5,3" for k in range(4)]
+    candles = load_ohlcv(write_csv(tmp_path, lines, header="ts,open,high,low,close,volume"))
+    assert candles.interval_seconds == 1.0
+
+
+@pytest.mark.parametrize(
+    ("label", "ts", "fragment"),
+    [
+        # once an OverflowError: Python's datetime cannot show these values
+        ("date32_far", pa.array([-1_000_000], pa.date32()), "-1000000 days since the epoch"),
+        ("ms_far", pa.array([10**18], pa.timestamp("ms")), "1000000000000000000 ms"),
+    ],
+)
+def test_arrow_times_beyond_int64_ns_are_refused(
+    tmp_path: Path, label: str, ts: pa.Array, fragment: str
+) -> None:
+    path = parquet_with_ts(tmp_path / f"{label}.parquet", ts)
+    assert_error(path, 0, "ts", fragment, "out of the int64 ns range")
+
+
+@pytest.mark.parametrize(
+    ("header", "first", "second"),
+    [
+        ("open_time,open,high,low,close,Close,volume", "close", "Close"),
+        ("open_time,open,high,low,close,close,volume", "close", "close"),  # once a KeyError
+        ("ts,open,high,low,close,volume, TS", "ts", " TS"),
+    ],
+)
+def test_ambiguous_duplicate_columns_are_refused(
+    tmp_path: Path, header: str, first: str, second: str
+) -> None:
+    lines = [f"{T0 // 10**9},1,2,0.5,1.5,1.5,3"]
+    path = write_csv(tmp_path, lines, header=header)
+    assert_error(path, None, second, f"column {second!r} duplicates column {first!r}")
+
+
+def test_duplicate_columns_in_parquet_are_refused(tmp_path: Path) -> None:
+    one = pa.array([1.0])
+    table = pa.Table.from_arrays(
+        [pa.array([T0]), one, one, one, one, one, one],
+        names=["ts", "open", "HIGH", "low", "close", "high", "volume"],
+    )
+    path = tmp_path / "dup.parquet"
+    pq.write_table(table, path)
+    assert_error(path, None, "high", "duplicates column 'HIGH'", "both name the 'high' column")
+
+
+def test_duplicate_extra_columns_are_ignored(tmp_path: Path) -> None:
+    lines = [f"{line},a,b" for line in minute_lines(2)]
+    assert len(load_ohlcv(write_csv(tmp_path, lines, header=HEADER + ",x,X"))) == 2
+
+
+def test_carriage_return_line_endings(tmp_path: Path) -> None:
+    """Files with old Mac line endings (\\r only) once raised csv.Error."""
+    path = tmp_path / "cr.csv"
+    path.write_bytes("\r".join([HEADER, *minute_lines(3)]).encode() + b"\r")
+    candles = load_ohlcv(path)
+    assert candles.ts.tolist() == [T0, T0 + MINUTE, T0 + 2 * MINUTE]
+    crlf = tmp_path / "crlf.csv"
+    crlf.write_bytes("\r\n".join([HEADER, *minute_lines(3)]).encode() + b"\r\n")
+    assert len(load_ohlcv(crlf)) == 3
+
+
+def test_text_that_is_not_utf8(tmp_path: Path) -> None:
+    header = tmp_path / "latin1_header.csv"  # once a UnicodeDecodeError without the file
+    header.write_bytes((HEADER + ",caf\xe9\n").encode("latin-1") + b"x\n")
+    assert_error(header, None, None, "the header line is not UTF-8 text")
+    cell = write_csv(tmp_path, minute_lines(4), name="latin1_cell.csv")
+    lines = cell.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b"100.0,", b"10\xe9,", 1)
+    cell.write_bytes(b"\n".join(lines))
+    assert_error(cell, 2, "open", "not UTF-8 text", "10\\xe9")
+    # bytes that are not UTF-8 in a column that is not read change nothing
+    extra = tmp_path / "latin1_extra.csv"
+    extra.write_bytes(
+        (HEADER + ",note\n").encode() + (minute_lines(1)[0] + ",caf\xe9\n").encode("latin-1")
+    )
+    assert len(load_ohlcv(extra)) == 1
+
+
+def test_huge_header_is_refused_fast(tmp_path: Path) -> None:
+    """A 10M-column header once took 193 s and 3.4 GB."""
+    import time
+
+    wide = tmp_path / "wide.csv"
+    wide.write_text(HEADER + "," + ",".join(["x"] * 10_000_000) + "\n" + minute_lines(1)[0] + "\n")
+    started = time.perf_counter()
+    assert_error(wide, None, None, "the header line is longer than 65536 bytes")
+    assert time.perf_counter() - started < 1.0
+    no_newline = tmp_path / "no_newline.csv.gz"
+    no_newline.write_bytes(gzip.compress(b"open_time" * 2_000_000))
+    assert_error(no_newline, None, None, "longer than 65536 bytes")
+    many = write_csv(tmp_path, [], name="many.csv",
+                     header=HEADER + "," + ",".join(f"c{i}" for i in range(600)))  # fmt: skip
+    assert_error(many, None, None, "the header has 606 columns; at most 512")
+
+
+def test_no_other_exception_escapes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever pyarrow or NumPy still raises on a hostile file becomes a DataValidationError."""
+    import colmena.data.ohlcv as ohlcv
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise OverflowError("something deep down")
+
+    monkeypatch.setattr(ohlcv, "_most_common_step_seconds", explode)
+    path = write_csv(tmp_path, minute_lines(2))
+    assert_error(path, None, None, "cannot read the candles: OverflowError: something deep down")

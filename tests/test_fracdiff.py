@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,3 +269,60 @@ def test_min_ffd_d_rejects_non_finite_series() -> None:
     x[5] = np.nan
     with pytest.raises(ValueError, match="row 5"):
         colmena.min_ffd_d(x)
+
+
+# ---------------------------------------------------------------- bounded work (issue 10)
+
+
+def _bounded(script: str) -> str:
+    """Run ``script`` in a child process with 2 GiB of address space and a minute: on a
+    regression the unbounded weights fail one test instead of exhausting the machine."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers import run_python
+
+    done = run_python(["-c", script], timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    return output
+
+
+def test_a_tiny_threshold_is_refused_instead_of_exhausting_memory() -> None:
+    output = _bounded(
+        "import colmena\n"
+        "try:\n"
+        "    colmena.fracdiff_weights(0.4, threshold=1e-300)\n"
+        "except ValueError as exc:\n"
+        "    print(exc)\n"
+    )
+    assert "threshold 1e-300 keeps more than 1000000 weights at d = 0.4" in output
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "colmena.fracdiff(np.ones(10), 0.4, threshold=1e-300)",
+        "colmena.fracdiff_weights(0.4, window=10**12)",
+        "_core.FracDiffStream(0.4, threshold=1e-300)",
+        "_core.FracDiffStream(0.4, window=10**12)",
+        "colmena.min_ffd_d(np.cumsum(np.random.default_rng(0).normal(size=500)), threshold=1e-300)",
+    ],
+)
+def test_every_way_to_ask_for_unbounded_weights_is_a_value_error(call: str) -> None:
+    output = _bounded(
+        "import numpy as np\nimport colmena\nfrom colmena import _core\n"
+        f"try:\n    {call}\nexcept ValueError as exc:\n    print('ValueError:', exc)\n"
+    )
+    assert output.startswith("ValueError:"), output
+    assert "1000000" in output, output
+
+
+def test_the_weight_limit_is_exact() -> None:
+    from colmena.features.fractional_diff import MAX_FFD_WEIGHTS
+
+    assert MAX_FFD_WEIGHTS == _core.MAX_FRACDIFF_WEIGHTS == 1_000_000
+    assert colmena.fracdiff_weights(0.4, window=MAX_FFD_WEIGHTS).size == MAX_FFD_WEIGHTS
+    # |w_k| at d = 1.5 falls like k^-2.5: a threshold just above the millionth weight passes
+    last = abs(colmena.fracdiff_weights(1.5, window=MAX_FFD_WEIGHTS)[-1])
+    assert colmena.fracdiff_weights(1.5, threshold=last).size == MAX_FFD_WEIGHTS
+    with pytest.raises(ValueError, match="keeps more than 1000000 weights"):
+        colmena.fracdiff_weights(1.5, threshold=last * 0.999)

@@ -160,8 +160,9 @@ def test_a_gated_model_stays_flat_live_as_in_the_backtest(march_2023: Candles) -
 
 
 def test_a_bad_candle_is_refused_and_changes_nothing(march_2023: Candles) -> None:
-    """A candle that breaks the OHLCV rules or goes back in time raises ValueError naming the
-    problem; the trader then continues exactly as if it had never been offered."""
+    """A candle that breaks the OHLCV rules, goes back in time or lies beyond 2200 raises
+    ValueError naming the problem; the trader then continues exactly as if it had never been
+    offered."""
     state = trained(march_2023)
     config = BacktestConfig(risk=RISK)
     clean = SwarmTrader(state.to_model(), config.risk, config.execution)
@@ -178,6 +179,9 @@ def test_a_bad_candle_is_refused_and_changes_nothing(march_2023: Candles) -> Non
                 hit.on_candle(Bar(ts=ts, open=o, high=lo * 0.5, low=lo, close=c, volume=v))
             with pytest.raises(ValueError, match="ts"):
                 hit.on_candle(Bar(ts=ts - 120 * 10**9, open=o, high=h, low=lo, close=c, volume=v))
+            # after the previous candle, but beyond the core's time range (issue 10)
+            with pytest.raises(ValueError, match="outside the supported time range"):
+                hit.on_candle(Bar(ts=2**63 - 1, open=o, high=h, low=lo, close=c, volume=v))
         bar = Bar(ts=ts, open=o, high=h, low=lo, close=c, volume=v)
         out.append(hit.on_candle(bar, flatten=n - 31 <= i < n - 1, last=i == n - 1))
     assert [r.step for r in out] == [r.step for r in expected]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -386,3 +388,60 @@ def test_bad_risk_config_names_every_field() -> None:
                 {"kelly_prior_trades": -1.0}):  # fmt: skip
         with pytest.raises(msgspec.ValidationError, match=next(iter(bad))):
             msgspec.convert(bad, RiskConfig)
+
+
+# ---------------------------------------------------------------- bounded work (issue 10)
+
+
+MC = "tail_risk(x, 0.99, 'monte_carlo', "
+CORE_MC = "_core.tail_risk(x, 0.99, 'monte_carlo', "
+MONTE_CARLO_BOUNDS = [
+    (MC + "horizon=10**15)", "horizon must be an integer in [1, 1000000]"),
+    (MC + "horizon=0)", "horizon must be an integer in [1, 1000000]"),
+    (MC + "horizon=2.5)", "horizon must be an integer"),
+    (MC + "paths=10**12)", "paths must be an integer in [2, 10000000]"),
+    (MC + "seed=-1)", "seed must be an integer"),
+    (MC + "horizon=10**6, paths=10**4)", "horizon * paths must be at most 1000000000"),
+    (CORE_MC + "10**15, 10_000, 0)", "horizon must be at most 1000000 bars"),
+    (CORE_MC + "1, 10**9, 0)", "paths must be at most 10000000"),
+    (CORE_MC + "100_000, 100_000, 0)", "horizon * paths must be at most 1000000000 draws"),
+]
+
+
+@pytest.mark.parametrize(("call", "message"), MONTE_CARLO_BOUNDS)
+def test_monte_carlo_work_is_bounded(call: str, message: str) -> None:
+    """A huge horizon once ran forever: each call runs in a child process with a time limit."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers import run_python
+
+    script = (
+        "import numpy as np\nfrom colmena import _core\n"
+        "from colmena.risk.tail_risk import tail_risk\n"
+        "x = np.random.default_rng(0).normal(0, 0.01, 1000)\n"
+        f"try:\n    {call}\nexcept ValueError as exc:\n    print('ValueError:', exc)\n"
+    )
+    done = run_python(["-c", script], timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ValueError:"), done.stdout + done.stderr
+    assert message in done.stdout
+
+
+def test_the_monte_carlo_bounds_are_the_cores() -> None:
+    from colmena.risk.tail_risk import (
+        MAX_MONTE_CARLO_DRAWS,
+        MAX_MONTE_CARLO_HORIZON,
+        MAX_MONTE_CARLO_PATHS,
+    )
+
+    assert (
+        (MAX_MONTE_CARLO_HORIZON, MAX_MONTE_CARLO_PATHS, MAX_MONTE_CARLO_DRAWS)
+        == (
+            _core.MAX_MONTE_CARLO_HORIZON,
+            _core.MAX_MONTE_CARLO_PATHS,
+            _core.MAX_MONTE_CARLO_DRAWS,
+        )
+        == (1_000_000, 10_000_000, 1_000_000_000)
+    )
+    x = np.random.default_rng(0).normal(0, 0.01, 100)
+    at_the_limit = tail_risk(x, 0.99, "monte_carlo", horizon=100_000, paths=10_000)
+    assert math.isfinite(at_the_limit.var)

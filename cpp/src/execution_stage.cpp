@@ -5,6 +5,7 @@
 #include <string>
 
 #include "colmena/ohlcv_validation.hpp"
+#include "colmena/time_range.hpp"
 
 namespace colmena {
 namespace {
@@ -13,7 +14,7 @@ constexpr double kNsPerDay = 86'400'000'000'000.0;
 
 ExecutionStage::ExecutionStage(const ExecutionConfig& execution, std::int64_t bar_ns)
     : executor_(execution), bar_ns_(bar_ns) {
-  if (bar_ns <= 0) throw std::invalid_argument("ExecutionStage: bar length must be > 0");
+  check_duration(bar_ns, "ExecutionStage", "bar length bar_ns", false);
 }
 
 std::optional<ExecutionReport> ExecutionStage::open(const Bar& bar, TradingState state,
@@ -23,6 +24,7 @@ std::optional<ExecutionReport> ExecutionStage::open(const Bar& bar, TradingState
     throw std::logic_error("ExecutionStage.open: bar " + format_timestamp_ns(open_ts_) +
                            " was opened but not closed");
   }
+  check_timestamp(bar.ts, "ExecutionStage.open", "bar time");
   if (bars_ > 0 && bar.ts <= last_ts_) {
     throw std::invalid_argument("ExecutionStage.open: timestamps must increase (" +
                                 format_timestamp_ns(bar.ts) + " after " +

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "colmena/fft.hpp"
+#include "colmena/ohlcv_validation.hpp"
 #include "colmena/simd_kernels.hpp"
 
 namespace colmena {
@@ -25,6 +26,12 @@ std::vector<double> fracdiff_weights(double d, double threshold, std::size_t max
   for (std::size_t k = 1; max_window == 0 || k < max_window; ++k) {
     const double next = -w.back() * (d - static_cast<double>(k) + 1.0) / static_cast<double>(k);
     if (threshold > 0.0 && std::abs(next) < threshold) break;
+    if (max_window == 0 && w.size() == kMaxFracDiffWeights) {
+      throw std::invalid_argument(
+          "fracdiff_weights: the threshold " + format_double(threshold) + " keeps more than " +
+          std::to_string(kMaxFracDiffWeights) + " weights at d = " + format_double(d) +
+          " (|w_k| falls like k^-(1+d)); use a larger threshold or a fixed window");
+    }
     w.push_back(next);
   }
   return w;

@@ -15,6 +15,7 @@
 #include "colmena/log_returns.hpp"
 #include "colmena/parallel.hpp"
 #include "colmena/simd_kernels.hpp"
+#include "colmena/time_range.hpp"
 
 namespace colmena {
 namespace {
@@ -323,6 +324,7 @@ void MarketStateStream::apply(std::int64_t ts, double close, double volume) noex
 }
 
 const MarketBar& MarketStateStream::update(std::int64_t ts, double close, double volume) {
+  check_timestamp(ts, "MarketStateStream.update", "candle time");
   if (auto bad = find_invalid(ts, close, volume, 0, newest_timestamp(), true)) {
     throw OhlcvValidationError("MarketStateStream.update", *bad, false);
   }
@@ -331,6 +333,7 @@ const MarketBar& MarketStateStream::update(std::int64_t ts, double close, double
 }
 
 const MarketBar& MarketStateStream::update(const Candle& candle) {
+  check_timestamp(candle.ts, "MarketStateStream.update", "candle time");
   if (auto bad = find_invalid_candle(candle, newest_timestamp())) {
     throw OhlcvValidationError("MarketStateStream.update", *bad, false);
   }
@@ -346,6 +349,10 @@ void MarketStateStream::update_many(const std::int64_t* ts, const double* close,
         i > 0 ? std::optional<std::int64_t>(ts[i - 1]) : newest_timestamp();
     if (auto bad = find_invalid(ts[i], close[i], volume[i], i, previous, i == 0)) {
       throw OhlcvValidationError("MarketStateStream.update_many", *bad, true);
+    }
+    if (!timestamp_in_range(ts[i])) {
+      check_timestamp(ts[i], ("MarketStateStream.update_many: row " + std::to_string(i)).c_str(),
+                      "candle time");
     }
   }
   for (std::size_t i = 0; i < n; ++i) {

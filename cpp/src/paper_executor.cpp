@@ -15,13 +15,14 @@ void ExecutionConfig::validate() const {
   auto check = [&](bool ok, const char* what) {
     if (!ok) errors += std::string(errors.empty() ? "" : "; ") + what;
   };
-  check(initial_cash > 0.0 && std::isfinite(initial_cash), "initial_cash must be > 0");
-  check(fee_bps >= 0.0 && std::isfinite(fee_bps), "fee_bps must be >= 0");
-  check(slippage_bps >= 0.0 && std::isfinite(slippage_bps), "slippage_bps must be >= 0");
-  check(impact_bps >= 0.0 && std::isfinite(impact_bps), "impact_bps must be >= 0");
+  auto cost = [](double bps) { return bps >= 0.0 && bps <= kMaxCostBps; };
+  check(initial_cash > 0.0 && initial_cash <= kMaxInitialCash,
+        "initial_cash must be in (0, 1e15]");
+  check(cost(fee_bps), "fee_bps must be in [0, 1000]");
+  check(cost(slippage_bps), "slippage_bps must be in [0, 1000]");
+  check(cost(impact_bps), "impact_bps must be in [0, 1000]");
   check(max_participation > 0.0 && max_participation <= 1.0, "max_participation must be in (0, 1]");
-  check(borrow_bps_per_day >= 0.0 && std::isfinite(borrow_bps_per_day),
-        "borrow_bps_per_day must be >= 0");
+  check(cost(borrow_bps_per_day), "borrow_bps_per_day must be in [0, 1000]");
   if (!errors.empty()) throw std::invalid_argument("ExecutionConfig: " + errors);
 }
 

@@ -255,6 +255,21 @@ TailRisk monte_carlo_tail_risk(const double* returns, std::size_t n, double conf
   if (horizon == 0 || paths < 2) {
     throw std::invalid_argument("monte_carlo_tail_risk: need horizon >= 1 and paths >= 2");
   }
+  if (horizon > kMaxMonteCarloHorizon) {
+    throw std::invalid_argument("monte_carlo_tail_risk: horizon must be at most " +
+                                std::to_string(kMaxMonteCarloHorizon) + " bars, got " +
+                                std::to_string(horizon));
+  }
+  if (paths > kMaxMonteCarloPaths) {
+    throw std::invalid_argument("monte_carlo_tail_risk: paths must be at most " +
+                                std::to_string(kMaxMonteCarloPaths) + ", got " +
+                                std::to_string(paths));
+  }
+  if (horizon * paths > kMaxMonteCarloDraws) {  // both bounded above: no overflow
+    throw std::invalid_argument("monte_carlo_tail_risk: horizon * paths must be at most " +
+                                std::to_string(kMaxMonteCarloDraws) + " draws, got " +
+                                std::to_string(horizon) + " * " + std::to_string(paths));
+  }
   std::vector<double> sample;
   sample.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {

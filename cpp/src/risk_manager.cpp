@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <stdexcept>
 #include <string>
 
 #include "colmena/risk.hpp"
+#include "colmena/time_range.hpp"
 
 namespace colmena {
 namespace {
@@ -170,17 +172,21 @@ void RiskConfig::validate() const {
   check(max_leverage > 0.0 && std::isfinite(max_leverage), "max_leverage must be > 0");
   check(var_budget > 0.0 && std::isfinite(var_budget), "var_budget must be > 0");
   check(var_confidence > 0.5 && var_confidence < 1.0, "var_confidence must be in (0.5, 1)");
-  check(var_horizon_bars >= 1.0, "var_horizon_bars must be >= 1");
+  check(var_horizon_bars >= 1.0 && var_horizon_bars <= kMaxVarHorizonBars,
+        "var_horizon_bars must be in [1, 315360000] (10 years of one-second bars)");
   check(ewma_lambda > 0.0 && ewma_lambda < 1.0, "ewma_lambda must be in (0, 1)");
   check(min_trade_fraction >= 0.0, "min_trade_fraction must be >= 0");
   check(halt_drawdown > 0.0 && halt_drawdown < 1.0, "halt_drawdown must be in (0, 1)");
-  check(halt_window_ns > 0, "halt_window must be > 0");
+  check(halt_window_ns > 0 && halt_window_ns <= kMaxDurationNs,
+        "halt_window_ns must be in (0, 315360000000000000] (10 years)");
   check(ladder_drawdown[0] > 0.0 && ladder_drawdown[0] < ladder_drawdown[1] &&
             ladder_drawdown[1] < ladder_drawdown[2] && ladder_drawdown[2] < 1.0,
         "ladder drawdowns must increase within (0, 1)");
-  check(ladder_pause_ns[0] >= 0 && ladder_pause_ns[1] >= 0 && ladder_pause_ns[2] >= 0,
-        "ladder pauses must be >= 0");
-  check(stale_after_ns > 0, "stale_after must be > 0");
+  check(std::all_of(std::begin(ladder_pause_ns), std::end(ladder_pause_ns),
+                    [](std::int64_t p) { return p >= 0 && p <= kMaxDurationNs; }),
+        "ladder_pause_ns must each be in [0, 315360000000000000] (10 years)");
+  check(stale_after_ns > 0 && stale_after_ns <= kMaxDurationNs,
+        "stale_after_ns must be in (0, 315360000000000000] (10 years)");
   check(daily_loss_pause >= -1.0 && daily_loss_pause < 0.0, "daily_loss_pause must be in [-1, 0)");
   if (!errors.empty()) throw std::invalid_argument("RiskConfig: " + errors);
 }
@@ -195,6 +201,7 @@ void RiskManager::set_state(TradingState next, std::int64_t ts, std::vector<Risk
 
 void RiskManager::observe(std::int64_t ts, double equity, double bar_log_return,
                           std::vector<RiskEvent>& events) {
+  check_timestamp(ts, "RiskManager.observe", "timestamp", kMaxObservationNs);
   if (started_ && ts < last_ts_) {
     throw std::invalid_argument("RiskManager.observe: time went backwards (" + std::to_string(ts) +
                                 " < " + std::to_string(last_ts_) + ")");
@@ -243,7 +250,8 @@ void RiskManager::observe(std::int64_t ts, double equity, double bar_log_return,
   // Kill switch: drop from the maximum equity of the trailing window.
   while (!hour_max_.empty() && hour_max_.back().second <= equity) hour_max_.pop_back();
   hour_max_.emplace_back(ts, equity);
-  while (hour_max_.front().first < ts - config_.halt_window_ns) hour_max_.pop_front();
+  const std::int64_t window_start = saturating_sub(ts, config_.halt_window_ns);
+  while (hour_max_.size() > 1 && hour_max_.front().first < window_start) hour_max_.pop_front();
   const double window_max = hour_max_.front().second;
   if (state_ != TradingState::halted && window_max > 0.0 &&
       (equity <= 0.0 || (window_max - equity) / window_max > config_.halt_drawdown)) {
@@ -271,7 +279,7 @@ void RiskManager::observe(std::int64_t ts, double equity, double bar_log_return,
     }
     ladder_level_ = level;
     if (state_ != TradingState::halted) {
-      paused_until_ = std::max(paused_until_, ts + config_.ladder_pause_ns[level - 1]);
+      paused_until_ = std::max(paused_until_, saturating_add(ts, config_.ladder_pause_ns[level - 1]));
       if (level == 3) {
         flatten_ = true;
         stopped_ = true;
@@ -312,7 +320,10 @@ void RiskManager::observe(std::int64_t ts, double equity, double bar_log_return,
 
 void RiskManager::observe_data_age(std::int64_t ts, std::int64_t newest_candle_ts,
                                    std::vector<RiskEvent>& events) {
-  const std::int64_t age = ts - newest_candle_ts;
+  check_timestamp(ts, "RiskManager.observe_data_age", "timestamp", kMaxObservationNs);
+  check_timestamp(newest_candle_ts, "RiskManager.observe_data_age", "newest candle timestamp",
+                  kMaxObservationNs);
+  const std::int64_t age = saturating_sub(ts, newest_candle_ts);
   const bool stale = age > config_.stale_after_ns;
   if (stale && !stale_) {
     events.push_back({ts, EventType::alert, static_cast<std::uint8_t>(AlertCode::data_feed_silent),
@@ -474,6 +485,7 @@ void RiskManager::record_trade(double pnl) {
 }
 
 void RiskManager::reset_halt(std::int64_t ts, double equity, std::vector<RiskEvent>& events) {
+  check_timestamp(ts, "RiskManager.reset_halt", "timestamp", kMaxObservationNs);
   if (state_ != TradingState::halted) return;
   hour_max_.clear();
   hour_max_.emplace_back(ts, equity);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "colmena/ohlcv_validation.hpp"
+#include "colmena/time_range.hpp"
 
 namespace colmena {
 namespace {
@@ -54,7 +55,7 @@ RiskStage::RiskStage(const ExecutionConfig& execution, const RiskConfig& risk, s
       min_trade_fraction_(risk.min_trade_fraction),
       bar_ns_(bar_ns),
       shadow_(shadow_config()) {
-  if (bar_ns <= 0) throw std::invalid_argument("RiskStage: bar length must be > 0");
+  check_duration(bar_ns, "RiskStage", "bar length bar_ns", false);
 }
 
 RiskStage::RiskStage(const ExecutionConfig& execution, double min_trade_fraction,
@@ -63,7 +64,7 @@ RiskStage::RiskStage(const ExecutionConfig& execution, double min_trade_fraction
       min_trade_fraction_(min_trade_fraction),
       bar_ns_(bar_ns),
       shadow_(shadow_config()) {
-  if (bar_ns <= 0) throw std::invalid_argument("RiskStage: bar length must be > 0");
+  check_duration(bar_ns, "RiskStage", "bar length bar_ns", false);
   if (!(min_trade_fraction >= 0.0 && std::isfinite(min_trade_fraction))) {
     throw std::invalid_argument("RiskStage: min_trade_fraction must be >= 0");
   }
@@ -87,6 +88,7 @@ TradingState RiskStage::open(const Bar& bar, bool new_model, std::vector<RiskEve
     throw std::logic_error("RiskStage.open: bar " + format_timestamp_ns(open_ts_) +
                            " was opened but not closed");
   }
+  check_timestamp(bar.ts, "RiskStage.open", "bar time");
   if (bars_ > 0 && bar.ts <= last_ts_) {
     throw std::invalid_argument("RiskStage.open: timestamps must increase (" +
                                 format_timestamp_ns(bar.ts) + " after " +

@@ -8,10 +8,22 @@
 
 #include "colmena/ohlcv_validation.hpp"
 #include "colmena/parallel.hpp"
+#include "colmena/time_range.hpp"
 
 namespace colmena {
 namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// Every bar time in the core's range (time_range.hpp), before any bar is stepped; the error
+// names the first row outside it.
+void check_timestamps(const std::int64_t* ts, std::size_t n, const char* where) {
+  for (std::size_t t = 0; t < n; ++t) {
+    if (!timestamp_in_range(ts[t])) {
+      check_timestamp(ts[t], (std::string(where) + ": row " + std::to_string(t)).c_str(),
+                      "bar time");
+    }
+  }
+}
 }  // namespace
 
 const char* order_origin_name(OrderOrigin origin) noexcept {
@@ -42,6 +54,7 @@ const StepResult& TradingLoop::step(const Bar& bar, Action action, double signal
   // Everything RiskStage::close would reject, checked before either half changes.
   check_action(action, "TradingLoop.step");
   check_signal(signal, "TradingLoop.step");
+  check_timestamp(bar.ts, "TradingLoop.step", "bar time");
   if (risk_.bars() > 0 && bar.ts <= risk_.last_open_ts()) {
     throw std::invalid_argument("TradingLoop.step: timestamps must increase (" +
                                 format_timestamp_ns(bar.ts) + " after " +
@@ -71,7 +84,8 @@ const StepResult& TradingLoop::step(const Bar& bar, Action action, double signal
 BacktestResult run_backtest(const BacktestInput& in, const RiskConfig& risk_config,
                             const ExecutionConfig& execution) {
   if (in.n == 0) throw std::invalid_argument("run_backtest: no bars");
-  if (in.bar_ns <= 0) throw std::invalid_argument("run_backtest: bar length must be > 0");
+  check_duration(in.bar_ns, "run_backtest", "bar length bar_ns", false);
+  check_timestamps(in.ts, in.n, "run_backtest");
   TradingLoop loop(execution, risk_config, in.bar_ns);
   BacktestResult out;
   const std::size_t n = in.n;
@@ -127,7 +141,8 @@ BacktestResult run_backtest(const BacktestInput& in, const RiskConfig& risk_conf
 TargetSimulationResult simulate_targets(const TargetSimulationInput& in,
                                         const ExecutionConfig& execution) {
   if (in.n == 0) throw std::invalid_argument("simulate_targets: no bars");
-  if (in.bar_ns <= 0) throw std::invalid_argument("simulate_targets: bar length must be > 0");
+  check_duration(in.bar_ns, "simulate_targets", "bar length bar_ns", false);
+  check_timestamps(in.ts, in.n, "simulate_targets");
   std::size_t decisions = 0;
   for (std::size_t t = 0; t < in.n; ++t) {
     if (in.decide[t]) ++decisions;

@@ -84,6 +84,9 @@ class MarketBuffer:
 
 # ---------------------------------------------------------------- features
 def log_returns(close: NDArray[np.float64]) -> NDArray[np.float64]: ...
+
+MAX_FRACDIFF_WEIGHTS: int
+
 def fracdiff_weights(d: float, threshold: float, window: int) -> NDArray[np.float64]: ...
 def fracdiff_ffd(
     x: NDArray[np.float64], weights: NDArray[np.float64], method: str = "auto"
@@ -269,6 +272,16 @@ class VAEEncoder:
     def storage_address(self) -> int: ...
 
 # ---------------------------------------------------------------- risk (register_risk)
+
+MIN_TIMESTAMP_NS: int
+MAX_TIMESTAMP_NS: int
+MAX_DURATION_NS: int
+MAX_VAR_HORIZON_BARS: float
+MAX_COST_BPS: float
+MAX_INITIAL_CASH: float
+MAX_MONTE_CARLO_HORIZON: int
+MAX_MONTE_CARLO_PATHS: int
+MAX_MONTE_CARLO_DRAWS: int
 
 def tail_risk(
     returns: NDArray[np.float64],

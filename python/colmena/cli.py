@@ -151,7 +151,10 @@ def features(
             progress.update(task, advance=1)
         assert d is not None
         progress.update(task, advance=1, description="fractional differentiation")
-        weights = fracdiff_weights(d, threshold=threshold, window=window)
+        try:
+            weights = fracdiff_weights(d, threshold=threshold, window=window)
+        except ValueError as exc:  # a threshold or window beyond MAX_FFD_WEIGHTS
+            raise UserError(f"{path}: {exc}") from exc
         if weights.size > len(candles):
             raise UserError(
                 f"{path}: {len(candles)} candles are fewer than the FFD window of "

@@ -147,7 +147,9 @@ class MarketStateStream {
   /// Appends one candle (ts ns since epoch UTC, close in the quote currency, volume in the
   /// base currency) and returns the bar's features and validity. Throws OhlcvValidationError
   /// (std::invalid_argument) when ts is not after the newest ts, close is not finite and > 0 or
-  /// volume is not finite and >= 0; nothing changes then.
+  /// volume is not finite and >= 0, and std::invalid_argument when ts is outside the core's time
+  /// range (1970..2200, time_range.hpp: the trading loop that follows the stream live would
+  /// refuse it); nothing changes then.
   const MarketBar& update(std::int64_t ts, double close, double volume);
   /// Same, after checking every OHLCV rule of ohlcv_validation.hpp on the whole candle.
   const MarketBar& update(const Candle& candle);

@@ -25,14 +25,21 @@
 
 namespace colmena {
 
+/// Largest fee, slippage, impact or borrow rate, basis points (10%). Slippage plus impact is then
+/// at most 2000 bps, so a sell's fill price stays >= 80% of the open (always > 0).
+inline constexpr double kMaxCostBps = 1'000.0;
+/// Largest starting cash, quote currency.
+inline constexpr double kMaxInitialCash = 1e15;
+
 struct ExecutionConfig {
-  double initial_cash = 100'000.0;  ///< quote currency
-  double fee_bps = 10.0;
-  double slippage_bps = 2.0;
-  double impact_bps = 10.0;        ///< extra slippage at 100% participation
-  double max_participation = 0.1;  ///< share of a bar's volume one order may take
-  double borrow_bps_per_day = 0.0;  ///< cost of a short position, bps of its notional per day
+  double initial_cash = 100'000.0;  ///< quote currency, in (0, kMaxInitialCash]
+  double fee_bps = 10.0;            ///< in [0, kMaxCostBps]
+  double slippage_bps = 2.0;        ///< in [0, kMaxCostBps]
+  double impact_bps = 10.0;        ///< extra slippage at 100% participation, in [0, kMaxCostBps]
+  double max_participation = 0.1;  ///< share of a bar's volume one order may take, in (0, 1]
+  double borrow_bps_per_day = 0.0;  ///< short position cost, bps of notional/day, [0, kMaxCostBps]
   bool allow_short = true;          ///< false: spot, long only
+  /// Throws std::invalid_argument naming every field outside its range (NaN included).
   void validate() const;
 };
 

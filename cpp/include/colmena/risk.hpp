@@ -34,10 +34,20 @@ TailRisk gaussian_tail_risk(const double* returns, std::size_t n, double confide
 /// the Cornish-Fisher quantile function over the tail (integrated numerically).
 TailRisk cornish_fisher_tail_risk(const double* returns, std::size_t n, double confidence);
 
+/// Longest Monte Carlo horizon, bars (about two years of one-minute bars).
+inline constexpr std::size_t kMaxMonteCarloHorizon = 1'000'000;
+/// Most Monte Carlo paths (80 MB of simulated returns).
+inline constexpr std::size_t kMaxMonteCarloPaths = 10'000'000;
+/// Most draws, horizon * paths: a few seconds of work.
+inline constexpr std::size_t kMaxMonteCarloDraws = 1'000'000'000;
+
 /// Monte Carlo: `paths` horizon returns, each the sum of `horizon` bar returns drawn with
 /// replacement from the sample (i.i.d. bootstrap, Efron 1979), seeded; VaR and ES as in
 /// historical simulation over the simulated horizon returns. Deterministic for a seed on every
-/// platform (xoshiro256** generator, no standard-library distributions).
+/// platform (xoshiro256** generator, no standard-library distributions). Bounds, so that a call
+/// always ends in seconds and memory stays small: horizon in [1, kMaxMonteCarloHorizon], paths
+/// in [2, kMaxMonteCarloPaths], horizon * paths <= kMaxMonteCarloDraws; std::invalid_argument
+/// otherwise.
 TailRisk monte_carlo_tail_risk(const double* returns, std::size_t n, double confidence,
                                std::size_t horizon, std::size_t paths, std::uint64_t seed);
 

@@ -105,6 +105,9 @@ const char* error_code_name(ErrorCode code) noexcept;
 /// "" for trade_executed; "unknown" for a code the type does not define.
 const char* event_code_name(EventType type, std::uint8_t code) noexcept;
 
+/// Longest VaR horizon, bars: 10 years of one-second bars.
+inline constexpr double kMaxVarHorizonBars = 315'360'000.0;
+
 struct RiskConfig {
   double kelly_multiplier = 0.25;
   std::size_t kelly_window = 50;
@@ -114,10 +117,13 @@ struct RiskConfig {
   double max_leverage = 1.0;
   double var_budget = 0.02;
   double var_confidence = 0.99;
-  double var_horizon_bars = 1440.0;
+  double var_horizon_bars = 1440.0;  ///< in [1, kMaxVarHorizonBars]
   double ewma_lambda = 0.999;
   double min_trade_fraction = 0.01;
   double halt_drawdown = 0.20;
+  /// Durations, ns: the window in (0, kMaxDurationNs], the pauses in [0, kMaxDurationNs], the
+  /// stale limit in (0, kMaxDurationNs] (10 years, time_range.hpp), so that `ts +- duration`
+  /// never overflows.
   std::int64_t halt_window_ns = 3'600'000'000'000;
   double ladder_drawdown[3] = {0.05, 0.10, 0.15};
   std::int64_t ladder_pause_ns[3] = {3'600'000'000'000, 14'400'000'000'000, 86'400'000'000'000};
@@ -169,12 +175,14 @@ class RiskManager {
 
   /// Mark-to-market at time `ts_ns` (bar close): updates peaks, the 1-h window, the ladder, pause
   /// expiry, the EWMA volatility (from `bar_log_return`, ignored when not finite) and alerts.
-  /// Events are appended to `events`. Timestamps must not decrease.
+  /// Events are appended to `events`. Timestamps must not decrease and must lie in
+  /// [kMinTimestampNs, kMaxObservationNs] (time_range.hpp; std::invalid_argument otherwise).
   void observe(std::int64_t ts_ns, double equity, double bar_log_return,
                std::vector<RiskEvent>& events);
 
   /// Data freshness at `ts_ns`: `newest_candle_ts_ns` older than stale_after -> REDUCING until a
-  /// fresh candle (unless PAUSED or HALTED, which take precedence).
+  /// fresh candle (unless PAUSED or HALTED, which take precedence). Both timestamps must lie in
+  /// [kMinTimestampNs, kMaxObservationNs] (time_range.hpp; std::invalid_argument otherwise).
   void observe_data_age(std::int64_t ts_ns, std::int64_t newest_candle_ts_ns,
                         std::vector<RiskEvent>& events);
 
@@ -201,6 +209,7 @@ class RiskManager {
   std::size_t kelly_trades() const noexcept { return trades_.size(); }
 
   /// Manual reset of a HALT by a person: back to ACTIVE, peaks restart at `equity`.
+  /// `ts_ns` in [kMinTimestampNs, kMaxObservationNs] (std::invalid_argument otherwise).
   void reset_halt(std::int64_t ts_ns, double equity, std::vector<RiskEvent>& events);
 
   TradingState state() const noexcept { return state_; }

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,11 @@ from colmena import _core
 from colmena.units import NS_PER_MS, NS_PER_SECOND, NS_PER_US
 
 __all__ = [
+    "MAX_CSV_COLUMNS",
+    "MAX_HEADER_BYTES",
+    "MAX_TIMESTAMP_NS",
+    "MIN_BAR_NS",
+    "MIN_TIMESTAMP_NS",
     "PRICE_COLUMNS",
     "TIMESTAMP_COLUMNS",
     "Candles",
@@ -45,7 +49,26 @@ PRICE_COLUMNS: Final[tuple[str, ...]] = ("open", "high", "low", "close", "volume
 
 _PARQUET_SUFFIXES: Final = (".parquet", ".pq")
 _CSV_SUFFIXES: Final = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.lz4")
+#: Longest CSV header line, in bytes: a longer one is refused before it is parsed.
+MAX_HEADER_BYTES: Final = 65_536
+#: Most columns a CSV header may have.
+MAX_CSV_COLUMNS: Final = 512
+#: Earliest candle time accepted, ns since the epoch: 1970-01-01T00:00:00Z (the core's range).
+MIN_TIMESTAMP_NS: Final[int] = _core.MIN_TIMESTAMP_NS
+#: Latest candle time accepted, ns since the epoch: 2200-01-01T00:00:00Z (the core's range).
+MAX_TIMESTAMP_NS: Final[int] = _core.MAX_TIMESTAMP_NS
+#: Shortest step between consecutive candles, ns: one second.
+MIN_BAR_NS: Final = NS_PER_SECOND
+
 _NS_PER_UNIT: Final = {"s": NS_PER_SECOND, "ms": NS_PER_MS, "us": NS_PER_US, "ns": 1}
+_UNIT_NAMES: Final = {
+    "s": "seconds",
+    "ms": "milliseconds",
+    "us": "microseconds",
+    "ns": "nanoseconds",
+}
+#: Integer timestamps below these magnitudes are seconds, milliseconds, microseconds; above, ns.
+_UNIT_LIMITS: Final = (1e11, 1e14, 1e17)
 _INT64_MAX: Final = int(np.iinfo(np.int64).max)
 _Array = TypeVar("_Array", bound="np.ndarray[Any, Any]")
 
@@ -249,17 +272,24 @@ def load_ohlcv(path: str | os.PathLike[str]) -> Candles:
     ----------
     path : str or os.PathLike
         A Parquet file (``.parquet``, ``.pq``) or a CSV file with a header row (``.csv``, or
-        compressed ``.csv.gz``, ``.csv.bz2``, ``.csv.zst``, ``.csv.lz4``). Columns, matched
-        case-insensitively, extra columns ignored:
+        compressed ``.csv.gz``, ``.csv.bz2``, ``.csv.zst``, ``.csv.lz4``; lines may end in
+        ``\\n``, ``\\r\\n`` or ``\\r``; the header line is at most :data:`MAX_HEADER_BYTES`
+        bytes of UTF-8 text with at most :data:`MAX_CSV_COLUMNS` columns). Columns, matched
+        case-insensitively (two columns that match the same name, e.g. ``close`` and ``Close``,
+        are refused as ambiguous), extra columns ignored:
 
         - the timestamp, the first of ``ts``, ``timestamp``, ``open_time``, ``time``, ``date``
           present: the candle's open time, as an Arrow timestamp or date (any unit; a zone-less
           value is taken as UTC), an ISO 8601 string (``2023-03-01 00:00:00+00:00``,
           ``2023-03-01T00:00:00Z``, ``2023-03-01``; zone-less strings are taken as UTC), or an
-          integer count since the Unix epoch whose unit is inferred from the largest absolute
-          value: below 1e11 seconds, below 1e14 milliseconds, below 1e17 microseconds,
-          otherwise nanoseconds. (So millisecond times before 1973-03-03 would be misread as
-          seconds.)
+          integer count since the Unix epoch whose unit is inferred from its size: below 1e11
+          seconds, below 1e14 milliseconds, below 1e17 microseconds, otherwise nanoseconds.
+          Every integer of the column must fall in the same size class (a file in seconds with
+          one row in milliseconds is refused, naming that row). (So millisecond times before
+          1973-03-03 would be misread as seconds.) Times must lie in [1970-01-01, 2200-01-01]
+          (:data:`MIN_TIMESTAMP_NS`, :data:`MAX_TIMESTAMP_NS`: the core's range; a NaT, stored
+          as the smallest int64, is outside it), and consecutive candles must be at least one
+          second apart (:data:`MIN_BAR_NS`).
         - ``open``, ``high``, ``low``, ``close``: prices in the quote currency; ``volume`` in
           the base currency. Numbers or numeric strings.
 
@@ -273,49 +303,53 @@ def load_ohlcv(path: str | os.PathLike[str]) -> Candles:
     ------
     DataValidationError
         (a ValueError) naming the file, and the 0-based data row and the column where they
-        apply, when the file is missing or unreadable, has an unsupported extension, lacks a
-        column, has no data rows, holds a missing (null/empty) or unparsable value, or breaks a
-        candle rule: timestamps unsorted or duplicated, a price NaN, infinite or <= 0, volume
-        NaN, infinite or < 0, high < low, open or close outside [low, high].
+        apply, when the file is missing or unreadable, has an unsupported extension, a CSV
+        header that is too long, has too many columns or is not UTF-8, lacks a column or has
+        an ambiguous one, has no data rows, holds a missing (null/empty), unparsable or
+        non-UTF-8 value, or breaks a candle rule: timestamps unsorted, duplicated, outside
+        1970..2200, in mixed units or less than one second apart, a price NaN, infinite or
+        <= 0, volume NaN, infinite or < 0, high < low, open or close outside [low, high]. No
+        other exception escapes for a bad file (anything pyarrow or NumPy raises on one is
+        turned into a DataValidationError naming the file).
     """
     file = Path(path)
-    table = _read_table(file)
+    try:
+        return _load(file)
+    except DataValidationError:
+        raise
+    except (OSError, ValueError, ArithmeticError, LookupError, csv.Error, pa.ArrowException) as exc:
+        # Whatever a hostile file may still provoke deeper down: one line naming the file.
+        raise DataValidationError(
+            f"{file}: cannot read the candles: {type(exc).__name__}: {_one_line(exc)}", path=file
+        ) from exc
+
+
+def _load(file: Path) -> Candles:
+    is_parquet = _check_file(file)
+    names = _parquet_columns(file) if is_parquet else _csv_header(file)
+    column = _resolve_columns(file, names)
+    table = _read_columns(file, is_parquet, list(dict.fromkeys(column.values())))
     if table.num_rows == 0:
         raise DataValidationError(f"{file}: the file has no data rows", path=file)
-    columns = {name.strip().lower(): name for name in table.column_names}
-    ts_name = next((columns[c] for c in TIMESTAMP_COLUMNS if c in columns), None)
-    if ts_name is None:
-        raise DataValidationError(
-            f"{file}: missing the timestamp column: expected one of "
-            f"{', '.join(TIMESTAMP_COLUMNS)}; the file has {', '.join(table.column_names)}",
-            path=file,
-        )
-    missing = [c for c in PRICE_COLUMNS if c not in columns]
-    if missing:
-        raise DataValidationError(
-            f"{file}: missing column {missing[0]!r} (required: {', '.join(PRICE_COLUMNS)}); "
-            f"the file has {', '.join(table.column_names)}",
-            path=file,
-            column=missing[0],
-        )
-    names = {"ts": ts_name, **{c: columns[c] for c in PRICE_COLUMNS}}
+    ts_name = column["ts"]
     ts = _timestamps_ns(_combined(table, ts_name), file, ts_name)
-    values = {c: _float64(_combined(table, names[c]), file, names[c]) for c in PRICE_COLUMNS}
+    values = {c: _float64(_combined(table, column[c]), file, column[c]) for c in PRICE_COLUMNS}
 
     violation = _core.find_invalid_ohlcv(
         ts, values["open"], values["high"], values["low"], values["close"], values["volume"]
     )
     if violation is not None:
-        column = names[violation.field]
+        name = column[violation.field]
         detail = violation.detail
         if violation.rule == "ts_not_increasing":
             detail = "timestamps must be strictly increasing (sorted, no duplicates): " + detail
         raise DataValidationError(
-            f"{file}: data row {violation.row} (0-based), column {column!r}: {detail}",
+            f"{file}: data row {violation.row} (0-based), column {name!r}: {detail}",
             path=file,
             row=violation.row,
-            column=column,
+            column=name,
         )
+    _check_bar_lengths(ts, file, ts_name)
 
     interval_seconds = _most_common_step_seconds(ts)
     return Candles(
@@ -334,11 +368,17 @@ def load_ohlcv(path: str | os.PathLike[str]) -> Candles:
 # ---------------------------------------------------------------- reading
 
 
-def _read_table(file: Path) -> pa.Table:
+def _one_line(exc: BaseException) -> str:
+    """The exception's text on one line (pyarrow's messages span several), at most 300 chars."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _check_file(file: Path) -> bool:
+    """True for Parquet, False for CSV; DataValidationError when the path is not a candle file."""
     name = file.name.lower()
     is_parquet = name.endswith(_PARQUET_SUFFIXES)
-    is_csv = name.endswith(_CSV_SUFFIXES)
-    if not (is_parquet or is_csv):
+    if not (is_parquet or name.endswith(_CSV_SUFFIXES)):
         raise DataValidationError(
             f"{file}: unsupported file type; expected one of "
             f"{', '.join(_PARQUET_SUFFIXES + _CSV_SUFFIXES)}",
@@ -348,24 +388,70 @@ def _read_table(file: Path) -> pa.Table:
         raise DataValidationError(f"{file}: file not found", path=file)
     if not file.is_file():
         raise DataValidationError(f"{file}: not a regular file", path=file)
+    return is_parquet
+
+
+def _parquet_columns(file: Path) -> list[str]:
+    try:
+        return list(pq.read_schema(file).names)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataValidationError(
+            f"{file}: cannot read as Parquet: {_one_line(exc)}", path=file
+        ) from exc
+
+
+def _resolve_columns(file: Path, names: list[str]) -> dict[str, str]:
+    """The file's column for "ts" and each of PRICE_COLUMNS (names as spelled in the file)."""
+    spellings: dict[str, list[str]] = {}
+    for name in names:
+        spellings.setdefault(name.strip().lower(), []).append(name)
+    ts_key = next((c for c in TIMESTAMP_COLUMNS if c in spellings), None)
+    if ts_key is None:
+        raise DataValidationError(
+            f"{file}: missing the timestamp column: expected one of "
+            f"{', '.join(TIMESTAMP_COLUMNS)}; the file has {', '.join(names)}",
+            path=file,
+        )
+    missing = [c for c in PRICE_COLUMNS if c not in spellings]
+    if missing:
+        raise DataValidationError(
+            f"{file}: missing column {missing[0]!r} (required: {', '.join(PRICE_COLUMNS)}); "
+            f"the file has {', '.join(names)}",
+            path=file,
+            column=missing[0],
+        )
+    for key in (ts_key, *PRICE_COLUMNS):
+        found = spellings[key]
+        if len(found) > 1:
+            raise DataValidationError(
+                f"{file}: column {found[1]!r} duplicates column {found[0]!r} (names are matched "
+                f"case-insensitively: both name the {key!r} column); keep one of them",
+                path=file,
+                column=found[1],
+            )
+    return {"ts": spellings[ts_key][0], **{c: spellings[c][0] for c in PRICE_COLUMNS}}
+
+
+def _read_columns(file: Path, is_parquet: bool, columns: list[str]) -> pa.Table:
     try:
         if is_parquet:
-            return pq.read_table(file)
-        return _read_csv(file)
+            return pq.read_table(file, columns=columns)
+        return _read_csv(file, columns)
     except DataValidationError:
         raise
     except (OSError, pa.ArrowException) as exc:
         kind = "Parquet" if is_parquet else "CSV"
-        raise DataValidationError(f"{file}: cannot read as {kind}: {exc}", path=file) from exc
+        raise DataValidationError(
+            f"{file}: cannot read as {kind}: {_one_line(exc)}", path=file
+        ) from exc
 
 
-def _read_csv(file: Path) -> pa.Table:
-    """Every column as strings: conversion (and its error reporting) is done per column after."""
-    header = _csv_header(file)
-    if header is None:
-        raise DataValidationError(f"{file}: the file is empty (no header row)", path=file)
+def _read_csv(file: Path, columns: list[str]) -> pa.Table:
+    """The needed columns as raw bytes: decoding, conversion and their errors come per column."""
     convert = pacsv.ConvertOptions(
-        column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=False
+        column_types=dict.fromkeys(columns, pa.binary()),
+        include_columns=columns,
+        strings_can_be_null=False,
     )
     try:
         return pacsv.read_csv(file, convert_options=convert)
@@ -374,22 +460,55 @@ def _read_csv(file: Path) -> pa.Table:
         if row is None:
             raise
         raise DataValidationError(
-            f"{file}: data row {row} (0-based): malformed CSV row: {exc}", path=file, row=row
+            f"{file}: data row {row} (0-based): malformed CSV row: {_one_line(exc)}",
+            path=file,
+            row=row,
         ) from exc
 
 
-def _csv_header(file: Path) -> list[str] | None:
+def _csv_header(file: Path) -> list[str]:
+    """The column names of the first line, reading at most MAX_HEADER_BYTES + 1 bytes."""
+    chunks: list[bytes] = []
+    size = 0
     with pa.input_stream(str(file)) as stream:  # decompresses by extension
-        head = b""
-        while b"\n" not in head:
-            chunk = stream.read(1 << 16)
+        while size <= MAX_HEADER_BYTES:
+            chunk = stream.read(MAX_HEADER_BYTES + 1 - size)
             if not chunk:
                 break
-            head += chunk
-    first_line = head.split(b"\n", 1)[0].decode("utf-8-sig").strip("\r")
+            chunks.append(chunk)
+            size += len(chunk)
+            if b"\n" in chunk or b"\r" in chunk:
+                break
+    head = b"".join(chunks)
+    ends = [i for i in (head.find(b"\n"), head.find(b"\r")) if i >= 0]
+    end = min(ends) if ends else len(head)
+    if end > MAX_HEADER_BYTES:
+        raise DataValidationError(
+            f"{file}: the header line is longer than {MAX_HEADER_BYTES} bytes; a candle file "
+            f"has at most {MAX_CSV_COLUMNS} columns with short names",
+            path=file,
+        )
+    try:
+        first_line = head[:end].decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(
+            f"{file}: the header line is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            path=file,
+        ) from None
     if not first_line.strip():
-        return None
-    return next(csv.reader(io.StringIO(first_line)))
+        raise DataValidationError(f"{file}: the file is empty (no header row)", path=file)
+    try:
+        names = next(csv.reader([first_line]))
+    except csv.Error as exc:
+        raise DataValidationError(
+            f"{file}: cannot parse the header line: {exc}", path=file
+        ) from None
+    if len(names) > MAX_CSV_COLUMNS:
+        raise DataValidationError(
+            f"{file}: the header has {len(names)} columns; at most {MAX_CSV_COLUMNS} are supported",
+            path=file,
+        )
+    return names
 
 
 def _first_malformed_csv_row(file: Path, convert: pacsv.ConvertOptions) -> int | None:
@@ -446,10 +565,27 @@ def _cell_error(file: Path, row: int, column: str, what: str) -> DataValidationE
     )
 
 
+def _as_text(array: pa.Array, file: Path, column: str) -> pa.Array:
+    """Binary cells (how CSV columns are read) decoded as UTF-8; other types unchanged."""
+    if not (pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type)):
+        return array
+
+    def decode(part: pa.Array) -> pa.Array:
+        return pc.cast(part, pa.string())
+
+    try:
+        return decode(array)
+    except pa.ArrowInvalid:
+        row = _first_failing_row(array, decode)
+        cell = array[row].as_py()
+        raise _cell_error(file, row, column, f"not UTF-8 text: {cell[:40]!r}") from None
+
+
 def _float64(array: pa.Array, file: Path, column: str) -> NDArray[np.float64]:
     if array.null_count:
         row = _first_null(array)
         raise _cell_error(file, row, column, "missing value")
+    array = _as_text(array, file, column)
     kind = array.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         text = pc.utf8_trim_whitespace(array)
@@ -476,13 +612,49 @@ def _float64(array: pa.Array, file: Path, column: str) -> NDArray[np.float64]:
 
 
 def _timestamps_ns(array: pa.Array, file: Path, column: str) -> NDArray[np.int64]:
+    """The column as int64 ns since the epoch, each in [MIN_TIMESTAMP_NS, MAX_TIMESTAMP_NS]."""
     if array.null_count:
         raise _cell_error(file, _first_null(array), column, "missing timestamp")
+    array = _as_text(array, file, column)
+    ns = _converted_timestamps_ns(array, file, column)
+    outside = np.flatnonzero((ns < MIN_TIMESTAMP_NS) | (ns > MAX_TIMESTAMP_NS))
+    if outside.size:
+        row = int(outside[0])
+        value = int(ns[row])
+        raise _cell_error(
+            file,
+            row,
+            column,
+            f"timestamp {value} ns ({_utc_text(value)}) is outside the supported range "
+            "1970-01-01T00:00:00Z .. 2200-01-01T00:00:00Z",
+        )
+    return ns
+
+
+def _utc_text(ns: int) -> str:
+    if ns == np.iinfo(np.int64).min:
+        return "NaT, not a time"
+    unit = "s" if ns % 1_000_000_000 == 0 else "ns"
+    return f"{np.datetime64(ns, 'ns').astype(f'datetime64[{unit}]')}Z"
+
+
+def _converted_timestamps_ns(array: pa.Array, file: Path, column: str) -> NDArray[np.int64]:
     kind = array.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         text = pc.utf8_trim_whitespace(array)
         if pc.all(pc.match_substring_regex(text, r"^[+-]?\d+$")).as_py():
-            return _integer_timestamps_ns(pc.cast(text, pa.int64()), file, column)
+
+            def parse(part: pa.Array) -> pa.Array:
+                return pc.cast(part, pa.int64())
+
+            try:
+                ints = parse(text)
+            except pa.ArrowInvalid:
+                row = _first_failing_row(text, parse)
+                raise _cell_error(
+                    file, row, column, f"timestamp {text[row].as_py()} is out of the int64 range"
+                ) from None
+            return _integer_timestamps_ns(ints, file, column)
         return _parse_iso_timestamps(text, file, column)
     if pa.types.is_integer(kind):
         try:
@@ -500,7 +672,10 @@ def _timestamps_ns(array: pa.Array, file: Path, column: str) -> NDArray[np.int64
         except pa.ArrowInvalid:
             row = _first_failing_row(array, lambda part: pc.cast(part, target))
             raise _cell_error(
-                file, row, column, f"timestamp {array[row]} is out of the int64 ns range"
+                file,
+                row,
+                column,
+                f"timestamp {_raw_time(array, row)} is out of the int64 ns range",
             ) from None
         return _int64_numpy(pc.cast(ns, pa.int64()))
     raise DataValidationError(
@@ -511,18 +686,34 @@ def _timestamps_ns(array: pa.Array, file: Path, column: str) -> NDArray[np.int64
     )
 
 
+def _raw_time(array: pa.Array, row: int) -> str:
+    """An Arrow timestamp or date cell as its stored count and unit (Python's datetime cannot
+    hold every such value)."""
+    kind = array.type
+    if pa.types.is_date32(kind):
+        return f"{pc.cast(array.slice(row, 1), pa.int32())[0].as_py()} days since the epoch"
+    unit = "ms" if pa.types.is_date64(kind) else kind.unit
+    return f"{pc.cast(array.slice(row, 1), pa.int64())[0].as_py()} {unit} since the epoch"
+
+
 def _integer_timestamps_ns(ints: pa.Array, file: Path, column: str) -> NDArray[np.int64]:
     values = _int64_numpy(ints)
-    largest = int(np.abs(values.astype(np.float64)).max())
-    unit = (
-        "s"
-        if largest < 10**11
-        else "ms"
-        if largest < 10**14
-        else "us"
-        if largest < 10**17
-        else "ns"
-    )
+    units = list(_NS_PER_UNIT)
+    # The size class of every value: 0 seconds, 1 milliseconds, 2 microseconds, 3 nanoseconds.
+    classes = np.searchsorted(_UNIT_LIMITS, np.abs(values.astype(np.float64)), side="right")
+    counts = np.bincount(classes, minlength=len(units))
+    common = int(np.argmax(counts))
+    if counts[common] != len(values):
+        row = int(np.flatnonzero(classes != common)[0])
+        raise _cell_error(
+            file,
+            row,
+            column,
+            f"timestamp {values[row]} looks like {_UNIT_NAMES[units[int(classes[row])]]} but "
+            f"the column's other timestamps look like {_UNIT_NAMES[units[common]]}: every "
+            "integer timestamp must have the same unit",
+        )
+    unit = units[common]
     factor = _NS_PER_UNIT[unit]
     if factor == 1:
         return values
@@ -535,6 +726,21 @@ def _integer_timestamps_ns(ints: pa.Array, file: Path, column: str) -> NDArray[n
         )
     scaled: NDArray[np.int64] = values * np.int64(factor)
     return scaled
+
+
+def _check_bar_lengths(ts: NDArray[np.int64], file: Path, column: str) -> None:
+    """Consecutive candles (already strictly increasing) at least MIN_BAR_NS apart."""
+    short = np.flatnonzero(np.diff(ts) < MIN_BAR_NS)
+    if short.size:
+        row = int(short[0]) + 1
+        raise _cell_error(
+            file,
+            row,
+            column,
+            f"timestamp {_utc_text(int(ts[row]))} is only {int(ts[row] - ts[row - 1])} ns after "
+            "the previous row's; candles less than one second apart are not supported (a "
+            "timestamp in the wrong unit?)",
+        )
 
 
 def _parse_iso_timestamps(text: pa.Array, file: Path, column: str) -> NDArray[np.int64]:

@@ -26,6 +26,8 @@ from colmena.analysis.metrics import day_end_rows  # re-exported: the day marks 
 from colmena.units import NS_PER_SECOND
 
 __all__ = [
+    "MAX_COST_BPS",
+    "MAX_INITIAL_CASH",
     "WIND_DOWN_BARS",
     "ExecutionSettings",
     "TargetSimulation",
@@ -38,6 +40,15 @@ __all__ = [
 #: with its costs, before the end. Whatever the volume limit leaves open is reported.
 WIND_DOWN_BARS: Final = 30
 
+#: Largest fee, slippage, impact or borrow rate, in basis points (10%; the core's
+#: ``MAX_COST_BPS``). Slippage plus impact is then at most 2,000 bps, so a sell fills at no less
+#: than 80% of the open: a fill price is always > 0.
+MAX_COST_BPS: Final[float] = _core.MAX_COST_BPS
+#: Largest starting equity, in the quote currency (the core's ``MAX_INITIAL_CASH``).
+MAX_INITIAL_CASH: Final[float] = _core.MAX_INITIAL_CASH
+
+CostBps = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_COST_BPS)]
+
 
 class ExecutionSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Paper execution costs and the market type (see the module docstring).
@@ -45,13 +56,15 @@ class ExecutionSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     Attributes
     ----------
     initial_cash : float
-        Starting equity, quote currency (> 0).
+        Starting equity, quote currency, in (0, 1e15] (:data:`MAX_INITIAL_CASH`).
     fee_bps : float
-        Fee per fill, basis points of the filled notional (>= 0).
+        Fee per fill, basis points of the filled notional, in [0, 1000] (:data:`MAX_COST_BPS`).
     slippage_bps : float
-        Fixed slippage per fill, basis points of the open price (>= 0).
+        Fixed slippage per fill, basis points of the open price, in [0, 1000].
     impact_bps : float
-        Extra slippage at 100% participation in the bar's volume, basis points (>= 0).
+        Extra slippage at 100% participation in the bar's volume, basis points, in [0, 1000].
+        With ``slippage_bps`` at most 2,000 bps in all: a fill price stays above 80% of the open
+        (never <= 0).
     max_participation : float
         Largest share of a bar's volume one order may take, in (0, 1].
     market : {"spot", "margin"}
@@ -61,16 +74,45 @@ class ExecutionSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
         long and short, shorts paying ``borrow_bps_per_day``.
     borrow_bps_per_day : float
         Cost of holding a short position, basis points of its notional per day (margin borrow or
-        perpetual funding; default 3 bps/day, about a perpetual's 0.01% per 8 h). Ignored on spot.
+        perpetual funding; default 3 bps/day, about a perpetual's 0.01% per 8 h), in [0, 1000].
+        Ignored on spot.
+
+    Raises
+    ------
+    msgspec.ValidationError
+        (a ValueError) naming the field, on decoding and on construction, when a value is
+        outside its range above (NaN included).
     """
 
-    initial_cash: Annotated[float, msgspec.Meta(gt=0.0, le=1e15)] = 100_000.0
-    fee_bps: Annotated[float, msgspec.Meta(ge=0.0, le=1_000.0)] = 10.0
-    slippage_bps: Annotated[float, msgspec.Meta(ge=0.0, le=1_000.0)] = 2.0
-    impact_bps: Annotated[float, msgspec.Meta(ge=0.0, le=1_000.0)] = 10.0
+    initial_cash: Annotated[float, msgspec.Meta(gt=0.0, le=MAX_INITIAL_CASH)] = 100_000.0
+    fee_bps: CostBps = 10.0
+    slippage_bps: CostBps = 2.0
+    impact_bps: CostBps = 10.0
     max_participation: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.1
     market: Literal["spot", "margin"] = "spot"
-    borrow_bps_per_day: Annotated[float, msgspec.Meta(ge=0.0, le=1_000.0)] = 3.0
+    borrow_bps_per_day: CostBps = 3.0
+
+    def __post_init__(self) -> None:
+        # Decoding checks the Meta bounds; plain construction does not: check them here too.
+        errors = [
+            f"{name} must be in [0, {MAX_COST_BPS:g}] bps, got {value!r}"
+            for name, value in (
+                ("fee_bps", self.fee_bps),
+                ("slippage_bps", self.slippage_bps),
+                ("impact_bps", self.impact_bps),
+                ("borrow_bps_per_day", self.borrow_bps_per_day),
+            )
+            if not (0.0 <= value <= MAX_COST_BPS)
+        ]
+        if not (0.0 < self.initial_cash <= MAX_INITIAL_CASH):
+            errors.insert(0, f"initial_cash must be in (0, {MAX_INITIAL_CASH:g}], got "
+                          f"{self.initial_cash!r}")  # fmt: skip
+        if not (0.0 < self.max_participation <= 1.0):
+            errors.append(f"max_participation must be in (0, 1], got {self.max_participation!r}")
+        if self.market not in ("spot", "margin"):
+            errors.append(f"market must be 'spot' or 'margin', got {self.market!r}")
+        if errors:
+            raise msgspec.ValidationError("; ".join(errors))
 
     @property
     def allow_short(self) -> bool:

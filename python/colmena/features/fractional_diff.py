@@ -9,7 +9,7 @@ series of ``(1 - B)^d``, ``w_k = (-1)^k binom(d, k)``). The arithmetic runs in t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -21,7 +21,14 @@ Method = Literal["auto", "direct", "fft"]
 
 FracDiffStream = _core.FracDiffStream
 
+#: Most FFD weights (the core's ``MAX_FRACDIFF_WEIGHTS``, 1,000,000: 8 MB, about two years of
+#: one-minute bars): a threshold that would keep more, or a longer window, is refused.
+#: ``|w_k|`` falls like ``k**-(1 + d)``, so a tiny threshold (1e-300 at d = 0.4 would need some
+#: 1e214 weights) would otherwise exhaust memory.
+MAX_FFD_WEIGHTS: Final[int] = _core.MAX_FRACDIFF_WEIGHTS
+
 __all__ = [
+    "MAX_FFD_WEIGHTS",
     "FracDiffStream",
     "MinFfdResult",
     "adf_test",
@@ -90,18 +97,21 @@ def fracdiff_weights(
     threshold : float, optional
         Keep weights while ``|w_k| >= threshold`` (AFML's fixed-width window, snippet 5.3).
     window : int, optional
-        Keep exactly ``window`` weights (``window >= 1``). Give exactly one of the two.
+        Keep exactly ``window`` weights, in [1, :data:`MAX_FFD_WEIGHTS`]. Give exactly one of
+        the two.
 
     Returns
     -------
     numpy.ndarray, float64 [K]
-        ``w_0 = 1`` applies to the newest value, ``w_k`` to the value ``k`` bars back.
+        ``w_0 = 1`` applies to the newest value, ``w_k`` to the value ``k`` bars back;
+        ``K <= MAX_FFD_WEIGHTS``.
 
     Raises
     ------
     ValueError
         For ``d`` outside [0, 2], both or neither of ``threshold`` and ``window``,
-        ``threshold <= 0`` or ``window < 1``.
+        ``threshold <= 0``, a threshold that would keep more than :data:`MAX_FFD_WEIGHTS`
+        weights, or ``window`` outside [1, :data:`MAX_FFD_WEIGHTS`].
     """
     d = _check_d(d)
     if (threshold is None) == (window is None):
@@ -114,6 +124,8 @@ def fracdiff_weights(
     assert window is not None
     if int(window) != window or window < 1:
         raise ValueError(f"window must be an integer >= 1, got {window}")
+    if window > MAX_FFD_WEIGHTS:
+        raise ValueError(f"window must be at most {MAX_FFD_WEIGHTS} weights, got {window}")
     return _core.fracdiff_weights(d, 0.0, int(window))
 
 

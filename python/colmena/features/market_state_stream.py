@@ -108,7 +108,9 @@ class MarketStateStream:
         Parameters
         ----------
         ts_ns : int
-            Open time, ns since epoch UTC; must be after :attr:`newest_timestamp`.
+            Open time, ns since epoch UTC; must be after :attr:`newest_timestamp` and within
+            1970-01-01 .. 2200-01-01 (the core's time range, which the trading loop that follows
+            also requires).
         open, high, low, close : float
             Prices in the quote currency, finite and > 0, with low <= open, close <= high.
         volume : float
@@ -118,7 +120,7 @@ class MarketStateStream:
         ------
         ValueError
             The candle breaks a rule, e.g. ``MarketStateStream.update: ts ... is not after the
-            newest stored ts ...``; nothing changes.
+            newest stored ts ...``, or its time is outside 1970..2200; nothing changes.
         """
         return self._core.update_candle(ts_ns, open, high, low, close, volume)
 

@@ -8,19 +8,27 @@ Thorp, "The Kelly criterion in blackjack, sports betting and the stock market", 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Final
 
 import msgspec
 
 from colmena import _core
 from colmena.units import NS_PER_SECOND
 
-__all__ = ["RiskConfig", "RiskManager"]
+__all__ = ["MAX_DURATION_SECONDS", "MAX_VAR_HORIZON_BARS", "RiskConfig", "RiskManager"]
 
 RiskManager = _core.RiskManager
 
+#: Longest duration any setting may take, in seconds: 3650 days ("10 years"), the core's
+#: ``MAX_DURATION_NS``. Every candle time lies in 1970..2200, so a time plus or minus such a
+#: duration always fits in int64 nanoseconds.
+MAX_DURATION_SECONDS: Final[float] = _core.MAX_DURATION_NS / NS_PER_SECOND
+#: Longest VaR horizon, in bars: 10 years of one-second bars (the core's ``MAX_VAR_HORIZON_BARS``).
+MAX_VAR_HORIZON_BARS: Final[float] = _core.MAX_VAR_HORIZON_BARS
+
 Fraction = Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)]
-Seconds = Annotated[float, msgspec.Meta(ge=0.0)]
+Duration = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_DURATION_SECONDS)]
+Pause = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_DURATION_SECONDS)]
 
 
 class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -52,26 +60,41 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     var_budget : float
         Largest parametric VaR of the position at ``var_confidence`` over ``var_horizon_bars``,
         as a fraction of equity.
+    var_horizon_bars : float
+        VaR horizon in bars, in [1, :data:`MAX_VAR_HORIZON_BARS`] (10 years of one-second bars).
     ewma_lambda : float
         RiskMetrics decay of the per-bar variance estimate.
     min_trade_fraction : float
         Target changes smaller than this fraction of equity are skipped.
     halt_drawdown, halt_window_seconds
         Kill switch: a fall of more than ``halt_drawdown`` from the maximum equity of the last
-        ``halt_window_seconds`` halts trading (manual reset only).
+        ``halt_window_seconds`` halts trading (manual reset only). The window is in seconds, in
+        (0, :data:`MAX_DURATION_SECONDS`] (10 years).
     ladder_drawdown, ladder_pause_seconds
         Circuit breakers on the drawdown from the ladder's reference equity: pause lengths per
-        level; the last level (the drawdown stop) also flattens. The reference is the highest
+        level, in seconds, each in [0, :data:`MAX_DURATION_SECONDS`] (10 years); the last level
+        (the drawdown stop) also flattens. The reference is the highest
         equity since the ladder was armed; it re-arms at a new high and when a drawdown stop's
         pause ends (reference = the equity then), so a slow bleed after a stop is caught again.
     stale_after_seconds : float
-        Newest candle older than this: REDUCING (reduce-only) until fresh data.
+        Newest candle older than this many seconds: REDUCING (reduce-only) until fresh data. In
+        (0, :data:`MAX_DURATION_SECONDS`] (10 years).
     daily_loss_pause : float
         UTC-day PnL (against the previous day's last equity) below this pauses trading
         (reduce-only) until the next UTC midnight, in [-1, 0); -1 disables it. The design
         documents' -3%; the -2% warning is ``alert_daily_pnl_warning``.
     alert_* : float
         Alert thresholds (drawdown from peak, UTC-day PnL).
+
+    Raises
+    ------
+    msgspec.ValidationError
+        (a ValueError) naming the field, when a value is outside its range: on decoding (JSON,
+        ``msgspec.convert``) for every field, and on construction for the durations (the bounds
+        above) and the cross-field rules. Every other rule is checked by :meth:`to_core` (the
+        core's ``validate``). The duration bounds keep the core's time arithmetic (``ts +
+        pause``, ``ts - window``) far from int64 overflow, so no setting can shorten a pause or
+        window by wrapping around.
     """
 
     kelly_multiplier: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.25
@@ -82,14 +105,14 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_leverage: Annotated[float, msgspec.Meta(gt=0.0)] = 1.0
     var_budget: Annotated[float, msgspec.Meta(gt=0.0)] = 0.02
     var_confidence: Annotated[float, msgspec.Meta(gt=0.5, lt=1.0)] = 0.99
-    var_horizon_bars: Annotated[float, msgspec.Meta(ge=1.0)] = 1440.0
+    var_horizon_bars: Annotated[float, msgspec.Meta(ge=1.0, le=MAX_VAR_HORIZON_BARS)] = 1440.0
     ewma_lambda: Fraction = 0.999
     min_trade_fraction: Annotated[float, msgspec.Meta(ge=0.0)] = 0.01
     halt_drawdown: Fraction = 0.20
-    halt_window_seconds: Annotated[float, msgspec.Meta(gt=0.0)] = 3600.0
+    halt_window_seconds: Duration = 3600.0
     ladder_drawdown: tuple[float, float, float] = (0.05, 0.10, 0.15)
-    ladder_pause_seconds: tuple[float, float, float] = (3600.0, 4 * 3600.0, 24 * 3600.0)
-    stale_after_seconds: Annotated[float, msgspec.Meta(gt=0.0)] = 300.0
+    ladder_pause_seconds: tuple[Pause, Pause, Pause] = (3600.0, 4 * 3600.0, 24 * 3600.0)
+    stale_after_seconds: Duration = 300.0
     daily_loss_pause: Annotated[float, msgspec.Meta(ge=-1.0, lt=0.0)] = -0.03
     alert_drawdown_warning: Fraction = 0.10
     alert_drawdown_critical: Fraction = 0.15
@@ -98,6 +121,28 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         errors = []
+        # Decoding checks the Meta bounds first; plain construction does not, so the bounds
+        # that guard the core's time arithmetic are checked here too.
+        for name, value, zero_ok in (
+            ("halt_window_seconds", self.halt_window_seconds, False),
+            *(
+                (f"ladder_pause_seconds[{k}]", pause, True)
+                for k, pause in enumerate(self.ladder_pause_seconds)
+            ),
+            ("stale_after_seconds", self.stale_after_seconds, False),
+        ):
+            low_ok = value >= 0.0 if zero_ok else value > 0.0
+            if not (low_ok and value <= MAX_DURATION_SECONDS):
+                bracket = "[0" if zero_ok else "(0"
+                errors.append(
+                    f"{name} must be in {bracket}, {MAX_DURATION_SECONDS:.0f}] seconds "
+                    f"(10 years), got {value!r}"
+                )
+        if not (1.0 <= self.var_horizon_bars <= MAX_VAR_HORIZON_BARS):
+            errors.append(
+                f"var_horizon_bars must be in [1, {MAX_VAR_HORIZON_BARS:.0f}], "
+                f"got {self.var_horizon_bars!r}"
+            )
         if self.kelly_min_trades > self.kelly_window:
             errors.append("kelly_min_trades must be <= kelly_window")
         a, b, c = self.ladder_drawdown
@@ -105,8 +150,6 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             errors.append(
                 f"ladder_drawdown must increase within (0, 1), got {self.ladder_drawdown}"
             )
-        if any(p < 0 for p in self.ladder_pause_seconds):
-            errors.append("ladder_pause_seconds must be >= 0")
         if errors:
             raise msgspec.ValidationError("; ".join(errors))
 

@@ -11,8 +11,9 @@ expected shortfall", 2002; J.P. Morgan, *RiskMetrics Technical Document*, 1996.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -20,6 +21,9 @@ from numpy.typing import ArrayLike, NDArray
 from colmena import _core
 
 __all__ = [
+    "MAX_MONTE_CARLO_DRAWS",
+    "MAX_MONTE_CARLO_HORIZON",
+    "MAX_MONTE_CARLO_PATHS",
     "StressResult",
     "TailRisk",
     "stress_test",
@@ -28,6 +32,13 @@ __all__ = [
 ]
 
 VaRMethod = Literal["historical", "gaussian", "cornish_fisher", "monte_carlo"]
+
+#: Longest Monte Carlo horizon, in bars (about two years of one-minute bars).
+MAX_MONTE_CARLO_HORIZON: Final[int] = _core.MAX_MONTE_CARLO_HORIZON
+#: Most Monte Carlo paths.
+MAX_MONTE_CARLO_PATHS: Final[int] = _core.MAX_MONTE_CARLO_PATHS
+#: Most bootstrap draws, ``horizon * paths``: a Monte Carlo call ends within seconds.
+MAX_MONTE_CARLO_DRAWS: Final[int] = _core.MAX_MONTE_CARLO_DRAWS
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,10 @@ def tail_risk(
         ``monte_carlo``: ``paths`` horizon returns, each the sum of ``horizon`` returns drawn with
         replacement (i.i.d. bootstrap), then historical VaR/ES on those; seeded, deterministic.
     horizon, paths, seed : int
-        Monte Carlo only.
+        Monte Carlo only: the horizon in bars, in [1, :data:`MAX_MONTE_CARLO_HORIZON`]
+        (1,000,000); the number of paths, in [2, :data:`MAX_MONTE_CARLO_PATHS`] (10,000,000);
+        ``horizon * paths`` at most :data:`MAX_MONTE_CARLO_DRAWS` (1e9), so a call always ends
+        within seconds; the seed, in [0, 2**64).
 
     Returns
     -------
@@ -82,8 +96,25 @@ def tail_risk(
     Raises
     ------
     ValueError
-        Fewer than 2 finite returns, confidence outside (0, 1), unknown method.
+        Fewer than 2 finite returns, confidence outside (0, 1), unknown method, or a horizon,
+        paths or seed outside the bounds above.
     """
+    for name, value, low, high in (
+        ("horizon", horizon, 1, MAX_MONTE_CARLO_HORIZON),
+        ("paths", paths, 2, MAX_MONTE_CARLO_PATHS),
+        ("seed", seed, 0, 2**64 - 1),
+    ):
+        try:
+            number = None if isinstance(value, bool) else operator.index(value)
+        except TypeError:
+            number = None
+        if number is None or not (low <= number <= high):
+            raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    if method == "monte_carlo" and horizon * paths > MAX_MONTE_CARLO_DRAWS:
+        raise ValueError(
+            f"horizon * paths must be at most {MAX_MONTE_CARLO_DRAWS} draws, "
+            f"got {horizon} * {paths}"
+        )
     var, es = _core.tail_risk(_returns(returns), float(confidence), method, horizon, paths, seed)
     return TailRisk(method=method, confidence=float(confidence), var=var, expected_shortfall=es)
 
