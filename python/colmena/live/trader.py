@@ -81,6 +81,7 @@ class CandleResult:
 
 
 _NO_AGENTS = np.zeros(0, dtype=np.float32)
+_NO_AGENTS.setflags(write=False)  # shared by every result without agent signals
 
 
 class SwarmTrader:
