@@ -194,6 +194,12 @@ class SwarmModel:
         The market-regime classifier fitted on the training bars.
     gate : GateResult or None
         The validation gate (None before it ran).
+
+    Raises
+    ------
+    ValueError
+        On construction, if ``weights`` is not [1 or 1 + number of regimes, n_agents] or holds a
+        negative or non-finite value (checked once, so the consensus need not check again).
     """
 
     feature_spec: FeatureSpec
