@@ -39,3 +39,22 @@ def btc_2023_close(shared_data_dir: Path) -> np.ndarray:
     path = shared_data_dir / "binanceus_btcusdt_1m_2023-03-01_2023-03-21.csv"
     with path.open(newline="") as fh:
         return np.array([float(row["close"]) for row in csv.DictReader(fh)])
+
+
+#: Environment variable that runs the ``fuzz_long`` tests in a plain run.
+FUZZ_LONG_ENV = "COLMENA_FUZZ_LONG"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``fuzz_long`` tests unless asked for: ``-m fuzz_long`` or ``COLMENA_FUZZ_LONG=1``."""
+    asked = "fuzz_long" in (config.getoption("markexpr") or "") or os.environ.get(
+        FUZZ_LONG_ENV, ""
+    ) not in ("", "0")
+    if asked:
+        return
+    skip = pytest.mark.skip(
+        reason=f"long fuzzer: run with -m fuzz_long or {FUZZ_LONG_ENV}=1 (tests/fuzzing.py)"
+    )
+    for item in items:
+        if "fuzz_long" in item.keywords:
+            item.add_marker(skip)
