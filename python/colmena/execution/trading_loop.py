@@ -4,7 +4,9 @@ The compiled core's trading loop (``colmena._core.TradingLoop``) is the one impl
 path from a decision signal to fills: :func:`colmena._core.run_backtest` and
 :func:`colmena.execution.simulate_targets` loop over it, and this module steps it from Python,
 bar by bar, as a live service does. Each call returns frozen :class:`msgspec.Struct` values, so a
-result can be recorded or sent over a message bus as it is (``msgspec.msgpack.encode``).
+result can be recorded or sent over a message bus as it is (``msgspec.msgpack.encode``). Decoding
+ignores fields it does not know, so a consumer keeps reading the messages of a newer producer (the
+compatibility rule of the wire contract, :mod:`colmena.live.wire`).
 
 One bar ``t`` (its open time ``ts``; decisions at the close of bar ``t`` fill no earlier than the
 open of bar ``t + 1``, SPEC "Honesty rules"):
@@ -100,7 +102,7 @@ EventTypeName = Literal["trade_executed", "regime_changed", "drawdown_threshold"
 ExecutionErrorName = Literal["no_volume", "non_finite_price"]
 
 
-class Bar(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Bar(msgspec.Struct, frozen=True):
     """One OHLCV candle.
 
     Attributes
@@ -121,7 +123,7 @@ class Bar(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     volume: float
 
 
-class Fill(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Fill(msgspec.Struct, frozen=True):
     """A fill at a bar's open.
 
     Attributes
@@ -149,7 +151,7 @@ class Fill(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     requested: float
 
 
-class Order(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Order(msgspec.Struct, frozen=True):
     """Risk to execution: a market order for the next bar's open.
 
     Attributes
@@ -180,7 +182,7 @@ class Order(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reduce_only: bool
 
 
-class RiskEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class RiskEvent(msgspec.Struct, frozen=True):
     """An event of the trading loop (SPEC "Events": trade executed, regime changed, drawdown
     threshold crossed, error; plus alerts).
 
@@ -213,7 +215,7 @@ class RiskEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     value: float
 
 
-class ClosedTrade(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ClosedTrade(msgspec.Struct, frozen=True):
     """A round trip of the account: from leaving a flat position to returning to it (or flipping).
 
     Attributes
@@ -247,7 +249,7 @@ class ClosedTrade(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     exit_origin: OrderOriginName
 
 
-class ExecutionReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ExecutionReport(msgspec.Struct, frozen=True):
     """Execution to risk, at the open of the bar after an order's decision bar: what became of it.
 
     Sent for every order, filled or not.
@@ -287,7 +289,7 @@ class ExecutionReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     closed_trades: tuple[ClosedTrade, ...] = ()
 
 
-class AccountSnapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class AccountSnapshot(msgspec.Struct, frozen=True):
     """Execution to risk, at a bar's close: the account after the borrow charge, marked.
 
     Attributes
@@ -311,7 +313,7 @@ class AccountSnapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     equity: float
 
 
-class RiskGate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class RiskGate(msgspec.Struct, frozen=True):
     """Risk to execution, at a bar's open: the trading state the fill's reduce-only clip reads.
 
     Attributes
@@ -329,7 +331,7 @@ class RiskGate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     events: tuple[RiskEvent, ...] = ()
 
 
-class Decision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Decision(msgspec.Struct, frozen=True):
     """The decision at a bar's close.
 
     Attributes
@@ -361,7 +363,7 @@ class Decision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     state: TradingStateName
 
 
-class RiskDecision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class RiskDecision(msgspec.Struct, frozen=True):
     """What :meth:`RiskStage.close` decided.
 
     Attributes
@@ -378,7 +380,7 @@ class RiskDecision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     events: tuple[RiskEvent, ...] = ()
 
 
-class StepResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class StepResult(msgspec.Struct, frozen=True):
     """What one :meth:`TradingLoop.step` did.
 
     Attributes
