@@ -16,8 +16,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pytest
 
 from colmena.atomic_write import (
@@ -48,22 +46,9 @@ from colmena.persistence.run_folder import (
 
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
-from helpers import make_state  # noqa: E402
+from helpers import make_state, synthetic_candles  # noqa: E402
 
 HARNESS = [sys.executable, str(TESTS / "step_harness.py")]
-
-
-def synthetic_candles(folder: Path, n: int = 3_000, seed: int = 0) -> Path:
-    """A Parquet file of ``n`` one-minute candles from 2023-03-01 on, a random walk around 100."""
-    import pyarrow.parquet as pq
-
-    close = 100 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 0.001, n)))
-    ts = 1_677_628_800 * 10**9 + 60 * 10**9 * np.arange(n, dtype=np.int64)
-    path = folder / "candles.parquet"
-    pq.write_table(pa.table({"ts": pa.array(ts, pa.timestamp("ns")), "open": close,
-                             "high": close * 1.001, "low": close * 0.999, "close": close,
-                             "volume": np.ones(n)}), path)  # fmt: skip
-    return path
 
 
 @pytest.fixture(scope="module")
