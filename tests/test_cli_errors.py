@@ -323,3 +323,40 @@ def test_features_refuses_a_tiny_threshold_instead_of_exhausting_memory(tmp_path
         f"Error: {data}: fracdiff_weights: the threshold 1e-300 keeps more than 1000000 weights "
         "at d = 0.4 (|w_k| falls like k^-(1+d)); use a larger threshold or a fixed window"
     ]
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_a_config_that_is_not_a_regular_file_is_refused_not_read_forever(
+    tmp_path: Path, data: Path, kind: str
+) -> None:
+    """``--config /dev/zero`` once read without end, and a FIFO without a writer blocked for
+    ever. A child process with a time and memory limit (hang and bomb detection)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers import run_cli
+
+    if kind == "fifo":
+        config = tmp_path / "config.json"
+        os.mkfifo(config)
+    else:
+        config = Path("/dev/zero")
+        if not config.exists():
+            pytest.skip("no /dev/zero")
+    out = tmp_path / "run"
+    done = run_cli(["backtest", str(data), "--config", str(config), "--out", str(out)],
+                   timeout=60)  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert output.strip().splitlines() == [
+        f"Error: {config}: not a regular file (a JSON file is expected)"
+    ]
+    assert not out.exists()
+
+
+def test_a_huge_config_is_refused_in_one_line(tmp_path: Path, data: Path) -> None:
+    config = tmp_path / "big.json"
+    config.write_text('{"seed": 1' + " " * 2**20 + "}")
+    result = run(["backtest", str(data), "--config", str(config), "--out", str(tmp_path / "r")])
+    assert_user_error(result, str(config), "larger than 1,048,576 bytes")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.json", "candles.csv"]

@@ -269,3 +269,37 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_same_result(
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_same_checkpoints(checkpoints.list_checkpoints(out), uninterrupted)
+
+
+# ---------------------------------------------------------------- report
+
+
+@pytest.fixture
+def run_folder(inputs: tuple[Path, Path], tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    result = invoke(backtest_args(inputs, out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_report_is_refused_while_a_backtest_holds_the_folder(run_folder: Path) -> None:
+    before = snapshot(run_folder)
+    with FolderLock(run_folder):
+        result = invoke(["report", str(run_folder)])
+        assert_one_line(result, EXIT_USER_ERROR, str(run_folder), "another colmena process")
+    assert snapshot(run_folder) == before
+
+
+def test_report_restores_a_run_left_half_replaced_by_a_killed_backtest(run_folder: Path) -> None:
+    """Killed between the two renames, a backtest leaves the earlier run hidden beside a
+    missing --out; ``colmena report`` renames it back, then renders it."""
+    run_id = read_run_id(run_folder)
+    hidden = run_folder.with_name(".run.old-999999")
+    run_folder.rename(hidden)
+    (run_folder.parent / ".run.lock").write_text("{}")  # the dead writer's (unheld) lock file
+    result = invoke(["report", str(run_folder)])
+    assert result.exit_code == 0, result.output
+    assert read_run_id(run_folder) == run_id
+    assert entries(run_folder.parent) == ["run"]
+    failed = invoke(["report", str(run_folder.parent / "missing")])
+    assert_one_line(failed, EXIT_USER_ERROR, "not a colmena run folder")

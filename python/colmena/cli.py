@@ -235,6 +235,34 @@ def features(
     Console().print(summary)
 
 
+#: The largest ``--config`` file read (a BacktestConfig is a few kilobytes).
+MAX_CONFIG_BYTES = 2**20
+
+
+def _read_config(path: Path) -> bytes:
+    """The bytes of a ``--config`` file: a regular file of at most :data:`MAX_CONFIG_BYTES`
+    (never a FIFO or a device, which could block or never end).
+
+    Raises
+    ------
+    UserError
+        Naming the file and what is wrong with it.
+    """
+    import stat
+
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{path}: not a regular file (a JSON file is expected)")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({_reason(exc)})") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UserError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; not a colmena config")
+    return data
+
+
 def _reason(exc: BaseException) -> str:
     """An OSError as one short phrase: "[Errno 28] No space left on device: 'path'" becomes
     "No space left on device"; other errors their message."""
@@ -718,7 +746,7 @@ def backtest(
     try:
         if config_file is not None:
             # The file sets everything; options given on the command line override it.
-            base = msgspec.json.decode(config_file.read_bytes(), type=BacktestConfig)
+            base = msgspec.json.decode(_read_config(config_file), type=BacktestConfig)
         else:
             base = BacktestConfig()  # the library's defaults: the CLI runs the same backtest
         evolution = base.training.evolution
@@ -945,11 +973,21 @@ def _result_table(report: dict[str, Any], name: str) -> Table:
 def report(run_dir: Path, open_browser: bool) -> None:
     """Render report.html again from the run folder RUN_DIR (written by colmena backtest)."""
     from colmena.atomic_write import write_atomically
-    from colmena.persistence.run_folder import RunFolderError, load_run
+    from colmena.persistence.run_folder import RunFolderError, load_run, recover_run_folder
     from colmena.report.html import render_html
 
+    lock = FolderLock(run_dir)  # not while a backtest replaces the run (its report would be stale)
     try:
-        run = load_run(run_dir)
+        if run_dir.absolute().parent.is_dir():
+            lock.acquire()
+    except FolderLockedError as exc:
+        raise UserError(str(exc.strerror)) from exc
+    except OSError as exc:
+        raise UserError(f"{run_dir}: cannot be locked ({_reason(exc)})") from exc
+    try:
+        if lock.held:
+            recover_run_folder(run_dir)  # what a killed backtest left half-replaced
+        run = load_run(run_dir, repair=False)
         html = render_html(run).encode("utf-8")
         path = write_atomically(run_dir / "report.html", lambda fh: fh.write(html))
     except RunFolderError as exc:
@@ -959,6 +997,8 @@ def report(run_dir: Path, open_browser: bool) -> None:
             f"writing {run_dir / 'report.html'} failed ({_reason(exc)}); the earlier "
             "report.html, if any, is intact"
         ) from exc
+    finally:
+        lock.release()
     console.print(f"report: {path}")
     if open_browser:
         import webbrowser

@@ -81,11 +81,12 @@ def _json_default(value: Any) -> Any:
     raise NotImplementedError(f"cannot encode {type(value).__name__} in report.json")
 
 
-def load_run(run_dir: str | os.PathLike[str]) -> BacktestRun:
+def load_run(run_dir: str | os.PathLike[str], *, repair: bool = True) -> BacktestRun:
     """Read a run folder written by :func:`write_run` back into a :class:`BacktestRun`.
 
     A folder left half-replaced by a writer that was killed is repaired first
-    (:func:`recover_run_folder`).
+    (:func:`recover_run_folder`, under the folder's lock) unless ``repair`` is False (for a
+    caller that holds the lock and repaired it already).
 
     Raises
     ------
@@ -95,7 +96,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> BacktestRun:
         If it must be repaired while another process is writing it.
     """
     folder = Path(run_dir)
-    if not is_run_folder(folder) and _leftovers(folder):
+    if repair and not is_run_folder(folder) and _leftovers(folder):
         lock = _lock(folder)
         try:
             recover_run_folder(folder)
