@@ -138,6 +138,19 @@ def test_backtest_on_a_folder_another_run_holds_is_refused_naming_it(
     assert entries(tmp_path) == []
 
 
+def test_backtest_whose_database_is_down_keeps_the_run_folder_and_says_where(
+    inputs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("psycopg")
+    out = tmp_path / "run"
+    dsn = f"postgresql://nobody@/none?host={tmp_path}&connect_timeout=2"
+    result = invoke(backtest_args(inputs, out, "--db", dsn))
+    assert_one_line(result, EXIT_OUTPUT_ERROR, f"the run is in {out}", "PostgreSQL failed")
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert is_run_folder(out)
+    assert entries(tmp_path) == ["run"]
+
+
 def test_backtest_removes_what_a_killed_run_left_and_says_so(
     inputs: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -202,25 +215,34 @@ def assert_same_checkpoints(actual: list[Path], expected: list[Path]) -> None:
         assert a.read_bytes() == b.read_bytes(), f"{a} differs from {b}"
 
 
-def test_train_whose_final_checkpoint_cannot_be_written_says_where_the_model_is(
-    train_data: Path, uninterrupted: list[Path], tmp_path: Path
+@pytest.mark.parametrize("failing", [0, 1, 2], ids=["generation 1", "generation 2", "final"])
+def test_train_whose_checkpoint_cannot_be_written_says_where_the_model_is(
+    train_data: Path, uninterrupted: list[Path], tmp_path: Path, failing: int
 ) -> None:
-    """The disk fills up as the finished run is saved: exit 3, one line naming the newest
-    checkpoint and the command that finishes from it; that command gives the same final
-    checkpoint, byte for byte, as a run never stopped."""
+    """The disk fills up as a checkpoint is saved (after generation 1, after generation 2, or
+    the finished run): exit 3, one line naming the newest checkpoint kept and the command that
+    continues from it; that command gives the same checkpoints, byte for byte, as a run never
+    stopped."""
+    assert len(uninterrupted) == 3  # generations 1 and 2, then the finished run
     out = tmp_path / "ck"
-    final = uninterrupted[-1].name
-    with observe_steps(fail_at("temporary_written", errno.ENOSPC, final)):
+    name = uninterrupted[failing].name
+    with observe_steps(fail_at("temporary_written", errno.ENOSPC, name)):
         result = invoke(["train", str(train_data), "--out", str(out), *TRAIN])
     kept = checkpoints.list_checkpoints(out)
-    assert [p.name for p in kept] == [p.name for p in uninterrupted[:-1]]
-    assert_one_line(result, EXIT_OUTPUT_ERROR, "training finished", "No space left",
-                    f"the newest checkpoint saved is {kept[-1]}",
-                    f"--resume {out}")  # fmt: skip
+    assert [p.name for p in kept] == [p.name for p in uninterrupted[:failing]]
+    what = "training finished" if failing == 2 else f"generation {failing + 1} was trained"
+    where = (
+        [f"the newest checkpoint saved is {kept[-1]}", f"--resume {out}"]
+        if kept
+        else ["no checkpoint of this run was saved"]
+    )
+    assert_one_line(result, EXIT_OUTPUT_ERROR, what, "No space left", *where)
     assert not any(name.endswith(".tmp") for name in entries(out))
-    resumed = invoke(["train", str(train_data), "--out", str(out), "--resume", str(out)])
+    again = ["--resume", str(out)] if kept else TRAIN
+    resumed = invoke(["train", str(train_data), "--out", str(out), *again])
     assert resumed.exit_code == 0, resumed.output
     assert_same_checkpoints(checkpoints.list_checkpoints(out), uninterrupted)
+    assert entries(tmp_path) == ["ck"]  # the lock file went with the run
 
 
 def test_train_on_a_read_only_disk_or_a_held_folder_is_refused_before_any_work(

@@ -893,7 +893,8 @@ def backtest(
                 run_id = record_run(db, run, run_id=read_run_id(path))
         except Exception as exc:  # a database error must not lose the run directory
             raise OutputError(
-                f"the run is in {path}, but recording it in PostgreSQL failed: {exc}"
+                f"the run is in {path}, but recording it in PostgreSQL failed: "
+                f"{' '.join(str(exc).split())}"
             ) from exc
         for warning in caught:
             console.print(f"[yellow]warning:[/yellow] {warning.message}")
