@@ -243,3 +243,56 @@ def fills_in(folder: Path) -> int:
     import pyarrow.parquet as pq
 
     return pq.read_metadata(folder / "fills.parquet").num_rows
+
+
+def _json_values():  # type: ignore[no-untyped-def]
+    from hypothesis import strategies as st
+
+    leaves = st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.floats()
+    return st.recursive(
+        leaves,
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(st.text("abc_", min_size=1, max_size=4), inner, max_size=4)
+        ),
+        max_leaves=20,
+    )
+
+
+def _paths(value, where: str = ""):  # type: ignore[no-untyped-def]
+    """Every (path, leaf) of a JSON-like value, in the order finite_json names them."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, f"{where}[{i}]")
+    else:
+        yield where, value
+
+
+def test_finite_json_nulls_exactly_the_non_finite_numbers() -> None:
+    """Property: the result has the same shape, every finite leaf unchanged, every non-finite
+    float replaced by None and named with its path, and it encodes as strict JSON."""
+    import json
+
+    from hypothesis import given
+
+    from colmena.persistence.records import finite_json
+
+    @given(_json_values())
+    def check(value) -> None:  # type: ignore[no-untyped-def]
+        cleaned, found = finite_json(value)
+        before, after = list(_paths(value)), list(_paths(cleaned))
+        assert [p for p, _ in before] == [p for p, _ in after]
+        expected = []
+        for (path, leaf), (_, new) in zip(before, after, strict=True):
+            if isinstance(leaf, float) and not math.isfinite(leaf):
+                assert new is None
+                expected.append(f"{path} = {leaf}")
+            else:
+                assert new is leaf or new == leaf
+        assert found == expected
+        json.dumps(cleaned, allow_nan=False)  # strict JSON: what JSONB accepts
+
+    check()

@@ -14,7 +14,8 @@ Beside a run folder ``NAME`` (in its parent) a writer keeps, for the time it wri
   one is refused, naming the holder's pid);
 - ``.NAME.<random>.tmp``: the new run being written, with the owner file :data:`WRITER_FILE`
   naming the target and the writer's pid;
-- ``.NAME.old-<pid>``: when replacing, the earlier run, moved aside between the two renames.
+- ``.NAME.old-<pid>`` (or ``.NAME.old-<pid>-<n>``): when replacing, the earlier run, moved
+  aside between the two renames.
 
 A writer killed at any point (power cut, SIGKILL) leaves some of these; the next writer, or the
 next :func:`load_run`, takes the lock (so no live writer owns them) and repairs the folder
@@ -272,7 +273,7 @@ def _lock(target: Path) -> FolderLock:
 
 
 def _old_re(name: str) -> re.Pattern[str]:
-    return re.compile(rf"\.{re.escape(name)}\.old-\d+")
+    return re.compile(rf"\.{re.escape(name)}\.old-\d+(?:-\d+)?")
 
 
 def _tmp_re(name: str) -> re.Pattern[str]:
@@ -508,6 +509,10 @@ def write_run(
         if target.exists():
             check_run_folder(target, replace=True)  # again: nothing foreign appeared meanwhile
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            n = 0
+            while old.exists():  # one that recovery kept (it holds a user's file)
+                n += 1
+                old = target.with_name(f".{target.name}.old-{os.getpid()}-{n}")
             os.replace(target, old)
             step("old_moved_aside")
         os.replace(tmp, target)
