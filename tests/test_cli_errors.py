@@ -302,6 +302,7 @@ def test_backtest_refuses_an_out_of_range_setting_before_any_work(
     before = sorted(p.name for p in tmp_path.iterdir())
     result = run(["backtest", str(data), "--config", str(config), "--out", str(tmp_path / "run")])
     assert_user_error(result, str(config), field)
+    assert len(result.output.strip().splitlines()) == 1, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 
@@ -360,3 +361,23 @@ def test_a_huge_config_is_refused_in_one_line(tmp_path: Path, data: Path) -> Non
     result = run(["backtest", str(data), "--config", str(config), "--out", str(tmp_path / "r")])
     assert_user_error(result, str(config), "larger than 1,048,576 bytes")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.json", "candles.csv"]
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [("not json", "JSON is malformed"),
+     ('{"seed": "x"}', "Expected `int`, got `str` - at `$.seed`"),
+     ('{"sede": 1}', "unknown field `sede`")],
+    ids=["malformed", "wrong type", "unknown field"],
+)  # fmt: skip
+def test_a_bad_config_file_is_one_line_naming_the_file(
+    tmp_path: Path, data: Path, content: str, fragment: str
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(content)
+    result = run(["backtest", str(data), "--config", str(config), "--out", str(tmp_path / "r")])
+    assert_user_error(result, str(config), fragment)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith(f"Error: {config}: "), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["candles.csv", "config.json"]

@@ -785,8 +785,9 @@ def backtest(
         # re-run every validation of the nested structs on the final values
         config = msgspec.json.decode(msgspec.json.encode(config), type=BacktestConfig)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        where = f"{config_file}: " if config_file is not None else ""
-        raise click.UsageError(f"{where}{exc}") from exc
+        if config_file is not None:  # the file's content: one line, like any bad input file
+            raise UserError(f"{config_file}: {exc}") from exc
+        raise click.UsageError(str(exc)) from exc
     # Everything that can fail for a reason the user can fix is checked before any long work.
     # The run folder is locked from here until the run is written (a second colmena on the same
     # --out is refused), repaired if a killed run left it half-replaced, and checked.
