@@ -603,8 +603,18 @@ def _fetch(
     api_url: str | None,
     cache_dir: Path | None,
 ) -> Path:
-    from colmena.data.exchange import ExchangeUnavailableError, download_ohlcv, make_client
+    from colmena.data.exchange import (
+        ExchangeUnavailableError,
+        cache_path,
+        download_ohlcv,
+        make_client,
+    )
 
+    try:
+        cache = cache_path(exchange, symbol, timeframe, cache_dir)
+    except (ValueError, ImportError) as exc:
+        raise UserError(str(exc)) from exc
+    _check_writable_folder(cache.parent)  # before any download
     until_ms = None
     if until is not None:
         try:
@@ -629,6 +639,11 @@ def _fetch(
             )  # fmt: skip
         except (ExchangeUnavailableError, ValueError, ImportError) as exc:
             raise UserError(str(exc)) from exc
+        except OSError as exc:  # the cache cannot be written (disk full, read-only, ...)
+            raise OutputError(
+                f"downloading {exchange} {symbol} {timeframe}: writing the candle cache {cache} "
+                f"failed ({_reason(exc)}); the cache as it was before is intact"
+            ) from exc
 
 
 @main.command()
