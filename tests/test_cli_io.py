@@ -257,6 +257,11 @@ def test_train_on_a_read_only_disk_or_a_held_folder_is_refused_before_any_work(
         result = invoke(["train", str(train_data), "--out", str(out), *TRAIN])
         assert_one_line(result, EXIT_USER_ERROR, str(out), f"pid {os.getpid()}")
     assert entries(tmp_path) == []
+    bad = tmp_path / "bad.csv"
+    bad.write_text("not,a,candle,file\n")
+    result = invoke(["train", str(bad), "--out", str(tmp_path / "new" / "deep" / "ck"), *TRAIN])
+    assert_one_line(result, EXIT_USER_ERROR, str(bad))
+    assert entries(tmp_path) == ["bad.csv"]  # no parent folder or lock file left
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")

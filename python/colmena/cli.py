@@ -13,6 +13,7 @@ partial left; 1 anything else (a bug).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 import warnings
@@ -263,6 +264,38 @@ def _read_config(path: Path) -> bytes:
     return data
 
 
+def _lock_until_done(ctx: click.Context, folder: Path) -> None:
+    """Hold ``folder``'s :class:`~colmena.atomic_write.FolderLock` until the command ends,
+    creating the missing parent folders it lives in (removed again at the end if still empty).
+
+    Raises
+    ------
+    UserError
+        Another colmena process holds it (naming it), or the lock cannot be created.
+    """
+    created = []
+    parent = folder.absolute().parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    lock = FolderLock(folder)
+
+    def release() -> None:
+        lock.release()
+        for path in created:  # innermost first
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+    ctx.call_on_close(release)
+    try:
+        folder.absolute().parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except FolderLockedError as exc:
+        raise UserError(str(exc.strerror)) from exc
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot be locked ({_reason(exc)})") from exc
+
+
 def _reason(exc: BaseException) -> str:
     """An OSError as one short phrase: "[Errno 28] No space left on device: 'path'" becomes
     "No space left on device"; other errors their message."""
@@ -455,15 +488,7 @@ def train(
     except ImportError as exc:
         raise UserError(str(exc)) from exc
     _check_writable_folder(out_dir, _checkpoint_bytes(config))
-    lock = FolderLock(out_dir)
-    try:
-        out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
-        lock.acquire()  # one training per --out; released when the command ends
-    except FolderLockedError as exc:
-        raise UserError(str(exc.strerror)) from exc
-    except OSError as exc:
-        raise UserError(f"{out_dir}: cannot be locked ({_reason(exc)})") from exc
-    ctx.call_on_close(lock.release)
+    _lock_until_done(ctx, out_dir)  # one training per --out
     started = time.perf_counter()
     try:
         candles = load_ohlcv(data)
