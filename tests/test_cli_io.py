@@ -127,6 +127,20 @@ def test_backtest_that_cannot_write_its_result_says_so_and_keeps_the_earlier_run
     assert entries(tmp_path) == ["run"]
 
 
+def test_backtest_whose_folder_cannot_be_made_durable_says_the_run_is_there(
+    inputs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """An I/O error after the second rename (the parent folder's fsync) is not "nothing was
+    written": the new run is in place, and the line says so."""
+    out = tmp_path / "run"
+    with observe_steps(fail_at("old_removed", errno.EIO, "run")):
+        assert invoke(backtest_args(inputs, out)).exit_code == 0  # no earlier run: not reached
+        result = invoke(backtest_args(inputs, out, "--force"))
+    assert_one_line(result, EXIT_OUTPUT_ERROR, f"the run was written to {out}",
+                    "Input/output error", "may not survive a power cut")  # fmt: skip
+    assert is_run_folder(out)
+
+
 def test_backtest_on_a_folder_another_run_holds_is_refused_naming_it(
     inputs: tuple[Path, Path], tmp_path: Path
 ) -> None:

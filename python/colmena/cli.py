@@ -768,6 +768,7 @@ def backtest(
     from colmena.persistence.run_folder import (
         RunFolderError,
         estimate_run_bytes,
+        is_run_folder,
         read_run_id,
         reserve_run_folder,
         write_run,
@@ -917,9 +918,15 @@ def backtest(
         except ValueError as exc:
             raise UserError(f"{data}: {exc}") from exc
         progress.update(stage, description="writing the run directory")
+        earlier = read_run_id(out_dir) if is_run_folder(out_dir) else None
         try:
             path = write_run(run, out_dir, reservation=reservation)
         except (OSError, RunFolderError) as exc:  # disk full, read-only, ...
+            if is_run_folder(out_dir) and read_run_id(out_dir) != earlier:
+                raise OutputError(  # failed after the rename: the directory fsync
+                    f"the run was written to {out_dir}, but making it durable failed "
+                    f"({_reason(exc)}); it may not survive a power cut"
+                ) from exc
             raise OutputError(
                 f"the backtest finished, but writing {out_dir} failed ({_reason(exc)}); "
                 f"nothing was written{' and the earlier run is intact' if force else ''}: "
