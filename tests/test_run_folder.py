@@ -133,6 +133,16 @@ def test_write_atomically_failing_before_the_rename_leaves_the_target_untouched(
     assert entries(tmp_path) == ["file.bin"]
 
 
+def test_write_atomically_gives_a_normal_file_mode(tmp_path: Path) -> None:
+    """Permissions follow the umask like any new file (mkstemp's private 0600 once leaked)."""
+    mask = os.umask(0o027)
+    try:
+        path = write_atomically(tmp_path / "f.bin", lambda fh: fh.write(b"x"))
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
 BEFORE_RENAME = [s for s in RUN_STEPS if RUN_STEPS.index(s) < RUN_STEPS.index("renamed")]
 
 

@@ -166,6 +166,8 @@ def write_atomically(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
+            if sys.platform != "win32":  # a normal file (mkstemp makes it private: 0600)
+                os.fchmod(fh.fileno(), 0o666 & ~_umask())
             step("temporary_opened")
             write(fh)
             fh.flush()
@@ -181,6 +183,13 @@ def write_atomically(
     fsync_directory(out.parent)
     step("directory_synced")
     return out
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_parquet_atomically(table: pa.Table, path: str | os.PathLike[str]) -> Path:
