@@ -57,6 +57,23 @@ def run_cli(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return run_python(["-c", "from colmena.cli import main; main()", *args], **kwargs)
 
 
+def synthetic_candles(folder: Any, n: int = 3_000, seed: int = 0) -> Any:
+    """Write ``folder/candles.parquet``: ``n`` one-minute candles from 2023-03-01 00:00 UTC on,
+    a random walk around 100; returns its path."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 0.001, n)))
+    ts = 1_677_628_800 * 10**9 + 60 * 10**9 * np.arange(n, dtype=np.int64)
+    path = Path(folder) / "candles.parquet"
+    pq.write_table(pa.table({"ts": pa.array(ts, pa.timestamp("ns")), "open": close,
+                             "high": close * 1.001, "low": close * 0.999, "close": close,
+                             "volume": np.ones(n)}), path)  # fmt: skip
+    return path
+
+
 def tiny_training(
     *, seed: int = 1, interval: str = "15m", eval_days: float = 2.0, **changes: Any
 ) -> TrainConfig:

@@ -302,6 +302,7 @@ def test_backtest_refuses_an_out_of_range_setting_before_any_work(
     before = sorted(p.name for p in tmp_path.iterdir())
     result = run(["backtest", str(data), "--config", str(config), "--out", str(tmp_path / "run")])
     assert_user_error(result, str(config), field)
+    assert len(result.output.strip().splitlines()) == 1, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 
@@ -323,3 +324,60 @@ def test_features_refuses_a_tiny_threshold_instead_of_exhausting_memory(tmp_path
         f"Error: {data}: fracdiff_weights: the threshold 1e-300 keeps more than 1000000 weights "
         "at d = 0.4 (|w_k| falls like k^-(1+d)); use a larger threshold or a fixed window"
     ]
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_a_config_that_is_not_a_regular_file_is_refused_not_read_forever(
+    tmp_path: Path, data: Path, kind: str
+) -> None:
+    """``--config /dev/zero`` once read without end, and a FIFO without a writer blocked for
+    ever. A child process with a time and memory limit (hang and bomb detection)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers import run_cli
+
+    if kind == "fifo":
+        config = tmp_path / "config.json"
+        os.mkfifo(config)
+    else:
+        config = Path("/dev/zero")
+        if not config.exists():
+            pytest.skip("no /dev/zero")
+    out = tmp_path / "run"
+    done = run_cli(["backtest", str(data), "--config", str(config), "--out", str(out)],
+                   timeout=60)  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert output.strip().splitlines() == [
+        f"Error: {config}: not a regular file (a JSON file is expected)"
+    ]
+    assert not out.exists()
+
+
+def test_a_huge_config_is_refused_in_one_line(tmp_path: Path, data: Path) -> None:
+    config = tmp_path / "big.json"
+    config.write_text('{"seed": 1' + " " * 2**20 + "}")
+    result = run(["backtest", str(data), "--config", str(config), "--out", str(tmp_path / "r")])
+    assert_user_error(result, str(config), "larger than 1,048,576 bytes")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.json", "candles.csv"]
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [("not json", "JSON is malformed"),
+     ('{"seed": "x"}', "Expected `int`, got `str` - at `$.seed`"),
+     ('{"sede": 1}', "unknown field `sede`")],
+    ids=["malformed", "wrong type", "unknown field"],
+)  # fmt: skip
+def test_a_bad_config_file_is_one_line_naming_the_file(
+    tmp_path: Path, data: Path, content: str, fragment: str
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(content)
+    result = run(["backtest", str(data), "--config", str(config), "--out", str(tmp_path / "r")])
+    assert_user_error(result, str(config), fragment)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith(f"Error: {config}: "), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["candles.csv", "config.json"]

@@ -229,3 +229,41 @@ def test_backtest_cli_on_the_exchange_source(
     assert report["data"]["rows"] == 3 * 1440
     assert report["data"]["file"].endswith("binance_BTCUSDT_1m.parquet")
     assert report["out_of_sample"] is True
+
+
+def test_download_cli_on_a_read_only_or_full_cache(
+    server: FakeBinance, candles: list[list[object]], tmp_path: Path
+) -> None:
+    """A read-only cache folder is refused before any request (exit 2); a disk that fills up as
+    the downloaded candles are cached is exit 3, one line, and no partial cache file."""
+    import errno
+    import os
+
+    from colmena.atomic_write import observe_steps
+
+    until = int(candles[5_000][0])
+    args = ["download", "--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "1m",
+            "--days", "1", "--api-url", server.url, "--cache-dir", str(tmp_path / "cache"),
+            "--until", str(np.datetime64(until, "ms")) + "Z"]  # fmt: skip
+
+    def fail(step: str, err: int):  # type: ignore[no-untyped-def]
+        def observer(name: str, path: Path) -> None:
+            if name == step:
+                raise OSError(err, os.strerror(err), str(path))
+
+        return observer
+
+    with observe_steps(fail("probe", errno.EROFS)):
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "read-only file system" in result.output
+    assert server.requests == []  # refused before any download
+    with observe_steps(fail("temporary_written", errno.ENOSPC)):
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 3, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert "writing the candle cache" in lines[0]
+    assert "No space left on device" in lines[0]
+    assert server.requests  # the download happened
+    assert list((tmp_path / "cache").iterdir()) == []

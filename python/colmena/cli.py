@@ -1,13 +1,22 @@
 """The ``colmena`` command line (click + rich).
 
 Commands: ``colmena features`` (market features of a candle file), ``colmena info`` (what this
-build contains).
+build contains), ``colmena train``, ``colmena backtest``, ``colmena report``, ``colmena download``.
+
+Exit status (:data:`EXIT_USER_ERROR`, :data:`EXIT_OUTPUT_ERROR`): 0 done; 2 a user error found
+before any work (a bad file, path, option or setting; an output folder that is not writable, has
+too little free space for the command's estimate, or is locked by another colmena process): one
+line on stderr, nothing written; 3 the work was done but its output could not be written (disk
+full, read-only, I/O error, database down): one line saying what was kept and where, nothing
+partial left; 1 anything else (a bug).
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import itertools
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +35,45 @@ from rich.progress import (
 from rich.table import Table
 
 from colmena import build_info
+from colmena.atomic_write import (
+    FolderLock,
+    FolderLockedError,
+    UnwritableFolderError,
+    check_writable,
+)
 from colmena.features.fractional_diff import fracdiff, fracdiff_weights, log_returns, min_ffd_d
 
 console = Console(stderr=True)
+
+
+#: Exit status of a user error found before any work (see the module docstring).
+EXIT_USER_ERROR = 2
+#: Exit status when the work was done but its output could not be written.
+EXIT_OUTPUT_ERROR = 3
 
 
 class UserError(click.ClickException):
     """A problem with what the user gave (a file, a path, an option, a missing prerequisite):
     one line on stderr, exit code 2, no traceback."""
 
-    exit_code = 2
+    exit_code = EXIT_USER_ERROR
 
 
-def _check_writable_folder(folder: Path) -> None:
-    """Before long work: ``folder`` is (or can become) a writable folder."""
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{folder}: exists and is not a folder")
-    existing = folder.resolve()
-    while not existing.exists():
-        existing = existing.parent
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{folder}: cannot write in {existing} (permission denied)")
+class OutputError(click.ClickException):
+    """The work was done, but its output could not be written (disk full, read-only, I/O error,
+    database down): one line saying what was kept and where, exit code 3, no traceback."""
+
+    exit_code = EXIT_OUTPUT_ERROR
+
+
+def _check_writable_folder(folder: Path, required_bytes: int = 0) -> None:
+    """Before long work: ``folder`` is (or can become) a writable folder with room for
+    ``required_bytes`` (a probe file is created and removed; see
+    :func:`colmena.atomic_write.check_writable`)."""
+    try:
+        check_writable(folder, required_bytes=required_bytes)
+    except UnwritableFolderError as exc:
+        raise UserError(str(exc.strerror)) from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -179,7 +206,10 @@ def features(
             try:
                 write_parquet_atomically(table, out)
             except OSError as exc:
-                raise UserError(f"writing {out} failed, nothing was written: {exc}") from exc
+                raise OutputError(
+                    f"the features were computed, but writing {out} failed ({_reason(exc)}); "
+                    "nothing was written"
+                ) from exc
         progress.update(task, completed=4)
     elapsed = time.perf_counter() - started
 
@@ -204,6 +234,94 @@ def features(
         summary.add_row("written", str(out))
     summary.add_row("time", f"{elapsed:.2f} s")
     Console().print(summary)
+
+
+#: The largest ``--config`` file read (a BacktestConfig is a few kilobytes).
+MAX_CONFIG_BYTES = 2**20
+
+
+def _read_config(path: Path) -> bytes:
+    """The bytes of a ``--config`` file: a regular file of at most :data:`MAX_CONFIG_BYTES`
+    (never a FIFO or a device, which could block or never end).
+
+    Raises
+    ------
+    UserError
+        Naming the file and what is wrong with it.
+    """
+    import stat
+
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{path}: not a regular file (a JSON file is expected)")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({_reason(exc)})") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UserError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; not a colmena config")
+    return data
+
+
+def _lock_until_done(ctx: click.Context, folder: Path) -> None:
+    """Hold ``folder``'s :class:`~colmena.atomic_write.FolderLock` until the command ends,
+    creating the missing parent folders it lives in (removed again at the end if still empty).
+
+    Raises
+    ------
+    UserError
+        Another colmena process holds it (naming it), or the lock cannot be created.
+    """
+    created = []
+    parent = folder.absolute().parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    lock = FolderLock(folder)
+
+    def release() -> None:
+        lock.release()
+        for path in created:  # innermost first
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+    ctx.call_on_close(release)
+    try:
+        folder.absolute().parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except FolderLockedError as exc:
+        raise UserError(str(exc.strerror)) from exc
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot be locked ({_reason(exc)})") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """An OSError as one short phrase: "[Errno 28] No space left on device: 'path'" becomes
+    "No space left on device"; other errors their message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+def _checkpoint_bytes(config: Any) -> int:
+    """Free space ``colmena train`` asks for before it starts: 6 checkpoints (the 5 kept and one
+    being written), each about 4 bytes per agent weight three times over (weights and two Adam
+    moments), 64 bytes of lineage per agent and generation, the VAE, and 1 MiB of headers."""
+    from colmena.features.market_state import FEATURE_NAMES
+
+    evolution, vae = config.evolution, config.vae
+    widths = [vae.latent_dim + len(FEATURE_NAMES), *evolution.hidden, 1]
+    per_agent = sum(a * b + b for a, b in itertools.pairwise(widths))
+    vae_widths = [len(FEATURE_NAMES) * config.features.state_bars, *vae.hidden, vae.latent_dim]
+    vae_weights = sum(a * b + b for a, b in itertools.pairwise(vae_widths))
+    one = (
+        12 * evolution.agents * per_agent
+        + 64 * evolution.agents * evolution.generations
+        + 4 * vae_weights
+        + 2**20
+    )
+    return int(6 * one)
 
 
 def _decision_options(f: Any) -> Any:
@@ -369,13 +487,27 @@ def train(
         require_torch()
     except ImportError as exc:
         raise UserError(str(exc)) from exc
-    _check_writable_folder(out_dir)
+    _check_writable_folder(out_dir, _checkpoint_bytes(config))
+    _lock_until_done(ctx, out_dir)  # one training per --out
     started = time.perf_counter()
     try:
         candles = load_ohlcv(data)
     except (OSError, ValueError) as exc:
         raise UserError(str(exc)) from exc
     total = config.evolution.generations
+
+    def saving_failed(exc: OSError, what: str) -> OutputError:
+        """What was kept when a checkpoint cannot be written."""
+        kept = checkpoints.list_checkpoints(out_dir)
+        where = (
+            f"the newest checkpoint saved is {kept[-1]}; free some space and continue with "
+            f"`colmena train {data} --out {out_dir} --resume {out_dir}`"
+            if kept
+            else "no checkpoint of this run was saved"
+        )
+        return OutputError(f"{what}, but writing its checkpoint to {out_dir} failed "
+                           f"({_reason(exc)}); {where}")  # fmt: skip
+
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -403,7 +535,7 @@ def train(
             try:
                 checkpoints.save(out_dir, state)
             except OSError as exc:
-                raise UserError(f"writing the checkpoint to {out_dir} failed: {exc}") from exc
+                raise saving_failed(exc, f"generation {state.generation} was trained") from exc
             if not progress.tasks[vae_task].finished:
                 progress.update(vae_task, completed=config.vae.epochs)
             stats = state.history[-1]
@@ -428,7 +560,7 @@ def train(
     try:
         path = checkpoints.save(out_dir, result.state)
     except OSError as exc:
-        raise UserError(f"writing the checkpoint to {out_dir} failed: {exc}") from exc
+        raise saving_failed(exc, "training finished") from exc
     elapsed = time.perf_counter() - started
     history = result.state.history
     summary = Table(title=f"trained on {data.name}", show_header=False)
@@ -496,8 +628,18 @@ def _fetch(
     api_url: str | None,
     cache_dir: Path | None,
 ) -> Path:
-    from colmena.data.exchange import ExchangeUnavailableError, download_ohlcv, make_client
+    from colmena.data.exchange import (
+        ExchangeUnavailableError,
+        cache_path,
+        download_ohlcv,
+        make_client,
+    )
 
+    try:
+        cache = cache_path(exchange, symbol, timeframe, cache_dir)
+    except (ValueError, ImportError) as exc:
+        raise UserError(str(exc)) from exc
+    _check_writable_folder(cache.parent)  # before any download
     until_ms = None
     if until is not None:
         try:
@@ -522,6 +664,11 @@ def _fetch(
             )  # fmt: skip
         except (ExchangeUnavailableError, ValueError, ImportError) as exc:
             raise UserError(str(exc)) from exc
+        except OSError as exc:  # the cache cannot be written (disk full, read-only, ...)
+            raise OutputError(
+                f"downloading {exchange} {symbol} {timeframe}: writing the candle cache {cache} "
+                f"failed ({_reason(exc)}); the cache as it was before is intact"
+            ) from exc
 
 
 @main.command()
@@ -618,7 +765,14 @@ def backtest(
     from colmena.data.ohlcv import load_ohlcv
     from colmena.model.vae import require_torch
     from colmena.persistence import checkpoint as checkpoints
-    from colmena.persistence.run_folder import RunFolderError, check_run_folder, write_run
+    from colmena.persistence.run_folder import (
+        RunFolderError,
+        estimate_run_bytes,
+        is_run_folder,
+        read_run_id,
+        reserve_run_folder,
+        write_run,
+    )
     from colmena.training.state import TrainingState
 
     if data is not None and exchange is not None:
@@ -633,7 +787,7 @@ def backtest(
     try:
         if config_file is not None:
             # The file sets everything; options given on the command line override it.
-            base = msgspec.json.decode(config_file.read_bytes(), type=BacktestConfig)
+            base = msgspec.json.decode(_read_config(config_file), type=BacktestConfig)
         else:
             base = BacktestConfig()  # the library's defaults: the CLI runs the same backtest
         evolution = base.training.evolution
@@ -672,15 +826,22 @@ def backtest(
         # re-run every validation of the nested structs on the final values
         config = msgspec.json.decode(msgspec.json.encode(config), type=BacktestConfig)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        where = f"{config_file}: " if config_file is not None else ""
-        raise click.UsageError(f"{where}{exc}") from exc
+        if config_file is not None:  # the file's content: one line, like any bad input file
+            raise UserError(f"{config_file}: {exc}") from exc
+        raise click.UsageError(str(exc)) from exc
     # Everything that can fail for a reason the user can fix is checked before any long work.
+    # The run folder is locked from here until the run is written (a second colmena on the same
+    # --out is refused), repaired if a killed run left it half-replaced, and checked.
     try:
-        check_run_folder(out_dir, replace=force)
         if checkpoint is None:
             require_torch()  # walk-forward trains
+        reservation = ctx.with_resource(reserve_run_folder(out_dir, replace=force))
     except (RunFolderError, ImportError) as exc:
         raise UserError(str(exc)) from exc
+    except OSError as exc:  # the parent folders or the lock file cannot be created
+        raise UserError(f"{out_dir}: cannot be written ({_reason(exc)})") from exc
+    for repair in reservation.repairs:
+        console.print(f"[yellow]repaired[/yellow] {out_dir}: {repair} (left by a killed run)")
     if checkpoint is not None and not checkpoint.exists():
         raise UserError(f"{checkpoint}: no such checkpoint file or folder")
     if data is None:
@@ -693,6 +854,10 @@ def backtest(
         if checkpoint is not None:
             ckpt = checkpoints.load_path(checkpoint)
     except (OSError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    try:
+        reservation.check_free_space(estimate_run_bytes(len(candles)))
+    except RunFolderError as exc:
         raise UserError(str(exc)) from exc
     n_folds = 1 if ckpt is not None else config.folds
     with Progress(
@@ -748,25 +913,39 @@ def backtest(
                 candles, config, state=ckpt, on_stage=on_stage,
                 on_vae_epoch=on_vae_epoch, on_generation=on_generation,
             )  # fmt: skip
-            progress.update(stage, description="writing the run directory")
-            path = write_run(run, out_dir, replace=force)
         except ImportError as exc:  # walk-forward training without torch
             raise UserError(str(exc)) from exc
-        except RunFolderError as exc:
-            raise UserError(str(exc)) from exc
-        except OSError as exc:  # writing the run folder: disk full, read-only, ...
-            raise UserError(f"writing {out_dir} failed, nothing was written: {exc}") from exc
         except ValueError as exc:
             raise UserError(f"{data}: {exc}") from exc
+        progress.update(stage, description="writing the run directory")
+        earlier = read_run_id(out_dir) if is_run_folder(out_dir) else None
+        try:
+            path = write_run(run, out_dir, reservation=reservation)
+        except (OSError, RunFolderError) as exc:  # disk full, read-only, ...
+            if is_run_folder(out_dir) and read_run_id(out_dir) != earlier:
+                raise OutputError(  # failed after the rename: the directory fsync
+                    f"the run was written to {out_dir}, but making it durable failed "
+                    f"({_reason(exc)}); it may not survive a power cut"
+                ) from exc
+            raise OutputError(
+                f"the backtest finished, but writing {out_dir} failed ({_reason(exc)}); "
+                f"nothing was written{' and the earlier run is intact' if force else ''}: "
+                "free some space or choose another --out and run it again"
+            ) from exc
     if db is not None:
         from colmena.persistence.records import record_run
 
         try:
-            run_id = record_run(db, run)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                run_id = record_run(db, run, run_id=read_run_id(path))
         except Exception as exc:  # a database error must not lose the run directory
-            raise click.ClickException(
-                f"the run is in {path}, but recording it in PostgreSQL failed: {exc}"
+            raise OutputError(
+                f"the run is in {path}, but recording it in PostgreSQL failed: "
+                f"{' '.join(str(exc).split())}"
             ) from exc
+        for warning in caught:
+            console.print(f"[yellow]warning:[/yellow] {warning.message}")
         console.print(f"recorded in PostgreSQL as run {run_id}")
     Console().print(_result_table(run.report, data.name))
     for warning in run.report["warnings"]:
@@ -843,17 +1022,32 @@ def _result_table(report: dict[str, Any], name: str) -> Table:
 def report(run_dir: Path, open_browser: bool) -> None:
     """Render report.html again from the run folder RUN_DIR (written by colmena backtest)."""
     from colmena.atomic_write import write_atomically
-    from colmena.persistence.run_folder import RunFolderError, load_run
+    from colmena.persistence.run_folder import RunFolderError, load_run, recover_run_folder
     from colmena.report.html import render_html
 
+    lock = FolderLock(run_dir)  # not while a backtest replaces the run (its report would be stale)
     try:
-        run = load_run(run_dir)
+        if run_dir.absolute().parent.is_dir():
+            lock.acquire()
+    except FolderLockedError as exc:
+        raise UserError(str(exc.strerror)) from exc
+    except OSError as exc:
+        raise UserError(f"{run_dir}: cannot be locked ({_reason(exc)})") from exc
+    try:
+        if lock.held:
+            recover_run_folder(run_dir)  # what a killed backtest left half-replaced
+        run = load_run(run_dir, repair=False)
         html = render_html(run).encode("utf-8")
         path = write_atomically(run_dir / "report.html", lambda fh: fh.write(html))
     except RunFolderError as exc:
         raise UserError(str(exc)) from exc
     except OSError as exc:
-        raise UserError(f"writing {run_dir / 'report.html'} failed: {exc}") from exc
+        raise OutputError(
+            f"writing {run_dir / 'report.html'} failed ({_reason(exc)}); the earlier "
+            "report.html, if any, is intact"
+        ) from exc
+    finally:
+        lock.release()
     console.print(f"report: {path}")
     if open_browser:
         import webbrowser
