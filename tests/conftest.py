@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +59,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "fuzz_long" in item.keywords:
             item.add_marker(skip)
+
+
+#: Environment variable naming a PostgreSQL server (a DSN with rights to create databases) that
+#: the tests use instead of starting their own.
+POSTGRES_DSN_ENV = "COLMENA_TEST_POSTGRES_DSN"
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """DSN of a real PostgreSQL server: ``$COLMENA_TEST_POSTGRES_DSN``, or one started for the
+    session from the ``pgserver`` package (skips when neither is available)."""
+    env = os.environ.get(POSTGRES_DSN_ENV)
+    if env:
+        yield env
+        return
+    pgserver = pytest.importorskip("pgserver")
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def fresh_database(server_dsn: str, name: str) -> str:
+    """Create (or re-create) database ``name`` on the server of ``server_dsn``; its DSN."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    params = conninfo_to_dict(server_dsn)
+    params["dbname"] = name
+    return make_conninfo(**params)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,24 +27,12 @@ from colmena.persistence.records import (  # noqa: E402
 from colmena.persistence.run_folder import read_run_id, write_run  # noqa: E402
 from colmena.training.evolution import EvolutionConfig  # noqa: E402
 from colmena.training.trainer import TrainConfig, train  # noqa: E402
+from conftest import fresh_database  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    env = os.environ.get("COLMENA_TEST_POSTGRES_DSN")
-    if env:
-        yield env
-        return
-    pgserver = pytest.importorskip("pgserver")
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    try:
-        uri = server.get_uri()
-        with psycopg.connect(uri, autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS colmena_test")
-            conn.execute("CREATE DATABASE colmena_test")
-        yield uri.replace("/postgres?", "/colmena_test?")
-    finally:
-        server.cleanup()
+def dsn(postgres_server: str) -> str:
+    return fresh_database(postgres_server, "colmena_test")
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +81,11 @@ def test_migrations_apply_once(dsn: str) -> None:
             )
         }
     assert again == []
-    assert first in ([], ["0001_backtest_runs.sql", "0002_run_uuid.sql"])
+    assert first in ([], ["0001_backtest_runs.sql", "0002_run_uuid.sql", "0003_live_records.sql"])
     assert {"backtest_runs", "backtest_fills", "colmena_schema_migrations"} <= tables
 
 
-def test_migration_0002_keeps_the_rows_recorded_before_it(dsn: str) -> None:
+def test_migration_0002_keeps_the_rows_recorded_before_it(postgres_server: str) -> None:
     """A database at migration 0001 with a row keyed by its report hash: 0002 alone is applied,
     the row stays (without a run id), and new rows are keyed by run id."""
     import importlib.resources
@@ -107,10 +93,7 @@ def test_migration_0002_keeps_the_rows_recorded_before_it(dsn: str) -> None:
     sql = (
         importlib.resources.files("colmena.persistence.migrations") / "0001_backtest_runs.sql"
     ).read_text()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS colmena_v1")
-        conn.execute("CREATE DATABASE colmena_v1")
-    old = dsn.replace("/colmena_test?", "/colmena_v1?")
+    old = fresh_database(postgres_server, "colmena_v1")
     with psycopg.connect(old) as conn:
         conn.execute(sql)
         conn.execute(
@@ -124,7 +107,7 @@ def test_migration_0002_keeps_the_rows_recorded_before_it(dsn: str) -> None:
             " 0, 'f', now(), now(), '{}', '{}', '{}', '{}')"
         )
         conn.commit()
-        assert apply_migrations(conn) == ["0002_run_uuid.sql"]
+        assert apply_migrations(conn) == ["0002_run_uuid.sql", "0003_live_records.sql"]
         rows = conn.execute("SELECT idempotency_key, run_uuid FROM backtest_runs").fetchall()
         assert rows == [("k", None)]
         with pytest.raises(psycopg.errors.CheckViolation):

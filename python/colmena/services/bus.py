@@ -120,6 +120,11 @@ class Delivery:
         return str(self._raw.subject)
 
     @property
+    def payload(self) -> bytes:
+        """The message's MessagePack bytes as published."""
+        return bytes(self._raw.data)
+
+    @property
     def idempotency_key(self) -> str | None:
         """The ``Nats-Msg-Id`` header it was published with."""
         headers = self._raw.headers or {}
