@@ -7,6 +7,6 @@
   generates its language-neutral form, ``proto/asyncapi.json``.
 """
 
-from colmena.live.trader import CandleResult, SwarmTrader
+from colmena.live.trader import CandleResult, SignalResult, SignalStage, SwarmTrader
 
-__all__ = ["CandleResult", "SwarmTrader"]
+__all__ = ["CandleResult", "SignalResult", "SignalStage", "SwarmTrader"]

@@ -39,7 +39,7 @@ from colmena.model.swarm import SwarmModel
 from colmena.risk.config import RiskConfig
 from colmena.units import NS_PER_SECOND
 
-__all__ = ["CandleResult", "SwarmTrader"]
+__all__ = ["CandleResult", "SignalResult", "SignalStage", "SwarmTrader"]
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,155 @@ _NO_AGENTS = np.zeros(0, dtype=np.float32)
 _NO_AGENTS.setflags(write=False)  # shared by every result without agent signals
 
 
+@dataclass(frozen=True)
+class SignalResult:
+    """What the strategy made of one candle (:meth:`SignalStage.on_candle`).
+
+    Attributes
+    ----------
+    bar : Bar
+        The candle.
+    valid, decision_bar, regime, agent_signals, signal, action
+        As :class:`CandleResult`.
+    """
+
+    bar: Bar
+    valid: bool
+    decision_bar: bool
+    regime: int
+    agent_signals: NDArray[np.float32]
+    signal: float | None
+    action: Action
+
+
+class SignalStage:
+    """The strategy half of the live path: candles in, consensus signals out (what the live
+    strategy service runs; :class:`SwarmTrader` composes it with the trading loop).
+
+    Parameters
+    ----------
+    model : SwarmModel
+        The trained, validated model. A model whose validation gate did not pass asks for
+        ``gated_flat`` at every decision bar, as in the backtest.
+    bar_seconds : float, default 60.0
+        Candle length in seconds.
+
+    Raises
+    ------
+    ValueError
+        If the model's decision interval is shorter than one candle.
+
+    Notes
+    -----
+    Not thread-safe: one stage per feed, fed from one thread.
+    """
+
+    def __init__(self, model: SwarmModel, *, bar_seconds: float = 60.0) -> None:
+        step = interval_seconds(model.decision.interval)
+        if step < bar_seconds:
+            raise ValueError(
+                f"decision interval {model.decision.interval!r} is shorter than the "
+                f"{bar_seconds:g} s candles"
+            )
+        self._model = model
+        self._bar_ns = round(bar_seconds * NS_PER_SECOND)
+        self._interval_ns = step * NS_PER_SECOND
+        self._stream = MarketStateStream(
+            model.feature_spec,
+            model.normalization,
+            interval_seconds=bar_seconds,
+            regime_lookback=model.regime.config.lookback_bars,
+        )
+        self._trades = model.gate is not None and model.gate.passed
+        self._previous_close: int | None = None
+        n_inputs = int(model.swarm.n_features)
+        self._inputs = np.zeros((1, n_inputs), dtype=np.float32)
+        self._regime = np.zeros(1, dtype=np.int64)
+
+    @property
+    def model(self) -> SwarmModel:
+        return self._model
+
+    @property
+    def market_state(self) -> MarketStateStream:
+        return self._stream
+
+    @property
+    def bar_ns(self) -> int:
+        """Candle length in ns."""
+        return self._bar_ns
+
+    def on_candle(self, candle: CandleLike, *, flatten: bool = False) -> SignalResult:
+        """Update the market state with one closed candle and decide at a decision bar.
+
+        Parameters
+        ----------
+        candle : CandleLike
+            As :meth:`SwarmTrader.on_candle`.
+        flatten : bool, default False
+            Ask for a flat position (``end_of_run``) whatever the signal.
+
+        Raises
+        ------
+        ValueError
+            If the candle breaks the OHLCV rules or is not after the previous candle; nothing
+            changes.
+        """
+        bar = Bar(
+            ts=int(candle.ts),
+            open=float(candle.open),
+            high=float(candle.high),
+            low=float(candle.low),
+            close=float(candle.close),
+            volume=float(candle.volume),
+        )
+        # The market state checks the candle (OHLCV rules, time after the previous candle)
+        # before anything moves: all or nothing.
+        valid = self._stream.update_candle(bar)
+        close_ts = bar.ts + self._bar_ns
+        if self._previous_close is None:
+            decision_bar = close_ts % self._interval_ns == 0
+        else:
+            decision_bar = close_ts // self._interval_ns > self._previous_close // self._interval_ns
+        self._previous_close = close_ts
+
+        regime = UNKNOWN_REGIME
+        agents = _NO_AGENTS
+        signal: float | None = None
+        if flatten:
+            action: Action = "end_of_run"
+        elif not decision_bar:
+            action = "hold"
+        elif not self._trades:
+            action = "gated_flat"
+        else:
+            action = "decide"
+            if valid:
+                agents, signal, regime = self._decide()
+        return SignalResult(bar, valid, decision_bar, regime, agents, signal, action)
+
+    def _decide(self) -> tuple[NDArray[np.float32], float, int]:
+        """Agent signals, consensus and regime at the newest candle (a valid decision bar)."""
+        model = self._model
+        stream = self._stream
+        latent = model.encoder.encode(stream.window[None, :])  # [1, latent_dim]
+        inputs = self._inputs  # [1, latent_dim + n_features]: the latent, then the current row
+        inputs[0, : latent.shape[1]] = latent[0]
+        inputs[0, latent.shape[1] :] = stream.current
+        agents = model.swarm.forward(inputs)  # [n_agents, 1]
+        trend, volatility = stream.regime_features
+        regime = model.regime.classify_one(trend, volatility)
+        consensus = model.consensus_of(agents, self._regime_row(regime))
+        return agents[:, 0], float(consensus[0]), regime
+
+    def _regime_row(self, regime: int) -> NDArray[np.int64]:
+        self._regime[0] = regime
+        return self._regime
+
+
 class SwarmTrader:
-    """A trained swarm trading a live candle feed, one candle at a time.
+    """A trained swarm trading a live candle feed, one candle at a time: the
+    :class:`SignalStage` and the trading loop in one process.
 
     Parameters
     ----------
@@ -119,31 +266,12 @@ class SwarmTrader:
         *,
         bar_seconds: float = 60.0,
     ) -> None:
-        step = interval_seconds(model.decision.interval)
-        if step < bar_seconds:
-            raise ValueError(
-                f"decision interval {model.decision.interval!r} is shorter than the "
-                f"{bar_seconds:g} s candles"
-            )
-        self._model = model
-        self._bar_ns = round(bar_seconds * NS_PER_SECOND)
-        self._interval_ns = step * NS_PER_SECOND
-        self._stream = MarketStateStream(
-            model.feature_spec,
-            model.normalization,
-            interval_seconds=bar_seconds,
-            regime_lookback=model.regime.config.lookback_bars,
-        )
+        self._signals = SignalStage(model, bar_seconds=bar_seconds)
         self._loop = TradingLoop(execution, risk, bar_seconds=bar_seconds)
-        self._trades = model.gate is not None and model.gate.passed
-        self._previous_close: int | None = None
-        n_inputs = int(model.swarm.n_features)
-        self._inputs = np.zeros((1, n_inputs), dtype=np.float32)
-        self._regime = np.zeros(1, dtype=np.int64)
 
     @property
     def model(self) -> SwarmModel:
-        return self._model
+        return self._signals.model
 
     @property
     def loop(self) -> TradingLoop:
@@ -152,7 +280,7 @@ class SwarmTrader:
 
     @property
     def market_state(self) -> MarketStateStream:
-        return self._stream
+        return self._signals.market_state
 
     def on_candle(
         self, candle: CandleLike, *, flatten: bool = False, last: bool = False
@@ -180,54 +308,10 @@ class SwarmTrader:
             If the candle breaks the OHLCV rules or is not after the previous candle; nothing
             changes (neither the market state nor the account).
         """
-        bar = Bar(
-            ts=int(candle.ts),
-            open=float(candle.open),
-            high=float(candle.high),
-            low=float(candle.low),
-            close=float(candle.close),
-            volume=float(candle.volume),
+        # The signal stage checks the candle before anything moves, and the trading loop
+        # accepts what it accepts: all or nothing.
+        s = self._signals.on_candle(candle, flatten=flatten)
+        step = self._loop.step(s.bar, s.action, s.signal, can_order=not last)
+        return CandleResult(
+            s.bar.ts, s.valid, s.decision_bar, s.regime, s.agent_signals, s.signal, s.action, step
         )
-        # The market state checks the candle (OHLCV rules, time after the previous candle) before
-        # anything moves, and the trading loop accepts what it accepts: all or nothing.
-        valid = self._stream.update_candle(bar)
-        close_ts = bar.ts + self._bar_ns
-        if self._previous_close is None:
-            decision_bar = close_ts % self._interval_ns == 0
-        else:
-            decision_bar = close_ts // self._interval_ns > self._previous_close // self._interval_ns
-        self._previous_close = close_ts
-
-        regime = UNKNOWN_REGIME
-        agents = _NO_AGENTS
-        signal: float | None = None
-        if flatten:
-            action: Action = "end_of_run"
-        elif not decision_bar:
-            action = "hold"
-        elif not self._trades:
-            action = "gated_flat"
-        else:
-            action = "decide"
-            if valid:
-                agents, signal, regime = self._decide()
-        step = self._loop.step(bar, action, signal, can_order=not last)
-        return CandleResult(bar.ts, valid, decision_bar, regime, agents, signal, action, step)
-
-    def _decide(self) -> tuple[NDArray[np.float32], float, int]:
-        """Agent signals, consensus and regime at the newest candle (a valid decision bar)."""
-        model = self._model
-        stream = self._stream
-        latent = model.encoder.encode(stream.window[None, :])  # [1, latent_dim]
-        inputs = self._inputs  # [1, latent_dim + n_features]: the latent, then the current row
-        inputs[0, : latent.shape[1]] = latent[0]
-        inputs[0, latent.shape[1] :] = stream.current
-        agents = model.swarm.forward(inputs)  # [n_agents, 1]
-        trend, volatility = stream.regime_features
-        regime = model.regime.classify_one(trend, volatility)
-        consensus = model.consensus_of(agents, self._regime_row(regime))
-        return agents[:, 0], float(consensus[0]), regime
-
-    def _regime_row(self, regime: int) -> NDArray[np.int64]:
-        self._regime[0] = regime
-        return self._regime
