@@ -164,7 +164,8 @@ def lineages(draw: st.DrawFn, agents: int) -> tuple[LineageRecord, ...]:
 @st.composite
 def states(draw: st.DrawFn) -> TrainingState:
     """Random valid states: sizes, Adam or not, finished or not, any float values (NaN, inf,
-    signed zeros), random lineages and generator states."""
+    signed zeros) except in the weights (finite: the core refuses others), random lineages and
+    generator states."""
     agents = draw(st.integers(2, 4))
     finished = draw(st.booleans())
     base = make_state(
@@ -183,7 +184,11 @@ def states(draw: st.DrawFn) -> TrainingState:
     def same_shape(a: np.ndarray) -> np.ndarray:
         return draw(hnp.arrays(a.dtype, a.shape))
 
-    layers = tuple((same_shape(w), same_shape(b)) for w, b in base.layers)
+    def finite(a: np.ndarray) -> np.ndarray:
+        elements = st.floats(width=32, allow_nan=False, allow_infinity=False)
+        return draw(hnp.arrays(a.dtype, a.shape, elements=elements))
+
+    layers = tuple((finite(w), finite(b)) for w, b in base.layers)
     adam = base.adam
     if adam is not None:
         adam = AdamMoments(
