@@ -89,6 +89,13 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _sum_without_warning(weights: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Row sums, infinite (without a RuntimeWarning) where they overflow."""
+    with np.errstate(over="ignore"):
+        sums: NDArray[np.float64] = weights.sum(axis=1)
+    return sums
+
+
 def _is_int64(value: object) -> bool:
     return _is_int(value) and -(2**63) <= value <= _INT64_MAX  # type: ignore[operator]
 
@@ -1287,7 +1294,7 @@ class _Checks:
                          f"{self.n_agents}")  # fmt: skip
             if not np.all(np.isfinite(weights)) or np.any(weights < 0):
                 self.add("consensus_weights must be finite and non-negative")
-            elif not np.all(np.isfinite(weights.sum(axis=1))):
+            elif not np.all(np.isfinite(_sum_without_warning(weights))):
                 self.add("consensus_weights: a weight set sums to infinity (the consensus "
                          "divides by the sum)")  # fmt: skip
         if not isinstance(validation, ValidationResult):
