@@ -495,8 +495,9 @@ INVALID: dict[str, tuple[Callable[[TrainingState], TrainingState], str]] = {
     # what a backtest cannot use (issue 10): validate refuses it, so load does too
     "zero std": (
         normalization(std=np.zeros(4)),
-        r"normalization.std\[0\] is 0.0; it must be finite and >= 1e-12 \(else every "
-        r"standardized feature and every signal is NaN\)",
+        r"normalization.std\[0\] is 0.0; it must be finite and at least 1e-12 \(else the "
+        r"standardized features, float32 model inputs, are NaN or infinite, and so is every "
+        r"signal\)",
     ),
     "std below the floor": (
         normalization(std=np.array([1.0, 1.0, 1e-13, 1.0])),
@@ -508,6 +509,10 @@ INVALID: dict[str, tuple[Callable[[TrainingState], TrainingState], str]] = {
         r"normalization.mean\[1\] is nan; it must be finite",
     ),
     "infinite mean": (normalization(mean=np.full(4, np.inf)), r"normalization.mean\[0\] is inf"),
+    "huge mean": (
+        normalization(mean=np.array([0.0, 0.0, 0.0, 3e38])),
+        r"normalization.mean\[3\] is 3e\+38; it must be finite and within ±1e\+06",
+    ),
     "NaN swarm weight": (
         layer(1, weight=np.full((4, 8, 1), np.nan, f32)),
         r"layers\[1\] weight holds NaN or infinity \(the weights must be finite\)",

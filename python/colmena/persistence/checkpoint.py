@@ -59,8 +59,9 @@ Decoding is strict: a missing, unexpected or mistyped tensor, a missing or misty
 field, or a state that fails :meth:`TrainingState.validate` is a :class:`CheckpointError` naming
 it, even when the checksum is valid. Whatever :meth:`TrainingState.validate` accepts can be
 traded (:meth:`TrainingState.to_model`): finite weights without empty dimensions, a finite
-normalization whose ``std`` is at least its floor, shapes that agree between the VAE, the swarm
-and the feature spec, look-back windows within the training candles.
+normalization (``|mean|`` within its limit, ``std`` at least its floor), shapes that agree
+between the VAE, the swarm and the feature spec, look-back windows within the training candles,
+consistent selection, gate and regime records.
 
 Limits
 ------
@@ -202,8 +203,7 @@ MAX_TENSOR_ELEMENTS: Final = MAX_FILE_BYTES
 #: The longest decimal string of a 128-bit generator state.
 _MAX_RNG_DIGITS: Final = 39
 
-# JSON strings (an unterminated one runs to the end) and the brackets outside them, as +1 / -1.
-_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+# The brackets of JSON text as +1 (opening) and -1 (closing); everything else deleted.
 _BRACKET_STEPS: Final = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _NOT_BRACKETS: Final = bytes(c for c in range(256) if c not in b"[{]}")
 
@@ -503,10 +503,12 @@ def _canonical_header(data: bytes) -> bytes:
 
 def _json_depth(text: bytes) -> int:
     """How deeply arrays and objects nest in the JSON ``text``, counted without parsing it (so
-    that a deeply nested header is refused before a recursive parser sees it): strings are
-    removed, then the brackets outside them are summed. Linear in the length; the regular
-    expression cannot backtrack (its closing quote is optional)."""
-    outside = _JSON_STRING.sub(b"", text)
+    that a deeply nested header is refused before a recursive parser sees it), in linear time:
+    escaped backslashes and then escaped quotes are dropped (every JSON escape is a backslash
+    and one character), the strings between the remaining quotes are dropped, and the brackets
+    left are summed."""
+    unescaped = text.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(unescaped.split(b'"')[0::2])
     steps = np.frombuffer(outside.translate(_BRACKET_STEPS, _NOT_BRACKETS), dtype=np.int8)
     return int(np.cumsum(steps, dtype=np.int64).max(initial=0)) if steps.size else 0
 

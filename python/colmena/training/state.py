@@ -44,6 +44,7 @@ __all__ = [
     "MAX_LINEAGE_PARENTS",
     "MAX_LINEAGE_RECORDS",
     "MAX_VAE_EPOCHS",
+    "NORMALIZATION_MEAN_LIMIT",
     "NORMALIZATION_STD_FLOOR",
     "OPERATORS",
     "AdamMoments",
@@ -77,6 +78,10 @@ MAX_VAE_EPOCHS: Final = 1_000_000
 #: non-finite ``std`` (or a non-finite ``mean``) would make every standardized feature, and so
 #: every signal, NaN or infinite.
 NORMALIZATION_STD_FLOOR: Final = 1e-12
+#: Largest ``|mean|`` of a feature normalization. The features (log returns, FFD of log prices,
+#: volatility, relative log volume) have means of order 1; within this bound and above the
+#: ``std`` floor a standardized feature stays far inside float32, the model's input type.
+NORMALIZATION_MEAN_LIMIT: Final = 1e6
 
 _INT64_MAX: Final = 2**63 - 1
 _SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
@@ -1206,7 +1211,8 @@ class _Checks:
                      f"{vae.epochs_run}")  # fmt: skip
 
     def normalization(self, n_features: int | None) -> None:
-        """Shapes and values: a finite mean, a finite std at or above the floor."""
+        """Shapes and values: a finite mean within the limit, a finite std at or above the
+        floor."""
         norm = self.s.normalization
         if not isinstance(norm, Normalization):
             return
@@ -1219,14 +1225,20 @@ class _Checks:
                     f"normalization.{part} has {a.shape[0]} features but feature_names "
                     f"has {n_features}"
                 )
-            bad = ~np.isfinite(a) if part == "mean" else ~(a >= NORMALIZATION_STD_FLOOR)
-            bad |= ~np.isfinite(a)
+            if part == "mean":
+                ok, rule = (
+                    np.abs(a) <= NORMALIZATION_MEAN_LIMIT,
+                    f"within ±{NORMALIZATION_MEAN_LIMIT:g}",
+                )
+            else:
+                ok, rule = a >= NORMALIZATION_STD_FLOOR, f"at least {NORMALIZATION_STD_FLOOR:g}"
+            bad = ~(ok & np.isfinite(a))  # NaN compares False
             if bad.any():
                 where = int(np.flatnonzero(bad)[0])
-                rule = "finite" if part == "mean" else f"finite and >= {NORMALIZATION_STD_FLOOR}"
                 self.add(
-                    f"normalization.{part}[{where}] is {float(a[where])!r}; it must be {rule} "
-                    "(else every standardized feature and every signal is NaN)"
+                    f"normalization.{part}[{where}] is {float(a[where])!r}; it must be finite and "
+                    f"{rule} (else the standardized features, float32 model inputs, are NaN or "
+                    "infinite, and so is every signal)"
                 )
 
     def windows(self, config: TrainConfig) -> None:
