@@ -1222,6 +1222,7 @@ def test_fifo_device_socket_directory_and_huge_sparse_file_are_refused_without_r
     good = save(tmp_path, make_state(1))
     link = tmp_path / "checkpoint-00000002-gen000001.safetensors"
     link.symlink_to(good.name)  # a symbolic link to a regular file is read
+    (tmp_path / "checkpoint-00000008-gen000001.safetensors").symlink_to("absent.safetensors")
     (tmp_path / "checkpoint-00000003-gen000001.safetensors").mkdir()
     os.mkfifo(tmp_path / "checkpoint-00000004-gen000001.safetensors")
     (tmp_path / "checkpoint-00000005-gen000001.safetensors").symlink_to("/dev/zero")
@@ -1234,6 +1235,7 @@ def test_fifo_device_socket_directory_and_huge_sparse_file_are_refused_without_r
     out = json.loads(result.stdout)
     assert (out["generation"], out["loaded"]) == (1, link.name)
     expected = {
+        8: r"a symbolic link to a missing file \(absent.safetensors\)",
         7: r"a socket, not a regular file: only regular files are read as checkpoints",
         6: r"6442450944 bytes, more than the limit of 2147483648 bytes for a checkpoint file",
         5: r"a character device, not a regular file",
@@ -1249,6 +1251,29 @@ def test_fifo_device_socket_directory_and_huge_sparse_file_are_refused_without_r
     for message, name in zip(out["warnings"], names, strict=True):
         assert name in message
     assert re.fullmatch(r"a FIFO \(named pipe\), not a regular file.*", out["direct"]["swapped"])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="address-space limits: POSIX")
+def test_a_file_larger_than_the_memory_left_is_a_checkpoint_error(tmp_path: Path) -> None:
+    """A sparse 1.5 GB file (under MAX_FILE_BYTES) in a child limited to 1 GiB of address space:
+    the buffer cannot be allocated, and that is a CheckpointError that load_latest skips, not a
+    MemoryError."""
+    from helpers import run_python
+
+    path = tmp_path / "checkpoint-00000002-gen000001.safetensors"
+    with path.open("wb") as fh:
+        fh.truncate(1536 * 2**20)
+    script = (
+        "import sys\n"
+        "from colmena.persistence.checkpoint import CheckpointError, load\n"
+        "try:\n"
+        "    load(sys.argv[1])\n"
+        "except CheckpointError as exc:\n"
+        "    print(exc.reason)\n"
+    )
+    result = run_python(["-c", script, str(path)], timeout=60, memory_bytes=2**30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1610612736 bytes: not enough memory to read the file"
 
 
 def test_a_file_over_the_size_limit_is_refused_by_load_and_never_written_by_save(

@@ -1126,17 +1126,31 @@ def _read_file(path: Path) -> bytearray:
     Raises
     ------
     CheckpointError
-        Not a regular file, too large, or changed while being read.
+        Not a regular file, a symbolic link to a missing file, too large (or larger than the
+        memory available), or changed while being read.
     OSError
         Missing, no permission, I/O error.
     """
-    _check_file(os.stat(path), path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise CheckpointError(
+                f"a symbolic link to a missing file ({os.readlink(path)})", path=path
+            ) from None
+        raise
+    _check_file(info, path)
     fd = os.open(path, _OPEN_FLAGS)
     with open(fd, "rb", buffering=0, closefd=True) as fh:
         info = os.fstat(fd)
         _check_file(info, path)
         size = info.st_size
-        data = bytearray(size)
+        try:
+            data = bytearray(size)
+        except MemoryError:
+            raise CheckpointError(
+                f"{size} bytes: not enough memory to read the file", path=path
+            ) from None
         view = memoryview(data)
         got = 0
         while got < size:
