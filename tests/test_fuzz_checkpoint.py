@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ from colmena.features.market_state import compute_market_state
 from colmena.model.decision import DecisionConfig
 from colmena.persistence.checkpoint import CheckpointError, _decode, _encode
 from colmena.training.state import LineageRecord, TrainingState
-from fuzzing import fuzz_settings
+from fuzzing import fuzz_examples, fuzz_settings
 from helpers import make_state, run_python
 
 #: The name every decoded input carries (nothing is written: the bytes are decoded in memory,
@@ -485,8 +483,8 @@ def test_every_tensor_filled_with_each_special_value() -> None:
 def test_fuzzers_in_a_child_with_limited_memory_and_time(tmp_path: Path) -> None:
     """Every fuzzer above with 5 times the budget, in a child process with 4 GiB of address
     space and 20 minutes: no input may exhaust either (each one decodes in milliseconds)."""
-    examples = int(os.environ.get("COLMENA_FUZZ_EXAMPLES") or 200) * 5
-    env_args = [
+    examples = fuzz_examples() * 5
+    args = [
         "-c",
         "import os, sys, pytest; "
         f"os.environ['COLMENA_FUZZ_EXAMPLES'] = '{examples}'; "
@@ -494,6 +492,5 @@ def test_fuzzers_in_a_child_with_limited_memory_and_time(tmp_path: Path) -> None
         __file__, "-q", "-m", "fuzz and not fuzz_long", "-p", "no:cacheprovider",
         "-x", f"--basetemp={tmp_path / 'child'}",
     ]  # fmt: skip
-    result = run_python(env_args, timeout=1200, memory_bytes=4 * 2**30, cwd=Path(__file__).parent)
+    result = run_python(args, timeout=1200, memory_bytes=4 * 2**30, cwd=Path(__file__).parent)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert sys.executable

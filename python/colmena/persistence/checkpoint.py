@@ -591,9 +591,9 @@ def _tensor_entries(
 ) -> list[tuple[str, np.dtype[Any], tuple[int, ...], int, int]]:
     """Every tensor entry of the header as (name, dtype, shape, begin, end), checked against
     the limits and the bytes from ``start`` (after the header) to ``size`` (the end of the
-    file): integer offsets and dimensions only,
-    byte counts that match the shapes, and tensors that tile the payload exactly (the
-    safetensors rules: no gap, no overlap, nothing after the last one)."""
+    file): integer offsets and dimensions only, byte counts that match the shapes, and tensors
+    that tile the payload exactly (the safetensors rules: no gap, no overlap, nothing after the
+    last one). Names are shortened in messages (a hostile one may be a megabyte long)."""
     payload = size - start
     names = [k for k in header if k != "__metadata__"]
     if len(names) > MAX_TENSORS:
@@ -604,36 +604,37 @@ def _tensor_entries(
         entry = header[name]
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise fail(
-                f"corrupt header: tensor {name!r} must have exactly dtype, shape and data_offsets"
+                f"corrupt header: tensor {_short(name)} must have exactly dtype, shape and "
+                "data_offsets"
             )
         offsets, shape, dtype_name = entry["data_offsets"], entry["shape"], entry["dtype"]
         if not (
             isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(v) for v in offsets)
         ):
             raise fail(
-                f"corrupt header: tensor {name!r} has no valid data_offsets (two integers >= 0), "
-                f"got {_short(offsets)}"
+                f"corrupt header: tensor {_short(name)} has no valid data_offsets (two "
+                f"integers >= 0), got {_short(offsets)}"
             )
         begin, end = offsets
         end_of_all = max(end_of_all, end)
         if not (isinstance(shape, list) and all(_is_count(v) for v in shape)):
             raise fail(
-                f"corrupt header: tensor {name!r} has no valid shape (integers >= 0), got "
+                f"corrupt header: tensor {_short(name)} has no valid shape (integers >= 0), got "
                 f"{_short(shape)}"
             )
         if len(shape) > MAX_TENSOR_DIMENSIONS:
             raise fail(
-                f"tensor {name!r} has {len(shape)} dimensions, more than the limit of "
+                f"tensor {_short(name)} has {len(shape)} dimensions, more than the limit of "
                 f"{MAX_TENSOR_DIMENSIONS}"
             )
         if any(d > MAX_TENSOR_ELEMENTS for d in shape) or math.prod(shape) > MAX_TENSOR_ELEMENTS:
             raise fail(
-                f"tensor {name!r} has the shape {_short(shape)}, more than the limit of "
+                f"tensor {_short(name)} has the shape {_short(shape)}, more than the limit of "
                 f"{MAX_TENSOR_ELEMENTS} elements"
             )
         dtype = _FILE_DTYPES.get(dtype_name) if isinstance(dtype_name, str) else None
         if dtype is None:
-            raise fail(f"tensor {name!r} has the unsupported dtype {_short(dtype_name)}")
+            raise fail(f"tensor {_short(name)} has the unsupported dtype {_short(dtype_name)}")
         entries.append((name, dtype, tuple(shape), begin, end))
     if end_of_all > payload:
         raise fail(
@@ -643,12 +644,13 @@ def _tensor_entries(
     for name, dtype, shape, begin, end in sorted(entries, key=lambda e: (e[3], e[4])):
         if begin != position or end < begin:
             raise fail(
-                f"not a valid safetensors file: tensor {name!r} occupies bytes [{begin}, {end}) "
-                f"of the data, expected to start at {position} (a gap or an overlap)"
+                f"not a valid safetensors file: tensor {_short(name)} occupies bytes "
+                f"[{begin}, {end}) of the data, expected to start at {position} (a gap or an "
+                "overlap)"
             )
         if end - begin != math.prod(shape) * dtype.itemsize:
             raise fail(
-                f"tensor {name!r} does not match its shape: {end - begin} bytes for "
+                f"tensor {_short(name)} does not match its shape: {end - begin} bytes for "
                 f"{list(shape)} {dtype.name}"
             )
         position = end
@@ -736,7 +738,8 @@ class _Tensors:
 
     def done(self) -> None:
         if self.left:
-            raise ValueError(f"unexpected tensors {sorted(self.left)[:5]}")
+            names = ", ".join(_short(name) for name in sorted(self.left)[:5])
+            raise ValueError(f"unexpected tensors [{names}]")
 
 
 def _lineage(t: _Tensors, vocabulary: list[str]) -> tuple[LineageRecord, ...]:
