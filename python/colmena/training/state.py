@@ -754,7 +754,14 @@ class TrainingState:
     # ---- validation ----------------------------------------------------------------------
 
     def validate(self) -> None:
-        """Check every field against the others (shapes, dtypes, counts, settings).
+        """Check every field against the others (shapes, dtypes, counts, settings) and against
+        what inference needs, so that a valid finished state can always be traded
+        (:meth:`to_model`): finite weights without an empty dimension, a normalization with a
+        finite ``mean`` within :data:`NORMALIZATION_MEAN_LIMIT` and a ``std`` of at least
+        :data:`NORMALIZATION_STD_FLOOR`, look-back windows within ``data.rows``, selection, gate
+        and per-regime records consistent with the agents; and the size limits
+        (:data:`MAX_LINEAGE_RECORDS`, :data:`MAX_LINEAGE_PARENTS`, :data:`MAX_GENERATIONS`,
+        :data:`MAX_VAE_EPOCHS`).
 
         Raises
         ------
