@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import pickle
+import re
 import selectors
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import checkpoint_writer
+from checkpoint_forge import forge, frame, parts, split
 from colmena.features.regime import RegimeConfig
 from colmena.persistence import checkpoint as checkpoint_module
 from colmena.persistence.checkpoint import (
@@ -164,7 +166,8 @@ def lineages(draw: st.DrawFn, agents: int) -> tuple[LineageRecord, ...]:
 @st.composite
 def states(draw: st.DrawFn) -> TrainingState:
     """Random valid states: sizes, Adam or not, finished or not, any float values (NaN, inf,
-    signed zeros), random lineages and generator states."""
+    signed zeros) except in the weights (finite: the core refuses others), random lineages and
+    generator states."""
     agents = draw(st.integers(2, 4))
     finished = draw(st.booleans())
     base = make_state(
@@ -183,7 +186,11 @@ def states(draw: st.DrawFn) -> TrainingState:
     def same_shape(a: np.ndarray) -> np.ndarray:
         return draw(hnp.arrays(a.dtype, a.shape))
 
-    layers = tuple((same_shape(w), same_shape(b)) for w, b in base.layers)
+    def finite(a: np.ndarray) -> np.ndarray:
+        elements = st.floats(width=32, allow_nan=False, allow_infinity=False)
+        return draw(hnp.arrays(a.dtype, a.shape, elements=elements))
+
+    layers = tuple((finite(w), finite(b)) for w, b in base.layers)
     adam = base.adam
     if adam is not None:
         adam = AdamMoments(
@@ -321,6 +328,58 @@ def finished(s: TrainingState) -> TrainingState:
     return make_state(finished=True)
 
 
+def normalization(**changes: np.ndarray) -> Callable[[TrainingState], TrainingState]:
+    return lambda s: dataclasses.replace(
+        s, normalization=dataclasses.replace(s.normalization, **changes)
+    )
+
+
+def features(**changes: Any) -> Callable[[TrainingState], TrainingState]:
+    def apply(s: TrainingState) -> TrainingState:
+        spec = msgspec.structs.replace(s.config.features, **changes)
+        return dataclasses.replace(s, config=msgspec.structs.replace(s.config, features=spec))
+
+    return apply
+
+
+def selection(per_regime: bool = False, **changes: Any) -> Callable[[TrainingState], TrainingState]:
+    """The finished state (per-regime consensus or not) with its selection result changed."""
+
+    def apply(s: TrainingState) -> TrainingState:
+        done = make_state(finished=True, per_regime=per_regime)
+        assert done.validation is not None
+        chosen = dataclasses.replace(done.validation.selection, **changes)
+        return dataclasses.replace(
+            done, validation=dataclasses.replace(done.validation, selection=chosen)
+        )
+
+    return apply
+
+
+def gate(**changes: Any) -> Callable[[TrainingState], TrainingState]:
+    def apply(s: TrainingState) -> TrainingState:
+        done = make_state(finished=True)
+        assert done.validation is not None
+        result = dataclasses.replace(done.validation.gate, **changes)
+        return dataclasses.replace(
+            done, validation=dataclasses.replace(done.validation, gate=result)
+        )
+
+    return apply
+
+
+def empty_vae_width(s: TrainingState) -> TrainingState:
+    """An encoder layer of width 0, consistent with a config that asks for it."""
+    config = msgspec.structs.replace(
+        s.config, vae=msgspec.structs.replace(s.config.vae, hidden=(0,))
+    )
+    empty = (np.ones((0, 2), f32), np.ones(2, f32))
+    encoder = dataclasses.replace(
+        s.vae, layers=((np.ones((8, 0), f32), np.ones(0, f32)),), mu=empty, logvar=empty
+    )
+    return dataclasses.replace(s, config=config, vae=encoder)
+
+
 # The base state (make_state()): 4 agents, widths [6, 8, 1], a [8, 7] encoder, latent 2, F = 4,
 # state_bars 2, generation 3 of 8, with Adam, not finished.
 INVALID: dict[str, tuple[Callable[[TrainingState], TrainingState], str]] = {
@@ -433,6 +492,99 @@ INVALID: dict[str, tuple[Callable[[TrainingState], TrainingState], str]] = {
     "own parent": (record(6, parent_ids=(6,)), r"agent 6 lists itself as a parent"),
     "fitness not float": (record(1, fitness="high"), r"lineage\[1\].fitness must be a float"),
     "negative agent id": (record(1, agent_id=-1), r"lineage\[1\].agent_id must be an int"),
+    # what a backtest cannot use (issue 10): validate refuses it, so load does too
+    "zero std": (
+        normalization(std=np.zeros(4)),
+        r"normalization.std\[0\] is 0.0; it must be finite and at least 1e-12 \(else the "
+        r"standardized features, float32 model inputs, are NaN or infinite, and so is every "
+        r"signal\)",
+    ),
+    "std below the floor": (
+        normalization(std=np.array([1.0, 1.0, 1e-13, 1.0])),
+        r"normalization.std\[2\] is 1e-13",
+    ),
+    "negative std": (normalization(std=-np.ones(4)), r"normalization.std\[0\] is -1.0"),
+    "NaN mean": (
+        normalization(mean=np.array([0.0, np.nan, 0.0, 0.0])),
+        r"normalization.mean\[1\] is nan; it must be finite",
+    ),
+    "infinite mean": (normalization(mean=np.full(4, np.inf)), r"normalization.mean\[0\] is inf"),
+    "huge mean": (
+        normalization(mean=np.array([0.0, 0.0, 0.0, 3e38])),
+        r"normalization.mean\[3\] is 3e\+38; it must be finite and within ±1e\+06",
+    ),
+    "NaN swarm weight": (
+        layer(1, weight=np.full((4, 8, 1), np.nan, f32)),
+        r"layers\[1\] weight holds NaN or infinity \(the weights must be finite\)",
+    ),
+    "infinite VAE head bias": (
+        vae(mu=(np.ones((7, 2), f32), np.array([1.0, np.inf], f32))),
+        r"vae.mu bias holds NaN or infinity",
+    ),
+    "empty VAE width": (empty_vae_width, r"vae.layers\[0\] weight \[8, 0\] has an empty dimension"),
+    "logvar not a pair": (
+        vae(logvar="none"),
+        r"vae.logvar must be a \(weight, bias\) pair or None",
+    ),
+    "look-back beyond the data": (
+        lambda s: dataclasses.replace(
+            s, data=dataclasses.replace(s.data, rows=50), history=s.history[:0], generation=0
+        ),
+        r"the look-back of config.features and config.regime \(61 bars\) is longer than the 50 "
+        r"training candles",
+    ),
+    "max gap beyond int64": (
+        features(max_gap_bars=2**63),
+        r"config.features.max_gap_bars is 9223372036854775808, more than the limit",
+    ),
+    "data rows beyond int64": (
+        lambda s: dataclasses.replace(s, data=dataclasses.replace(s.data, rows=2**64)),
+        r"data.rows must be an int in \[1, 2\*\*63\)",
+    ),
+    "next id beyond int64": (replace(next_agent_id=2**63 + 1), r"next_agent_id must be an int in"),
+    "regime names": (
+        lambda s: (
+            lambda done: selection(
+                True,
+                regimes=tuple(
+                    dataclasses.replace(r, regime="sideways")
+                    for r in done.validation.selection.regimes  # type: ignore[union-attr]
+                ),
+            )(s)
+        )(make_state(finished=True, per_regime=True)),
+        r"validation.selection.regimes must be one RegimeVoters per regime of",
+    ),
+    "one regime missing": (
+        lambda s: (
+            lambda done: selection(
+                True,
+                regimes=done.validation.selection.regimes[1:],  # type: ignore[union-attr]
+            )(s)
+        )(make_state(finished=True, per_regime=True)),
+        r"validation.selection.regimes must be one RegimeVoters per regime",
+    ),
+    "voters beyond agents": (
+        selection(voters=5),
+        r"validation.selection.voters must be an int in \[0, agents\], got 5",
+    ),
+    "selection agents": (selection(agents=7), r"validation.selection.agents is 7, agent_ids has 4"),
+    "selection times reversed": (
+        selection(first_ts=10, last_ts=5),
+        r"validation.selection.first_ts and last_ts must be int64 times, first <= last",
+    ),
+    "gate time in market": (
+        gate(time_in_market=1.5),
+        r"validation.gate.time_in_market must be in \[0, 1\], got 1.5",
+    ),
+    "gate fills negative": (gate(n_fills=-1), r"validation.gate.n_fills must be an int >= 0"),
+    "gate times reversed": (
+        gate(start_ts=10, stop_ts=5),
+        r"validation.gate.start_ts and stop_ts must be int64 times, start <= stop",
+    ),
+    "weights sum to infinity": (
+        lambda s: dataclasses.replace(finished(s), consensus_weights=np.full((1, 4), 1e308)),
+        r"consensus_weights: a weight set sums to infinity",
+    ),
 }
 
 
@@ -729,32 +881,6 @@ def test_a_newer_format_version_is_rejected(small_file: Path) -> None:
     expect_error(small_file, r"format version '3' is not supported \(this colmena reads version 2")
 
 
-def forge(
-    path: Path,
-    state: TrainingState,
-    *,
-    tensors: Callable[[dict[str, np.ndarray]], None] = lambda t: None,
-    meta: Callable[[dict[str, Any]], None] = lambda m: None,
-) -> Path:
-    """Write ``state`` with its tensors or metadata changed and a VALID checksum: only the
-    codec's own checks can catch what is wrong."""
-    t = checkpoint_module._state_tensors(state)
-    m = msgspec.to_builtins(checkpoint_module._state_meta(state))
-    tensors(t)
-    meta(m)
-    t = {k: np.ascontiguousarray(a) for k, a in t.items()}
-    meta_json = checkpoint_module._canonical_json(m)
-    header = {
-        "format": "colmena-checkpoint",
-        "format_version": "2",
-        "state": meta_json,
-        "sha256": checkpoint_module._digest("2", meta_json, t),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(safetensors.numpy.save(t, metadata=header))
-    return path
-
-
 def drop(name: str) -> Callable[[dict[str, Any]], None]:
     return lambda d: d.pop(name)
 
@@ -815,6 +941,44 @@ FORGED: dict[str, tuple[dict[str, Any], str]] = {
     "lineage columns": (
         {"tensors": set_to("lineage/parent_offsets", np.zeros(3, np.int64))},
         r"lineage/parent_offsets do not index lineage/parent_ids",
+    ),
+    # issue 10: checksum-valid files that used to load and then crash or mislead a backtest
+    "zero std": (
+        {"tensors": set_to("normalization/std", np.zeros(4))},
+        r"inconsistent training state: normalization.std\[0\] is 0.0",
+    ),
+    "NaN mean": (
+        {"tensors": set_to("normalization/mean", np.full(4, np.nan))},
+        r"inconsistent training state: normalization.mean\[0\] is nan",
+    ),
+    "max gap beyond int64": (
+        {"meta": lambda m: m["config"]["features"].__setitem__("max_gap_bars", 2**63)},
+        r"config.features.max_gap_bars is 9223372036854775808, more than the limit",
+    ),
+    "regime look-back beyond int64": (
+        {
+            "meta": lambda m: (
+                m["config"]["regime"].__setitem__("lookback_bars", 2**64 - 1),
+                m["regime"]["config"].__setitem__("lookback_bars", 2**64 - 1),
+            )
+        },
+        r"config.regime.lookback_bars is 18446744073709551615, more than the limit",
+    ),
+    "half a logvar head": (
+        {"tensors": drop("vae/logvar/bias")},
+        r"invalid state: tensor 'vae/logvar/bias' is missing",
+    ),
+    "rng with thousands of digits": (
+        {"meta": lambda m: m["rng"].__setitem__("state", "7" * 5000)},
+        r"rng.state and rng.inc must be at most 39 digits",
+    ),
+    "deeply nested metadata": (
+        {
+            "meta_json": lambda j: j.replace(
+                '"data":{', '"data":{"x":' + "[" * 5000 + "]" * 5000 + ","
+            )
+        },
+        r"invalid state metadata: it nests 5002 levels deep, more than the limit of 16",
     ),
 }
 
@@ -987,3 +1151,498 @@ def test_loading_imports_no_torch_and_calls_no_pickle(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["5", "4"]
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile files (issue 10): whatever the bytes or the file type, a CheckpointError naming the
+# file and the limit, never a hang, a memory bomb or another exception; load_latest skips them
+# --------------------------------------------------------------------------------------------
+
+HOSTILE_FILES = textwrap.dedent(
+    """
+    import json
+    import os
+    import socket
+    import sys
+    import warnings
+    from pathlib import Path
+
+    from colmena.persistence import checkpoint as checkpoint_module
+    from colmena.persistence.checkpoint import CheckpointError, LoadReport, load, load_latest
+
+    folder = Path(sys.argv[1])
+    os.chdir(folder)  # a short relative name for the socket (sun_path is ~100 bytes)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind("checkpoint-00000007-gen000001.safetensors")
+    report = LoadReport()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state = load_latest(folder, report=report)
+    direct = {}
+    for skipped in report.skipped:
+        try:
+            load(skipped.path)
+        except CheckpointError as exc:
+            direct[skipped.path.name] = exc.reason
+    # A FIFO swapped in between the stat and the open: the open must not block (O_NONBLOCK),
+    # and fstat on the opened file refuses it.
+    real, calls = checkpoint_module._check_file, []
+
+    def stat_saw_a_regular_file(info, path):
+        calls.append(path)
+        if len(calls) > 1:
+            real(info, path)
+
+    checkpoint_module._check_file = stat_saw_a_regular_file
+    try:
+        load(folder / "checkpoint-00000004-gen000001.safetensors")
+    except CheckpointError as exc:
+        direct["swapped"] = exc.reason
+    print(json.dumps({
+        "generation": state.generation,
+        "loaded": report.path.name,
+        "skipped": [[s.path.name, s.reason] for s in report.skipped],
+        "warnings": [str(w.message) for w in caught],
+        "direct": direct,
+    }))
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs, /dev/zero and Unix sockets: POSIX")
+def test_fifo_device_socket_directory_and_huge_sparse_file_are_refused_without_reading(
+    tmp_path: Path,
+) -> None:
+    """Files named like newer checkpoints that are not regular files, or are too large, are
+    skipped with a warning naming the kind or the limit, without being read: the child process
+    gets 60 s (hang detection: a FIFO opened without O_NONBLOCK waits forever for a writer) and
+    2 GiB of address space (reading /dev/zero or the 6 GB file would need more)."""
+    from helpers import run_python
+
+    good = save(tmp_path, make_state(1))
+    link = tmp_path / "checkpoint-00000002-gen000001.safetensors"
+    link.symlink_to(good.name)  # a symbolic link to a regular file is read
+    (tmp_path / "checkpoint-00000008-gen000001.safetensors").symlink_to("absent.safetensors")
+    (tmp_path / "checkpoint-00000003-gen000001.safetensors").mkdir()
+    os.mkfifo(tmp_path / "checkpoint-00000004-gen000001.safetensors")
+    (tmp_path / "checkpoint-00000005-gen000001.safetensors").symlink_to("/dev/zero")
+    sparse = tmp_path / "checkpoint-00000006-gen000001.safetensors"
+    with sparse.open("wb") as fh:
+        fh.truncate(6 * 2**30)  # sparse: no disk used
+    # checkpoint-00000007: the child binds a Unix socket there
+    result = run_python(["-c", HOSTILE_FILES, str(tmp_path)], timeout=60, memory_bytes=2 * 2**30)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert (out["generation"], out["loaded"]) == (1, link.name)
+    expected = {
+        8: r"a symbolic link to a missing file \(absent.safetensors\)",
+        7: r"a socket, not a regular file: only regular files are read as checkpoints",
+        6: r"6442450944 bytes, more than the limit of 2147483648 bytes for a checkpoint file",
+        5: r"a character device, not a regular file",
+        4: r"a FIFO \(named pipe\), not a regular file",
+        3: r"a directory, not a regular file",
+    }
+    names = [f"checkpoint-0000000{k}-gen000001.safetensors" for k in expected]
+    assert [name for name, _ in out["skipped"]] == names
+    for (name, reason), pattern in zip(out["skipped"], expected.values(), strict=True):
+        assert re.fullmatch(pattern + ".*", reason), reason
+        assert out["direct"][name] == reason
+    assert len(out["warnings"]) == len(expected)
+    for message, name in zip(out["warnings"], names, strict=True):
+        assert name in message
+    assert re.fullmatch(r"a FIFO \(named pipe\), not a regular file.*", out["direct"]["swapped"])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="address-space limits: POSIX")
+def test_a_file_larger_than_the_memory_left_is_a_checkpoint_error(tmp_path: Path) -> None:
+    """A sparse 1.5 GB file (under MAX_FILE_BYTES) in a child limited to 1 GiB of address space:
+    the buffer cannot be allocated, and that is a CheckpointError that load_latest skips, not a
+    MemoryError."""
+    from helpers import run_python
+
+    path = tmp_path / "checkpoint-00000002-gen000001.safetensors"
+    with path.open("wb") as fh:
+        fh.truncate(1536 * 2**20)
+    script = (
+        "import sys\n"
+        "from colmena.persistence.checkpoint import CheckpointError, load\n"
+        "try:\n"
+        "    load(sys.argv[1])\n"
+        "except CheckpointError as exc:\n"
+        "    print(exc.reason)\n"
+    )
+    result = run_python(["-c", script, str(path)], timeout=60, memory_bytes=2**30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1610612736 bytes: not enough memory to read the file"
+
+
+def test_a_file_over_the_size_limit_is_refused_by_load_and_never_written_by_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = save(tmp_path, make_state())
+    size = path.stat().st_size
+    monkeypatch.setattr(checkpoint_module, "MAX_FILE_BYTES", size - 1)
+    expect_error(path, rf"{size} bytes, more than the limit of {size - 1} bytes")
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ValueError, match=rf"than the limits of .* and {size - 1} bytes"):
+        save(tmp_path, make_state())
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def small_header(small_file: Path) -> tuple[dict[str, Any], bytes]:
+    header, payload = split(small_file.read_bytes())
+    return header, payload
+
+
+def first_tensor(header: dict[str, Any]) -> str:
+    return min((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"])
+
+
+def with_entry(field: str, literal: str) -> Callable[[dict[str, Any], bytes], bytes]:
+    """The file with one field of its first tensor's entry replaced by raw JSON text."""
+
+    def build(header: dict[str, Any], payload: bytes) -> bytes:
+        header[first_tensor(header)][field] = "@@"
+        return frame(json.dumps(header).replace('"@@"', literal), payload)
+
+    return build
+
+
+def with_header(
+    change: Callable[[dict[str, Any]], object],
+) -> Callable[[dict[str, Any], bytes], bytes]:
+    def build(header: dict[str, Any], payload: bytes) -> bytes:
+        change(header)
+        return frame(header, payload)
+
+    return build
+
+
+def second_entry_overlaps(header: dict[str, Any]) -> None:
+    names = sorted(
+        (k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"]
+    )
+    begin, end = header[names[1]]["data_offsets"]
+    header[names[1]]["data_offsets"] = [begin - 1, end - 1]
+
+
+HOSTILE_HEADERS: dict[str, tuple[Callable[[dict[str, Any], bytes], bytes], str]] = {
+    "infinite offset": (
+        with_entry("data_offsets", "[0, 1e999]"),
+        r"corrupt header: tensor '.*' has no valid data_offsets \(two integers >= 0\), got "
+        r"\[0, inf\]",
+    ),
+    "negative infinite offset": (
+        with_entry("data_offsets", "[-1e999, 8]"),
+        r"no valid data_offsets",
+    ),
+    "float offset": (with_entry("data_offsets", "[0, 8.0]"), r"no valid data_offsets"),
+    "negative offset": (with_entry("data_offsets", "[-8, 8]"), r"no valid data_offsets"),
+    "string offset": (with_entry("data_offsets", '["0", "8"]'), r"no valid data_offsets"),
+    "three offsets": (with_entry("data_offsets", "[0, 8, 16]"), r"no valid data_offsets"),
+    "huge offset": (
+        with_entry("data_offsets", f"[0, {2**70}]"),
+        rf"truncated: the header describes {2**70 + 8}\d* bytes|truncated: the header describes",
+    ),
+    "offset with 5000 digits": (
+        with_entry("data_offsets", "[0, " + "9" * 5000 + "]"),
+        r"not a safetensors file \(or a corrupt header\): the header is not valid JSON",
+    ),
+    "reversed offsets": (with_entry("data_offsets", "[8, 0]"), r"a gap or an overlap"),
+    "overlapping tensors": (with_header(second_entry_overlaps), r"a gap or an overlap"),
+    "NaN dimension": (with_entry("shape", "[NaN]"), r"NaN is not a JSON number"),
+    "float dimension": (with_entry("shape", "[1.0]"), r"has no valid shape \(integers >= 0\)"),
+    "five dimensions": (
+        with_entry("shape", "[1, 1, 1, 1, 1]"),
+        r"has 5 dimensions, more than the limit of 4",
+    ),
+    "a huge dimension of an empty tensor": (
+        with_entry("shape", f"[0, {2**40}]"),
+        rf"has the shape \[0, {2**40}\], more than the limit of 2147483648 elements",
+    ),
+    "unsupported dtype": (with_entry("dtype", '"F16"'), r"has the unsupported dtype 'F16'"),
+    "dtype not a string": (with_entry("dtype", "[]"), r"has the unsupported dtype \[\]"),
+    "extra entry key": (
+        with_header(lambda h: h[first_tensor(h)].__setitem__("note", 1)),
+        r"must have exactly dtype, shape and data_offsets",
+    ),
+    "repeated tensor": (
+        lambda h, p: frame(
+            json.dumps(h)[:-1] + f',"{first_tensor(h)}":' + json.dumps(h[first_tensor(h)]) + "}", p
+        ),
+        r"the key '.*' appears twice in one object",
+    ),
+    "deeply nested header": (
+        lambda h, p: frame('{"x":' + "[" * 100_000 + "]" * 100_000 + "}", p),
+        r"the header nests 100001 levels deep, more than the limit of 16",
+    ),
+    "header size over the limit": (
+        lambda h, p: (2**20 + 1).to_bytes(8, "little") + b"{" + b" " * (2**20),
+        r"header size 1048577 is out of range \(more than the 1048576 byte limit",
+    ),
+    "extra metadata": (
+        with_header(lambda h: h["__metadata__"].__setitem__("note", "hi")),
+        r"unexpected metadata entries \['note'\]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_HEADERS))
+def test_a_hostile_header_is_a_checkpoint_error_and_skipped(small_file: Path, case: str) -> None:
+    build, reason = HOSTILE_HEADERS[case]
+    header, payload = small_header(small_file)
+    bad = small_file.parent / "checkpoint-00000002-gen000001.safetensors"
+    bad.write_bytes(build(header, payload))
+    expect_error(bad, reason)
+    with pytest.warns(CheckpointSkippedWarning, match=str(bad)):
+        assert load_latest(small_file.parent).generation == 1
+
+
+def test_too_many_tensors_are_refused_before_they_are_read(
+    small_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    header, _ = small_header(small_file)
+    count = len(header) - 1
+    monkeypatch.setattr(checkpoint_module, "MAX_TENSORS", count - 1)
+    expect_error(
+        small_file, rf"the header lists {count} tensors, more than the limit of {count - 1}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("limit", "reason"),
+    [
+        ("MAX_LINEAGE_RECORDS", r"the lineage has 8 records, more than the limit of 7"),
+        ("MAX_LINEAGE_PARENTS", r"the lineage lists 6 parent ids, more than the limit of 5"),
+        ("MAX_GENERATIONS", r"the history has 3 generations, more than the limit of 2"),
+        ("MAX_VAE_EPOCHS", r"the VAE history has 3 epochs, more than the limit of 2"),
+    ],
+)
+def test_lineage_and_history_limits_are_checked_before_the_records_are_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str, reason: str
+) -> None:
+    """make_state(): 8 lineage records with 6 parent ids, 3 generations, 3 VAE epochs. The
+    decoder checks the column lengths before it builds a record (a crafted lineage of
+    100 million rows would otherwise decode into tens of gigabytes), and save refuses to write
+    what load would refuse."""
+    from colmena.training import state as state_module
+
+    path = save(tmp_path, make_state())
+    value = {"MAX_LINEAGE_RECORDS": 7, "MAX_LINEAGE_PARENTS": 5}.get(limit, 2)
+    monkeypatch.setattr(checkpoint_module, limit, value)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a record was built before the limit was checked")
+
+    if limit.startswith("MAX_LINEAGE"):
+        monkeypatch.setattr(checkpoint_module, "LineageRecord", refuse)
+    expect_error(path, r"invalid state: " + reason)
+    monkeypatch.undo()
+    monkeypatch.setattr(state_module, limit, value)
+    with pytest.raises(ValueError, match=r"more than the limit of"):
+        save(tmp_path, make_state())
+
+
+def test_a_huge_lineage_file_is_refused_by_its_limit(tmp_path: Path) -> None:
+    """The reproducer at the real limit: MAX_LINEAGE_RECORDS + 1 records, re-signed (a 60 MB
+    file that would decode into 0.6 GB of records)."""
+    from colmena.training.state import MAX_LINEAGE_RECORDS
+
+    n = MAX_LINEAGE_RECORDS + 1
+
+    def huge(t: dict[str, np.ndarray]) -> None:
+        t["lineage/agent_id"] = np.arange(n, dtype=np.int64)
+        t["lineage/generation"] = np.zeros(n, np.int64)
+        t["lineage/operator"] = np.zeros(n, np.uint8)
+        t["lineage/fitness"] = np.zeros(n)
+        t["lineage/has_fitness"] = np.zeros(n, np.bool_)
+        t["lineage/parent_offsets"] = np.zeros(n + 1, np.int64)
+        t["lineage/parent_ids"] = np.zeros(0, np.int64)
+
+    path = forge(tmp_path / "huge.safetensors", make_state(), tensors=huge)
+    expect_error(path, rf"the lineage has {n} records, more than the limit of {n - 1}")
+
+
+@pytest.mark.parametrize("depth", [1, 2, 15, 16, 17, 1000])
+def test_nesting_depth_limit_of_the_state_json(tmp_path: Path, depth: int) -> None:
+    """An unknown field of the data provenance (a dataclass: msgspec skips unknown fields
+    there, recursively) nested ``depth`` levels inside the state JSON, which is itself at
+    depth 2: up to the limit it is skipped, beyond it the depth is named before any parse."""
+    nested = "[" * depth + "]" * depth
+    path = forge(
+        tmp_path / "nested.safetensors",
+        make_state(),
+        meta_json=lambda j: j.replace('"data":{', f'"data":{{"x":{nested},', 1),
+    )
+    if depth + 2 <= 16:
+        assert load(path) == make_state()
+    else:
+        expect_error(path, rf"it nests {depth + 2} levels deep, more than the limit of 16")
+
+
+def json_values() -> st.SearchStrategy[Any]:
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=30,
+    )
+
+
+def reference_depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(reference_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(reference_depth, value.values()), default=0)
+    return 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values(), ascii_only=st.booleans())
+def test_json_depth_matches_the_parsed_structure(value: Any, ascii_only: bool) -> None:
+    """The bracket count that guards the parsers ignores brackets, quotes and backslashes inside
+    strings: it equals the depth of the parsed value."""
+    text = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert checkpoint_module._json_depth(text) == reference_depth(value)
+
+
+def metadata_paths() -> list[tuple[str | int, ...]]:
+    """Every key and list item of the metadata of a finished per-regime state, at every level."""
+    _, meta = parts(make_state(finished=True, per_regime=True))
+    found: list[tuple[str | int, ...]] = []
+
+    def walk(node: Any, at: tuple[str | int, ...]) -> None:
+        if isinstance(node, dict):
+            items: Any = node.items()
+        elif isinstance(node, list):
+            items = enumerate(node)
+        else:
+            return
+        for key, child in items:
+            found.append((*at, key))
+            walk(child, (*at, key))
+
+    walk(meta, ())
+    return found
+
+
+def wrong_type(value: Any) -> Any:
+    """A JSON value of another type than ``value``."""
+    if isinstance(value, bool):
+        return "yes"
+    if isinstance(value, (int, float)):
+        return "7"
+    if isinstance(value, str):
+        return 7
+    if isinstance(value, (list, dict)):
+        return 7.5
+    return [1]  # None
+
+
+def json_path(at: tuple[str | int, ...]) -> str:
+    return "$" + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in at)
+
+
+@pytest.mark.parametrize("at", metadata_paths(), ids=json_path)
+def test_every_metadata_field_missing_or_mistyped_is_named(
+    tmp_path: Path, at: tuple[str | int, ...]
+) -> None:
+    """Each field of the state JSON (re-signed, so only the decoder can object): of a wrong
+    type, a CheckpointError naming its path; missing, one naming the field, unless it has a
+    default (then the file decodes into a state that validates). Never another exception."""
+    state = make_state(finished=True, per_regime=True)
+
+    def at_parent(m: dict[str, Any]) -> Any:
+        node: Any = m
+        for key in at[:-1]:
+            node = node[key]
+        return node
+
+    def mistype(m: dict[str, Any]) -> None:
+        parent = at_parent(m)
+        parent[at[-1]] = wrong_type(parent[at[-1]])
+
+    def remove(m: dict[str, Any]) -> None:
+        parent = at_parent(m)
+        if isinstance(parent, dict):
+            del parent[at[-1]]
+        else:
+            parent.pop(at[-1])
+
+    path = forge(tmp_path / "mistyped.safetensors", state, meta=mistype)
+    with pytest.raises(CheckpointError) as info:
+        load(path)
+    reason = info.value.reason
+    # msgspec names a struct field .name, a list item [i] and a map value [...]
+    named = [json_path(at), json_path(at[:-1]) + "[...]"]
+    assert any(f"at `{where}`" in reason or f"at `{where}[" in reason for where in named) or (
+        FIELD_CHECK.match(reason)
+    ), reason
+    path = forge(tmp_path / "missing.safetensors", state, meta=remove)
+    try:
+        loaded = load(path)
+    except CheckpointError as exc:
+        missing = exc.reason
+    else:  # a field with a default, or a list one item shorter: a state that validates
+        loaded.validate()
+        return
+    # missing, or a default that breaks a rule of its struct or of the state
+    assert f"missing required field `{at[-1]}`" in missing or re.match(
+        r"invalid state metadata: |invalid state: |inconsistent training state: ", missing
+    ), missing
+
+
+#: Reasons of the checks after the type check (a value of the right type that is wrong).
+FIELD_CHECK = re.compile(r"invalid state: |inconsistent training state: ")
+
+
+def test_a_checkpoint_without_logvar_trades_exactly_like_one_with_it(tmp_path: Path) -> None:
+    """The documented optional layout: no vae/logvar tensors. It round-trips, validates, and a
+    backtest from it (inference reads only mu) gives the same signals and trades, through the
+    library and through `colmena backtest --checkpoint` (exit 0, a report written)."""
+    from checkpoint_forge import candle_csv, synthetic_candles
+    from colmena.backtest.engine import backtest
+    from helpers import run_cli
+
+    with_logvar = make_state(finished=True)
+    without = dataclasses.replace(
+        with_logvar, vae=dataclasses.replace(with_logvar.vae, logvar=None)
+    )
+    path = save(tmp_path / "run", without)
+    header, _ = split(path.read_bytes())
+    assert not [name for name in header if name.startswith("vae/logvar")]
+    loaded = load(path)
+    assert loaded == without
+    assert loaded.vae.logvar is None
+    candles = synthetic_candles(400)
+    a = backtest(candles, state=with_logvar)
+    b = backtest(candles, state=loaded)
+    assert a.report["metrics"] == b.report["metrics"]
+    assert a.trades.equals(b.trades)
+    csv = candle_csv(tmp_path / "candles.csv", candles)
+    result = run_cli(
+        ["backtest", str(csv), "--checkpoint", str(path), "--out", str(tmp_path / "out")],
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "out" / "report.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        normalization(std=np.zeros(4)),
+        normalization(mean=np.full(4, np.nan)),
+    ],
+    ids=["zero std", "NaN mean"],
+)
+def test_a_normalization_that_makes_every_signal_nan_is_refused_before_trading(
+    bad: Callable[[TrainingState], TrainingState],
+) -> None:
+    """It used to run to the end with every signal NaN (and exit 0)."""
+    from checkpoint_forge import synthetic_candles
+    from colmena.backtest.engine import backtest
+
+    state = bad(make_state(finished=True))
+    with pytest.raises(ValueError, match=r"normalization.(std|mean)\[0\] is (0.0|nan)"):
+        backtest(synthetic_candles(400), state=state)

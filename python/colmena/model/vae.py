@@ -93,7 +93,8 @@ class TrainedVAE:
     layers : list of (W, b)
         Hidden layers, ``W`` float32 [in, out], ``b`` float32 [out]; activation ReLU.
     mu, logvar : (W, b)
-        Output heads, ``W`` float32 [hidden[-1], latent_dim].
+        Output heads, ``W`` float32 [hidden[-1], latent_dim]; ``logvar`` is None for a resumed
+        run whose checkpoint does not hold it (inference reads only ``mu``).
     epochs_run : int
         Epochs trained (early stopping may end before ``VAEConfig.epochs``).
     best_epoch : int
@@ -107,7 +108,7 @@ class TrainedVAE:
 
     layers: list[tuple[NDArray[np.float32], NDArray[np.float32]]]
     mu: tuple[NDArray[np.float32], NDArray[np.float32]]
-    logvar: tuple[NDArray[np.float32], NDArray[np.float32]]
+    logvar: tuple[NDArray[np.float32], NDArray[np.float32]] | None
     epochs_run: int
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)

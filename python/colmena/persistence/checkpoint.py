@@ -9,7 +9,7 @@ do not. :func:`load_path` takes either a file or a directory.
 File format (version 2)
 -----------------------
 One `safetensors <https://github.com/huggingface/safetensors>`_ file per checkpoint, so one
-rename publishes it atomically. Loading parses a length-prefixed JSON header and copies raw
+rename publishes it atomically. Loading parses a length-prefixed JSON header and reads raw
 little-endian bytes: no pickle, nothing in the file can run code, and torch is never imported.
 The header's ``__metadata__`` (string to string) holds:
 
@@ -44,17 +44,48 @@ name                                                            shape           
 ``history/{window_start,window_stop}``                          [G]                i64
 ``normalization/{mean,std}``                                    [F]                f64
 ``vae/encoder/layer{k}/{weight,bias}``                          [in, out], [out]   f32
-``vae/{mu,logvar}/{weight,bias}``                               [hidden, latent]   f32
+``vae/mu/{weight,bias}``                                        [hidden, latent]   f32
+``vae/logvar/{weight,bias}`` (optional: both or neither)        [hidden, latent]   f32
 ``vae/history/{train_loss,val_loss,reconstruction,kl}``         [E]                f64
 ``consensus/weights`` (only in a finished run)                  [S, N]             f64
 ==============================================================  =================  =======
 
 The lineage is stored column-wise (parents as ``parent_offsets`` into ``parent_ids``) rather than
-in the JSON header: a run creates N agents per generation and the header is capped at 100 MB.
+in the JSON header: a run creates N agents per generation and the header is small and capped.
+The ``vae/logvar`` head is optional (:attr:`colmena.training.VAEState.logvar` None):
+inference reads only ``mu``, and a file without it trades and resumes like one with it.
 
 Decoding is strict: a missing, unexpected or mistyped tensor, a missing or mistyped metadata
 field, or a state that fails :meth:`TrainingState.validate` is a :class:`CheckpointError` naming
-it, even when the checksum is valid.
+it, even when the checksum is valid. Whatever :meth:`TrainingState.validate` accepts can be
+traded (:meth:`TrainingState.to_model`): finite weights without empty dimensions, a finite
+normalization (``|mean|`` within its limit, ``std`` at least its floor), shapes that agree
+between the VAE, the swarm and the feature spec, look-back windows within the training candles,
+consistent selection, gate and regime records.
+
+Limits
+------
+A file is hostile until checked: :func:`load` reads only regular files (a symbolic link to one
+is followed; a FIFO, a device such as ``/dev/zero``, a socket or a directory is refused without
+being read, and a FIFO never blocks the reader), and every limit below is checked, in integer
+arithmetic, before the memory it guards is allocated. Each is a :class:`CheckpointError` naming
+the file and the limit; :func:`save` refuses to write a state that would break one.
+
+========================================  ==========================================
+:data:`MAX_FILE_BYTES`                    file size (2 GiB), by ``fstat`` before reading
+:data:`MAX_HEADER_BYTES`                  JSON header (1 MiB)
+:data:`MAX_JSON_DEPTH`                    nesting of the header and of its ``state`` (16)
+:data:`MAX_TENSORS`                       tensors in the file (4096)
+:data:`MAX_TENSOR_DIMENSIONS`             dimensions of a tensor (4)
+:data:`MAX_TENSOR_ELEMENTS`               each dimension and the element count (2**31)
+``training.state.MAX_LINEAGE_RECORDS``    lineage records (2,000,000; about 0.6 GB decoded)
+``training.state.MAX_LINEAGE_PARENTS``    parent ids over all records (4,000,000)
+``training.state.MAX_GENERATIONS``        ``history`` entries (1,000,000)
+``training.state.MAX_VAE_EPOCHS``         ``vae/history`` entries (1,000,000)
+========================================  ==========================================
+
+Tensor offsets must be JSON integers (a float or ``1e999`` is refused, never converted), and the
+tensors must tile the bytes after the header exactly: no gap, no overlap, nothing after the last.
 
 Directory layout and the atomic-write protocol
 ----------------------------------------------
@@ -85,6 +116,7 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -94,7 +126,6 @@ from typing import Any, BinaryIO, Final
 
 import msgspec
 import numpy as np
-import safetensors
 import safetensors.numpy
 from numpy.typing import NDArray
 
@@ -105,6 +136,10 @@ from colmena.features.regime import RegimeClassifier, RegimeConfig
 from colmena.risk import RiskConfig
 from colmena.training.config import TrainConfig
 from colmena.training.state import (
+    MAX_GENERATIONS,
+    MAX_LINEAGE_PARENTS,
+    MAX_LINEAGE_RECORDS,
+    MAX_VAE_EPOCHS,
     OPERATORS,
     AdamMoments,
     DataProvenance,
@@ -122,6 +157,12 @@ if sys.platform != "win32":
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_FILE_BYTES",
+    "MAX_HEADER_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_TENSORS",
+    "MAX_TENSOR_DIMENSIONS",
+    "MAX_TENSOR_ELEMENTS",
     "SAVE_STEPS",
     "CheckpointError",
     "CheckpointSkippedWarning",
@@ -143,7 +184,28 @@ FORMAT_NAME: Final = "colmena-checkpoint"
 _FILE_RE: Final = re.compile(r"^checkpoint-([0-9]{8,})-gen([0-9]+)\.safetensors$")
 _TEMP_RE: Final = re.compile(r"^\.checkpoint-.*\.tmp$")
 _LOCK_NAME: Final = ".checkpoint.lock"
-_MAX_HEADER_BYTES: Final = 100_000_000  # the safetensors limit
+
+#: Largest checkpoint file read or written, in bytes (2 GiB; checked with ``fstat`` before any
+#: byte is read). The default swarm's checkpoint is about 1 MB.
+MAX_FILE_BYTES: Final = 2 * 2**30
+#: Largest JSON header, in bytes (1 MiB; a real header is a few kilobytes: the lineage and every
+#: other array are tensors).
+MAX_HEADER_BYTES: Final = 2**20
+#: Deepest nesting of arrays and objects in the header and in its ``state`` JSON (a real file
+#: nests 5 levels), checked before either is parsed.
+MAX_JSON_DEPTH: Final = 16
+#: Most tensors in one file (a real file has 6 L + 2 K + 26).
+MAX_TENSORS: Final = 4096
+#: Most dimensions of one tensor (the format uses at most 3).
+MAX_TENSOR_DIMENSIONS: Final = 4
+#: Largest dimension, and largest element count, of one tensor.
+MAX_TENSOR_ELEMENTS: Final = MAX_FILE_BYTES
+#: The longest decimal string of a 128-bit generator state.
+_MAX_RNG_DIGITS: Final = 39
+
+# The brackets of JSON text as +1 (opening) and -1 (closing); everything else deleted.
+_BRACKET_STEPS: Final = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS: Final = bytes(c for c in range(256) if c not in b"[{]}")
 
 #: dtypes a tensor may have, by the name the safetensors file uses.
 _FILE_DTYPES: Final[Mapping[str, np.dtype[Any]]] = {
@@ -351,7 +413,8 @@ def _state_tensors(state: TrainingState) -> dict[str, Array]:
     for k, (w, b) in enumerate(state.vae.layers):
         t[f"vae/encoder/layer{k}/weight"], t[f"vae/encoder/layer{k}/bias"] = w, b
     t["vae/mu/weight"], t["vae/mu/bias"] = state.vae.mu
-    t["vae/logvar/weight"], t["vae/logvar/bias"] = state.vae.logvar
+    if state.vae.logvar is not None:
+        t["vae/logvar/weight"], t["vae/logvar/bias"] = state.vae.logvar
     for name in _VAE_LOSSES:
         t[f"vae/history/{name}"] = np.array(
             [getattr(e, name) for e in state.vae.history], dtype=np.float64
@@ -438,29 +501,173 @@ def _canonical_header(data: bytes) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_tensors(
-    data: bytes, fail: Callable[[str], CheckpointError]
-) -> tuple[str, dict[str, Array]]:
-    """Check the framing, the metadata and the checksum; the ``state`` JSON and the tensors."""
-    size = len(data)
+def _json_depth(text: bytes) -> int:
+    """How deeply arrays and objects nest in the JSON ``text``, counted without parsing it (so
+    that a deeply nested header is refused before a recursive parser sees it), in linear time:
+    escaped backslashes and then escaped quotes are dropped (every JSON escape is a backslash
+    and one character), the strings between the remaining quotes are dropped, and the brackets
+    left are summed."""
+    unescaped = text.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(unescaped.split(b'"')[0::2])
+    steps = np.frombuffer(outside.translate(_BRACKET_STEPS, _NOT_BRACKETS), dtype=np.int8)
+    return int(np.cumsum(steps, dtype=np.int64).max(initial=0)) if steps.size else 0
+
+
+def _parse_json(text: bytes, what: str, fail: Callable[[str], CheckpointError]) -> object:
+    """``text`` parsed strictly: UTF-8, nesting at most :data:`MAX_JSON_DEPTH`, no repeated
+    key, no NaN or Infinity; a CheckpointError naming ``what`` otherwise."""
+    depth = _json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise fail(
+            f"{what} nests {depth} levels deep, more than the limit of {MAX_JSON_DEPTH}: "
+            "a corrupt or crafted file"
+        )
+    try:
+        return json.loads(
+            text.decode("utf-8"),
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constant,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise fail(f"{what} is not valid JSON: {exc}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {_short(key)} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _is_count(value: object) -> bool:
+    """An integer >= 0 (a JSON number without fraction or exponent; not a bool)."""
+    return type(value) is int and value >= 0
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _framing(
+    data: memoryview, fail: Callable[[str], CheckpointError]
+) -> tuple[dict[str, Any], int]:
+    """The safetensors framing checked with integer arithmetic: the header (its size, nesting
+    and JSON) and the offset where the tensor bytes begin."""
+    size = data.nbytes
     if size == 0:
         raise fail("empty file (0 bytes)")
     if size < 8:
         raise fail(f"truncated or not a safetensors file: {size} bytes, less than the header size")
     header_size = int.from_bytes(data[:8], "little")
-    if header_size > _MAX_HEADER_BYTES:
-        raise fail(f"not a safetensors file: header size {header_size} is out of range")
+    if header_size > MAX_HEADER_BYTES:
+        raise fail(
+            f"not a safetensors file: header size {header_size} is out of range (more than the "
+            f"{MAX_HEADER_BYTES} byte limit of a checkpoint header)"
+        )
     if 8 + header_size > size:
         raise fail(
             f"truncated or not a safetensors file: the header needs {8 + header_size} bytes, "
             f"the file has {size}"
         )
+    text = bytes(data[8 : 8 + header_size])
     try:
-        header = json.loads(data[8 : 8 + header_size].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise fail(f"not a safetensors file (or a corrupt header): {exc}") from None
+        header = _parse_json(text, "the header", fail)
+    except CheckpointError as exc:
+        raise fail(f"not a safetensors file (or a corrupt header): {exc.reason}") from None
     if not isinstance(header, dict):
         raise fail("not a safetensors file: the header is not a JSON object")
+    return header, 8 + header_size
+
+
+def _tensor_entries(
+    header: dict[str, Any], start: int, size: int, fail: Callable[[str], CheckpointError]
+) -> list[tuple[str, np.dtype[Any], tuple[int, ...], int, int]]:
+    """Every tensor entry of the header as (name, dtype, shape, begin, end), checked against
+    the limits and the bytes from ``start`` (after the header) to ``size`` (the end of the
+    file): integer offsets and dimensions only, byte counts that match the shapes, and tensors
+    that tile the payload exactly (the safetensors rules: no gap, no overlap, nothing after the
+    last one). Names are shortened in messages (a hostile one may be a megabyte long)."""
+    payload = size - start
+    names = [k for k in header if k != "__metadata__"]
+    if len(names) > MAX_TENSORS:
+        raise fail(f"the header lists {len(names)} tensors, more than the limit of {MAX_TENSORS}")
+    entries = []
+    end_of_all = 0
+    for name in names:
+        entry = header[name]
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise fail(
+                f"corrupt header: tensor {_short(name)} must have exactly dtype, shape and "
+                "data_offsets"
+            )
+        offsets, shape, dtype_name = entry["data_offsets"], entry["shape"], entry["dtype"]
+        if not (
+            isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(v) for v in offsets)
+        ):
+            raise fail(
+                f"corrupt header: tensor {_short(name)} has no valid data_offsets (two "
+                f"integers >= 0), got {_short(offsets)}"
+            )
+        begin, end = offsets
+        end_of_all = max(end_of_all, end)
+        if not (isinstance(shape, list) and all(_is_count(v) for v in shape)):
+            raise fail(
+                f"corrupt header: tensor {_short(name)} has no valid shape (integers >= 0), got "
+                f"{_short(shape)}"
+            )
+        if len(shape) > MAX_TENSOR_DIMENSIONS:
+            raise fail(
+                f"tensor {_short(name)} has {len(shape)} dimensions, more than the limit of "
+                f"{MAX_TENSOR_DIMENSIONS}"
+            )
+        if any(d > MAX_TENSOR_ELEMENTS for d in shape) or math.prod(shape) > MAX_TENSOR_ELEMENTS:
+            raise fail(
+                f"tensor {_short(name)} has the shape {_short(shape)}, more than the limit of "
+                f"{MAX_TENSOR_ELEMENTS} elements"
+            )
+        dtype = _FILE_DTYPES.get(dtype_name) if isinstance(dtype_name, str) else None
+        if dtype is None:
+            raise fail(f"tensor {_short(name)} has the unsupported dtype {_short(dtype_name)}")
+        entries.append((name, dtype, tuple(shape), begin, end))
+    if end_of_all > payload:
+        raise fail(
+            f"truncated: the header describes {start + end_of_all} bytes, the file has {size}"
+        )
+    position = 0
+    for name, dtype, shape, begin, end in sorted(entries, key=lambda e: (e[3], e[4])):
+        if begin != position or end < begin:
+            raise fail(
+                f"not a valid safetensors file: tensor {_short(name)} occupies bytes "
+                f"[{begin}, {end}) of the data, expected to start at {position} (a gap or an "
+                "overlap)"
+            )
+        if end - begin != math.prod(shape) * dtype.itemsize:
+            raise fail(
+                f"tensor {_short(name)} does not match its shape: {end - begin} bytes for "
+                f"{list(shape)} {dtype.name}"
+            )
+        position = end
+    if position != payload:
+        raise fail(
+            f"not a valid safetensors file: {payload - position} bytes after the last tensor"
+        )
+    return entries
+
+
+def _read_tensors(
+    data: bytes | bytearray | memoryview, fail: Callable[[str], CheckpointError]
+) -> tuple[str, dict[str, Array]]:
+    """Check the framing, the limits, the metadata and the checksum; the ``state`` JSON and the
+    tensors (read-only views of ``data`` where aligned, copies otherwise)."""
+    view = memoryview(data).cast("B")
+    header, start = _framing(view, fail)
     meta = header.get("__metadata__")
     if meta is None:
         raise fail("missing metadata: the header has no __metadata__; not a colmena checkpoint")
@@ -477,40 +684,22 @@ def _read_tensors(
         )
     if version != str(FORMAT_VERSION):
         raise fail(
-            f"format version {version!r} is not supported (this colmena reads version "
+            f"format version {_short(version)} is not supported (this colmena reads version "
             f"{FORMAT_VERSION}; the file is newer or corrupt)"
         )
     stored, meta_json = meta.get("sha256"), meta.get("state")
     if not isinstance(stored, str) or not isinstance(meta_json, str):
         raise fail("missing metadata: 'sha256' or 'state' is absent from the header")
-
-    end = 0
-    try:
-        for key, entry in header.items():
-            if key != "__metadata__":
-                end = max(end, int(entry["data_offsets"][1]))
-    except (TypeError, KeyError, IndexError, ValueError):
-        raise fail("corrupt header: a tensor entry has no valid data_offsets") from None
-    if 8 + header_size + end > size:
-        raise fail(
-            f"truncated: the header describes {8 + header_size + end} bytes, the file has {size}"
-        )
-    try:
-        entries = safetensors.deserialize(data)  # type: ignore[no-untyped-call]
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # SafetensorError, or a Rust panic (a BaseException in PyO3)
-        raise fail(f"not a valid safetensors file: {exc}") from None
+    extra = sorted(set(meta) - {"format", "format_version", "state", "sha256"})
+    if extra:
+        raise fail(f"unexpected metadata entries {_short(extra)}: a corrupt or foreign file")
 
     tensors: dict[str, Array] = {}
-    for name, entry in entries:
-        dtype = _FILE_DTYPES.get(entry["dtype"])
-        if dtype is None:
-            raise fail(f"tensor {name!r} has the unsupported dtype {entry['dtype']}")
-        try:
-            a = np.frombuffer(entry["data"], dtype=dtype).reshape(tuple(entry["shape"]))
-        except ValueError as exc:
-            raise fail(f"tensor {name!r} does not match its shape: {exc}") from None
+    for name, dtype, shape, begin, end in _tensor_entries(header, start, view.nbytes, fail):
+        count = (end - begin) // dtype.itemsize
+        a = np.frombuffer(view, dtype=dtype, count=count, offset=start + begin).reshape(shape)
+        if not a.flags.aligned:
+            a = a.copy()
         a = a.astype(a.dtype.newbyteorder("="), copy=False)
         a.setflags(write=False)
         tensors[name] = a
@@ -549,7 +738,8 @@ class _Tensors:
 
     def done(self) -> None:
         if self.left:
-            raise ValueError(f"unexpected tensors {sorted(self.left)[:5]}")
+            names = ", ".join(_short(name) for name in sorted(self.left)[:5])
+            raise ValueError(f"unexpected tensors [{names}]")
 
 
 def _lineage(t: _Tensors, vocabulary: list[str]) -> tuple[LineageRecord, ...]:
@@ -561,6 +751,15 @@ def _lineage(t: _Tensors, vocabulary: list[str]) -> tuple[LineageRecord, ...]:
     offsets = t.take("lineage/parent_offsets", np.int64, 1)
     parents = t.take("lineage/parent_ids", np.int64, 1)
     n = ids.shape[0]
+    if n > MAX_LINEAGE_RECORDS:
+        raise ValueError(
+            f"the lineage has {n} records, more than the limit of {MAX_LINEAGE_RECORDS}"
+        )
+    if parents.shape[0] > MAX_LINEAGE_PARENTS:
+        raise ValueError(
+            f"the lineage lists {parents.shape[0]} parent ids, more than the limit of "
+            f"{MAX_LINEAGE_PARENTS}"
+        )
     if any(c.shape[0] != n for c in (gens, ops, fitness, known)):
         raise ValueError("the lineage columns differ in length")
     if (
@@ -592,6 +791,8 @@ def _state(meta: _Meta, tensors: dict[str, Array]) -> TrainingState:
     t = _Tensors(tensors)
     if meta.rng.bit_generator != "PCG64":
         raise ValueError(f"rng.bit_generator must be 'PCG64', got {meta.rng.bit_generator!r}")
+    if max(len(meta.rng.state), len(meta.rng.inc)) > _MAX_RNG_DIGITS:
+        raise ValueError(f"rng.state and rng.inc must be at most {_MAX_RNG_DIGITS} digits")
     try:
         rng = RNGState(
             state=int(meta.rng.state),
@@ -622,6 +823,10 @@ def _state(meta: _Meta, tensors: dict[str, Array]) -> TrainingState:
     columns = {name: t.take(f"history/{name}", np.float64, 1).tolist() for name in _HISTORY_FLOAT}
     columns.update({name: t.take(f"history/{name}", np.int64, 1).tolist() for name in _HISTORY_INT})
     g = len(columns["best_fitness"])
+    if g > MAX_GENERATIONS:
+        raise ValueError(
+            f"the history has {g} generations, more than the limit of {MAX_GENERATIONS}"
+        )
     if any(len(c) != g for c in columns.values()):
         raise ValueError("the history columns differ in length")
     history = tuple(
@@ -632,9 +837,14 @@ def _state(meta: _Meta, tensors: dict[str, Array]) -> TrainingState:
         std=t.take("normalization/std", np.float64, 1),
     )
     encoder = tuple(t.pair(f"vae/encoder/layer{k}", 2) for k in range(meta.vae.hidden_layers))
-    mu, logvar = t.pair("vae/mu", 2), t.pair("vae/logvar", 2)
+    mu = t.pair("vae/mu", 2)
+    logvar = None  # optional: both tensors or neither
+    if "vae/logvar/weight" in t.left or "vae/logvar/bias" in t.left:
+        logvar = t.pair("vae/logvar", 2)
     losses = {name: t.take(f"vae/history/{name}", np.float64, 1).tolist() for name in _VAE_LOSSES}
     e = len(losses["train_loss"])
+    if e > MAX_VAE_EPOCHS:
+        raise ValueError(f"the VAE history has {e} epochs, more than the limit of {MAX_VAE_EPOCHS}")
     if any(len(c) != e for c in losses.values()):
         raise ValueError("the vae/history columns differ in length")
     vae = VAEState(
@@ -677,21 +887,32 @@ def _state(meta: _Meta, tensors: dict[str, Array]) -> TrainingState:
     )
 
 
-def _decode(data: bytes, path: Path) -> TrainingState:
-    """Parse and check a file's bytes; CheckpointError naming ``path`` for any problem."""
+def _decode(data: bytes | bytearray | memoryview, path: Path) -> TrainingState:
+    """Parse and check a file's bytes; CheckpointError naming ``path`` for any problem (the
+    contract the fuzz tests check: no other exception, whatever the bytes)."""
 
     def fail(reason: str) -> CheckpointError:
         return CheckpointError(reason, path=path)
 
-    meta_json, tensors = _read_tensors(data, fail)
     try:
-        meta = msgspec.json.decode(meta_json, type=_Meta)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise fail(f"invalid state metadata: {exc}") from None
-    try:
-        state = _state(meta, tensors)
-    except ValueError as exc:
-        raise fail(f"invalid state: {exc}") from None
+        meta_json, tensors = _read_tensors(data, fail)
+        text = meta_json.encode("utf-8", errors="surrogatepass")
+        depth = _json_depth(text)
+        if depth > MAX_JSON_DEPTH:
+            raise fail(
+                f"invalid state metadata: it nests {depth} levels deep, more than the limit of "
+                f"{MAX_JSON_DEPTH}"
+            )
+        try:
+            meta = msgspec.json.decode(text, type=_Meta)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise fail(f"invalid state metadata: {exc}") from None
+        try:
+            state = _state(meta, tensors)
+        except ValueError as exc:
+            raise fail(f"invalid state: {exc}") from None
+    except (MemoryError, RecursionError) as exc:  # limits make these unreachable; belt and braces
+        raise fail(f"the file needs more resources than are available to decode: {exc!r}") from None
     problems = state.problems()
     if problems:
         raise fail("inconsistent training state: " + "; ".join(problems))
@@ -801,7 +1022,8 @@ def save(
     TypeError
         If ``state`` is not a :class:`TrainingState`.
     ValueError
-        If the state is invalid (naming every bad field) or ``keep < 1``; nothing is written.
+        If the state is invalid (naming every bad field), ``keep < 1``, or its file would
+        exceed :data:`MAX_FILE_BYTES` or :data:`MAX_HEADER_BYTES`; nothing is written.
     OSError
         If the directory or file cannot be written; the temporary file is removed.
     """
@@ -811,6 +1033,13 @@ def save(
         raise ValueError(f"keep must be an int >= 1, got {keep!r}")
     state.validate()
     data = _encode(state)
+    header_size = int.from_bytes(data[:8], "little")
+    if header_size > MAX_HEADER_BYTES or len(data) > MAX_FILE_BYTES:
+        raise ValueError(
+            f"the checkpoint would have a {header_size} byte header and {len(data)} bytes, more "
+            f"than the limits of {MAX_HEADER_BYTES} and {MAX_FILE_BYTES} bytes that load reads; "
+            "nothing was written"
+        )
 
     def step(name: str) -> None:
         if on_step is not None:
@@ -847,13 +1076,108 @@ def save(
     return final
 
 
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _check_file(info: os.stat_result, path: Path) -> None:
+    """CheckpointError unless ``info`` is of a regular file within :data:`MAX_FILE_BYTES`."""
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointError(
+            f"{_file_kind(info.st_mode)}, not a regular file: only regular files are read as "
+            "checkpoints",
+            path=path,
+        )
+    if info.st_size > MAX_FILE_BYTES:
+        raise CheckpointError(
+            f"{info.st_size} bytes, more than the limit of {MAX_FILE_BYTES} bytes for a "
+            "checkpoint file; not read",
+            path=path,
+        )
+
+
+#: Flags of the read-only open: never block (a FIFO opened for reading waits for a writer
+#: without O_NONBLOCK), never become the controlling terminal, not inherited by children.
+_OPEN_FLAGS: Final = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _read_file(path: Path) -> bytearray:
+    """Every byte of the regular file ``path`` (a symbolic link is followed to its target, which
+    must be a regular file too).
+
+    ``stat`` refuses anything else before it is opened (a FIFO, a device such as
+    ``/dev/zero``, a socket, a directory) and a file over :data:`MAX_FILE_BYTES`; the file is
+    opened without blocking and ``fstat`` checks the opened file again (it may have been
+    replaced in between); exactly its size is read, and a file that changed size meanwhile is
+    refused.
+
+    Raises
+    ------
+    CheckpointError
+        Not a regular file, a symbolic link to a missing file, too large (or larger than the
+        memory available), or changed while being read.
+    OSError
+        Missing, no permission, I/O error.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise CheckpointError(
+                f"a symbolic link to a missing file ({os.readlink(path)})", path=path
+            ) from None
+        raise
+    _check_file(info, path)
+    fd = os.open(path, _OPEN_FLAGS)
+    with open(fd, "rb", buffering=0, closefd=True) as fh:
+        info = os.fstat(fd)
+        _check_file(info, path)
+        size = info.st_size
+        try:
+            data = bytearray(size)
+        except MemoryError:
+            raise CheckpointError(
+                f"{size} bytes: not enough memory to read the file", path=path
+            ) from None
+        view = memoryview(data)
+        got = 0
+        while got < size:
+            n = fh.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        if got != size or fh.read(1):
+            raise CheckpointError(
+                f"the file changed size while being read ({size} bytes when opened)", path=path
+            )
+    return data
+
+
 def load(path: str | os.PathLike[str]) -> TrainingState:
     """Read one checkpoint file and check it completely.
 
-    Checks, in order: the safetensors framing (truncation, garbage), the metadata (present,
-    ours, format version), the SHA-256 checksum over header metadata and every tensor byte,
-    every field's presence and type, and :meth:`TrainingState.validate`. No pickle, no code from
-    the file, no torch.
+    Checks, in order: that ``path`` is a regular file (or a symbolic link to one) of at most
+    :data:`MAX_FILE_BYTES` (before reading it, without ever blocking on a FIFO), the safetensors
+    framing (truncation, garbage, the header, tensor and nesting limits of the module
+    docstring, offsets in integer arithmetic), the metadata (present, ours, format version),
+    the SHA-256 checksum over header metadata and every tensor byte, the lineage and history
+    limits, every field's presence and type, and :meth:`TrainingState.validate`. No pickle, no
+    code from the file, no torch.
 
     Returns
     -------
@@ -863,17 +1187,16 @@ def load(path: str | os.PathLike[str]) -> TrainingState:
     Raises
     ------
     CheckpointError
-        If the file is empty, truncated, not a safetensors file, lacks the metadata, has another
-        format version (version 1: retrain), fails the checksum (bit flips), lacks a field or has
-        one of the wrong type, or holds an inconsistent state; the message names the file and
-        the problem.
+        If the path is not a regular file (a FIFO, a device, a socket, a directory), the file
+        exceeds a limit, is empty, truncated, not a safetensors file, lacks the metadata, has
+        another format version (version 1: retrain), fails the checksum (bit flips), lacks a
+        field or has one of the wrong type, or holds an inconsistent state; the message names
+        the file and the problem (and the limit). No other exception comes from the bytes.
     OSError
         If the file cannot be read (missing, permissions, I/O error).
     """
     path = Path(path)
-    with open(path, "rb") as fh:
-        data = fh.read()
-    return _decode(data, path)
+    return _decode(_read_file(path), path)
 
 
 def load_latest(

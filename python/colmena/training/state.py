@@ -40,6 +40,12 @@ from colmena.training.config import TrainConfig
 from colmena.versions import library_versions
 
 __all__ = [
+    "MAX_GENERATIONS",
+    "MAX_LINEAGE_PARENTS",
+    "MAX_LINEAGE_RECORDS",
+    "MAX_VAE_EPOCHS",
+    "NORMALIZATION_MEAN_LIMIT",
+    "NORMALIZATION_STD_FLOOR",
     "OPERATORS",
     "AdamMoments",
     "DataProvenance",
@@ -57,6 +63,26 @@ __all__ = [
 #: How a lineage record's agent came to be.
 OPERATORS: Final = ("init", "elite", "crossover", "mutation", "crossover+mutation")
 
+#: Most lineage records a state may hold (about 300 bytes each in memory: 0.6 GB at the limit;
+#: a run of 1,000 agents over 1,000 generations creates 1,000,000). A checkpoint decoder checks
+#: the limits before it builds a record, so a crafted file cannot make it allocate more.
+MAX_LINEAGE_RECORDS: Final = 2_000_000
+#: Most parent ids over all lineage records together (two per record on average).
+MAX_LINEAGE_PARENTS: Final = 2 * MAX_LINEAGE_RECORDS
+#: Most evolved generations (``history`` entries) a state may hold.
+MAX_GENERATIONS: Final = 1_000_000
+#: Most VAE epochs (``vae.history`` entries) a state may hold.
+MAX_VAE_EPOCHS: Final = 1_000_000
+#: Smallest feature standard deviation a normalization may divide by: the floor of
+#: :meth:`colmena.features.market_state.Normalization.fit`. A smaller, zero, negative or
+#: non-finite ``std`` (or a non-finite ``mean``) would make every standardized feature, and so
+#: every signal, NaN or infinite.
+NORMALIZATION_STD_FLOOR: Final = 1e-12
+#: Largest ``|mean|`` of a feature normalization. The features (log returns, FFD of log prices,
+#: volatility, relative log volume) have means of order 1; within this bound and above the
+#: ``std`` floor a standardized feature stays far inside float32, the model's input type.
+NORMALIZATION_MEAN_LIMIT: Final = 1e6
+
 _INT64_MAX: Final = 2**63 - 1
 _SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
 
@@ -66,6 +92,17 @@ Layer = tuple[NDArray[np.float32], NDArray[np.float32]]
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _sum_without_warning(weights: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Row sums, infinite (without a RuntimeWarning) where they overflow."""
+    with np.errstate(over="ignore"):
+        sums: NDArray[np.float64] = weights.sum(axis=1)
+    return sums
+
+
+def _is_int64(value: object) -> bool:
+    return _is_int(value) and -(2**63) <= value <= _INT64_MAX  # type: ignore[operator]
 
 
 def _frozen(a: Any) -> Any:
@@ -338,9 +375,12 @@ class VAEState:
         Hidden layers k = 0 .. K-1, ReLU: weight float32 [in_k, out_k], bias float32 [out_k];
         ``in_0 = state_bars * F`` (one standardized window of the market state), ``out_k`` =
         ``config.vae.hidden[k]``.
-    mu, logvar : (weight, bias)
-        Output heads: weight float32 [out_{K-1}, latent], bias float32 [latent]; ``mu`` is the
-        latent state the agents see.
+    mu : (weight, bias)
+        Mean head: weight float32 [out_{K-1}, latent], bias float32 [latent]; the latent state
+        the agents see.
+    logvar : (weight, bias) or None
+        Log-variance head, shaped like ``mu``; optional (inference reads only ``mu``; training
+        stores it).
     epochs_run : int
         Epochs trained (early stopping may end before ``VAEConfig.epochs``), E.
     best_epoch : int
@@ -351,7 +391,7 @@ class VAEState:
 
     layers: tuple[Layer, ...]
     mu: Layer
-    logvar: Layer
+    logvar: Layer | None
     epochs_run: int
     best_epoch: int
     history: tuple[VAEEpoch, ...]
@@ -714,7 +754,14 @@ class TrainingState:
     # ---- validation ----------------------------------------------------------------------
 
     def validate(self) -> None:
-        """Check every field against the others (shapes, dtypes, counts, settings).
+        """Check every field against the others (shapes, dtypes, counts, settings) and against
+        what inference needs, so that a valid finished state can always be traded
+        (:meth:`to_model`): finite weights without an empty dimension, a normalization with a
+        finite ``mean`` within :data:`NORMALIZATION_MEAN_LIMIT` and a ``std`` of at least
+        :data:`NORMALIZATION_STD_FLOOR`, look-back windows within ``data.rows``, selection, gate
+        and per-regime records consistent with the agents; and the size limits
+        (:data:`MAX_LINEAGE_RECORDS`, :data:`MAX_LINEAGE_PARENTS`, :data:`MAX_GENERATIONS`,
+        :data:`MAX_VAE_EPOCHS`).
 
         Raises
         ------
@@ -909,9 +956,19 @@ class _Checks:
             return None
         return [latent + len(s.feature_names), *s.config.evolution.hidden, 1]
 
+    def finite_layer(self, name: str, w: NDArray[Any], b: NDArray[Any]) -> None:
+        """Problems when a layer has an empty dimension or a non-finite number: the core's
+        forward passes (:class:`colmena.Swarm`, :class:`colmena.VAEEncoder`) refuse both."""
+        if 0 in w.shape:
+            self.add(f"{name} weight {list(w.shape)} has an empty dimension")
+        for kind, a in (("weight", w), ("bias", b)):
+            if not np.isfinite(a).all():
+                self.add(f"{name} {kind} holds NaN or infinity (the weights must be finite)")
+
     def layer_list(self, name: str, layers: object, agents: bool) -> list[Layer] | None:
         """The layers if they are a sequence of (weight, bias) ndarray pairs of the right ndim
-        and dtype (float32), chained; problems otherwise."""
+        and dtype (float32), chained; problems otherwise (also for an empty dimension or a
+        non-finite weight, which leave the layers usable for the other checks)."""
         if not isinstance(layers, tuple) or not all(
             isinstance(p, tuple) and len(p) == 2 for p in layers
         ):
@@ -941,6 +998,7 @@ class _Checks:
                         f"{prev_out} outputs"
                     )
                     ok = False
+            self.finite_layer(f"{name}[{i}]", w, b)
         return list(layers) if ok else None
 
     def swarm(self) -> None:
@@ -1005,7 +1063,18 @@ class _Checks:
         s = self.s
         if not isinstance(s.lineage, tuple):
             self.add(f"lineage must be a tuple of LineageRecord, got {type(s.lineage).__name__}")
+        elif len(s.lineage) > MAX_LINEAGE_RECORDS:
+            self.add(f"lineage has {len(s.lineage)} records, more than the limit of "
+                     f"{MAX_LINEAGE_RECORDS}")  # fmt: skip
         else:
+            parents = sum(
+                len(r.parent_ids)
+                for r in s.lineage
+                if isinstance(r, LineageRecord) and isinstance(r.parent_ids, tuple)
+            )
+            if parents > MAX_LINEAGE_PARENTS:
+                self.add(f"lineage lists {parents} parent ids, more than the limit of "
+                         f"{MAX_LINEAGE_PARENTS}")  # fmt: skip
             seen: dict[int, int] = {}
             for i, record in enumerate(s.lineage):
                 if not isinstance(record, LineageRecord):
@@ -1020,8 +1089,8 @@ class _Checks:
                         )
                     else:
                         seen[record.agent_id] = i
-            if not _is_int(s.next_agent_id) or s.next_agent_id < 0:
-                self.add(f"next_agent_id must be an int >= 0, got {s.next_agent_id!r}")
+            if not (_is_int(s.next_agent_id) and 0 <= s.next_agent_id <= 2**63):
+                self.add(f"next_agent_id must be an int in [0, 2**63], got {s.next_agent_id!r}")
             elif seen and max(seen) >= s.next_agent_id:
                 self.add(
                     f"next_agent_id {s.next_agent_id} is not above every lineage id "
@@ -1033,6 +1102,10 @@ class _Checks:
                     self.add(f"agent_ids {missing[:5]} have no lineage record")
         if not isinstance(s.history, tuple):
             self.add(f"history must be a tuple of GenerationStats, got {type(s.history).__name__}")
+            return
+        if len(s.history) > MAX_GENERATIONS:
+            self.add(f"history has {len(s.history)} entries, more than the limit of "
+                     f"{MAX_GENERATIONS}")  # fmt: skip
             return
         if _is_int(s.generation) and len(s.history) != s.generation:
             self.add(
@@ -1060,17 +1133,10 @@ class _Checks:
             self.add(f"feature_names must be a non-empty tuple of str, got {names!r}")
         else:
             n_features = len(names)
-        norm = s.normalization
-        if isinstance(norm, Normalization):
-            for part in ("mean", "std"):
-                a = getattr(norm, part)
-                if self.array(f"normalization.{part}", a, np.float64, 1) and (
-                    n_features is not None and a.shape[0] != n_features
-                ):
-                    self.add(
-                        f"normalization.{part} has {a.shape[0]} features but feature_names "
-                        f"has {n_features}"
-                    )
+        self.normalization(n_features)
+        config = s.config if isinstance(s.config, TrainConfig) else None
+        if config is not None:
+            self.windows(config)
         vae = s.vae
         if not isinstance(vae, VAEState):
             return
@@ -1078,8 +1144,12 @@ class _Checks:
         heads: dict[str, Layer] = {}
         for head in ("mu", "logvar"):
             pair = getattr(vae, head)
+            if head == "logvar" and pair is None:
+                continue  # optional: inference reads only mu
             if not (isinstance(pair, tuple) and len(pair) == 2):
-                self.add(f"vae.{head} must be a (weight, bias) pair")
+                self.add(
+                    f"vae.{head} must be a (weight, bias) pair" + " or None" * (head == "logvar")
+                )
                 continue
             w, b = pair
             if self.array(f"vae.{head} weight", w, np.float32, 2) & self.array(
@@ -1087,30 +1157,41 @@ class _Checks:
             ):
                 if b.shape != (w.shape[1],):
                     self.add(f"vae.{head} bias has shape {list(b.shape)}, expected [{w.shape[1]}]")
+                self.finite_layer(f"vae.{head}", w, b)
                 heads[head] = pair
         if len(heads) == 2 and heads["mu"][0].shape != heads["logvar"][0].shape:
             self.add(
                 f"vae.logvar weight is {list(heads['logvar'][0].shape)} but vae.mu weight is "
                 f"{list(heads['mu'][0].shape)}"
             )
-        config = s.config if isinstance(s.config, TrainConfig) else None
+        expected_inputs = None
+        if config is not None and n_features is not None:
+            expected_inputs = config.features.state_bars * n_features
         if layers is not None:
             if config is not None:
                 widths = [w.shape[1] for w, _ in layers]
                 if widths != list(config.vae.hidden):
                     self.add(f"vae.layers have widths {widths}, config.vae.hidden is "
                              f"{list(config.vae.hidden)}")  # fmt: skip
-                if layers and n_features is not None:
-                    expected = config.features.state_bars * n_features
-                    if layers[0][0].shape[0] != expected:
-                        self.add(
-                            f"vae.layers[0] takes {layers[0][0].shape[0]} inputs, expected "
-                            f"state_bars * F = {expected}"
-                        )
+            if layers and expected_inputs is not None and layers[0][0].shape[0] != expected_inputs:
+                self.add(
+                    f"vae.layers[0] takes {layers[0][0].shape[0]} inputs, expected "
+                    f"state_bars * F = {expected_inputs}"
+                )
             if "mu" in heads and layers and heads["mu"][0].shape[0] != layers[-1][0].shape[1]:
                 self.add(
                     f"vae.mu weight has {heads['mu'][0].shape[0]} inputs but vae.layers"
                     f"[{len(layers) - 1}] has {layers[-1][0].shape[1]} outputs"
+                )
+            if (
+                "mu" in heads
+                and not layers
+                and expected_inputs is not None
+                and heads["mu"][0].shape[0] != expected_inputs
+            ):
+                self.add(
+                    f"vae.mu weight has {heads['mu'][0].shape[0]} inputs but the encoder has no "
+                    f"hidden layer, so it reads the state_bars * F = {expected_inputs} inputs"
                 )
         if (
             "mu" in heads
@@ -1129,9 +1210,66 @@ class _Checks:
             isinstance(e, VAEEpoch) for e in vae.history
         ):
             self.add("vae.history must be a tuple of VAEEpoch")
+        elif len(vae.history) > MAX_VAE_EPOCHS:
+            self.add(f"vae.history has {len(vae.history)} epochs, more than the limit of "
+                     f"{MAX_VAE_EPOCHS}")  # fmt: skip
         elif _is_int(vae.epochs_run) and len(vae.history) != vae.epochs_run:
             self.add(f"vae.history has {len(vae.history)} epochs but epochs_run is "
                      f"{vae.epochs_run}")  # fmt: skip
+
+    def normalization(self, n_features: int | None) -> None:
+        """Shapes and values: a finite mean within the limit, a finite std at or above the
+        floor."""
+        norm = self.s.normalization
+        if not isinstance(norm, Normalization):
+            return
+        for part in ("mean", "std"):
+            a = getattr(norm, part)
+            if not self.array(f"normalization.{part}", a, np.float64, 1):
+                continue
+            if n_features is not None and a.shape[0] != n_features:
+                self.add(
+                    f"normalization.{part} has {a.shape[0]} features but feature_names "
+                    f"has {n_features}"
+                )
+            if part == "mean":
+                ok, rule = (
+                    np.abs(a) <= NORMALIZATION_MEAN_LIMIT,
+                    f"within ±{NORMALIZATION_MEAN_LIMIT:g}",
+                )
+            else:
+                ok, rule = a >= NORMALIZATION_STD_FLOOR, f"at least {NORMALIZATION_STD_FLOOR:g}"
+            bad = ~(ok & np.isfinite(a))  # NaN compares False
+            if bad.any():
+                where = int(np.flatnonzero(bad)[0])
+                self.add(
+                    f"normalization.{part}[{where}] is {float(a[where])!r}; it must be finite and "
+                    f"{rule} (else the standardized features, float32 model inputs, are NaN or "
+                    "infinite, and so is every signal)"
+                )
+
+    def windows(self, config: TrainConfig) -> None:
+        """The look-back windows fit the core's int64 and the training candles (the run could
+        not have trained otherwise)."""
+        spec = config.features
+        for name in ("ffd_window", "volatility_bars", "volume_bars", "state_bars", "max_gap_bars"):
+            value = getattr(spec, name)
+            if value > _INT64_MAX // 4:
+                self.add(
+                    f"config.features.{name} is {value}, more than the limit {_INT64_MAX // 4}"
+                )
+        if config.regime.lookback_bars > _INT64_MAX // 4:
+            self.add(f"config.regime.lookback_bars is {config.regime.lookback_bars}, more than "
+                     f"the limit {_INT64_MAX // 4}")  # fmt: skip
+        rows = self.s.data.rows if isinstance(self.s.data, DataProvenance) else None
+        if not _is_int(rows):
+            return
+        lookback = max(spec.lookback_bars, config.regime.lookback_bars + 1)
+        if lookback > rows:
+            self.add(
+                f"the look-back of config.features and config.regime ({lookback} bars) is longer "
+                f"than the {rows} training candles of data.rows"
+            )
 
     def regime(self) -> None:
         s = self.s
@@ -1175,6 +1313,9 @@ class _Checks:
                          f"{self.n_agents}")  # fmt: skip
             if not np.all(np.isfinite(weights)) or np.any(weights < 0):
                 self.add("consensus_weights must be finite and non-negative")
+            elif not np.all(np.isfinite(_sum_without_warning(weights))):
+                self.add("consensus_weights: a weight set sums to infinity (the consensus "
+                         "divides by the sum)")  # fmt: skip
         if not isinstance(validation, ValidationResult):
             self.add(f"validation must be a ValidationResult, got {type(validation).__name__}")
             return
@@ -1183,15 +1324,19 @@ class _Checks:
         if not isinstance(validation.gate, GateResult):
             self.add(f"validation.gate must be a GateResult, got {type(validation.gate).__name__}")
         else:
-            for name in ("net_return", "buy_and_hold_return", "time_in_market"):
-                value = getattr(validation.gate, name)
-                if not (isinstance(value, float) and math.isfinite(value)):
-                    self.add(f"validation.gate.{name} must be a finite float, got {value!r}")
+            self.gate(validation.gate)
+        first, last = validation.fit_first_ts, validation.fit_last_ts
+        if not (_is_int64(first) and _is_int64(last) and first <= last):
+            self.add(
+                "validation.fit_first_ts and fit_last_ts must be int64 times, first <= last, "
+                f"got {first!r}, {last!r}"
+            )
         selection = validation.selection
         if not isinstance(selection, SelectionResult):
             self.add(f"validation.selection must be a SelectionResult, got "
                      f"{type(selection).__name__}")  # fmt: skip
             return
+        self.selection(selection)
         for name in ("best_sharpe", "median_sharpe"):
             value = getattr(selection, name)
             if value is not None and not (isinstance(value, float) and math.isfinite(value)):
@@ -1201,14 +1346,74 @@ class _Checks:
             self.add("validation.selection.regimes must be present exactly with a per-regime "
                      "consensus")  # fmt: skip
 
+    def gate(self, gate: GateResult) -> None:
+        for name in ("net_return", "buy_and_hold_return", "time_in_market"):
+            value = getattr(gate, name)
+            if not (isinstance(value, float) and math.isfinite(value)):
+                self.add(f"validation.gate.{name} must be a finite float, got {value!r}")
+        share = gate.time_in_market
+        if isinstance(share, float) and not 0.0 <= share <= 1.0:
+            self.add(f"validation.gate.time_in_market must be in [0, 1], got {share!r}")
+        if not isinstance(gate.passed, bool) or not isinstance(gate.reason, str):
+            self.add(
+                "validation.gate.passed must be a bool and reason a str, got "
+                f"{gate.passed!r}, {gate.reason!r}"
+            )
+        start, stop = gate.start_ts, gate.stop_ts
+        if not (_is_int64(start) and _is_int64(stop) and start <= stop):
+            self.add(
+                "validation.gate.start_ts and stop_ts must be int64 times, start <= stop, got "
+                f"{start!r}, {stop!r}"
+            )
+        for name in ("n_fills", "n_trades"):
+            value = getattr(gate, name)
+            if not (_is_int64(value) and value >= 0):
+                self.add(f"validation.gate.{name} must be an int >= 0, got {value!r}")
+
+    def selection(self, selection: SelectionResult) -> None:
+        first, last = selection.first_ts, selection.last_ts
+        if not (_is_int64(first) and _is_int64(last) and first <= last):
+            self.add(
+                "validation.selection.first_ts and last_ts must be int64 times, first <= last, "
+                f"got {first!r}, {last!r}"
+            )
+        agents = selection.agents
+        if self.n_agents is not None and agents != self.n_agents:
+            self.add(f"validation.selection.agents is {agents!r}, agent_ids has {self.n_agents}")
+        if not (_is_int(selection.voters) and _is_int(agents) and 0 <= selection.voters <= agents):
+            self.add(
+                f"validation.selection.voters must be an int in [0, agents], got "
+                f"{selection.voters!r}"
+            )
+        regimes = selection.regimes
+        if regimes is None:
+            return
+        names = [r.regime if isinstance(r, RegimeVoters) else None for r in regimes]
+        if names != list(REGIME_NAMES):
+            self.add(
+                "validation.selection.regimes must be one RegimeVoters per regime of "
+                f"{list(REGIME_NAMES)}, in that order, got {names}"
+            )
+            return
+        for r in regimes:
+            voters_ok = r.voters is None or (
+                _is_int(r.voters) and _is_int(agents) and 0 <= r.voters <= agents
+            )
+            if not (_is_int64(r.decisions) and r.decisions >= 0 and voters_ok):
+                self.add(
+                    f"validation.selection.regimes {r.regime!r}: decisions must be an int >= 0 "
+                    f"and voters None or an int in [0, agents], got {r.decisions!r}, "
+                    f"{r.voters!r}"
+                )
+
     def data(self) -> None:
         d = self.s.data
         if not isinstance(d, DataProvenance):
             return
-        if not (_is_int(d.rows) and d.rows >= 1):
-            self.add(f"data.rows must be an int >= 1, got {d.rows!r}")
-        if not (_is_int(d.first_ts) and _is_int(d.last_ts) and d.first_ts <= d.last_ts):
-            self.add(f"data.first_ts and data.last_ts must be ints, first <= last, got "
+        if not (_is_int64(d.rows) and d.rows >= 1):
+            self.add(f"data.rows must be an int in [1, 2**63), got {d.rows!r}")
+        if not (_is_int64(d.first_ts) and _is_int64(d.last_ts) and d.first_ts <= d.last_ts):
+            self.add(f"data.first_ts and data.last_ts must be int64 times, first <= last, got "
                      f"{d.first_ts!r}, {d.last_ts!r}")  # fmt: skip
         if not (isinstance(d.candles_sha256, str) and _SHA256_RE.match(d.candles_sha256)):
             self.add(f"data.candles_sha256 must be 64 lowercase hex digits, got "
