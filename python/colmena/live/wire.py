@@ -136,6 +136,9 @@ class SignalMessage(_Message, tag="signal", frozen=True):
         Regime code (index of :data:`colmena.features.REGIME_NAMES`), -1 when none was measured.
     model_sha256 : str
         SHA-256 of the checkpoint the strategy runs (hex), so every decision names its model.
+    agent_signals : tuple of float
+        Every agent's signal in [-1, 1] at a decision bar with a valid state; empty otherwise
+        (for the decision audit).
     """
 
     action: Action
@@ -143,6 +146,7 @@ class SignalMessage(_Message, tag="signal", frozen=True):
     valid: bool
     regime: int
     model_sha256: str
+    agent_signals: tuple[float, ...] = ()
 
 
 class GateMessage(_Message, tag="gate", frozen=True):

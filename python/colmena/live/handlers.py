@@ -1,0 +1,386 @@
+"""The trading logic of the live services as message handlers: wire messages in, wire messages out.
+
+Each handler is a deterministic state machine for one symbol that wraps one stage of the
+one-candle path, so the services (strategy, risk, execution) run exactly the objects the backtest
+steps, and the messages they exchange are :mod:`colmena.live.wire`'s:
+
+- :class:`StrategyHandler` (:class:`~colmena.live.trader.SignalStage`): a candle in, its signal
+  out (every candle, so the risk service steps every bar);
+- :class:`RiskHandler` (:class:`~colmena.execution.trading_loop.RiskStage`): at a candle, the risk
+  gate of its open; once the bar's signal, account and (when an order was outstanding) execution
+  report are in, the decision with its order, the decision audit and the bar's events;
+- :class:`ExecutionHandler` (:class:`~colmena.execution.trading_loop.ExecutionStage`): at a candle
+  and its gate, the fill of the pending order and the account at the close; then the bar's order.
+
+Per bar ``t`` the messages flow (the order of :meth:`TradingLoop.step`)::
+
+    candle(t) -> strategy -> signal(t)
+    candle(t) -> risk -> gate(t)
+    candle(t) + gate(t) -> execution -> execution(t) [when an order was pending], account(t)
+    signal(t) + account(t) [+ execution(t)] -> risk -> order(t), audit(t), event(t, i)...
+    order(t) -> execution (submit) -> ready for candle(t + 1)
+
+Handlers accept their inputs in any order within and across bars (a message for a later bar
+waits until its bar comes), and are idempotent: a message delivered again (same bar and kind) or
+one for a bar already closed returns nothing. A message that breaks the sequence (a candle older
+than the newest, an order for an unknown bar) raises :class:`SequenceError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from colmena.execution.simulation import ExecutionSettings
+from colmena.execution.trading_loop import (
+    AccountSnapshot,
+    Bar,
+    ExecutionStage,
+    RiskEvent,
+    RiskGate,
+    RiskStage,
+)
+from colmena.live import wire
+from colmena.live.trader import SignalStage
+from colmena.model.swarm import SwarmModel
+from colmena.risk.config import RiskConfig
+
+__all__ = ["ExecutionHandler", "RiskHandler", "SequenceError", "StrategyHandler"]
+
+
+class SequenceError(ValueError):
+    """A message out of the bar sequence the handler is in; the message says which."""
+
+
+def _check_symbol(handler_symbol: str, message: wire.WireMessage) -> None:
+    if message.symbol != handler_symbol:
+        raise SequenceError(
+            f"a {type(message).__name__} for {message.symbol!r} reached the handler of "
+            f"{handler_symbol!r}"
+        )
+
+
+class StrategyHandler:
+    """Candles in, signals out, for one symbol (the strategy service).
+
+    Parameters
+    ----------
+    model : SwarmModel
+    symbol : str
+    model_sha256 : str
+        SHA-256 of the checkpoint (hex), stamped on every signal.
+    bar_seconds : int, default 60
+    """
+
+    def __init__(
+        self, model: SwarmModel, symbol: str, model_sha256: str, *, bar_seconds: int = 60
+    ) -> None:
+        self.symbol = wire.check_symbol(symbol)
+        self.model_sha256 = model_sha256
+        self.bar_seconds = bar_seconds
+        self._stage = SignalStage(model, bar_seconds=bar_seconds)
+        self._last_ts: int | None = None
+
+    def handle(self, message: wire.WireMessage) -> list[wire.WireMessage]:
+        """A :class:`~colmena.live.wire.CandleMessage` gives its
+        :class:`~colmena.live.wire.SignalMessage`; a repeated candle gives nothing.
+
+        Raises
+        ------
+        SequenceError
+            Another symbol, another candle length, a candle older than the newest, or a
+            message kind this handler does not take.
+        ValueError
+            A candle that breaks the OHLCV rules (nothing changes).
+        """
+        _check_symbol(self.symbol, message)
+        if not isinstance(message, wire.CandleMessage):
+            raise SequenceError(f"the strategy takes candles, not {type(message).__name__}")
+        if message.bar_seconds != self.bar_seconds:
+            raise SequenceError(
+                f"a {message.bar_seconds} s candle reached the strategy of {self.bar_seconds} s "
+                "candles"
+            )
+        if self._last_ts is not None and message.ts <= self._last_ts:
+            if message.ts == self._last_ts:
+                return []  # delivered again
+            raise SequenceError(
+                f"candle at {message.ts} is older than the newest candle ({self._last_ts})"
+            )
+        result = self._stage.on_candle(message.bar)
+        self._last_ts = message.ts
+        return [
+            wire.SignalMessage(
+                symbol=self.symbol,
+                ts=message.ts,
+                action=result.action,
+                signal=result.signal,
+                valid=result.valid,
+                regime=result.regime,
+                model_sha256=self.model_sha256,
+                agent_signals=tuple(float(x) for x in result.agent_signals),
+            )
+        ]
+
+
+@dataclass
+class _RiskBar:
+    candle: wire.CandleMessage | None = None
+    signal: wire.SignalMessage | None = None
+    account: wire.AccountMessage | None = None
+    execution: wire.ExecutionMessage | None = None
+    gate: RiskGate | None = None
+    expects_report: bool = False
+    events: list[RiskEvent] = field(default_factory=list)
+
+
+class RiskHandler:
+    """The account's risk stage for one symbol (the risk service).
+
+    Parameters
+    ----------
+    symbol : str
+    risk : RiskConfig
+    execution : ExecutionSettings
+        The market type and the shadow book's costs (as :class:`RiskStage`).
+    bar_seconds : int, default 60
+    """
+
+    def __init__(
+        self,
+        symbol: str,
+        risk: RiskConfig,
+        execution: ExecutionSettings,
+        *,
+        bar_seconds: int = 60,
+    ) -> None:
+        self.symbol = wire.check_symbol(symbol)
+        self._stage = RiskStage(execution, risk, bar_seconds=bar_seconds)
+        self._bars: dict[int, _RiskBar] = {}
+        self._open_ts: int | None = None  # the bar opened and not yet closed
+        self._closed_ts: int | None = None  # the newest bar closed
+
+    @property
+    def stage(self) -> RiskStage:
+        return self._stage
+
+    def handle(self, message: wire.WireMessage) -> list[wire.WireMessage]:
+        """Take a candle, signal, account or execution report; return what it made ready.
+
+        Raises
+        ------
+        SequenceError
+            Another symbol, a kind the risk service does not take, or a message for a bar
+            before the newest closed one that was never part of the sequence.
+        ValueError
+            The stage refused the input (as :class:`RiskStage`); nothing changes.
+        """
+        _check_symbol(self.symbol, message)
+        if not isinstance(
+            message,
+            wire.CandleMessage | wire.SignalMessage | wire.AccountMessage | wire.ExecutionMessage,
+        ):
+            raise SequenceError(f"the risk service does not take {type(message).__name__}")
+        if self._closed_ts is not None and message.ts <= self._closed_ts:
+            return []  # a bar already closed: delivered again
+        slot = self._bars.setdefault(message.ts, _RiskBar())
+        if isinstance(message, wire.CandleMessage):
+            if slot.candle is not None:
+                return []
+            slot.candle = message
+        elif isinstance(message, wire.SignalMessage):
+            if slot.signal is not None:
+                return []
+            slot.signal = message
+        elif isinstance(message, wire.AccountMessage):
+            if slot.account is not None:
+                return []
+            slot.account = message
+        else:
+            if slot.execution is not None:
+                return []
+            slot.execution = message
+        return self._advance()
+
+    def _advance(self) -> list[wire.WireMessage]:
+        out: list[wire.WireMessage] = []
+        while True:
+            if self._open_ts is None:
+                # Open the oldest bar with its candle, when every earlier bar is closed.
+                pending = sorted(ts for ts, b in self._bars.items() if b.candle is not None)
+                if not pending:
+                    return out
+                ts = pending[0]
+                slot = self._bars[ts]
+                assert slot.candle is not None
+                slot.expects_report = self._stage.outstanding is not None
+                gate = self._stage.open(slot.candle.bar)
+                slot.gate = gate
+                slot.events.extend(gate.events)
+                self._open_ts = ts
+                out.append(wire.GateMessage(symbol=self.symbol, ts=ts, gate=gate))
+            slot = self._bars[self._open_ts]
+            if slot.signal is None or slot.account is None:
+                return out
+            if slot.expects_report and slot.execution is None:
+                return out
+            out.extend(self._close(self._open_ts, slot))
+
+    def _close(self, ts: int, slot: _RiskBar) -> list[wire.WireMessage]:
+        assert slot.candle is not None
+        assert slot.signal is not None
+        assert slot.account is not None
+        if slot.execution is not None:
+            report = slot.execution.report
+            self._stage.on_execution(report)
+            slot.events.extend(report.events)
+        signal = slot.signal
+        decided = self._stage.close(
+            slot.candle.bar, slot.account.snapshot, signal.action, signal.signal
+        )
+        slot.events.extend(decided.events)
+        del self._bars[ts]
+        self._open_ts = None
+        self._closed_ts = ts
+        out: list[wire.WireMessage] = [
+            wire.OrderMessage(symbol=self.symbol, ts=ts, decided=decided),
+            wire.DecisionAudit(
+                symbol=self.symbol,
+                ts=ts,
+                model_sha256=signal.model_sha256,
+                candle=slot.candle.bar,
+                agent_signals=signal.agent_signals,
+                regime=signal.regime,
+                action=signal.action,
+                signal=signal.signal,
+                decision=decided.decision,
+                order=decided.order,
+            ),
+        ]
+        out.extend(
+            wire.EventMessage(symbol=self.symbol, ts=ts, seq=i, event=e)
+            for i, e in enumerate(slot.events)
+        )
+        return out
+
+
+@dataclass
+class _ExecutionBar:
+    candle: Bar | None = None
+    gate: RiskGate | None = None
+    order: wire.OrderMessage | None = None
+
+
+class ExecutionHandler:
+    """The paper account for one symbol (the execution service).
+
+    Parameters
+    ----------
+    symbol : str
+    execution : ExecutionSettings
+    bar_seconds : int, default 60
+    """
+
+    def __init__(self, symbol: str, execution: ExecutionSettings, *, bar_seconds: int = 60) -> None:
+        self.symbol = wire.check_symbol(symbol)
+        self._stage = ExecutionStage(execution, bar_seconds=bar_seconds)
+        self._bars: dict[int, _ExecutionBar] = {}
+        self._waiting_order: int | None = None  # a bar marked whose order has not come
+        self._done_ts: int | None = None  # the newest bar whose order was taken
+
+    @property
+    def stage(self) -> ExecutionStage:
+        return self._stage
+
+    @property
+    def account(self) -> AccountSnapshot:
+        """The account as of the newest close."""
+        return self._stage.account
+
+    def handle(self, message: wire.WireMessage) -> list[wire.WireMessage]:
+        """Take a candle, gate or order; return the execution reports and accounts it made
+        ready.
+
+        Raises
+        ------
+        SequenceError
+            Another symbol, or a kind the execution service does not take.
+        ValueError
+            The stage refused the input (as :class:`ExecutionStage`); nothing changes.
+        """
+        _check_symbol(self.symbol, message)
+        if not isinstance(message, wire.CandleMessage | wire.GateMessage | wire.OrderMessage):
+            raise SequenceError(f"the execution service does not take {type(message).__name__}")
+        if self._done_ts is not None and message.ts <= self._done_ts:
+            return []  # delivered again
+        slot = self._bars.setdefault(message.ts, _ExecutionBar())
+        if isinstance(message, wire.CandleMessage):
+            if slot.candle is not None:
+                return []
+            slot.candle = message.bar
+        elif isinstance(message, wire.GateMessage):
+            if slot.gate is not None:
+                return []
+            slot.gate = message.gate
+        else:
+            if slot.order is not None:
+                return []
+            slot.order = message
+        return self._advance()
+
+    def _advance(self) -> list[wire.WireMessage]:
+        out: list[wire.WireMessage] = []
+        while True:
+            if self._waiting_order is not None:
+                ts = self._waiting_order
+                slot = self._bars[ts]
+                if slot.order is None:
+                    return out
+                order = slot.order.decided.order
+                if order is not None:
+                    self._stage.submit(order)
+                del self._bars[ts]
+                self._waiting_order = None
+                self._done_ts = ts
+            ready = sorted(
+                ts for ts, b in self._bars.items() if b.candle is not None and b.gate is not None
+            )
+            if not ready:
+                return out
+            ts = ready[0]
+            slot = self._bars[ts]
+            assert slot.candle is not None
+            assert slot.gate is not None
+            report = self._stage.open(slot.candle, slot.gate.state)
+            if report is not None:
+                out.append(wire.ExecutionMessage(symbol=self.symbol, ts=ts, report=report))
+            account = self._stage.close(slot.candle)
+            out.append(wire.AccountMessage(symbol=self.symbol, ts=ts, snapshot=account))
+            self._waiting_order = ts
+
+
+def route(
+    handlers: Sequence[StrategyHandler | RiskHandler | ExecutionHandler],
+    messages: Sequence[wire.WireMessage],
+) -> list[wire.WireMessage]:
+    """Deliver ``messages`` and everything they cause to every handler that takes them, in
+    publication order, in one process (what the bus does across processes); returns every
+    message produced, in the order produced. For tests and single-process replays."""
+    takes: dict[type, tuple[type[wire.WireMessage], ...]] = {
+        StrategyHandler: (wire.CandleMessage,),
+        RiskHandler: (wire.CandleMessage, wire.SignalMessage, wire.AccountMessage,
+                      wire.ExecutionMessage),
+        ExecutionHandler: (wire.CandleMessage, wire.GateMessage, wire.OrderMessage),
+    }  # fmt: skip
+    produced: list[wire.WireMessage] = []
+    queue = list(messages)
+    i = 0
+    while i < len(queue):
+        message = queue[i]
+        i += 1
+        for handler in handlers:
+            if isinstance(message, takes[type(handler)]) and message.symbol == handler.symbol:
+                new = handler.handle(message)
+                produced.extend(new)
+                queue.extend(new)
+    return produced
