@@ -28,6 +28,7 @@ import multiprocessing as mp
 import os
 import resource
 import signal
+import sys
 import tempfile
 import time
 import traceback
@@ -477,14 +478,20 @@ def check_candle_file(file: CandleFile, folder: Path | None = None) -> str:
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         path = Path(tmp) / file.name
         path.write_bytes(file.data)
+        ignored: list[Any] = []
+        hook, sys.unraisablehook = sys.unraisablehook, ignored.append
         try:
             candles = load_ohlcv(path)
         except DataValidationError as exc:
+            _check_unraisable(ignored)
             if str(path) not in str(exc) or exc.path != path:
                 raise PropertyViolationError(f"the error does not name the file: {exc}") from exc
             if file.valid:
                 raise PropertyViolationError(f"a valid file was refused: {exc}") from exc
             return "DataValidationError"
+        finally:
+            sys.unraisablehook = hook
+        _check_unraisable(ignored)
         _check_candles(candles, path)
         if file.expected is not None:
             got = (
@@ -501,6 +508,25 @@ def check_candle_file(file: CandleFile, folder: Path | None = None) -> str:
                         f"{name}: loaded {have!r}, the file holds {want!r}"
                     )
         return "ok"
+
+
+def is_known_unraisable(info: Any) -> bool:
+    """The loader's known bug: a malformed CSV row that is not UTF-8 makes pyarrow's
+    invalid-row callback raise UnicodeDecodeError, printed as "Exception ignored in
+    _first_malformed_csv_row.<locals>.record" (tests/test_fuzz_loader.py, xfail)."""
+    return isinstance(info.exc_value, UnicodeDecodeError) and "_first_malformed_csv_row" in str(
+        getattr(info.object, "__qualname__", info.object)
+    )
+
+
+def _check_unraisable(ignored: list[Any]) -> None:
+    """An exception the loader let escape into "Exception ignored in ..." on stderr."""
+    for info in ignored:
+        if not is_known_unraisable(info):
+            raise PropertyViolationError(
+                f"an exception printed as 'Exception ignored': {info.exc_type.__name__}: "
+                f"{info.exc_value} in {info.object!r}"
+            )
 
 
 def _check_candles(candles: Any, path: Path) -> None:
@@ -748,6 +774,17 @@ def _extra_rules(value: Any) -> list[str]:
     return problems
 
 
+def _names_a_field(message: str, mutated: tuple[tuple[str, ...], ...]) -> bool:
+    """The message names one of the changed fields (or its stem: ``stale_after`` for
+    ``stale_after_seconds``), or the whole document (``$``) was changed."""
+    for path in mutated:
+        name = path[-1]
+        stem = name.removesuffix("_seconds")
+        if name == "$" or name in message or (stem != name and stem in message):
+            return True
+    return False
+
+
 def check_config_document(document: ConfigDocument) -> str:
     """Decode ``document``: settings within their documented ranges (``"ok"``) or a msgspec
     error (``"ValidationError"``; ``"DecodeError"`` for JSON text that is not JSON) naming a
@@ -764,22 +801,24 @@ def check_config_document(document: ConfigDocument) -> str:
             value = msgspec.json.decode(text, type=cls)
         else:
             value = msgspec.convert(document.doc, type=cls)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        message = str(exc)
-        names = {p[-1] for p in document.mutated}
-        if not any(n in message or n == "$" for n in names):
+    except msgspec.ValidationError as exc:
+        if not _names_a_field(str(exc), document.mutated):
             raise PropertyViolationError(
-                f"the error names none of the changed fields {sorted(names)}: {message}"
+                f"the error names none of the changed fields {document.mutated}: {exc}"
             ) from exc
-        return type(exc).__name__
+        return "ValidationError"
+    except msgspec.DecodeError as exc:  # not JSON (NaN, Infinity): names the position
+        if "byte" not in str(exc):
+            raise PropertyViolationError(f"a JSON error without its position: {exc}") from exc
+        return "DecodeError"
     problems = _documented_problems(value, msgspec.inspect.type_info(cls), "$")
     try:
         problems += _extra_rules(value)
     except ValueError as exc:
-        if isinstance(value, (config_classes()["RiskConfig"],)) and any(
-            p[-1] in str(exc) for p in document.mutated
-        ):
-            return "ValueError"  # RiskConfig.to_core: documented
+        # RiskConfig.to_core runs the core's validate, documented to check the rules decoding
+        # does not, naming the core's field (halt_window_ns for halt_window_seconds).
+        if str(exc).startswith("RiskConfig:") and _names_a_field(str(exc), document.mutated):
+            return "ValueError"
         problems.append(f"accepted, then refused by to_core: {exc}")
     if problems:
         raise PropertyViolationError("accepted out of range: " + "; ".join(problems))

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).parent))
 from colmena.cli import main
 from colmena.model.vae import VAEConfig
+from colmena.risk.config import RiskConfig
 from fuzz_strategies import ConfigDocument, check_config_document, config_documents
 from fuzzing import fuzz_settings
 from helpers import run_cli
@@ -137,3 +138,15 @@ def test_cli_in_a_child_process_with_hostile_arguments(args: list[str], hostile:
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert len([x for x in result.stderr.splitlines() if x.startswith("Error")]) == 1, result.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="python/colmena/risk/config.py: a duration under half a nanosecond is inside the "
+    "documented (0, 10 years] and accepted on decoding, but rounds to 0 ns and to_core() then "
+    "refuses it (ValueError naming the core's field, stale_after_ns, not the setting)",
+)
+@pytest.mark.parametrize("field", ["stale_after_seconds", "halt_window_seconds"])
+def test_a_sub_nanosecond_duration_is_refused_on_decoding(field: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=field):
+        msgspec.convert({field: 1e-10}, type=RiskConfig)

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 
 sys.path.insert(0, str(Path(__file__).parent))
+from colmena.data.ohlcv import DataValidationError, load_ohlcv
 from fuzz_strategies import CandleFile, IsolatedRunner, candle_files, check_candle_file, reproducer
 from fuzzing import fuzz_settings
 
@@ -53,3 +54,26 @@ def test_loader_in_a_child_process_never_crashes_or_hangs(
     assert outcome.kind == "done", (
         f"{outcome.kind}: {outcome.detail}\nreproducer: {reproducer('loader', file)}"
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="python/colmena/data/ohlcv.py: a malformed CSV row that is not UTF-8 makes pyarrow's "
+    "invalid-row callback (_first_malformed_csv_row) raise UnicodeDecodeError, printed on stderr "
+    "as 'Exception ignored ... Traceback'; the error then names no row",
+)
+def test_a_malformed_row_that_is_not_utf8_is_named_without_a_stray_traceback(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "candles.csv"
+    path.write_bytes(
+        b"open_time,open,high,low,close,volume\n1677628800,1,1,1,1,1\n214748365\xa5]\n"
+    )
+    ignored: list[object] = []
+    hook, sys.unraisablehook = sys.unraisablehook, ignored.append
+    try:
+        with pytest.raises(DataValidationError, match="data row 1"):
+            load_ohlcv(path)
+    finally:
+        sys.unraisablehook = hook
+    assert not ignored
