@@ -147,3 +147,30 @@ def test_a_huge_broadcast_weight_is_refused_cleanly(cls: str) -> None:
     weights = np.ones((4, 1, 1) if cls == "Swarm" else (1, 1), np.float32)
     with pytest.raises((ValueError, MemoryError)):
         getattr(_core, cls)([(weights, bias)])
+
+
+_BOOL_AS_TIME = {
+    "MarketBuffer.push": "_core.MarketBuffer(4).push(True, 1.0, 1.0, 1.0, 1.0, 1.0)",
+    "Bar": "_core.Bar(True, 1.0, 1.0, 1.0, 1.0, 1.0)",
+    "RiskManager.observe": "_core.RiskManager(_core.RiskConfig()).observe(True, 1.0)",
+    "PaperExecutor.execute": "_core.PaperExecutor(_core.ExecutionConfig())"
+    ".execute(True, 1.0, 1.0, 1.0)",
+    "MarketStateStream.update": "_core.MarketStateStream(_core.MarketStateSpec("
+    "_core.fracdiff_weights(0.4, 0.0, 8), 5, 5, 3, 2, 60 * 10**9)).update(True, 1.0, 1.0)",
+    "find_invalid_ohlcv": "_core.find_invalid_ohlcv(np.zeros(0, np.int64), *[np.zeros(0)] * 5, "
+    "newest_timestamp=True)",
+}
+
+
+@pytest.mark.fuzz
+@pytest.mark.xfail(
+    strict=True,
+    reason="known core bug (bindings/, engineer A is fixing push): a bool is accepted where a "
+    "timestamp (int ns) is expected, read as 1 ns after the epoch",
+)
+@pytest.mark.parametrize("call", list(_BOOL_AS_TIME.values()), ids=list(_BOOL_AS_TIME))
+def test_a_bool_is_not_a_timestamp(call: str) -> None:
+    from colmena import _core
+
+    with pytest.raises(TypeError):
+        eval(call, {"_core": _core, "np": np})
