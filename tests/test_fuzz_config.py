@@ -38,11 +38,6 @@ def test_settings_are_accepted_in_range_or_refused_naming_the_field(
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VAEConfig documents hidden widths 'each >= 1' but accepts 0 and negative widths "
-    "(python/colmena/model/vae.py has no check)",
-)
 @pytest.mark.parametrize("hidden", [[0], [-3], [16, 0]])
 def test_vae_hidden_widths_below_one_are_refused(hidden: list[int]) -> None:
     with pytest.raises(msgspec.ValidationError, match="hidden"):
@@ -140,12 +135,6 @@ def test_cli_in_a_child_process_with_hostile_arguments(args: list[str], hostile:
     assert len([x for x in result.stderr.splitlines() if x.startswith("Error")]) == 1, result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="python/colmena/risk/config.py: a duration under half a nanosecond is inside the "
-    "documented (0, 10 years] and accepted on decoding, but rounds to 0 ns and to_core() then "
-    "refuses it (ValueError naming the core's field, stale_after_ns, not the setting)",
-)
 @pytest.mark.parametrize("field", ["stale_after_seconds", "halt_window_seconds"])
 def test_a_sub_nanosecond_duration_is_refused_on_decoding(field: str) -> None:
     with pytest.raises(msgspec.ValidationError, match=field):

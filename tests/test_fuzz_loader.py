@@ -56,12 +56,6 @@ def test_loader_in_a_child_process_never_crashes_or_hangs(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="python/colmena/data/ohlcv.py: a malformed CSV row that is not UTF-8 makes pyarrow's "
-    "invalid-row callback (_first_malformed_csv_row) raise UnicodeDecodeError, printed on stderr "
-    "as 'Exception ignored ... Traceback'; the error then names no row",
-)
 def test_a_malformed_row_that_is_not_utf8_is_named_without_a_stray_traceback(
     tmp_path: Path,
 ) -> None:

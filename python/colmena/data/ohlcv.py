@@ -511,8 +511,26 @@ def _csv_header(file: Path) -> list[str]:
     return names
 
 
+def _first_non_utf8_line(file: Path) -> int | None:
+    """1-based physical line of the first line that is not UTF-8 (any line-ending style), or
+    None. Reads the whole file: only on the error path."""
+    with pa.input_stream(str(file)) as stream:  # decompresses by extension
+        data = stream.read()
+    for number, line in enumerate(data.splitlines(), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return number
+    return None
+
+
 def _first_malformed_csv_row(file: Path, convert: pacsv.ConvertOptions) -> int | None:
     """Re-read serially to learn which physical line broke the parser."""
+    # pyarrow decodes a bad row's text before it calls the handler, so a row that is not UTF-8
+    # would raise inside pyarrow (printed as an ignored exception) and name no row: find it first.
+    non_utf8 = _first_non_utf8_line(file)
+    if non_utf8 is not None:
+        return non_utf8 - 2  # physical line 1 is the header
     lines: list[int] = []
 
     def record(row: pacsv.InvalidRow) -> str:

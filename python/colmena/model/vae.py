@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import msgspec
 import numpy as np
@@ -48,13 +48,17 @@ def require_torch() -> None:
         raise ImportError(TORCH_HINT)
 
 
+#: Widest hidden layer a VAE may have (a bound on the weights allocated before training).
+MAX_HIDDEN_WIDTH: Final = 65_536
+
+
 class VAEConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """VAE architecture and training settings.
 
     Attributes
     ----------
     hidden : tuple of int
-        Encoder hidden widths (the decoder mirrors them), each >= 1.
+        Encoder hidden widths (the decoder mirrors them), each in [1, 65536].
     latent_dim : int
         Size of ``mu`` (and ``logvar``).
     beta : float
@@ -73,7 +77,7 @@ class VAEConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         Random training samples drawn per epoch (all of them when fewer).
     """
 
-    hidden: tuple[int, ...] = (128, 64)
+    hidden: tuple[Annotated[int, msgspec.Meta(ge=1, le=MAX_HIDDEN_WIDTH)], ...] = (128, 64)
     latent_dim: Annotated[int, msgspec.Meta(ge=1)] = 16
     beta: Annotated[float, msgspec.Meta(ge=0.0)] = 0.5
     epochs: Annotated[int, msgspec.Meta(ge=1)] = 20
@@ -82,6 +86,13 @@ class VAEConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     patience: Annotated[int, msgspec.Meta(ge=1)] = 3
     validation_fraction: Annotated[float, msgspec.Meta(gt=0.0, le=0.5)] = 0.1
     max_samples_per_epoch: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+
+    def __post_init__(self) -> None:
+        # Decoding checks the Meta bounds; plain construction does not.
+        if any(isinstance(w, bool) or not 1 <= w <= MAX_HIDDEN_WIDTH for w in self.hidden):
+            raise ValueError(
+                f"hidden widths must be in [1, {MAX_HIDDEN_WIDTH}], got {self.hidden!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,14 @@ RiskManager = _core.RiskManager
 #: ``MAX_DURATION_NS``. Every candle time lies in 1970..2200, so a time plus or minus such a
 #: duration always fits in int64 nanoseconds.
 MAX_DURATION_SECONDS: Final[float] = _core.MAX_DURATION_NS / NS_PER_SECOND
+#: Shortest nonzero duration, in seconds: one nanosecond, the core's time unit (a shorter one
+#: would round to 0 ns).
+MIN_DURATION_SECONDS: Final[float] = 1e-9
 #: Longest VaR horizon, in bars: 10 years of one-second bars (the core's ``MAX_VAR_HORIZON_BARS``).
 MAX_VAR_HORIZON_BARS: Final[float] = _core.MAX_VAR_HORIZON_BARS
 
 Fraction = Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)]
-Duration = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_DURATION_SECONDS)]
+Duration = Annotated[float, msgspec.Meta(ge=MIN_DURATION_SECONDS, le=MAX_DURATION_SECONDS)]
 Pause = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_DURATION_SECONDS)]
 
 
@@ -131,12 +134,13 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             ),
             ("stale_after_seconds", self.stale_after_seconds, False),
         ):
-            low_ok = value >= 0.0 if zero_ok else value > 0.0
+            # At least one nanosecond (the core's unit: a shorter one would round to 0).
+            low_ok = value >= MIN_DURATION_SECONDS or (zero_ok and value == 0.0)
             if not (low_ok and value <= MAX_DURATION_SECONDS):
-                bracket = "[0" if zero_ok else "(0"
+                lowest = "0" if zero_ok else "1e-09"
                 errors.append(
-                    f"{name} must be in {bracket}, {MAX_DURATION_SECONDS:.0f}] seconds "
-                    f"(10 years), got {value!r}"
+                    f"{name} must be in [{lowest}, {MAX_DURATION_SECONDS:.0f}] seconds "
+                    f"(10 years; a nonzero duration at least 1 ns), got {value!r}"
                 )
         if not (1.0 <= self.var_horizon_bars <= MAX_VAR_HORIZON_BARS):
             errors.append(
