@@ -203,6 +203,11 @@ class Bus:
         self._js = client.jetstream()
         self.limits = limits
 
+    @property
+    def jetstream(self) -> JetStreamContext:
+        """The JetStream context (for stream and consumer information)."""
+        return self._js
+
     @classmethod
     async def connect(
         cls,
