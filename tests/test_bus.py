@@ -151,15 +151,17 @@ def test_per_symbol_consumer_and_poison_message(
         await bus.publish(other)
         await bus.publish(candle)
         consumer = await bus.consumer("candle", "strategy-btc", symbol="BTC/USDT")
-        # The handler goes on the module's logger itself: a CLI test may have stopped the
-        # package's loggers from propagating to the root logger that caplog watches.
+        # The handler goes on the module's logger itself, enabled: a library imported by
+        # another test may have configured logging with disable_existing_loggers.
         logger = logging.getLogger("colmena.services.bus")
         logger.addHandler(caplog.handler)
+        was_disabled, logger.disabled = logger.disabled, False
         try:
             with caplog.at_level(logging.WARNING, logger="colmena.services.bus"):
                 got = await consumer.fetch(10, timeout=5.0)
         finally:
             logger.removeHandler(caplog.handler)
+            logger.disabled = was_disabled
         assert [d.message for d in got] == [candle]
         assert "terminated message 1 on colmena.v1.candle.BTC/USDT: bad candle message" in (
             caplog.text

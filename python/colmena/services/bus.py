@@ -163,7 +163,7 @@ class Consumer:
                 raws = await self._subscription.fetch(
                     batch, timeout=max(deadline - loop.time(), 0.001)
                 )
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 return []
             out = await self._decode(raws)
             if out or loop.time() >= deadline:
