@@ -11,6 +11,7 @@
 
 #include "colmena/market_buffer.hpp"
 #include "colmena/ohlcv_validation.hpp"
+#include "core_call.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -219,7 +220,7 @@ void register_buffer(py::module_& m) {
          std::optional<std::int64_t> newest_timestamp) -> std::optional<OhlcvViolation> {
         const OhlcvColumns c =
             checked_columns("find_invalid_ohlcv", ts, open, high, low, close, volume);
-        py::gil_scoped_release release;
+        CoreCall call;
         return find_invalid_ohlcv(c, newest_timestamp);
       },
       py::arg("ts"), py::arg("open"), py::arg("high"), py::arg("low"), py::arg("close"),
@@ -260,7 +261,7 @@ void register_buffer(py::module_& m) {
              const py::handle& low, const py::handle& close, const py::handle& volume,
              const std::string& caller) {
             const OhlcvColumns c = checked_columns(caller, ts, open, high, low, close, volume);
-            py::gil_scoped_release release;
+            CoreCall call;
             std::lock_guard<std::mutex> lock(h.mutex);  // released before the GIL is retaken
             h.buffer.extend(c, caller.c_str());
           },

@@ -10,6 +10,7 @@
 #include "array_checks.hpp"
 #include "colmena/fracdiff.hpp"
 #include "colmena/log_returns.hpp"
+#include "core_call.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -42,7 +43,7 @@ void register_features(py::module_& m) {
         std::size_t bad_row = 0;
         bool ok = true;
         {
-          py::gil_scoped_release release;
+          CoreCall call;
           ok = colmena::log_returns(close.data(), n, out.mutable_data(), &bad_row);
         }
         if (!ok) {
@@ -79,7 +80,7 @@ void register_features(py::module_& m) {
         const ConvolutionMethod how = parse_method(method);
         py::array_t<double> out(static_cast<py::ssize_t>(n - window + 1));
         {
-          py::gil_scoped_release release;
+          CoreCall call;
           colmena::fracdiff_ffd(x.data(), n, w.data(), window, out.mutable_data(), how);
         }
         return out;
@@ -99,7 +100,7 @@ void register_features(py::module_& m) {
         const auto n = static_cast<std::size_t>(x.size());
         py::array_t<double> out(static_cast<py::ssize_t>(n));
         {
-          py::gil_scoped_release release;
+          CoreCall call;
           colmena::fracdiff_expanding(x.data(), n, d, threshold, out.mutable_data(), how);
         }
         return out;
@@ -180,7 +181,7 @@ threshold that keeps more than MAX_FRACDIFF_WEIGHTS (1,000,000) weights, or wind
             double* dst = out.mutable_data();
             const auto n = static_cast<std::size_t>(x.size());
             {
-              py::gil_scoped_release release;
+              CoreCall call;
               for (std::size_t i = 0; i < n; ++i) dst[i] = self.update(src[i]);
             }
             return out;

@@ -15,6 +15,7 @@
 #include "colmena/consensus.hpp"
 #include "colmena/mlp.hpp"
 #include "colmena/networks.hpp"
+#include "core_call.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -263,8 +264,8 @@ std::vector<std::size_t> chain_sizes(const std::vector<LayerArrays>& layers) {
 // Runs a forward pass without the GIL when the work repays releasing it.
 template <class Fn>
 void run_forward(std::size_t work, Fn&& fn) {
-  std::optional<py::gil_scoped_release> release;
-  if (work >= kReleaseGilWork) release.emplace();
+  std::optional<CoreCall> call;
+  if (work >= kReleaseGilWork) call.emplace();
   fn();
 }
 
@@ -291,7 +292,7 @@ std::unique_ptr<SwarmNet> make_swarm(const py::handle& layers_obj,
   return translate(where, [&] {
     auto net = std::make_unique<SwarmNet>(layers.front().n_nets, chain_sizes(layers), activation);
     const std::vector<LayerView> v = views(layers);
-    py::gil_scoped_release release;
+    CoreCall call;
     net->set_weights(v);
     return net;
   });
@@ -315,7 +316,7 @@ void swarm_set_layer(SwarmNet& net, py::ssize_t index, const py::handle& w, cons
   const LayerArrays layer = read_layer(py::make_tuple(w, b), where + ": " + name, true,
                                        {net.n_agents(), sizes[i], sizes[i + 1]});
   translate(where, [&] {
-    py::gil_scoped_release release;
+    CoreCall call;
     net.set_layer(i, {layer.w.data(), layer.b.data()});
   });
 }
@@ -326,7 +327,7 @@ void swarm_set_weights(SwarmNet& net, const py::handle& layers_obj) {
       read_layers(layers_obj, where, "layers", true, net.n_agents(), &net.layer_sizes());
   const std::vector<LayerView> v = views(layers);
   translate(where, [&] {
-    py::gil_scoped_release release;
+    CoreCall call;
     net.set_weights(v);
   });
 }
@@ -338,7 +339,7 @@ void swarm_set_agent(SwarmNet& net, py::ssize_t agent, const py::handle& layers_
       read_layers(layers_obj, where, "layers", false, 1, &net.layer_sizes());
   const std::vector<LayerView> v = views(layers);
   translate(where, [&] {
-    py::gil_scoped_release release;
+    CoreCall call;
     net.set_agent(k, v);
   });
 }
@@ -369,7 +370,7 @@ std::unique_ptr<MlpNet> make_mlp(const py::handle& layers_obj, const std::string
   return translate(where, [&] {
     auto net = std::make_unique<MlpNet>(chain_sizes(layers), activation, output);
     const std::vector<LayerView> v = views(layers);
-    py::gil_scoped_release release;
+    CoreCall call;
     net->set_weights(v);
     return net;
   });
@@ -393,7 +394,7 @@ void mlp_set_layer(MlpNet& net, py::ssize_t index, const py::handle& w, const py
   const LayerArrays layer =
       read_layer(py::make_tuple(w, b), where + ": " + name, false, {1, sizes[i], sizes[i + 1]});
   translate(where, [&] {
-    py::gil_scoped_release release;
+    CoreCall call;
     net.set_layer(i, {layer.w.data(), layer.b.data()});
   });
 }
@@ -404,7 +405,7 @@ void mlp_set_weights(MlpNet& net, const py::handle& layers_obj) {
       read_layers(layers_obj, where, "layers", false, 1, &net.layer_sizes());
   const std::vector<LayerView> v = views(layers);
   translate(where, [&] {
-    py::gil_scoped_release release;
+    CoreCall call;
     net.set_weights(v);
   });
 }
@@ -450,7 +451,7 @@ std::unique_ptr<VaeEncoder> make_vae(const py::handle& layers_obj, const py::han
     const std::vector<LayerView> v = views(layers);
     std::optional<LayerView> logvar_view;
     if (logvar) logvar_view = LayerView{logvar->w.data(), logvar->b.data()};
-    py::gil_scoped_release release;
+    CoreCall call;
     net->set_weights(v, {mu.w.data(), mu.b.data()}, logvar_view);
     return net;
   });
@@ -515,16 +516,13 @@ void register_nn(py::module_& m) {
           set_ptr = sets.data();
         }
         py::array_t<double> out(static_cast<py::ssize_t>(n_bars));
-        {
-          py::gil_scoped_release release;
-          try {
-            consensus(static_cast<const float*>(sig.data()), n_agents, n_bars,
-                      static_cast<const double*>(w.data()), static_cast<std::size_t>(w.shape(0)),
-                      set_ptr, out.mutable_data());
-          } catch (const std::invalid_argument& e) {
-            py::gil_scoped_acquire acquire;
-            throw py::value_error(e.what());
-          }
+        try {
+          CoreCall call;  // dropped (GIL retaken) before the catch below
+          consensus(static_cast<const float*>(sig.data()), n_agents, n_bars,
+                    static_cast<const double*>(w.data()), static_cast<std::size_t>(w.shape(0)),
+                    set_ptr, out.mutable_data());
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
         }
         return out;
       },

@@ -12,6 +12,7 @@
 #include "colmena/risk_manager.hpp"
 #include "colmena/time_range.hpp"
 #include "colmena/trading_loop.hpp"
+#include "core_call.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -42,7 +43,7 @@ TailRisk tail_risk(const py::handle& returns_obj, double confidence, const std::
     if (method == "gaussian") return gaussian_tail_risk(r.data(), n, confidence);
     if (method == "cornish_fisher") return cornish_fisher_tail_risk(r.data(), n, confidence);
     if (method == "monte_carlo") {
-      py::gil_scoped_release release;
+      CoreCall call;
       return monte_carlo_tail_risk(r.data(), n, confidence, horizon, paths, seed);
     }
   } catch (const std::invalid_argument& e) {
@@ -327,14 +328,11 @@ void register_risk(py::module_& m) {
           input.model = model.data();
         }
         BacktestResult r;
-        {
-          py::gil_scoped_release release;
-          try {
-            r = run_backtest(input, risk, execution);
-          } catch (const std::invalid_argument& e) {
-            py::gil_scoped_acquire acquire;
-            throw py::value_error(e.what());
-          }
+        try {
+          CoreCall call;  // dropped (GIL retaken) before the catch below
+          r = run_backtest(input, risk, execution);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
         }
         py::dict out;
         out["cash"] = to_numpy(r.cash);
@@ -458,14 +456,11 @@ void register_risk(py::module_& m) {
         input.min_trade_fraction = min_trade_fraction;
         input.wind_down_bars = wind_down_bars;
         TargetSimulationResult r;
-        {
-          py::gil_scoped_release release;
-          try {
-            r = simulate_targets(input, execution);
-          } catch (const std::invalid_argument& e) {
-            py::gil_scoped_acquire acquire;
-            throw py::value_error(e.what());
-          }
+        try {
+          CoreCall call;  // dropped (GIL retaken) before the catch below
+          r = simulate_targets(input, execution);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
         }
         auto matrix = [&](const std::vector<double>& v) {
           py::array_t<double> a({static_cast<py::ssize_t>(input.k),

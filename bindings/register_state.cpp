@@ -9,6 +9,7 @@
 
 #include "array_checks.hpp"
 #include "colmena/market_state.hpp"
+#include "core_call.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -131,7 +132,7 @@ out of range or a non-finite weight.
         py::array_t<double> features({ts.size(), F});
         py::array_t<bool> valid(ts.size());
         as_value_error([&] {
-          py::gil_scoped_release release;
+          CoreCall call;
           market_state_batch(ts.data(), close.data(), volume.data(), n, spec,
                              features.mutable_data(), valid.mutable_data());
           return 0;
@@ -188,7 +189,7 @@ Raises ValueError for arrays of different lengths, TypeError for a wrong dtype.
         }
         py::array_t<double> trend(rows.size()), volatility(rows.size());
         as_value_error([&] {
-          py::gil_scoped_release release;
+          CoreCall call;
           regime_features_batch(close.data(), static_cast<std::size_t>(close.size()), rows.data(),
                                 static_cast<std::size_t>(rows.size()),
                                 static_cast<std::size_t>(lookback), trend.mutable_data(),
@@ -249,7 +250,7 @@ raises ValueError and changes nothing.
             py::array_t<double> features({ts.size(), F});
             py::array_t<bool> valid(ts.size());
             as_value_error([&] {
-              py::gil_scoped_release release;
+              CoreCall call;
               self.update_many(ts.data(), close.data(), volume.data(),
                                static_cast<std::size_t>(ts.size()), features.mutable_data(),
                                valid.mutable_data());
