@@ -182,7 +182,7 @@ threshold that keeps more than MAX_FRACDIFF_WEIGHTS (1,000,000) weights, or wind
             const auto n = static_cast<std::size_t>(x.size());
             {
               CoreCall call;
-              for (std::size_t i = 0; i < n; ++i) dst[i] = self.update(src[i]);
+              self.update_many(src, n, dst);
             }
             return out;
           },

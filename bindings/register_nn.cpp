@@ -269,17 +269,25 @@ void run_forward(std::size_t work, Fn&& fn) {
   fn();
 }
 
-// Layer `index` of every network, or of network `net`, as fresh arrays.
-template <class Get>
-py::tuple layer_copy(std::size_t n_nets, std::size_t n_in, std::size_t n_out,
-                     std::optional<std::size_t> net, Get&& get) {
+// Fresh arrays for every layer (of every network, or of one network when `one`), and where the
+// core should copy each layer out to.
+struct LayerCopies {
+  py::list pairs;
+  std::vector<LayerOut> out;
+};
+
+LayerCopies layer_copies(std::size_t n_nets, const std::vector<std::size_t>& sizes, bool one) {
+  LayerCopies c;
   const auto nets = static_cast<py::ssize_t>(n_nets);
-  const auto rows = static_cast<py::ssize_t>(n_in);
-  const auto cols = static_cast<py::ssize_t>(n_out);
-  FloatArray w = net ? FloatArray({rows, cols}) : FloatArray({nets, rows, cols});
-  FloatArray b = net ? FloatArray({cols}) : FloatArray({nets, cols});
-  get(w.mutable_data(), b.mutable_data());
-  return py::make_tuple(w, b);
+  for (std::size_t l = 0; l + 1 < sizes.size(); ++l) {
+    const auto rows = static_cast<py::ssize_t>(sizes[l]);
+    const auto cols = static_cast<py::ssize_t>(sizes[l + 1]);
+    FloatArray w = one ? FloatArray({rows, cols}) : FloatArray({nets, rows, cols});
+    FloatArray b = one ? FloatArray({cols}) : FloatArray({nets, cols});
+    c.out.push_back({w.mutable_data(), b.mutable_data()});
+    c.pairs.append(py::make_tuple(w, b));
+  }
+  return c;
 }
 
 // ---------------------------------------------------------------- Swarm
@@ -344,19 +352,15 @@ void swarm_set_agent(SwarmNet& net, py::ssize_t agent, const py::handle& layers_
   });
 }
 
+// Every layer as (W, b) arrays, copied under one lock (never torn by a concurrent set_*).
 py::list swarm_layers(const SwarmNet& net, std::optional<std::size_t> agent) {
-  const std::vector<std::size_t>& sizes = net.layer_sizes();
-  py::list out;
-  for (std::size_t l = 0; l < net.n_layers(); ++l) {
-    out.append(layer_copy(net.n_agents(), sizes[l], sizes[l + 1], agent, [&](float* w, float* b) {
-      if (agent) {
-        net.get_agent_layer(*agent, l, w, b);
-      } else {
-        net.get_layer(l, w, b);
-      }
-    }));
+  LayerCopies c = layer_copies(net.n_agents(), net.layer_sizes(), agent.has_value());
+  if (agent) {
+    net.get_agent(*agent, c.out);
+  } else {
+    net.get_weights(c.out);
   }
-  return out;
+  return c.pairs;
 }
 
 // ---------------------------------------------------------------- MLP
@@ -411,13 +415,9 @@ void mlp_set_weights(MlpNet& net, const py::handle& layers_obj) {
 }
 
 py::list mlp_layers(const MlpNet& net) {
-  const std::vector<std::size_t>& sizes = net.layer_sizes();
-  py::list out;
-  for (std::size_t l = 0; l < net.n_layers(); ++l) {
-    out.append(layer_copy(1, sizes[l], sizes[l + 1], 0,
-                          [&](float* w, float* b) { net.get_layer(l, w, b); }));
-  }
-  return out;
+  LayerCopies c = layer_copies(1, net.layer_sizes(), true);
+  net.get_weights(c.out);
+  return c.pairs;
 }
 
 // ---------------------------------------------------------------- VAE encoder
