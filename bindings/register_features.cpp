@@ -170,7 +170,12 @@ threshold that keeps more than MAX_FRACDIFF_WEIGHTS (1,000,000) weights, or wind
           py::arg("weights"),
           "Stream with explicit weights w_0..w_{W-1} (float64 [W], w_0 applies to the newest "
           "value).")
-      .def("update", &FracDiffStream::update, py::arg("x"),
+      .def(
+          "update",
+          [](FracDiffStream& self, const py::handle& x) {
+            return self.update(float_arg(x, "FracDiffStream.update: x"));
+          },
+          py::arg("x"),
            "Add one value; returns the FFD value at it (NaN while the window is incomplete).")
       .def(
           "update_many",

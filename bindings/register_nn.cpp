@@ -15,6 +15,7 @@
 #include "colmena/consensus.hpp"
 #include "colmena/mlp.hpp"
 #include "colmena/networks.hpp"
+#include "array_checks.hpp"
 #include "core_call.hpp"
 #include "register.hpp"
 
@@ -297,12 +298,16 @@ std::unique_ptr<SwarmNet> make_swarm(const py::handle& layers_obj,
   const Activation activation = activation_arg(activation_text, where, "activation");
   const std::vector<LayerArrays> layers =
       read_layers(layers_obj, where, "layers", true, std::nullopt, nullptr);
-  return translate(where, [&] {
+  return allocating(where + ": cannot allocate the weights of " +
+                        std::to_string(layers.front().n_nets) + " agents",
+                    [&] {
+    return translate(where, [&] {
     auto net = std::make_unique<SwarmNet>(layers.front().n_nets, chain_sizes(layers), activation);
     const std::vector<LayerView> v = views(layers);
     CoreCall call;
     net->set_weights(v);
     return net;
+  });
   });
 }
 
@@ -371,12 +376,14 @@ std::unique_ptr<MlpNet> make_mlp(const py::handle& layers_obj, const std::string
   const Activation output = activation_arg(output_text, where, "output_activation");
   const std::vector<LayerArrays> layers =
       read_layers(layers_obj, where, "layers", false, 1, nullptr);
-  return translate(where, [&] {
+  return allocating(where + ": cannot allocate the weights", [&] {
+    return translate(where, [&] {
     auto net = std::make_unique<MlpNet>(chain_sizes(layers), activation, output);
     const std::vector<LayerView> v = views(layers);
     CoreCall call;
     net->set_weights(v);
     return net;
+  });
   });
 }
 
@@ -446,7 +453,8 @@ std::unique_ptr<VaeEncoder> make_vae(const py::handle& layers_obj, const py::han
   }
   std::vector<std::size_t> trunk =
       layers.empty() ? std::vector<std::size_t>{mu.n_in} : chain_sizes(layers);
-  return translate(where, [&] {
+  return allocating(where + ": cannot allocate the weights", [&] {
+    return translate(where, [&] {
     auto net = std::make_unique<VaeEncoder>(trunk, mu.n_out, logvar.has_value(), activation);
     const std::vector<LayerView> v = views(layers);
     std::optional<LayerView> logvar_view;
@@ -454,6 +462,7 @@ std::unique_ptr<VaeEncoder> make_vae(const py::handle& layers_obj, const py::han
     CoreCall call;
     net->set_weights(v, {mu.w.data(), mu.b.data()}, logvar_view);
     return net;
+  });
   });
 }
 

@@ -223,7 +223,11 @@ raises ValueError and changes nothing.
            py::arg("spec"))
       .def(
           "update",
-          [](MarketStateStream& self, std::int64_t ts, double close, double volume) {
+          [](MarketStateStream& self, const py::handle& ts_obj, const py::handle& close_obj,
+             const py::handle& volume_obj) {
+            const std::int64_t ts = int_arg(ts_obj, "MarketStateStream.update: ts");
+            const double close = float_arg(close_obj, "MarketStateStream.update: close");
+            const double volume = float_arg(volume_obj, "MarketStateStream.update: volume");
             std::lock_guard<ObjectMutex> lock(self.mutex());
             return as_value_error([&] { return self.update(ts, close, volume).valid; });
           },
@@ -231,11 +235,15 @@ raises ValueError and changes nothing.
           "Append one candle; returns whether the bar's state is valid.")
       .def(
           "update_candle",
-          [](MarketStateStream& self, std::int64_t ts, double open, double high, double low,
-             double close, double volume) {
+          [](MarketStateStream& self, const py::handle& ts, const py::handle& open,
+             const py::handle& high, const py::handle& low, const py::handle& close,
+             const py::handle& volume) {
+            const std::string where = "MarketStateStream.update_candle: ";
+            const Candle candle{int_arg(ts, where + "ts"),       float_arg(open, where + "open"),
+                                float_arg(high, where + "high"), float_arg(low, where + "low"),
+                                float_arg(close, where + "close"), float_arg(volume, where + "volume")};
             std::lock_guard<ObjectMutex> lock(self.mutex());
-            return as_value_error(
-                [&] { return self.update(Candle{ts, open, high, low, close, volume}).valid; });
+            return as_value_error([&] { return self.update(candle).valid; });
           },
           py::arg("ts"), py::arg("open"), py::arg("high"), py::arg("low"), py::arg("close"),
           py::arg("volume"),
