@@ -127,7 +127,9 @@ about 1e-15 relative), in O(window) per update. Exactly one of ``threshold``
 (drop weights once |w_k| < threshold) and ``window`` (number of weights) is required.
 
 update(x) returns NaN until ``window`` values have arrived and while a non-finite value is inside
-the window. Not thread-safe: one stream per producer.
+the window. Thread-safe: every call holds the stream's lock, and update_many holds it for the
+whole batch (without the GIL), so batches from several threads never interleave and no update
+is lost; the order in which they land is unspecified.
 
 Raises ValueError for d outside [0, 2], both or neither of threshold/window, threshold <= 0, a
 threshold that keeps more than MAX_FRACDIFF_WEIGHTS (1,000,000) weights, or window outside
