@@ -86,9 +86,9 @@ void refuse_beyond_physical_memory(std::size_t capacity, std::size_t bytes_per_c
         "MarketBuffer: capacity " + std::to_string(capacity) + " needs " +
         std::to_string(static_cast<unsigned long long>(needed)) + " bytes of " + storage +
         " storage (" + std::to_string(bytes_per_candle) +
-        " per candle), more than this machine's physical memory (" +
+        " per candle), more than this machine's memory (" +
         std::to_string(static_cast<unsigned long long>(physical)) +
-        " bytes); the largest capacity that fits is " + std::to_string(largest));
+        " bytes physical); the largest capacity that fits is " + std::to_string(largest));
   }
 #else
   (void)capacity;
