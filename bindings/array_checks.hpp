@@ -50,22 +50,23 @@ decltype(auto) allocating(const std::string& what, Fn&& fn) {
   }
 }
 
+/// (`name` is a C string so that the success path allocates nothing.)
 /// TypeError naming `name` when obj is a Python bool: bool is a subclass of int, so an int or
 /// float parameter would silently take True as 1 (a timestamp of 1 ns, a capacity of 1, ...).
-inline void refuse_bool(const pybind11::handle& obj, const std::string& name,
+inline void refuse_bool(const pybind11::handle& obj, const char* name,
                         const char* kind = "a number") {
   if (PyBool_Check(obj.ptr())) {
-    throw pybind11::type_error(name + " must be " + kind + ", not a bool (got " +
+    throw pybind11::type_error(std::string(name) + " must be " + kind + ", not a bool (got " +
                                std::string(pybind11::str(obj)) + ")");
   }
 }
 
 /// obj as an integer (an int or anything with __index__, never a float or a bool); TypeError
 /// naming `name` otherwise, OverflowError beyond int64.
-inline std::int64_t int_arg(const pybind11::handle& obj, const std::string& name) {
+inline std::int64_t int_arg(const pybind11::handle& obj, const char* name) {
   refuse_bool(obj, name, "an int");
   if (!PyLong_Check(obj.ptr()) && !PyIndex_Check(obj.ptr())) {
-    throw pybind11::type_error(name + " must be an int, got " +
+    throw pybind11::type_error(std::string(name) + " must be an int, got " +
                                std::string(pybind11::str(obj.get_type().attr("__name__"))));
   }
   const long long v = PyLong_AsLongLong(obj.ptr());
@@ -75,11 +76,11 @@ inline std::int64_t int_arg(const pybind11::handle& obj, const std::string& name
 
 /// obj as a float (a float, an int or anything with __float__, never a bool or a string);
 /// TypeError naming `name` otherwise.
-inline double float_arg(const pybind11::handle& obj, const std::string& name) {
+inline double float_arg(const pybind11::handle& obj, const char* name) {
   refuse_bool(obj, name);
   if (PyFloat_CheckExact(obj.ptr())) return PyFloat_AS_DOUBLE(obj.ptr());
   if (PyUnicode_Check(obj.ptr()) || PyBytes_Check(obj.ptr())) {
-    throw pybind11::type_error(name + " must be a number, got " +
+    throw pybind11::type_error(std::string(name) + " must be a number, got " +
                                std::string(pybind11::str(obj.get_type().attr("__name__"))));
   }
   const double v = PyFloat_AsDouble(obj.ptr());

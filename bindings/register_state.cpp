@@ -238,10 +238,12 @@ raises ValueError and changes nothing.
           [](MarketStateStream& self, const py::handle& ts, const py::handle& open,
              const py::handle& high, const py::handle& low, const py::handle& close,
              const py::handle& volume) {
-            const std::string where = "MarketStateStream.update_candle: ";
-            const Candle candle{int_arg(ts, where + "ts"),       float_arg(open, where + "open"),
-                                float_arg(high, where + "high"), float_arg(low, where + "low"),
-                                float_arg(close, where + "close"), float_arg(volume, where + "volume")};
+            const Candle candle{int_arg(ts, "MarketStateStream.update_candle: ts"),
+                                float_arg(open, "MarketStateStream.update_candle: open"),
+                                float_arg(high, "MarketStateStream.update_candle: high"),
+                                float_arg(low, "MarketStateStream.update_candle: low"),
+                                float_arg(close, "MarketStateStream.update_candle: close"),
+                                float_arg(volume, "MarketStateStream.update_candle: volume")};
             std::lock_guard<ObjectMutex> lock(self.mutex());
             return as_value_error([&] { return self.update(candle).valid; });
           },
