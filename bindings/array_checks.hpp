@@ -5,8 +5,10 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <memory>
 #include <new>
 #include <string>
+#include <type_traits>
 
 namespace colmena::bindings {
 
@@ -86,6 +88,28 @@ inline double float_arg(const pybind11::handle& obj, const char* name) {
   const double v = PyFloat_AsDouble(obj.ptr());
   if (v == -1.0 && PyErr_Occurred()) throw pybind11::error_already_set();
   return v;
+}
+
+/// A read-write number attribute `field` of `cls` (class named `owner`) whose setter refuses
+/// bools (TypeError "RiskConfig.max_leverage must be a number, not a bool"), non-numbers and,
+/// for unsigned fields, negative values (ValueError).
+template <class Class, class T>
+void number_field(pybind11::class_<Class>& cls, const char* owner, const char* field,
+                  T Class::*member) {
+  auto name = std::make_shared<std::string>(std::string(owner) + "." + field);
+  cls.def_property(
+      field, [member](const Class& c) { return c.*member; },
+      [member, name](Class& c, const pybind11::handle& value) {
+        if constexpr (std::is_floating_point_v<T>) {
+          c.*member = static_cast<T>(float_arg(value, name->c_str()));
+        } else {
+          const std::int64_t v = int_arg(value, name->c_str());
+          if (std::is_unsigned_v<T> && v < 0) {
+            throw pybind11::value_error(*name + " must be >= 0, got " + std::to_string(v));
+          }
+          c.*member = static_cast<T>(v);
+        }
+      });
 }
 
 }  // namespace colmena::bindings

@@ -136,3 +136,28 @@ def test_allocation_failure_is_a_memory_error_naming_the_capacity() -> None:
     assert "MemoryError: MarketBuffer: cannot allocate the storage of capacity 50000000" in (
         done.stdout
     )
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        (_core.RiskConfig, "max_leverage"),
+        (_core.RiskConfig, "kelly_window"),
+        (_core.RiskConfig, "halt_window_ns"),
+        (_core.ExecutionConfig, "fee_bps"),
+        (_core.ExecutionConfig, "initial_cash"),
+    ],
+)
+def test_config_number_fields_refuse_bools(config: type, field: str) -> None:
+    target = config()
+    before = getattr(target, field)
+    with pytest.raises(TypeError, match=rf"{config.__name__}\.{field} must be .*, not a bool"):
+        setattr(target, field, True)
+    assert getattr(target, field) == before
+    setattr(target, field, 3)
+    assert getattr(target, field) == 3
+
+
+def test_unsigned_config_fields_refuse_negative_values() -> None:
+    with pytest.raises(ValueError, match=r"RiskConfig\.kelly_window must be >= 0, got -1"):
+        _core.RiskConfig().kelly_window = -1
