@@ -218,12 +218,19 @@ void register_loop(py::module_& m) {
       .def_readonly("order", &RiskDecision::order);
 
   py::class_<TradingLoop>(m, "TradingLoop")
-      .def(py::init<const ExecutionConfig&, const RiskConfig&, std::int64_t>(), "execution"_a,
-           "risk"_a, "bar_ns"_a)
+      .def(py::init([](const ExecutionConfig& execution, const RiskConfig& risk,
+                       const py::handle& bar_ns) {
+             return TradingLoop(execution, risk, int_arg(bar_ns, "TradingLoop: bar_ns"));
+           }),
+           "execution"_a, "risk"_a, "bar_ns"_a)
       .def_static(
           "pass_through",
-          [](const ExecutionConfig& execution, double min_trade_fraction, std::int64_t bar_ns) {
-            return TradingLoop(execution, min_trade_fraction, bar_ns);
+          [](const ExecutionConfig& execution, const py::handle& min_trade_fraction,
+             const py::handle& bar_ns) {
+            return TradingLoop(
+                execution,
+                float_arg(min_trade_fraction, "TradingLoop.pass_through: min_trade_fraction"),
+                int_arg(bar_ns, "TradingLoop.pass_through: bar_ns"));
           },
           "execution"_a, "min_trade_fraction"_a, "bar_ns"_a)
       .def(
@@ -249,12 +256,19 @@ void register_loop(py::module_& m) {
       .def_property_readonly("bars", &TradingLoop::bars);
 
   py::class_<RiskStage>(m, "RiskStage")
-      .def(py::init<const ExecutionConfig&, const RiskConfig&, std::int64_t>(), "execution"_a,
-           "risk"_a, "bar_ns"_a)
+      .def(py::init([](const ExecutionConfig& execution, const RiskConfig& risk,
+                       const py::handle& bar_ns) {
+             return RiskStage(execution, risk, int_arg(bar_ns, "RiskStage: bar_ns"));
+           }),
+           "execution"_a, "risk"_a, "bar_ns"_a)
       .def_static(
           "pass_through",
-          [](const ExecutionConfig& execution, double min_trade_fraction, std::int64_t bar_ns) {
-            return RiskStage(execution, min_trade_fraction, bar_ns);
+          [](const ExecutionConfig& execution, const py::handle& min_trade_fraction,
+             const py::handle& bar_ns) {
+            return RiskStage(
+                execution,
+                float_arg(min_trade_fraction, "RiskStage.pass_through: min_trade_fraction"),
+                int_arg(bar_ns, "RiskStage.pass_through: bar_ns"));
           },
           "execution"_a, "min_trade_fraction"_a, "bar_ns"_a)
       .def(
@@ -292,7 +306,10 @@ void register_loop(py::module_& m) {
       .def_property_readonly("is_open", &RiskStage::is_open);
 
   py::class_<ExecutionStage>(m, "ExecutionStage")
-      .def(py::init<const ExecutionConfig&, std::int64_t>(), "execution"_a, "bar_ns"_a)
+      .def(py::init([](const ExecutionConfig& execution, const py::handle& bar_ns) {
+             return ExecutionStage(execution, int_arg(bar_ns, "ExecutionStage: bar_ns"));
+           }),
+           "execution"_a, "bar_ns"_a)
       .def(
           "open",
           [](ExecutionStage& self, const Bar& bar, const std::string& state) {

@@ -240,8 +240,10 @@ decltype(auto) translate(const std::string& where, Fn&& fn) {
 }
 
 // A Python index into [0, n), or IndexError naming `what`.
-std::size_t index_arg(py::ssize_t index, std::size_t n, const std::string& where,
+std::size_t index_arg(const py::handle& obj, std::size_t n, const std::string& where,
                       const char* what) {
+  const std::string name = where + ": " + what;
+  const std::int64_t index = int_arg(obj, name.c_str());  // an int, never a bool
   if (index < 0 || static_cast<std::size_t>(index) >= n) {
     throw py::index_error(where + ": " + what + " index " + std::to_string(index) +
                           " is outside [0, " + std::to_string(n) + ")");
@@ -321,7 +323,7 @@ py::array swarm_forward(const SwarmNet& net, const py::handle& x_obj) {
   return out;
 }
 
-void swarm_set_layer(SwarmNet& net, py::ssize_t index, const py::handle& w, const py::handle& b) {
+void swarm_set_layer(SwarmNet& net, const py::handle& index, const py::handle& w, const py::handle& b) {
   const std::string where = "Swarm.set_layer";
   const std::size_t i = index_arg(index, net.n_layers(), where, "layer");
   const std::vector<std::size_t>& sizes = net.layer_sizes();
@@ -345,7 +347,7 @@ void swarm_set_weights(SwarmNet& net, const py::handle& layers_obj) {
   });
 }
 
-void swarm_set_agent(SwarmNet& net, py::ssize_t agent, const py::handle& layers_obj) {
+void swarm_set_agent(SwarmNet& net, const py::handle& agent, const py::handle& layers_obj) {
   const std::string where = "Swarm.set_agent";
   const std::size_t k = index_arg(agent, net.n_agents(), where, "agent");
   const std::vector<LayerArrays> layers =
@@ -397,7 +399,7 @@ py::array mlp_forward(const MlpNet& net, const py::handle& x_obj) {
   return out;
 }
 
-void mlp_set_layer(MlpNet& net, py::ssize_t index, const py::handle& w, const py::handle& b) {
+void mlp_set_layer(MlpNet& net, const py::handle& index, const py::handle& w, const py::handle& b) {
   const std::string where = "MLP.set_layer";
   const std::size_t i = index_arg(index, net.n_layers(), where, "layer");
   const std::vector<std::size_t>& sizes = net.layer_sizes();
@@ -549,7 +551,7 @@ void register_nn(py::module_& m) {
       .def("get_weights", [](const SwarmNet& net) { return swarm_layers(net, std::nullopt); })
       .def(
           "get_agent",
-          [](const SwarmNet& net, py::ssize_t agent) {
+          [](const SwarmNet& net, const py::handle& agent) {
             return swarm_layers(net, index_arg(agent, net.n_agents(), "Swarm.get_agent", "agent"));
           },
           py::arg("agent"))

@@ -62,6 +62,10 @@ def test_push_refuses_a_bool_for_any_field(field: int) -> None:
     assert len(buffer) == 0
 
 
+def swarm() -> _core.Swarm:
+    return _core.Swarm([(np.ones((3, 2, 1), np.float32), np.zeros((3, 1), np.float32))])
+
+
 def spec() -> _core.MarketStateSpec:
     return _core.MarketStateSpec(np.array([1.0, -0.4]), 3, 3, 2, 0, 60_000_000_000)
 
@@ -77,6 +81,13 @@ def spec() -> _core.MarketStateSpec:
         (lambda: _core.AccountSnapshot(True, 1.0, 1.0, 0.0, 1.0), "AccountSnapshot: ts"),
         (lambda: _core.Order(1, True, T0, 1.0, 1.0, "model", False), "Order: bar"),
         (lambda: _core.FracDiffStream(0.4, window=3).update(True), "FracDiffStream.update: x"),
+        (lambda: swarm().get_agent(True), "Swarm.get_agent: agent"),
+        (lambda: swarm().set_layer(False, *swarm().get_weights()[0]), "Swarm.set_layer: layer"),
+        (
+            lambda: _core.TradingLoop(_core.ExecutionConfig(), _core.RiskConfig(), True),
+            "TradingLoop: bar_ns",
+        ),
+        (lambda: _core.ExecutionStage(_core.ExecutionConfig(), True), "ExecutionStage: bar_ns"),
         (lambda: _core.MarketStateStream(spec()).update(True, 1.0, 1.0), "update: ts"),
         (lambda: _core.MarketStateStream(spec()).update(T0, True, 1.0), "update: close"),
         (
