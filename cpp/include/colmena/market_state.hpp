@@ -71,6 +71,9 @@ std::uint64_t missing_bars(std::int64_t previous_ts, std::int64_t ts,
                            std::int64_t bar_ns) noexcept;
 
 /// The per-window kernel: features and validity of one bar from its trailing windows.
+///
+/// Thread safety: immutable after construction (every member is const), so one kernel may be
+/// used from any number of threads at once (market_state_batch runs it on the pool's threads).
 class MarketStateKernel {
  public:
   /// Validates the spec (see MarketStateSpec::validate).
