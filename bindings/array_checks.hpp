@@ -52,6 +52,11 @@ decltype(auto) allocating(const std::string& what, Fn&& fn) {
   }
 }
 
+/// The name of obj's type ("float", "str").
+inline std::string arg_type_name(const pybind11::handle& obj) {
+  return pybind11::str(pybind11::type::handle_of(obj).attr("__name__"));
+}
+
 /// (`name` is a C string so that the success path allocates nothing.)
 /// TypeError naming `name` when obj is a Python bool: bool is a subclass of int, so an int or
 /// float parameter would silently take True as 1 (a timestamp of 1 ns, a capacity of 1, ...).
@@ -69,7 +74,7 @@ inline std::int64_t int_arg(const pybind11::handle& obj, const char* name) {
   refuse_bool(obj, name, "an int");
   if (!PyLong_Check(obj.ptr()) && !PyIndex_Check(obj.ptr())) {
     throw pybind11::type_error(std::string(name) + " must be an int, got " +
-                               std::string(pybind11::str(obj.get_type().attr("__name__"))));
+                               arg_type_name(obj));
   }
   const long long v = PyLong_AsLongLong(obj.ptr());
   if (v == -1 && PyErr_Occurred()) throw pybind11::error_already_set();
@@ -83,7 +88,7 @@ inline double float_arg(const pybind11::handle& obj, const char* name) {
   if (PyFloat_CheckExact(obj.ptr())) return PyFloat_AS_DOUBLE(obj.ptr());
   if (PyUnicode_Check(obj.ptr()) || PyBytes_Check(obj.ptr())) {
     throw pybind11::type_error(std::string(name) + " must be a number, got " +
-                               std::string(pybind11::str(obj.get_type().attr("__name__"))));
+                               arg_type_name(obj));
   }
   const double v = PyFloat_AsDouble(obj.ptr());
   if (v == -1.0 && PyErr_Occurred()) throw pybind11::error_already_set();
