@@ -11,6 +11,8 @@
 
 #include "colmena/market_buffer.hpp"
 #include "colmena/ohlcv_validation.hpp"
+#include "array_checks.hpp"
+#include "core_call.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -127,7 +129,15 @@ PyObject* push_fastcall(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
     }
   }
   Candle candle;
-  // ts must be an integer: an int or anything with __index__ (numpy integers), never a float.
+  // ts must be an integer: an int or anything with __index__ (numpy integers), never a float
+  // and never a bool (an int subclass: True would be 1 ns after the epoch).
+  for (std::size_t f = 0; f < MarketBuffer::kFields; ++f) {
+    if (PyBool_Check(values[f])) {
+      PyErr_Format(PyExc_TypeError, "MarketBuffer.push: %s must be a number, not a bool (got %R)",
+                   kNames[f], values[f]);
+      return nullptr;
+    }
+  }
   if (!PyLong_Check(values[0]) && !PyIndex_Check(values[0])) {
     PyErr_Format(PyExc_TypeError,
                  "MarketBuffer.push: ts must be an int (ns since epoch UTC), got %s",
@@ -219,7 +229,7 @@ void register_buffer(py::module_& m) {
          std::optional<std::int64_t> newest_timestamp) -> std::optional<OhlcvViolation> {
         const OhlcvColumns c =
             checked_columns("find_invalid_ohlcv", ts, open, high, low, close, volume);
-        py::gil_scoped_release release;
+        CoreCall call;
         return find_invalid_ohlcv(c, newest_timestamp);
       },
       py::arg("ts"), py::arg("open"), py::arg("high"), py::arg("low"), py::arg("close"),
@@ -230,13 +240,18 @@ void register_buffer(py::module_& m) {
   py::class_<BufferHandle> buffer_class(
       m, "MarketBuffer", "Fixed-capacity ring of OHLCV candles (core; use colmena.MarketBuffer).");
   buffer_class
-      .def(py::init([](py::ssize_t capacity, const std::string& storage) {
+      .def(py::init([](const py::handle& capacity_obj, const std::string& storage) {
+             const std::int64_t capacity = int_arg(capacity_obj, "MarketBuffer: capacity");
              if (capacity <= 0) {
                throw py::value_error("MarketBuffer: capacity must be >= 1, got " +
                                      std::to_string(capacity));
              }
              const RingStoragePreference preference = parse_storage(storage);
-             return new BufferHandle(static_cast<std::size_t>(capacity), preference);
+             return allocating(
+                 "MarketBuffer: cannot allocate the storage of capacity " +
+                     std::to_string(capacity) + " (" + std::to_string(MarketBuffer::kFields) +
+                     " fields of 8 bytes per candle)",
+                 [&] { return new BufferHandle(static_cast<std::size_t>(capacity), preference); });
            }),
            py::arg("capacity"), py::arg("storage") = "auto")
       .def_property_readonly("capacity", [](const BufferHandle& h) { return h.buffer.capacity(); })
@@ -260,7 +275,7 @@ void register_buffer(py::module_& m) {
              const py::handle& low, const py::handle& close, const py::handle& volume,
              const std::string& caller) {
             const OhlcvColumns c = checked_columns(caller, ts, open, high, low, close, volume);
-            py::gil_scoped_release release;
+            CoreCall call;
             std::lock_guard<std::mutex> lock(h.mutex);  // released before the GIL is retaken
             h.buffer.extend(c, caller.c_str());
           },
@@ -270,7 +285,8 @@ void register_buffer(py::module_& m) {
           "`caller` names the operation in error messages.")
       .def(
           "last",
-          [](const py::object& self, py::ssize_t n, bool copy) {
+          [](const py::object& self, const py::handle& n_obj, bool copy) {
+            const std::int64_t n = int_arg(n_obj, "MarketBuffer.last: n");
             if (n < 0) {
               throw py::value_error("MarketBuffer.last: n must be >= 0, got " + std::to_string(n));
             }

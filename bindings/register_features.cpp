@@ -10,6 +10,7 @@
 #include "array_checks.hpp"
 #include "colmena/fracdiff.hpp"
 #include "colmena/log_returns.hpp"
+#include "core_call.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -42,7 +43,7 @@ void register_features(py::module_& m) {
         std::size_t bad_row = 0;
         bool ok = true;
         {
-          py::gil_scoped_release release;
+          CoreCall call;
           ok = colmena::log_returns(close.data(), n, out.mutable_data(), &bad_row);
         }
         if (!ok) {
@@ -79,7 +80,7 @@ void register_features(py::module_& m) {
         const ConvolutionMethod how = parse_method(method);
         py::array_t<double> out(static_cast<py::ssize_t>(n - window + 1));
         {
-          py::gil_scoped_release release;
+          CoreCall call;
           colmena::fracdiff_ffd(x.data(), n, w.data(), window, out.mutable_data(), how);
         }
         return out;
@@ -99,7 +100,7 @@ void register_features(py::module_& m) {
         const auto n = static_cast<std::size_t>(x.size());
         py::array_t<double> out(static_cast<py::ssize_t>(n));
         {
-          py::gil_scoped_release release;
+          CoreCall call;
           colmena::fracdiff_expanding(x.data(), n, d, threshold, out.mutable_data(), how);
         }
         return out;
@@ -126,7 +127,9 @@ about 1e-15 relative), in O(window) per update. Exactly one of ``threshold``
 (drop weights once |w_k| < threshold) and ``window`` (number of weights) is required.
 
 update(x) returns NaN until ``window`` values have arrived and while a non-finite value is inside
-the window. Not thread-safe: one stream per producer.
+the window. Thread-safe: every call holds the stream's lock, and update_many holds it for the
+whole batch (without the GIL), so batches from several threads never interleave and no update
+is lost; the order in which they land is unspecified.
 
 Raises ValueError for d outside [0, 2], both or neither of threshold/window, threshold <= 0, a
 threshold that keeps more than MAX_FRACDIFF_WEIGHTS (1,000,000) weights, or window outside
@@ -169,7 +172,12 @@ threshold that keeps more than MAX_FRACDIFF_WEIGHTS (1,000,000) weights, or wind
           py::arg("weights"),
           "Stream with explicit weights w_0..w_{W-1} (float64 [W], w_0 applies to the newest "
           "value).")
-      .def("update", &FracDiffStream::update, py::arg("x"),
+      .def(
+          "update",
+          [](FracDiffStream& self, const py::handle& x) {
+            return self.update(float_arg(x, "FracDiffStream.update: x"));
+          },
+          py::arg("x"),
            "Add one value; returns the FFD value at it (NaN while the window is incomplete).")
       .def(
           "update_many",
@@ -180,8 +188,8 @@ threshold that keeps more than MAX_FRACDIFF_WEIGHTS (1,000,000) weights, or wind
             double* dst = out.mutable_data();
             const auto n = static_cast<std::size_t>(x.size());
             {
-              py::gil_scoped_release release;
-              for (std::size_t i = 0; i < n; ++i) dst[i] = self.update(src[i]);
+              CoreCall call;
+              self.update_many(src, n, dst);
             }
             return out;
           },

@@ -1,6 +1,8 @@
 // Build and device information, and the knobs for threads and SIMD level.
 #include <pybind11/stl.h>
 
+#include <chrono>
+
 #include "colmena/build_info.hpp"
 #include "colmena/cpu_features.hpp"
 #include "colmena/parallel.hpp"
@@ -9,6 +11,11 @@
 namespace py = pybind11;
 
 namespace colmena::bindings {
+namespace {
+// How long the exit hook waits for core calls in flight.
+constexpr std::chrono::milliseconds kExitWait{10000};
+}  // namespace
+
 
 void register_info(py::module_& m) {
   m.def("build_info", [] {
@@ -66,6 +73,19 @@ void register_info(py::module_& m) {
     colmena::set_max_threads(static_cast<std::size_t>(n));
   });
   m.def("max_threads", &colmena::max_threads);
+
+  m.def("core_calls_in_flight", &colmena::core_calls_in_flight,
+        "Core calls running without the GIL right now (counted from just before the GIL is "
+        "released to just before it is retaken). A test's synchronisation point: > 0 once a "
+        "thread is inside such a call.");
+  m.attr("CORE_EXIT_WAIT_S") = kExitWait.count() / 1000.0;
+  // Clean stop at interpreter exit (parallel.hpp, "Interpreter exit"): atexit hooks run after
+  // the non-daemon threads are joined and before finalization, while daemon threads may still be
+  // inside core calls.
+  py::module_::import("atexit").attr("register")(py::cpp_function([] {
+    py::gil_scoped_release release;  // lets the calls in flight retake the GIL and return
+    colmena::core_calls_stop(kExitWait);
+  }));
 }
 
 }  // namespace colmena::bindings

@@ -18,6 +18,7 @@
 #include "colmena/risk_stage.hpp"
 #include "colmena/trading_loop.hpp"
 #include "colmena/trading_messages.hpp"
+#include "array_checks.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -71,8 +72,12 @@ const char* optional_name(const std::optional<ErrorCode>& e) {
 
 void register_loop(py::module_& m) {
   py::class_<Bar>(m, "Bar")
-      .def(py::init([](std::int64_t ts, double open, double high, double low, double close,
-                       double volume) { return Bar{ts, open, high, low, close, volume}; }),
+      .def(py::init([](const py::handle& ts, const py::handle& open, const py::handle& high,
+                       const py::handle& low, const py::handle& close, const py::handle& volume) {
+             return Bar{int_arg(ts, "Bar: ts"),       float_arg(open, "Bar: open"),
+                        float_arg(high, "Bar: high"), float_arg(low, "Bar: low"),
+                        float_arg(close, "Bar: close"), float_arg(volume, "Bar: volume")};
+           }),
            "ts"_a, "open"_a, "high"_a, "low"_a, "close"_a, "volume"_a)
       .def_readonly("ts", &Bar::ts)
       .def_readonly("open", &Bar::open)
@@ -82,9 +87,15 @@ void register_loop(py::module_& m) {
       .def_readonly("volume", &Bar::volume);
 
   py::class_<Fill>(m, "Fill")
-      .def(py::init([](std::int64_t ts, double quantity, double price, double fee,
-                       double slippage_cost, double requested) {
-             return Fill{ts, quantity, price, fee, slippage_cost, requested};
+      .def(py::init([](const py::handle& ts, const py::handle& quantity, const py::handle& price,
+                       const py::handle& fee, const py::handle& slippage_cost,
+                       const py::handle& requested) {
+             return Fill{int_arg(ts, "Fill: ts"),
+                         float_arg(quantity, "Fill: quantity"),
+                         float_arg(price, "Fill: price"),
+                         float_arg(fee, "Fill: fee"),
+                         float_arg(slippage_cost, "Fill: slippage_cost"),
+                         float_arg(requested, "Fill: requested")};
            }),
            "ts"_a, "quantity"_a, "price"_a, "fee"_a, "slippage_cost"_a, "requested"_a)
       .def_readonly("ts", &Fill::ts)
@@ -95,9 +106,21 @@ void register_loop(py::module_& m) {
       .def_readonly("requested", &Fill::requested);
 
   py::class_<Order>(m, "Order")
-      .def(py::init([](std::uint64_t id, std::size_t bar, std::int64_t ts, double quantity,
-                       double target, const std::string& origin, bool reduce_only) {
-             return Order{id, bar, ts, quantity, target, parse_origin(origin), reduce_only, 0.0};
+      .def(py::init([](std::uint64_t id, const py::handle& bar, const py::handle& ts,
+                       const py::handle& quantity, const py::handle& target,
+                       const std::string& origin, bool reduce_only) {
+             const std::int64_t bar_index = int_arg(bar, "Order: bar");
+             if (bar_index < 0) {
+               throw py::value_error("Order: bar must be >= 0, got " + std::to_string(bar_index));
+             }
+             return Order{id,
+                          static_cast<std::size_t>(bar_index),
+                          int_arg(ts, "Order: ts"),
+                          float_arg(quantity, "Order: quantity"),
+                          float_arg(target, "Order: target"),
+                          parse_origin(origin),
+                          reduce_only,
+                          0.0};
            }),
            "id"_a, "bar"_a, "ts"_a, "quantity"_a, "target"_a, "origin"_a, "reduce_only"_a)
       .def_readonly("id", &Order::id)
@@ -172,8 +195,13 @@ void register_loop(py::module_& m) {
       .def_readonly("position", &ExecutionReport::position);
 
   py::class_<AccountSnapshot>(m, "AccountSnapshot")
-      .def(py::init([](std::int64_t ts, double mark, double cash, double position, double equity) {
-             return AccountSnapshot{ts, mark, cash, position, equity};
+      .def(py::init([](const py::handle& ts, const py::handle& mark, const py::handle& cash,
+                       const py::handle& position, const py::handle& equity) {
+             return AccountSnapshot{
+                 int_arg(ts, "AccountSnapshot: ts"), float_arg(mark, "AccountSnapshot: mark"),
+                 float_arg(cash, "AccountSnapshot: cash"),
+                 float_arg(position, "AccountSnapshot: position"),
+                 float_arg(equity, "AccountSnapshot: equity")};
            }),
            "ts"_a, "mark"_a, "cash"_a, "position"_a, "equity"_a)
       .def_readonly("ts", &AccountSnapshot::ts)
@@ -190,12 +218,19 @@ void register_loop(py::module_& m) {
       .def_readonly("order", &RiskDecision::order);
 
   py::class_<TradingLoop>(m, "TradingLoop")
-      .def(py::init<const ExecutionConfig&, const RiskConfig&, std::int64_t>(), "execution"_a,
-           "risk"_a, "bar_ns"_a)
+      .def(py::init([](const ExecutionConfig& execution, const RiskConfig& risk,
+                       const py::handle& bar_ns) {
+             return TradingLoop(execution, risk, int_arg(bar_ns, "TradingLoop: bar_ns"));
+           }),
+           "execution"_a, "risk"_a, "bar_ns"_a)
       .def_static(
           "pass_through",
-          [](const ExecutionConfig& execution, double min_trade_fraction, std::int64_t bar_ns) {
-            return TradingLoop(execution, min_trade_fraction, bar_ns);
+          [](const ExecutionConfig& execution, const py::handle& min_trade_fraction,
+             const py::handle& bar_ns) {
+            return TradingLoop(
+                execution,
+                float_arg(min_trade_fraction, "TradingLoop.pass_through: min_trade_fraction"),
+                int_arg(bar_ns, "TradingLoop.pass_through: bar_ns"));
           },
           "execution"_a, "min_trade_fraction"_a, "bar_ns"_a)
       .def(
@@ -221,12 +256,19 @@ void register_loop(py::module_& m) {
       .def_property_readonly("bars", &TradingLoop::bars);
 
   py::class_<RiskStage>(m, "RiskStage")
-      .def(py::init<const ExecutionConfig&, const RiskConfig&, std::int64_t>(), "execution"_a,
-           "risk"_a, "bar_ns"_a)
+      .def(py::init([](const ExecutionConfig& execution, const RiskConfig& risk,
+                       const py::handle& bar_ns) {
+             return RiskStage(execution, risk, int_arg(bar_ns, "RiskStage: bar_ns"));
+           }),
+           "execution"_a, "risk"_a, "bar_ns"_a)
       .def_static(
           "pass_through",
-          [](const ExecutionConfig& execution, double min_trade_fraction, std::int64_t bar_ns) {
-            return RiskStage(execution, min_trade_fraction, bar_ns);
+          [](const ExecutionConfig& execution, const py::handle& min_trade_fraction,
+             const py::handle& bar_ns) {
+            return RiskStage(
+                execution,
+                float_arg(min_trade_fraction, "RiskStage.pass_through: min_trade_fraction"),
+                int_arg(bar_ns, "RiskStage.pass_through: bar_ns"));
           },
           "execution"_a, "min_trade_fraction"_a, "bar_ns"_a)
       .def(
@@ -264,7 +306,10 @@ void register_loop(py::module_& m) {
       .def_property_readonly("is_open", &RiskStage::is_open);
 
   py::class_<ExecutionStage>(m, "ExecutionStage")
-      .def(py::init<const ExecutionConfig&, std::int64_t>(), "execution"_a, "bar_ns"_a)
+      .def(py::init([](const ExecutionConfig& execution, const py::handle& bar_ns) {
+             return ExecutionStage(execution, int_arg(bar_ns, "ExecutionStage: bar_ns"));
+           }),
+           "execution"_a, "bar_ns"_a)
       .def(
           "open",
           [](ExecutionStage& self, const Bar& bar, const std::string& state) {

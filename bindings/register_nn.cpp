@@ -15,6 +15,8 @@
 #include "colmena/consensus.hpp"
 #include "colmena/mlp.hpp"
 #include "colmena/networks.hpp"
+#include "array_checks.hpp"
+#include "core_call.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -238,8 +240,10 @@ decltype(auto) translate(const std::string& where, Fn&& fn) {
 }
 
 // A Python index into [0, n), or IndexError naming `what`.
-std::size_t index_arg(py::ssize_t index, std::size_t n, const std::string& where,
+std::size_t index_arg(const py::handle& obj, std::size_t n, const std::string& where,
                       const char* what) {
+  const std::string name = where + ": " + what;
+  const std::int64_t index = int_arg(obj, name.c_str());  // an int, never a bool
   if (index < 0 || static_cast<std::size_t>(index) >= n) {
     throw py::index_error(where + ": " + what + " index " + std::to_string(index) +
                           " is outside [0, " + std::to_string(n) + ")");
@@ -263,22 +267,30 @@ std::vector<std::size_t> chain_sizes(const std::vector<LayerArrays>& layers) {
 // Runs a forward pass without the GIL when the work repays releasing it.
 template <class Fn>
 void run_forward(std::size_t work, Fn&& fn) {
-  std::optional<py::gil_scoped_release> release;
-  if (work >= kReleaseGilWork) release.emplace();
+  std::optional<CoreCall> call;
+  if (work >= kReleaseGilWork) call.emplace();
   fn();
 }
 
-// Layer `index` of every network, or of network `net`, as fresh arrays.
-template <class Get>
-py::tuple layer_copy(std::size_t n_nets, std::size_t n_in, std::size_t n_out,
-                     std::optional<std::size_t> net, Get&& get) {
+// Fresh arrays for every layer (of every network, or of one network when `one`), and where the
+// core should copy each layer out to.
+struct LayerCopies {
+  py::list pairs;
+  std::vector<LayerOut> out;
+};
+
+LayerCopies layer_copies(std::size_t n_nets, const std::vector<std::size_t>& sizes, bool one) {
+  LayerCopies c;
   const auto nets = static_cast<py::ssize_t>(n_nets);
-  const auto rows = static_cast<py::ssize_t>(n_in);
-  const auto cols = static_cast<py::ssize_t>(n_out);
-  FloatArray w = net ? FloatArray({rows, cols}) : FloatArray({nets, rows, cols});
-  FloatArray b = net ? FloatArray({cols}) : FloatArray({nets, cols});
-  get(w.mutable_data(), b.mutable_data());
-  return py::make_tuple(w, b);
+  for (std::size_t l = 0; l + 1 < sizes.size(); ++l) {
+    const auto rows = static_cast<py::ssize_t>(sizes[l]);
+    const auto cols = static_cast<py::ssize_t>(sizes[l + 1]);
+    FloatArray w = one ? FloatArray({rows, cols}) : FloatArray({nets, rows, cols});
+    FloatArray b = one ? FloatArray({cols}) : FloatArray({nets, cols});
+    c.out.push_back({w.mutable_data(), b.mutable_data()});
+    c.pairs.append(py::make_tuple(w, b));
+  }
+  return c;
 }
 
 // ---------------------------------------------------------------- Swarm
@@ -288,12 +300,16 @@ std::unique_ptr<SwarmNet> make_swarm(const py::handle& layers_obj,
   const Activation activation = activation_arg(activation_text, where, "activation");
   const std::vector<LayerArrays> layers =
       read_layers(layers_obj, where, "layers", true, std::nullopt, nullptr);
-  return translate(where, [&] {
+  return allocating(where + ": cannot allocate the weights of " +
+                        std::to_string(layers.front().n_nets) + " agents",
+                    [&] {
+    return translate(where, [&] {
     auto net = std::make_unique<SwarmNet>(layers.front().n_nets, chain_sizes(layers), activation);
     const std::vector<LayerView> v = views(layers);
-    py::gil_scoped_release release;
+    CoreCall call;
     net->set_weights(v);
     return net;
+  });
   });
 }
 
@@ -307,7 +323,7 @@ py::array swarm_forward(const SwarmNet& net, const py::handle& x_obj) {
   return out;
 }
 
-void swarm_set_layer(SwarmNet& net, py::ssize_t index, const py::handle& w, const py::handle& b) {
+void swarm_set_layer(SwarmNet& net, const py::handle& index, const py::handle& w, const py::handle& b) {
   const std::string where = "Swarm.set_layer";
   const std::size_t i = index_arg(index, net.n_layers(), where, "layer");
   const std::vector<std::size_t>& sizes = net.layer_sizes();
@@ -315,7 +331,7 @@ void swarm_set_layer(SwarmNet& net, py::ssize_t index, const py::handle& w, cons
   const LayerArrays layer = read_layer(py::make_tuple(w, b), where + ": " + name, true,
                                        {net.n_agents(), sizes[i], sizes[i + 1]});
   translate(where, [&] {
-    py::gil_scoped_release release;
+    CoreCall call;
     net.set_layer(i, {layer.w.data(), layer.b.data()});
   });
 }
@@ -326,36 +342,32 @@ void swarm_set_weights(SwarmNet& net, const py::handle& layers_obj) {
       read_layers(layers_obj, where, "layers", true, net.n_agents(), &net.layer_sizes());
   const std::vector<LayerView> v = views(layers);
   translate(where, [&] {
-    py::gil_scoped_release release;
+    CoreCall call;
     net.set_weights(v);
   });
 }
 
-void swarm_set_agent(SwarmNet& net, py::ssize_t agent, const py::handle& layers_obj) {
+void swarm_set_agent(SwarmNet& net, const py::handle& agent, const py::handle& layers_obj) {
   const std::string where = "Swarm.set_agent";
   const std::size_t k = index_arg(agent, net.n_agents(), where, "agent");
   const std::vector<LayerArrays> layers =
       read_layers(layers_obj, where, "layers", false, 1, &net.layer_sizes());
   const std::vector<LayerView> v = views(layers);
   translate(where, [&] {
-    py::gil_scoped_release release;
+    CoreCall call;
     net.set_agent(k, v);
   });
 }
 
+// Every layer as (W, b) arrays, copied under one lock (never torn by a concurrent set_*).
 py::list swarm_layers(const SwarmNet& net, std::optional<std::size_t> agent) {
-  const std::vector<std::size_t>& sizes = net.layer_sizes();
-  py::list out;
-  for (std::size_t l = 0; l < net.n_layers(); ++l) {
-    out.append(layer_copy(net.n_agents(), sizes[l], sizes[l + 1], agent, [&](float* w, float* b) {
-      if (agent) {
-        net.get_agent_layer(*agent, l, w, b);
-      } else {
-        net.get_layer(l, w, b);
-      }
-    }));
+  LayerCopies c = layer_copies(net.n_agents(), net.layer_sizes(), agent.has_value());
+  if (agent) {
+    net.get_agent(*agent, c.out);
+  } else {
+    net.get_weights(c.out);
   }
-  return out;
+  return c.pairs;
 }
 
 // ---------------------------------------------------------------- MLP
@@ -366,12 +378,14 @@ std::unique_ptr<MlpNet> make_mlp(const py::handle& layers_obj, const std::string
   const Activation output = activation_arg(output_text, where, "output_activation");
   const std::vector<LayerArrays> layers =
       read_layers(layers_obj, where, "layers", false, 1, nullptr);
-  return translate(where, [&] {
+  return allocating(where + ": cannot allocate the weights", [&] {
+    return translate(where, [&] {
     auto net = std::make_unique<MlpNet>(chain_sizes(layers), activation, output);
     const std::vector<LayerView> v = views(layers);
-    py::gil_scoped_release release;
+    CoreCall call;
     net->set_weights(v);
     return net;
+  });
   });
 }
 
@@ -385,7 +399,7 @@ py::array mlp_forward(const MlpNet& net, const py::handle& x_obj) {
   return out;
 }
 
-void mlp_set_layer(MlpNet& net, py::ssize_t index, const py::handle& w, const py::handle& b) {
+void mlp_set_layer(MlpNet& net, const py::handle& index, const py::handle& w, const py::handle& b) {
   const std::string where = "MLP.set_layer";
   const std::size_t i = index_arg(index, net.n_layers(), where, "layer");
   const std::vector<std::size_t>& sizes = net.layer_sizes();
@@ -393,7 +407,7 @@ void mlp_set_layer(MlpNet& net, py::ssize_t index, const py::handle& w, const py
   const LayerArrays layer =
       read_layer(py::make_tuple(w, b), where + ": " + name, false, {1, sizes[i], sizes[i + 1]});
   translate(where, [&] {
-    py::gil_scoped_release release;
+    CoreCall call;
     net.set_layer(i, {layer.w.data(), layer.b.data()});
   });
 }
@@ -404,19 +418,15 @@ void mlp_set_weights(MlpNet& net, const py::handle& layers_obj) {
       read_layers(layers_obj, where, "layers", false, 1, &net.layer_sizes());
   const std::vector<LayerView> v = views(layers);
   translate(where, [&] {
-    py::gil_scoped_release release;
+    CoreCall call;
     net.set_weights(v);
   });
 }
 
 py::list mlp_layers(const MlpNet& net) {
-  const std::vector<std::size_t>& sizes = net.layer_sizes();
-  py::list out;
-  for (std::size_t l = 0; l < net.n_layers(); ++l) {
-    out.append(layer_copy(1, sizes[l], sizes[l + 1], 0,
-                          [&](float* w, float* b) { net.get_layer(l, w, b); }));
-  }
-  return out;
+  LayerCopies c = layer_copies(1, net.layer_sizes(), true);
+  net.get_weights(c.out);
+  return c.pairs;
 }
 
 // ---------------------------------------------------------------- VAE encoder
@@ -445,14 +455,16 @@ std::unique_ptr<VaeEncoder> make_vae(const py::handle& layers_obj, const py::han
   }
   std::vector<std::size_t> trunk =
       layers.empty() ? std::vector<std::size_t>{mu.n_in} : chain_sizes(layers);
-  return translate(where, [&] {
+  return allocating(where + ": cannot allocate the weights", [&] {
+    return translate(where, [&] {
     auto net = std::make_unique<VaeEncoder>(trunk, mu.n_out, logvar.has_value(), activation);
     const std::vector<LayerView> v = views(layers);
     std::optional<LayerView> logvar_view;
     if (logvar) logvar_view = LayerView{logvar->w.data(), logvar->b.data()};
-    py::gil_scoped_release release;
+    CoreCall call;
     net->set_weights(v, {mu.w.data(), mu.b.data()}, logvar_view);
     return net;
+  });
   });
 }
 
@@ -515,16 +527,13 @@ void register_nn(py::module_& m) {
           set_ptr = sets.data();
         }
         py::array_t<double> out(static_cast<py::ssize_t>(n_bars));
-        {
-          py::gil_scoped_release release;
-          try {
-            consensus(static_cast<const float*>(sig.data()), n_agents, n_bars,
-                      static_cast<const double*>(w.data()), static_cast<std::size_t>(w.shape(0)),
-                      set_ptr, out.mutable_data());
-          } catch (const std::invalid_argument& e) {
-            py::gil_scoped_acquire acquire;
-            throw py::value_error(e.what());
-          }
+        try {
+          CoreCall call;  // dropped (GIL retaken) before the catch below
+          consensus(static_cast<const float*>(sig.data()), n_agents, n_bars,
+                    static_cast<const double*>(w.data()), static_cast<std::size_t>(w.shape(0)),
+                    set_ptr, out.mutable_data());
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
         }
         return out;
       },
@@ -542,7 +551,7 @@ void register_nn(py::module_& m) {
       .def("get_weights", [](const SwarmNet& net) { return swarm_layers(net, std::nullopt); })
       .def(
           "get_agent",
-          [](const SwarmNet& net, py::ssize_t agent) {
+          [](const SwarmNet& net, const py::handle& agent) {
             return swarm_layers(net, index_arg(agent, net.n_agents(), "Swarm.get_agent", "agent"));
           },
           py::arg("agent"))

@@ -12,6 +12,7 @@
 #include "colmena/risk_manager.hpp"
 #include "colmena/time_range.hpp"
 #include "colmena/trading_loop.hpp"
+#include "core_call.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -42,7 +43,7 @@ TailRisk tail_risk(const py::handle& returns_obj, double confidence, const std::
     if (method == "gaussian") return gaussian_tail_risk(r.data(), n, confidence);
     if (method == "cornish_fisher") return cornish_fisher_tail_risk(r.data(), n, confidence);
     if (method == "monte_carlo") {
-      py::gil_scoped_release release;
+      CoreCall call;
       return monte_carlo_tail_risk(r.data(), n, confidence, horizon, paths, seed);
     }
   } catch (const std::invalid_argument& e) {
@@ -116,21 +117,32 @@ void register_risk(py::module_& m) {
     }
   });
 
-  py::class_<RiskConfig>(m, "RiskConfig")
+  py::class_<RiskConfig> risk_config(m, "RiskConfig");
+  number_field(risk_config, "RiskConfig", "kelly_multiplier", &RiskConfig::kelly_multiplier);
+  number_field(risk_config, "RiskConfig", "kelly_window", &RiskConfig::kelly_window);
+  number_field(risk_config, "RiskConfig", "kelly_min_trades", &RiskConfig::kelly_min_trades);
+  number_field(risk_config, "RiskConfig", "kelly_prior", &RiskConfig::kelly_prior);
+  number_field(risk_config, "RiskConfig", "kelly_prior_trades", &RiskConfig::kelly_prior_trades);
+  number_field(risk_config, "RiskConfig", "max_leverage", &RiskConfig::max_leverage);
+  number_field(risk_config, "RiskConfig", "var_budget", &RiskConfig::var_budget);
+  number_field(risk_config, "RiskConfig", "var_confidence", &RiskConfig::var_confidence);
+  number_field(risk_config, "RiskConfig", "var_horizon_bars", &RiskConfig::var_horizon_bars);
+  number_field(risk_config, "RiskConfig", "ewma_lambda", &RiskConfig::ewma_lambda);
+  number_field(risk_config, "RiskConfig", "min_trade_fraction", &RiskConfig::min_trade_fraction);
+  number_field(risk_config, "RiskConfig", "halt_drawdown", &RiskConfig::halt_drawdown);
+  number_field(risk_config, "RiskConfig", "halt_window_ns", &RiskConfig::halt_window_ns);
+  number_field(risk_config, "RiskConfig", "stale_after_ns", &RiskConfig::stale_after_ns);
+  number_field(risk_config, "RiskConfig", "daily_loss_pause", &RiskConfig::daily_loss_pause);
+  number_field(risk_config, "RiskConfig", "alert_drawdown_warning",
+               &RiskConfig::alert_drawdown_warning);
+  number_field(risk_config, "RiskConfig", "alert_drawdown_critical",
+               &RiskConfig::alert_drawdown_critical);
+  number_field(risk_config, "RiskConfig", "alert_daily_pnl_warning",
+               &RiskConfig::alert_daily_pnl_warning);
+  number_field(risk_config, "RiskConfig", "alert_daily_pnl_critical",
+               &RiskConfig::alert_daily_pnl_critical);
+  risk_config
       .def(py::init<>())
-      .def_readwrite("kelly_multiplier", &RiskConfig::kelly_multiplier)
-      .def_readwrite("kelly_window", &RiskConfig::kelly_window)
-      .def_readwrite("kelly_min_trades", &RiskConfig::kelly_min_trades)
-      .def_readwrite("kelly_prior", &RiskConfig::kelly_prior)
-      .def_readwrite("kelly_prior_trades", &RiskConfig::kelly_prior_trades)
-      .def_readwrite("max_leverage", &RiskConfig::max_leverage)
-      .def_readwrite("var_budget", &RiskConfig::var_budget)
-      .def_readwrite("var_confidence", &RiskConfig::var_confidence)
-      .def_readwrite("var_horizon_bars", &RiskConfig::var_horizon_bars)
-      .def_readwrite("ewma_lambda", &RiskConfig::ewma_lambda)
-      .def_readwrite("min_trade_fraction", &RiskConfig::min_trade_fraction)
-      .def_readwrite("halt_drawdown", &RiskConfig::halt_drawdown)
-      .def_readwrite("halt_window_ns", &RiskConfig::halt_window_ns)
       .def_property(
           "ladder_drawdown",
           [](const RiskConfig& c) {
@@ -147,12 +159,6 @@ void register_risk(py::module_& m) {
           [](RiskConfig& c, const std::array<std::int64_t, 3>& v) {
             std::copy(v.begin(), v.end(), c.ladder_pause_ns);
           })
-      .def_readwrite("stale_after_ns", &RiskConfig::stale_after_ns)
-      .def_readwrite("daily_loss_pause", &RiskConfig::daily_loss_pause)
-      .def_readwrite("alert_drawdown_warning", &RiskConfig::alert_drawdown_warning)
-      .def_readwrite("alert_drawdown_critical", &RiskConfig::alert_drawdown_critical)
-      .def_readwrite("alert_daily_pnl_warning", &RiskConfig::alert_daily_pnl_warning)
-      .def_readwrite("alert_daily_pnl_critical", &RiskConfig::alert_daily_pnl_critical)
       .def("validate", [](const RiskConfig& c) {
         try {
           c.validate();
@@ -161,14 +167,17 @@ void register_risk(py::module_& m) {
         }
       });
 
-  py::class_<ExecutionConfig>(m, "ExecutionConfig")
+  py::class_<ExecutionConfig> execution_config(m, "ExecutionConfig");
+  number_field(execution_config, "ExecutionConfig", "initial_cash", &ExecutionConfig::initial_cash);
+  number_field(execution_config, "ExecutionConfig", "fee_bps", &ExecutionConfig::fee_bps);
+  number_field(execution_config, "ExecutionConfig", "slippage_bps", &ExecutionConfig::slippage_bps);
+  number_field(execution_config, "ExecutionConfig", "impact_bps", &ExecutionConfig::impact_bps);
+  number_field(execution_config, "ExecutionConfig", "max_participation",
+               &ExecutionConfig::max_participation);
+  number_field(execution_config, "ExecutionConfig", "borrow_bps_per_day",
+               &ExecutionConfig::borrow_bps_per_day);
+  execution_config
       .def(py::init<>())
-      .def_readwrite("initial_cash", &ExecutionConfig::initial_cash)
-      .def_readwrite("fee_bps", &ExecutionConfig::fee_bps)
-      .def_readwrite("slippage_bps", &ExecutionConfig::slippage_bps)
-      .def_readwrite("impact_bps", &ExecutionConfig::impact_bps)
-      .def_readwrite("max_participation", &ExecutionConfig::max_participation)
-      .def_readwrite("borrow_bps_per_day", &ExecutionConfig::borrow_bps_per_day)
       .def_readwrite("allow_short", &ExecutionConfig::allow_short)
       .def("validate", [](const ExecutionConfig& c) {
         try {
@@ -327,14 +336,11 @@ void register_risk(py::module_& m) {
           input.model = model.data();
         }
         BacktestResult r;
-        {
-          py::gil_scoped_release release;
-          try {
-            r = run_backtest(input, risk, execution);
-          } catch (const std::invalid_argument& e) {
-            py::gil_scoped_acquire acquire;
-            throw py::value_error(e.what());
-          }
+        try {
+          CoreCall call;  // dropped (GIL retaken) before the catch below
+          r = run_backtest(input, risk, execution);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
         }
         py::dict out;
         out["cash"] = to_numpy(r.cash);
@@ -458,14 +464,11 @@ void register_risk(py::module_& m) {
         input.min_trade_fraction = min_trade_fraction;
         input.wind_down_bars = wind_down_bars;
         TargetSimulationResult r;
-        {
-          py::gil_scoped_release release;
-          try {
-            r = simulate_targets(input, execution);
-          } catch (const std::invalid_argument& e) {
-            py::gil_scoped_acquire acquire;
-            throw py::value_error(e.what());
-          }
+        try {
+          CoreCall call;  // dropped (GIL retaken) before the catch below
+          r = simulate_targets(input, execution);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
         }
         auto matrix = [&](const std::vector<double>& v) {
           py::array_t<double> a({static_cast<py::ssize_t>(input.k),

@@ -9,6 +9,7 @@
 
 #include "array_checks.hpp"
 #include "colmena/market_state.hpp"
+#include "core_call.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -131,7 +132,7 @@ out of range or a non-finite weight.
         py::array_t<double> features({ts.size(), F});
         py::array_t<bool> valid(ts.size());
         as_value_error([&] {
-          py::gil_scoped_release release;
+          CoreCall call;
           market_state_batch(ts.data(), close.data(), volume.data(), n, spec,
                              features.mutable_data(), valid.mutable_data());
           return 0;
@@ -188,7 +189,7 @@ Raises ValueError for arrays of different lengths, TypeError for a wrong dtype.
         }
         py::array_t<double> trend(rows.size()), volatility(rows.size());
         as_value_error([&] {
-          py::gil_scoped_release release;
+          CoreCall call;
           regime_features_batch(close.data(), static_cast<std::size_t>(close.size()), rows.data(),
                                 static_cast<std::size_t>(rows.size()),
                                 static_cast<std::size_t>(lookback), trend.mutable_data(),
@@ -208,7 +209,8 @@ Raises ValueError for lookback < 1 or a row >= n.
   py::class_<MarketStateStream>(m, "MarketStateStream", R"doc(
 Streaming market state: one candle in, the bar's four features and validity out, equal bit for
 bit to market_state_batch over the same candles (same per-window kernel, windows kept in rings).
-O(ffd window + volatility_bars + volume_bars) per update, no allocation. Not thread-safe.
+O(ffd window + volatility_bars + volume_bars) per update, no allocation. Thread-safe: every
+call holds the stream's lock (update_many for its whole batch).
 
 update(ts, close, volume) / update_candle(ts, open, high, low, close, volume) return the bar's
 validity; ts is the open time in ns since epoch UTC and must be after the newest one, prices
@@ -221,17 +223,29 @@ raises ValueError and changes nothing.
            py::arg("spec"))
       .def(
           "update",
-          [](MarketStateStream& self, std::int64_t ts, double close, double volume) {
+          [](MarketStateStream& self, const py::handle& ts_obj, const py::handle& close_obj,
+             const py::handle& volume_obj) {
+            const std::int64_t ts = int_arg(ts_obj, "MarketStateStream.update: ts");
+            const double close = float_arg(close_obj, "MarketStateStream.update: close");
+            const double volume = float_arg(volume_obj, "MarketStateStream.update: volume");
+            std::lock_guard<ObjectMutex> lock(self.mutex());
             return as_value_error([&] { return self.update(ts, close, volume).valid; });
           },
           py::arg("ts"), py::arg("close"), py::arg("volume"),
           "Append one candle; returns whether the bar's state is valid.")
       .def(
           "update_candle",
-          [](MarketStateStream& self, std::int64_t ts, double open, double high, double low,
-             double close, double volume) {
-            return as_value_error(
-                [&] { return self.update(Candle{ts, open, high, low, close, volume}).valid; });
+          [](MarketStateStream& self, const py::handle& ts, const py::handle& open,
+             const py::handle& high, const py::handle& low, const py::handle& close,
+             const py::handle& volume) {
+            const Candle candle{int_arg(ts, "MarketStateStream.update_candle: ts"),
+                                float_arg(open, "MarketStateStream.update_candle: open"),
+                                float_arg(high, "MarketStateStream.update_candle: high"),
+                                float_arg(low, "MarketStateStream.update_candle: low"),
+                                float_arg(close, "MarketStateStream.update_candle: close"),
+                                float_arg(volume, "MarketStateStream.update_candle: volume")};
+            std::lock_guard<ObjectMutex> lock(self.mutex());
+            return as_value_error([&] { return self.update(candle).valid; });
           },
           py::arg("ts"), py::arg("open"), py::arg("high"), py::arg("low"), py::arg("close"),
           py::arg("volume"),
@@ -249,7 +263,8 @@ raises ValueError and changes nothing.
             py::array_t<double> features({ts.size(), F});
             py::array_t<bool> valid(ts.size());
             as_value_error([&] {
-              py::gil_scoped_release release;
+              CoreCall call;
+              std::lock_guard<ObjectMutex> lock(self.mutex());
               self.update_many(ts.data(), close.data(), volume.data(),
                                static_cast<std::size_t>(ts.size()), features.mutable_data(),
                                valid.mutable_data());
@@ -260,18 +275,34 @@ raises ValueError and changes nothing.
           py::arg("ts"), py::arg("close"), py::arg("volume"),
           "Append candles (int64/float64/float64 [n]); every row is checked first. Returns "
           "(features float64 [n, 4], valid bool [n]).")
-      .def("reset", &MarketStateStream::reset)
+      .def("reset",
+           [](MarketStateStream& self) {
+             std::lock_guard<ObjectMutex> lock(self.mutex());
+             self.reset();
+           })
       .def_property_readonly("features",
                              [](const MarketStateStream& self) {
-                               py::array_t<double> out(F);
+                               py::array_t<double> out(F);  // before the lock (see the header)
+                               std::lock_guard<ObjectMutex> lock(self.mutex());
                                std::copy(self.last().features, self.last().features + F,
                                          out.mutable_data());
                                return out;
                              })
       .def_property_readonly("valid",
-                             [](const MarketStateStream& self) { return self.last().valid; })
-      .def_property_readonly("count", &MarketStateStream::count)
-      .def_property_readonly("newest_timestamp", &MarketStateStream::newest_timestamp)
+                             [](const MarketStateStream& self) {
+                               std::lock_guard<ObjectMutex> lock(self.mutex());
+                               return self.last().valid;
+                             })
+      .def_property_readonly("count",
+                             [](const MarketStateStream& self) {
+                               std::lock_guard<ObjectMutex> lock(self.mutex());
+                               return self.count();
+                             })
+      .def_property_readonly("newest_timestamp",
+                             [](const MarketStateStream& self) {
+                               std::lock_guard<ObjectMutex> lock(self.mutex());
+                               return self.newest_timestamp();
+                             })
       .def_property_readonly("lookback_bars", &MarketStateStream::lookback_bars)
       .def_property_readonly("spec", [](const MarketStateStream& self) { return self.spec(); })
       .def(
@@ -279,6 +310,7 @@ raises ValueError and changes nothing.
           [](const MarketStateStream& self) {
             double trend = 0.0, volatility = 0.0;
             try {
+              std::lock_guard<ObjectMutex> lock(self.mutex());
               self.regime(&trend, &volatility);
             } catch (const std::logic_error& e) {
               throw py::value_error(e.what());
@@ -292,7 +324,10 @@ raises ValueError and changes nothing.
           [](const MarketStateStream& self) {
             const auto s = static_cast<py::ssize_t>(self.spec().state_bars);
             py::array_t<double> out({s, F});
-            self.raw_window(out.mutable_data());
+            {
+              std::lock_guard<ObjectMutex> lock(self.mutex());
+              self.raw_window(out.mutable_data());
+            }
             return out;
           },
           "The last state_bars feature rows, oldest first, float64 [state_bars, 4] (NaN rows "
@@ -303,7 +338,10 @@ raises ValueError and changes nothing.
             DoubleArray mean = require_features(mean_obj, "mean");
             DoubleArray sd = require_features(std_obj, "std");
             py::array_t<float> out(static_cast<py::ssize_t>(self.spec().state_bars) * F);
-            self.window(mean.data(), sd.data(), out.mutable_data());
+            {
+              std::lock_guard<ObjectMutex> lock(self.mutex());
+              self.window(mean.data(), sd.data(), out.mutable_data());
+            }
             return out;
           },
           py::arg("mean"), py::arg("std"),
@@ -316,7 +354,10 @@ raises ValueError and changes nothing.
             DoubleArray mean = require_features(mean_obj, "mean");
             DoubleArray sd = require_features(std_obj, "std");
             py::array_t<float> out(F);
-            self.current(mean.data(), sd.data(), out.mutable_data());
+            {
+              std::lock_guard<ObjectMutex> lock(self.mutex());
+              self.current(mean.data(), sd.data(), out.mutable_data());
+            }
             return out;
           },
           py::arg("mean"), py::arg("std"),

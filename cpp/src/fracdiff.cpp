@@ -106,7 +106,22 @@ FracDiffStream::FracDiffStream(std::vector<double> weights)
   ring_.assign(2 * window_, 0.0);
 }
 
-double FracDiffStream::update(double x) noexcept {
+double FracDiffStream::update(double x) {
+  std::lock_guard<ObjectMutex> lock(mutex_);
+  return update_locked(x);
+}
+
+void FracDiffStream::update_many(const double* x, std::size_t n, double* out) {
+  std::lock_guard<ObjectMutex> lock(mutex_);
+  for (std::size_t i = 0; i < n; ++i) out[i] = update_locked(x[i]);
+}
+
+std::size_t FracDiffStream::count() const {
+  std::lock_guard<ObjectMutex> lock(mutex_);
+  return count_;
+}
+
+double FracDiffStream::update_locked(double x) noexcept {
   ring_[head_] = x;
   ring_[head_ + window_] = x;
   ++count_;
@@ -120,7 +135,8 @@ double FracDiffStream::update(double x) noexcept {
   return simd::kernels().dot(reversed_.data(), window_start, window_);
 }
 
-void FracDiffStream::reset() noexcept {
+void FracDiffStream::reset() {
+  std::lock_guard<ObjectMutex> lock(mutex_);
   std::fill(ring_.begin(), ring_.end(), 0.0);
   head_ = 0;
   count_ = 0;

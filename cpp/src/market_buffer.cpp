@@ -68,6 +68,37 @@ struct MarketBufferForkRegistry {
 #endif
 };
 
+namespace {
+
+// std::length_error when `capacity` candles of `bytes_per_candle` committed bytes exceed this
+// machine's physical memory, naming the capacity, the bytes and the largest capacity that fits.
+void refuse_beyond_physical_memory(std::size_t capacity, std::size_t bytes_per_candle,
+                                   const char* storage) {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page_size <= 0) return;
+  const double physical = static_cast<double>(pages) * static_cast<double>(page_size);
+  const double needed = static_cast<double>(capacity) * static_cast<double>(bytes_per_candle);
+  if (needed > physical) {
+    const auto largest = static_cast<unsigned long long>(physical / bytes_per_candle);
+    throw std::length_error(
+        "MarketBuffer: capacity " + std::to_string(capacity) + " needs " +
+        std::to_string(static_cast<unsigned long long>(needed)) + " bytes of " + storage +
+        " storage (" + std::to_string(bytes_per_candle) +
+        " per candle), more than this machine's memory (" +
+        std::to_string(static_cast<unsigned long long>(physical)) +
+        " bytes physical); the largest capacity that fits is " + std::to_string(largest));
+  }
+#else
+  (void)capacity;
+  (void)bytes_per_candle;
+  (void)storage;
+#endif
+}
+
+}  // namespace
+
 MarketBuffer::MarketBuffer(std::size_t capacity, RingStoragePreference preference)
     : capacity_(capacity) {
   if (capacity == 0) {
@@ -80,22 +111,12 @@ MarketBuffer::MarketBuffer(std::size_t capacity, RingStoragePreference preferenc
     throw std::length_error("MarketBuffer: capacity " + std::to_string(capacity) +
                             " is too large to address");
   }
-#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
   // Storage is committed up front, so a capacity beyond physical memory would not fail cleanly
-  // later: it would get the process killed while pre-faulting. Refuse it here.
-  const long pages = sysconf(_SC_PHYS_PAGES);
-  const long page_size = sysconf(_SC_PAGESIZE);
-  if (pages > 0 && page_size > 0) {
-    const double physical = static_cast<double>(pages) * static_cast<double>(page_size);
-    const double needed = static_cast<double>(capacity) * kFields * kElementBytes;
-    if (needed > physical) {
-      throw std::length_error("MarketBuffer: capacity " + std::to_string(capacity) + " needs " +
-                              std::to_string(static_cast<unsigned long long>(needed)) +
-                              " bytes, more than this machine's memory (" +
-                              std::to_string(static_cast<unsigned long long>(physical)) + ")");
-    }
+  // later: it would get the process killed while pre-faulting. Refuse it here, for the storage
+  // about to be committed: mirrored holds each slot once, double_write twice.
+  if (preference != RingStoragePreference::double_write) {
+    refuse_beyond_physical_memory(capacity, kFields * kElementBytes, "mirrored");
   }
-#endif
   if (preference != RingStoragePreference::double_write && try_map_mirrored()) {
     storage_ = RingStorage::mirrored;
 #if defined(COLMENA_HAVE_MIRRORED_RING)
@@ -108,6 +129,7 @@ MarketBuffer::MarketBuffer(std::size_t capacity, RingStoragePreference preferenc
         "MarketBuffer: mirrored storage is unavailable here (needs Linux memfd_create and mmap); "
         "use storage='auto' or 'double_write'");
   }
+  refuse_beyond_physical_memory(capacity, 2 * kFields * kElementBytes, "double_write");
   allocate_double_write();
 }
 

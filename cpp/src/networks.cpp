@@ -167,6 +167,20 @@ void GuardedWeights::read(std::size_t layer, std::optional<std::size_t> net, flo
   }
 }
 
+void GuardedWeights::read_all(std::span<const LayerOut> out,
+                              std::optional<std::size_t> net) const {
+  check_count(out.size(), shape().n_layers());
+  if (net) check_index(*net, shape().n_nets, "network");
+  std::shared_lock lock(mutex_);
+  for (std::size_t layer = 0; layer < out.size(); ++layer) {
+    if (net) {
+      weights_->read_layer(layer, *net, out[layer].w, out[layer].b);
+    } else {
+      weights_->read_layer(layer, out[layer].w, out[layer].b);
+    }
+  }
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------- SwarmNet
@@ -211,6 +225,15 @@ void SwarmNet::get_agent_layer(std::size_t agent, std::size_t index, float* w, f
   net_.read(index, agent, w, b);
 }
 
+void SwarmNet::get_weights(std::span<const LayerOut> layers) const {
+  net_.read_all(layers, std::nullopt);
+}
+
+void SwarmNet::get_agent(std::size_t agent, std::span<const LayerOut> layers) const {
+  check_index(agent, n_agents(), "agent");
+  net_.read_all(layers, agent);
+}
+
 // ---------------------------------------------------------------- MlpNet
 MlpNet::MlpNet(std::vector<std::size_t> layer_sizes, Activation activation,
                Activation output_activation, std::shared_ptr<const NeuralBackend> backend)
@@ -238,6 +261,8 @@ void MlpNet::set_layer(std::size_t index, LayerView layer) {
 }
 
 void MlpNet::get_layer(std::size_t index, float* w, float* b) const { net_.read(index, 0, w, b); }
+
+void MlpNet::get_weights(std::span<const LayerOut> layers) const { net_.read_all(layers, 0); }
 
 // ---------------------------------------------------------------- VaeEncoder
 VaeEncoder::VaeEncoder(std::vector<std::size_t> trunk_sizes, std::size_t latent_size,

@@ -8,11 +8,17 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <shared_mutex>
 #include <thread>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #include <immintrin.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#include <unistd.h>
+#define COLMENA_HAVE_ATFORK 1
 #endif
 
 namespace colmena {
@@ -53,11 +59,24 @@ std::size_t default_threads() noexcept {
 
 std::atomic<std::size_t> g_thread_cap{0};
 
+// The pool, built on first use. Leaked on purpose: joining workers from a static destructor at
+// interpreter exit can hang, and a forked child drops its copy without touching it (see
+// parallel.hpp, "Fork"). g_pool_create is held while one is built and across a fork.
+class Pool;
+std::atomic<Pool*> g_pool{nullptr};
+std::mutex g_pool_create;
+
 class Pool {
  public:
   static Pool& instance() {
-    // Leaked on purpose: joining workers from a static destructor at interpreter exit can hang.
-    static Pool* pool = new Pool(default_threads());
+    Pool* pool = g_pool.load(std::memory_order_acquire);
+    if (pool != nullptr) return *pool;
+    std::lock_guard<std::mutex> lock(g_pool_create);
+    pool = g_pool.load(std::memory_order_acquire);
+    if (pool == nullptr) {
+      pool = new Pool(default_threads());
+      g_pool.store(pool, std::memory_order_release);
+    }
     return *pool;
   }
 
@@ -184,7 +203,85 @@ class Pool {
 thread_local bool Pool::tls_inside_ = false;
 thread_local std::size_t Pool::tls_slot_ = 0;
 
+// ------------------------------------------------------------------ core calls (parallel.hpp)
+// g_guard: shared by each core call's work, exclusive across a fork. g_in_flight: calls admitted
+// and not done. g_stopped: core_calls_stop() ran. g_abandoned: it gave up waiting.
+// g_guard is a leaked pointer because the child replaces it rather than unlocking it: glibc's
+// rwlock remembers its writer by thread id, which a forked child's thread no longer has, so an
+// unlock there would be taken for a reader's and leave the lock held.
+std::shared_mutex* g_guard = new std::shared_mutex();
+std::atomic<std::size_t> g_in_flight{0};
+std::atomic<bool> g_stopped{false};
+std::atomic<bool> g_abandoned{false};
+
+#if defined(COLMENA_HAVE_ATFORK)
+void prepare_fork() noexcept {
+  g_guard->lock();        // waits for the core calls inside their work
+  g_pool_create.lock();   // no pool half-built at the fork
+}
+void after_fork_parent() noexcept {
+  g_pool_create.unlock();
+  g_guard->unlock();
+}
+void after_fork_child() noexcept {
+  // Only the forking thread exists here. The pool's workers are gone, and one may have held the
+  // pool's mutex at the fork: forget it (leaked) so that the next loop builds a fresh one.
+  g_pool.store(nullptr, std::memory_order_release);
+  g_in_flight.store(0);
+  g_pool_create.unlock();
+  g_guard = new std::shared_mutex();  // the old one stays locked, leaked (see above)
+}
+
+// Installs the handlers when the library is loaded, before any core call can run.
+const bool g_fork_handlers_installed = [] {
+  return pthread_atfork(&prepare_fork, &after_fork_parent, &after_fork_child) == 0;
+}();
+#endif
+
 }  // namespace
+
+void core_call_admit() {
+  g_in_flight.fetch_add(1);  // sequentially consistent: pairs with core_calls_stop
+  if (g_stopped.load()) {
+    g_in_flight.fetch_sub(1);
+    throw CoreStoppedError(
+        "colmena: the core accepts no new calls: the interpreter is shutting down");
+  }
+}
+
+void core_call_lock() noexcept { g_guard->lock_shared(); }
+
+void core_call_unlock() noexcept { g_guard->unlock_shared(); }
+
+void core_call_done() noexcept {
+  g_in_flight.fetch_sub(1, std::memory_order_acq_rel);
+  if (g_abandoned.load(std::memory_order_acquire)) {
+    // The exit hook stopped waiting and the interpreter is finalizing: retaking the GIL would
+    // end this thread with pthread_exit through a noexcept frame (std::terminate). Park it.
+    for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+  }
+}
+
+std::size_t core_calls_in_flight() noexcept { return g_in_flight.load(std::memory_order_acquire); }
+
+bool core_calls_stop(std::chrono::milliseconds timeout) noexcept {
+  // Admission increments before it reads g_stopped, and this stores before it reads the count
+  // (both sequentially consistent): a call either sees the stop or is counted here.
+  g_stopped.store(true);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (g_in_flight.load() != 0) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      g_abandoned.store(true);
+      // A call that finished between the last look and the store above may already be on its
+      // way back to the GIL; none is lost to the count.
+      return g_in_flight.load() == 0;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+bool core_calls_stopped() noexcept { return g_stopped.load(std::memory_order_acquire); }
 
 std::size_t max_threads() noexcept {
   const std::size_t cap = g_thread_cap.load();

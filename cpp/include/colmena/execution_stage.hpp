@@ -21,6 +21,9 @@
 /// Each call checks its input before it changes anything: a call that throws leaves the stage as
 /// it was. Sources: paper_executor.hpp for fills, fees, slippage and borrow; the design
 /// documents' execution layer (seeds/001, "OrderExecutor: gestión de órdenes, slippage").
+///
+/// Thread safety: as TradingLoop (trading_loop.hpp): sequential state for one thread; from
+/// Python every call keeps the GIL, so concurrent calls are serialised whole.
 #include <cstddef>
 #include <cstdint>
 #include <optional>

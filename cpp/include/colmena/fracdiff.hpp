@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <vector>
 
+#include "colmena/object_mutex.hpp"
+
 namespace colmena {
 
 /// Most weights a threshold alone may select (8 MB of doubles); the Python API bounds explicit
@@ -51,14 +53,20 @@ void fracdiff_expanding(const double* x, std::size_t n, double d, double thresho
 /// sum each output in the order of simd::KernelTable::dot). The FFT method agrees to about
 /// 1e-15 relative, not bit for bit. Returns NaN until `window` values have arrived and while a
 /// non-finite value is inside the window.
+///
+/// Thread safety: every member takes the object's lock, so one stream may be shared between
+/// threads; update_many holds it for the whole batch, so concurrent batches never interleave
+/// (each lands as one run, in some order) and no update is lost.
 class FracDiffStream {
  public:
   explicit FracDiffStream(std::vector<double> weights);
-  double update(double x) noexcept;
-  void reset() noexcept;
+  double update(double x);
+  /// update() on x[0..n), out[i] its output, under one hold of the lock.
+  void update_many(const double* x, std::size_t n, double* out);
+  void reset();
   std::size_t window() const noexcept { return window_; }
   /// Values received since construction or the last reset.
-  std::size_t count() const noexcept { return count_; }
+  std::size_t count() const;
   const std::vector<double>& weights() const noexcept { return weights_; }
 
  private:
@@ -69,6 +77,9 @@ class FracDiffStream {
   std::size_t head_ = 0;  // slot of the next value
   std::size_t count_ = 0;
   std::size_t last_bad_ = 0;  // 1 + index of the newest non-finite value (0: none)
+  mutable ObjectMutex mutex_;
+
+  double update_locked(double x) noexcept;
 };
 
 }  // namespace colmena

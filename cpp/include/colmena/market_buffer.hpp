@@ -21,8 +21,15 @@
 /// Fork: a forked child gets its own private copy of every mirrored buffer (remapped at the same
 /// addresses in the child), so writes in one process never show in the other.
 ///
-/// Thread safety: none. Concurrent calls that write must be serialised by the caller (the Python
-/// binding does so with a lock); reads concurrent with a write see torn data.
+/// Thread safety: none inside. Concurrent calls that write must be serialised by the caller: the
+/// Python binding holds a per-buffer mutex around every call (extend holds it without the GIL,
+/// push and last with it, never creating Python objects under it), so a buffer may be shared
+/// between Python threads; each extend lands whole, in an unspecified order, and a window
+/// (last(n) without copy) read while another thread writes can show rows being overwritten.
+///
+/// Capacity: storage is committed at construction, so a capacity whose committed bytes exceed
+/// the machine's physical memory is refused with std::length_error before anything is
+/// allocated: 48 bytes a candle for mirrored, 96 for double_write (every slot stored twice).
 #include <cstddef>
 #include <cstdint>
 #include <optional>

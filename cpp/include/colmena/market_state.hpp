@@ -38,6 +38,7 @@
 #include <optional>
 #include <vector>
 
+#include "colmena/object_mutex.hpp"
 #include "colmena/ohlcv_validation.hpp"
 
 namespace colmena {
@@ -70,6 +71,9 @@ std::uint64_t missing_bars(std::int64_t previous_ts, std::int64_t ts,
                            std::int64_t bar_ns) noexcept;
 
 /// The per-window kernel: features and validity of one bar from its trailing windows.
+///
+/// Thread safety: immutable after construction (every member is const), so one kernel may be
+/// used from any number of threads at once (market_state_batch runs it on the pool's threads).
 class MarketStateKernel {
  public:
   /// Validates the spec (see MarketStateSpec::validate).
@@ -138,9 +142,18 @@ struct MarketBar {
 
 /// Streaming market state: one candle in, the bar's features and validity out, equal bit for
 /// bit to market_state_batch over the same candles (the same kernel on the same windows, kept
-/// in rings). O(W + V + M) per update, no allocation after construction. Not thread-safe.
+/// in rings). O(W + V + M) per update, no allocation after construction.
+///
+/// Thread safety: the members take no lock themselves (the per-candle path stays lock-free in
+/// C++). An object shared between threads must be used under mutex(): the Python binding holds
+/// it around every call (update_many for its whole batch, without the GIL), so from Python one
+/// stream may be shared and concurrent batches land whole, one after the other. Never create
+/// Python objects while holding it (that may run other threads' code, which may wait for it).
 class MarketStateStream {
  public:
+  /// The lock that callers sharing this object hold around every call (see above).
+  ObjectMutex& mutex() const noexcept { return mutex_; }
+
   /// Validates the spec; throws std::invalid_argument.
   explicit MarketStateStream(MarketStateSpec spec);
 
@@ -207,6 +220,7 @@ class MarketStateStream {
   std::size_t count_ = 0;
   std::size_t last_large_gap_row_ = 0;
   MarketBar last_;
+  mutable ObjectMutex mutex_;
 };
 
 }  // namespace colmena

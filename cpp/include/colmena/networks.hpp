@@ -12,7 +12,9 @@
 /// Thread safety (all three classes):
 /// - Shapes, activations and the backend are fixed at construction; the weights start at zero.
 /// - forward / encode and the get_* accessors are const and safe to call from any number of
-///   threads at once.
+///   threads at once. get_weights / get_agent copy every layer under one shared lock, so what
+///   they return is always one whole set of weights (never layers from before and after a
+///   set_*); get_layer alone is consistent only within its layer.
 /// - set_* may be called from any thread at any time. It checks every value first and writes
 ///   nothing when it throws; then it takes the object's exclusive lock, so it waits for the
 ///   forward passes already running, and every forward pass sees the weights entirely from
@@ -49,6 +51,12 @@ struct LayerView {
   const float* b = nullptr;
 };
 
+/// Where to copy one dense layer out to (same layouts as LayerView).
+struct LayerOut {
+  float* w = nullptr;
+  float* b = nullptr;
+};
+
 namespace detail {
 
 /// A backend's weights behind a reader/writer lock, with the all-or-nothing write the facades
@@ -73,6 +81,8 @@ class GuardedWeights {
   void write(const std::vector<Write>& writes, std::optional<std::size_t> net);
   /// Copy a layer out under the shared lock.
   void read(std::size_t layer, std::optional<std::size_t> net, float* w, float* b) const;
+  /// Copy every layer out (out[i] for layer i, n_layers of them) under one shared lock.
+  void read_all(std::span<const LayerOut> out, std::optional<std::size_t> net) const;
 
   /// Run fn(backend, weights) under the shared lock.
   template <class Fn>
@@ -124,6 +134,10 @@ class SwarmNet {
   void get_layer(std::size_t index, float* w, float* b) const;
   /// Layer `index` of agent `agent`, out to w [n_in, n_out], b [n_out].
   void get_agent_layer(std::size_t agent, std::size_t index, float* w, float* b) const;
+  /// Every layer of every agent (layouts as get_layer), n_layers() of them, as one snapshot.
+  void get_weights(std::span<const LayerOut> layers) const;
+  /// Every layer of agent `agent` (layouts as get_agent_layer), as one snapshot.
+  void get_agent(std::size_t agent, std::span<const LayerOut> layers) const;
 
  private:
   std::vector<std::size_t> layer_sizes_;
@@ -155,6 +169,8 @@ class MlpNet {
   void set_weights(std::span<const LayerView> layers);
   void set_layer(std::size_t index, LayerView layer);
   void get_layer(std::size_t index, float* w, float* b) const;
+  /// Every layer, n_layers() of them, as one snapshot.
+  void get_weights(std::span<const LayerOut> layers) const;
 
  private:
   std::vector<std::size_t> layer_sizes_;

@@ -15,6 +15,9 @@
 /// (accrue_borrow; margin borrow or perpetual funding). Realized PnL uses the average-cost method. A round-trip trade opens when the
 /// position leaves zero (or flips) and closes when it returns to zero (or flips); its PnL is net
 /// of the fees and borrow cost paid while it was open.
+///
+/// Thread safety: none inside (sequential state of one account). From Python every call keeps
+/// the GIL, so concurrent calls are serialised whole.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>

@@ -28,6 +28,9 @@
 /// `max_leverage` and by the VaR budget: the position's parametric VaR at `var_confidence` over
 /// `var_horizon_bars` bars, from a RiskMetrics EWMA volatility of bar log returns (J.P. Morgan,
 /// RiskMetrics Technical Document, 1996), may not exceed `var_budget` of equity.
+///
+/// Thread safety: none inside (sequential state of one account). From Python every call keeps
+/// the GIL, so concurrent calls are serialised whole.
 #include <cstddef>
 #include <cstdint>
 #include <deque>

@@ -36,6 +36,9 @@
 /// Each call checks its input before it changes anything: a call that throws leaves the stage as
 /// it was. Sources: the design documents' execution layer (seeds/001, "RiskManager: Kelly 1/4,
 /// VaR, CVaR"; the thresholds in SPEC.md) and risk_manager.hpp for the rules themselves.
+///
+/// Thread safety: as TradingLoop (trading_loop.hpp): sequential state for one thread; from
+/// Python every call keeps the GIL, so concurrent calls are serialised whole.
 #include <cstddef>
 #include <cstdint>
 #include <limits>

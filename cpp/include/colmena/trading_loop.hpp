@@ -24,6 +24,11 @@
 ///
 /// Without a RiskManager (pass-through mode, for fitness and baselines) the target is the clamped
 /// signal itself and no breaker, pause or Kelly sizing applies.
+///
+/// Thread safety: none inside; a TradingLoop is one account's sequential state and is meant to
+/// be driven by one thread. From Python every method keeps the GIL for its whole call (none
+/// releases it), so calls from several Python threads are serialised whole and cannot tear its
+/// state; their order is the callers' business (out-of-order bars throw std::logic_error).
 #include <cstddef>
 #include <cstdint>
 #include <optional>

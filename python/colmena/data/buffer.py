@@ -107,10 +107,11 @@ class MarketBuffer:
     Raises
     ------
     ValueError
-        capacity < 1, an unknown storage name, or a capacity whose storage (48 bytes per
-        candle) exceeds the machine's physical memory.
+        capacity < 1, an unknown storage name, or a capacity whose committed storage exceeds
+        the machine's physical memory (48 bytes a candle mirrored, 96 double_write; the
+        message names the largest capacity that fits). Checked before anything is allocated.
     TypeError
-        capacity is not an integer.
+        capacity is not an integer (a bool is refused too).
     RuntimeError
         storage="mirrored" and the system cannot provide it.
     MemoryError
@@ -128,7 +129,10 @@ class MarketBuffer:
     overwritten. Use one writer, or your own lock.
 
     After ``os.fork()`` the child gets its own private copy of the ring at the same addresses:
-    writes in one process never show in the other.
+    writes in one process never show in the other. Forking while another thread is inside
+    ``extend`` is safe: the fork waits for the call to finish (``cpp/include/colmena/parallel.hpp``,
+    "Fork"). At interpreter exit, core calls still running in daemon threads are waited for
+    (up to ``_core.CORE_EXIT_WAIT_S`` seconds) and new ones raise RuntimeError.
 
     Source: ``cpp/src/market_buffer.cpp``, ``bindings/register_buffer.cpp``.
 
