@@ -226,7 +226,11 @@ void register_buffer(py::module_& m) {
       "find_invalid_ohlcv",
       [](const py::handle& ts, const py::handle& open, const py::handle& high,
          const py::handle& low, const py::handle& close, const py::handle& volume,
-         std::optional<std::int64_t> newest_timestamp) -> std::optional<OhlcvViolation> {
+         const py::handle& newest_obj) -> std::optional<OhlcvViolation> {
+        std::optional<std::int64_t> newest_timestamp;
+        if (!newest_obj.is_none()) {
+          newest_timestamp = int_arg(newest_obj, "find_invalid_ohlcv: newest_timestamp");
+        }
         const OhlcvColumns c =
             checked_columns("find_invalid_ohlcv", ts, open, high, low, close, volume);
         CoreCall call;

@@ -57,9 +57,12 @@ void register_features(py::module_& m) {
   m.attr("MAX_FRACDIFF_WEIGHTS") = kMaxFracDiffWeights;
   m.def(
       "fracdiff_weights",
-      [](double d, double threshold, std::size_t window) {
+      [](double d, double threshold, const py::handle& window_obj) {
+        const std::int64_t window = int_arg(window_obj, "fracdiff_weights: window");
+        if (window < 0) throw py::value_error("fracdiff_weights: window must be >= 0");
         try {
-          return to_array(colmena::fracdiff_weights(d, threshold, window));
+          return to_array(
+              colmena::fracdiff_weights(d, threshold, static_cast<std::size_t>(window)));
         } catch (const std::invalid_argument& e) {
           throw py::value_error(e.what());
         }

@@ -68,8 +68,20 @@ FloatArray float32_array(const py::handle& obj, const std::string& what) {
                          std::string(py::str(arr.dtype())) +
                          " (convert with .astype(numpy.float32))");
   }
+  // A non-contiguous array (a slice, a zero-stride broadcast) is copied before its shape is
+  // checked: refuse a copy no network could use before allocating it.
+  constexpr py::ssize_t kMaxCopiedElements = py::ssize_t{1} << 31;
+  if (!(arr.flags() & py::array::c_style) && arr.size() > kMaxCopiedElements) {
+    throw py::value_error(what + " has " + std::to_string(arr.size()) +
+                          " elements, more than any layer may hold (2**31)");
+  }
   FloatArray out = FloatArray::ensure(arr);
-  if (!out) throw py::error_already_set();
+  if (!out) {
+    if (!PyErr_Occurred()) {
+      PyErr_SetString(PyExc_MemoryError, (what + ": cannot allocate its float32 copy").c_str());
+    }
+    throw py::error_already_set();
+  }
   return out;
 }
 

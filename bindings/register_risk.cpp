@@ -94,8 +94,15 @@ void register_risk(py::module_& m) {
   m.def(
       "tail_risk",
       [](const py::handle& returns, double confidence, const std::string& method,
-         std::size_t horizon, std::size_t paths, std::uint64_t seed) {
-        const TailRisk t = tail_risk(returns, confidence, method, horizon, paths, seed);
+         const py::handle& horizon_obj, const py::handle& paths_obj, std::uint64_t seed) {
+        const std::int64_t horizon = int_arg(horizon_obj, "tail_risk: horizon");
+        const std::int64_t paths = int_arg(paths_obj, "tail_risk: paths");
+        if (horizon < 0 || paths < 0) {
+          throw py::value_error("tail_risk: horizon and paths must be >= 0");
+        }
+        const TailRisk t = tail_risk(returns, confidence, method,
+                                     static_cast<std::size_t>(horizon),
+                                     static_cast<std::size_t>(paths), seed);
         return py::make_tuple(t.var, t.expected_shortfall);
       },
       py::arg("returns"), py::arg("confidence"), py::arg("method"), py::arg("horizon") = 1,
@@ -198,7 +205,8 @@ void register_risk(py::module_& m) {
            py::arg("config"))
       .def(
           "observe",
-          [](RiskManager& self, std::int64_t ts, double equity, double bar_log_return) {
+          [](RiskManager& self, const py::handle& ts_obj, double equity, double bar_log_return) {
+            const std::int64_t ts = int_arg(ts_obj, "RiskManager.observe: ts");
             std::vector<RiskEvent> events;
             try {
               self.observe(ts, equity, bar_log_return, events);
@@ -268,8 +276,9 @@ void register_risk(py::module_& m) {
            py::arg("config"))
       .def(
           "execute",
-          [](PaperExecutor& self, std::int64_t ts, double quantity, double open_price,
+          [](PaperExecutor& self, const py::handle& ts_obj, double quantity, double open_price,
              double volume) {
+            const std::int64_t ts = int_arg(ts_obj, "PaperExecutor.execute: ts");
             std::vector<ClosedTrade> closed;
             ErrorCode error{};
             const auto fill = self.execute(ts, quantity, open_price, volume, closed, &error);

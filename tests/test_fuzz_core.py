@@ -9,8 +9,8 @@ stages: RuntimeError for calls out of order), and the object stays usable. Input
 
 A crash kills the process that runs it: the in-process fuzzer covers the default run, the
 ``fuzz_long`` one runs each input in a child process and reports a crash with its reproducer.
-Known crashes (objects whose ``__init__`` never ran) run in a child process each, marked xfail
-until the core refuses them.
+Objects whose ``__init__`` never ran (``Cls.__new__(Cls)``) are tried in a child process each:
+they crashed before the core refused them, so a regression takes down only that child.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from fuzz_strategies import (
     IsolatedRunner,
     check_core_call,
     core_calls,
-    under_asan,
 )
 from fuzzing import fuzz_settings
 from helpers import run_python
@@ -103,14 +102,6 @@ sys.exit("{call} ran on an object whose __init__ never ran")
 
 
 @pytest.mark.fuzz
-@pytest.mark.skipif(under_asan(), reason="reads uninitialized memory on purpose (known bugs)")
-@pytest.mark.xfail(
-    strict=True,
-    reason="known core bug (engineer A is fixing it): methods of Cls.__new__(Cls) run on "
-    "uninitialized memory: Swarm/MLP/VAEEncoder/FracDiffStream/MarketStateStream/RiskManager "
-    "crash (SIGSEGV), MarketBuffer hangs or raises RuntimeError('Invalid argument'), the others "
-    "return garbage",
-)
 @pytest.mark.parametrize(
     ("name", "call"),
     [(n, m + a) for n, calls in UNINITIALIZED_CALLS.items() for m, a in calls],
@@ -130,15 +121,6 @@ def test_an_object_whose_init_never_ran_is_refused(name: str, call: str) -> None
 
 
 @pytest.mark.fuzz
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="known core bug (bindings/register_nn.cpp, engineer A): a weight array of a huge "
-    "length (a zero-stride broadcast) is copied before its shape is checked, and the failed "
-    "allocation surfaces as RuntimeError('Internal error: pybind11::error_already_set called "
-    "while Python error indicator not set') instead of a ValueError naming the shape or a "
-    "MemoryError (found by bench/reliability.py)",
-)
 @pytest.mark.parametrize("cls", ["Swarm", "MLP"])
 def test_a_huge_broadcast_weight_is_refused_cleanly(cls: str) -> None:
     from colmena import _core
@@ -159,17 +141,15 @@ _BOOL_AS_TIME = {
     "_core.fracdiff_weights(0.4, 0.0, 8), 5, 5, 3, 2, 60 * 10**9)).update(True, 1.0, 1.0)",
     "find_invalid_ohlcv": "_core.find_invalid_ohlcv(np.zeros(0, np.int64), *[np.zeros(0)] * 5, "
     "newest_timestamp=True)",
+    "MarketBuffer capacity": "_core.MarketBuffer(True)",
+    "fracdiff_weights window": "_core.fracdiff_weights(0.4, 0.0, True)",
+    "tail_risk horizon": "_core.tail_risk(np.zeros(10), 0.95, 'historical', True)",
 }
 
 
 @pytest.mark.fuzz
-@pytest.mark.xfail(
-    strict=True,
-    reason="known core bug (bindings/, engineer A is fixing push): a bool is accepted where a "
-    "timestamp (int ns) is expected, read as 1 ns after the epoch",
-)
 @pytest.mark.parametrize("call", list(_BOOL_AS_TIME.values()), ids=list(_BOOL_AS_TIME))
-def test_a_bool_is_not_a_timestamp(call: str) -> None:
+def test_a_bool_is_not_a_timestamp_or_size(call: str) -> None:
     from colmena import _core
 
     with pytest.raises(TypeError):
