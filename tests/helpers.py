@@ -58,7 +58,9 @@ def run_python(
 
 def run_cli(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """``colmena ARGS`` through :func:`run_python`."""
-    return run_python(["-c", "from colmena.cli import main; main()", *args], **kwargs)
+    return run_python(
+        ["-c", "from colmena.cli import main; main(prog_name='colmena')", *args], **kwargs
+    )
 
 
 def synthetic_candles(folder: Any, n: int = 3_000, seed: int = 0) -> Any:

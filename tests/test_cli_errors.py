@@ -381,3 +381,28 @@ def test_a_bad_config_file_is_one_line_naming_the_file(
     assert len(lines) == 1, result.output
     assert lines[0].startswith(f"Error: {config}: "), lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["candles.csv", "config.json"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "x.csv", "--agents", "1"],
+         "Error: colmena train: Invalid value for '--agents': 1 is not in the range x>=2. "
+         "(see 'colmena train -h')"),
+        (["backtest", "--folds", "zero"], "Error: colmena backtest: Invalid value for '--folds'"),
+        (["features"], "Error: colmena features: Missing argument 'PATH'."),
+        (["report", "run", "--bogus"], "Error: colmena report: No such option '--bogus'"),
+        (["nosuch"], "Error: colmena: No such command 'nosuch'. (see 'colmena -h')"),
+    ],
+)  # fmt: skip
+def test_a_usage_error_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    """A bad option value, a missing argument, an unknown option or command: one line on
+    stderr (no usage block), exit status 2, in a real child process as a user runs it."""
+    from helpers import run_cli
+
+    done = run_cli(args, timeout=60)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(message)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +78,39 @@ def _check_writable_folder(folder: Path, required_bytes: int = 0) -> None:
         raise UserError(str(exc.strerror)) from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """The command group, with every usage error (a bad option value, a missing argument, an
+    unknown option) printed as one line, ``Error: colmena train: ... (see 'colmena train -h')``,
+    instead of click's usage block; the exit status stays 2."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "colmena"
+            click.echo(f"Error: {where}: {exc.format_message()} (see '{where} -h')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(0)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="colmena-swarm")
 def main() -> None:
     """colmena: a swarm of neural trading agents for crypto markets."""
