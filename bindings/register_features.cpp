@@ -138,7 +138,9 @@ Raises ValueError for d outside [0, 2], both or neither of threshold/window, thr
 threshold that keeps more than MAX_FRACDIFF_WEIGHTS (1,000,000) weights, or window outside
 [1, MAX_FRACDIFF_WEIGHTS].
 )doc")
-      .def(py::init([](double d, std::optional<double> threshold, std::optional<long long> window) {
+      .def(py::init([](double d, std::optional<double> threshold, const py::handle& window_obj) {
+             std::optional<long long> window;
+             if (!window_obj.is_none()) window = int_arg(window_obj, "FracDiffStream: window");
              if (threshold.has_value() == window.has_value()) {
                throw py::value_error("give exactly one of threshold and window");
              }

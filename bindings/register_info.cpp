@@ -6,6 +6,7 @@
 #include "colmena/build_info.hpp"
 #include "colmena/cpu_features.hpp"
 #include "colmena/parallel.hpp"
+#include "array_checks.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -66,12 +67,13 @@ void register_info(py::module_& m) {
     throw py::value_error("unknown SIMD level '" + name +
                           "'; expected 'baseline', 'avx2' or 'avx512'");
   });
-  m.def("set_max_threads", [](long n) {
+  m.def("set_max_threads", [](const py::handle& n_obj) {
+    const std::int64_t n = int_arg(n_obj, "set_max_threads: n");
     if (n < 0)
       throw py::value_error("max_threads must be >= 0 (0 restores the default), got " +
                             std::to_string(n));
     colmena::set_max_threads(static_cast<std::size_t>(n));
-  });
+  }, py::arg("n"));
   m.def("max_threads", &colmena::max_threads);
 
   m.def("core_calls_in_flight", &colmena::core_calls_in_flight,

@@ -82,18 +82,23 @@ window, max_gap_bars >= 0 missing bars a look-back may span, bar_ns >= 0 bar len
 gap detection), regime_lookback >= 0 bars (0: no regime features). Raises ValueError for a value
 out of range or a non-finite weight.
 )doc")
-      .def(py::init([](const py::handle& w_obj, long long volatility_bars, long long volume_bars,
-                       long long state_bars, long long max_gap_bars, long long bar_ns,
-                       long long regime_lookback) {
+      .def(py::init([](const py::handle& w_obj, const py::handle& volatility_bars,
+                       const py::handle& volume_bars, const py::handle& state_bars,
+                       const py::handle& max_gap_bars, const py::handle& bar_ns,
+                       const py::handle& regime_lookback) {
              DoubleArray w = require_1d_float64(w_obj, "ffd_weights");
+             // Integers, never bools or floats (int_arg: TypeError naming the argument).
+             auto count = [](const py::handle& obj, const char* name) {
+               return non_negative(int_arg(obj, name), name);
+             };
              MarketStateSpec s;
              s.ffd_weights.assign(w.data(), w.data() + w.size());
-             s.volatility_bars = non_negative(volatility_bars, "volatility_bars");
-             s.volume_bars = non_negative(volume_bars, "volume_bars");
-             s.state_bars = non_negative(state_bars, "state_bars");
-             s.max_gap_bars = non_negative(max_gap_bars, "max_gap_bars");
-             s.bar_ns = static_cast<std::int64_t>(non_negative(bar_ns, "bar_ns"));
-             s.regime_lookback = non_negative(regime_lookback, "regime_lookback");
+             s.volatility_bars = count(volatility_bars, "volatility_bars");
+             s.volume_bars = count(volume_bars, "volume_bars");
+             s.state_bars = count(state_bars, "state_bars");
+             s.max_gap_bars = count(max_gap_bars, "max_gap_bars");
+             s.bar_ns = static_cast<std::int64_t>(count(bar_ns, "bar_ns"));
+             s.regime_lookback = count(regime_lookback, "regime_lookback");
              as_value_error([&] {
                s.validate();
                return 0;
@@ -102,7 +107,7 @@ out of range or a non-finite weight.
            }),
            py::arg("ffd_weights"), py::arg("volatility_bars"), py::arg("volume_bars"),
            py::arg("state_bars"), py::arg("max_gap_bars"), py::arg("bar_ns"),
-           py::arg("regime_lookback") = 0)
+           py::arg("regime_lookback") = py::int_(0))
       .def_property_readonly("ffd_weights",
                              [](const MarketStateSpec& s) { return to_array(s.ffd_weights); })
       .def_property_readonly("volatility_bars",

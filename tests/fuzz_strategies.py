@@ -1575,7 +1575,12 @@ def check_core_call(call: CoreCall) -> str:
     try:
         if call.uninitialized:
             cls = _resolve(call.target)
-            obj = cls.__new__(cls)
+            try:
+                obj = cls.__new__(cls)
+            except TypeError as exc:  # the core refuses to make an object it cannot use
+                if "makes no usable object" not in str(exc):
+                    raise
+                return "TypeError"
         else:
             try:
                 obj = _resolve(call.target)(*_args(call.args))

@@ -144,6 +144,10 @@ _BOOL_AS_TIME = {
     "MarketBuffer capacity": "_core.MarketBuffer(True)",
     "fracdiff_weights window": "_core.fracdiff_weights(0.4, 0.0, True)",
     "tail_risk horizon": "_core.tail_risk(np.zeros(10), 0.95, 'historical', True)",
+    "MarketStateSpec bar_ns": "_core.MarketStateSpec(_core.fracdiff_weights(0.4, 0.0, 8), 5, 5, "
+    "3, 2, True)",
+    "FracDiffStream window": "_core.FracDiffStream(0.4, window=True)",
+    "set_max_threads": "_core.set_max_threads(True)",
 }
 
 
