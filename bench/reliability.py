@@ -1,6 +1,7 @@
 """Reliability figures: the fuzz targets driven with a big budget, every input in a child process.
 
-    python bench/reliability.py --examples 5000 --timeout 20   # the committed figures
+    python bench/reliability.py --examples 20000 --uninitialized-examples 1000 --timeout 20
+                                                            # the committed figures
     python bench/reliability.py --examples 500 --targets core
 
 Each input of each target (``tests/fuzz_strategies.py``: mutated candle files through

@@ -42,15 +42,18 @@ from colmena.units import NS_PER_SECOND
 __all__ = ["CandleResult", "SignalResult", "SignalStage", "SwarmTrader"]
 
 
+_NO_AGENTS = np.zeros(0, dtype=np.float32)
+_NO_AGENTS.setflags(write=False)  # shared by every result without agent signals
+
+
 @dataclass(frozen=True)
-class CandleResult:
-    """What one candle did.
+class SignalResult:
+    """What the strategy made of one candle (:meth:`SignalStage.on_candle`).
 
     Attributes
     ----------
-    ts : int
-        The candle's open time, ns since the epoch (UTC); its decision (if any) is stamped at the
-        close, ``ts + bar_ns``.
+    bar : Bar
+        The candle.
     valid : bool
         The market state at this candle is complete (warm-up done, no large gap).
     decision_bar : bool
@@ -64,36 +67,7 @@ class CandleResult:
         The voters' consensus in [-1, 1] handed to the risk manager; None when there is none
         (not a decision bar, an incomplete state, a gated model, or winding down).
     action : str
-        What the trading loop was asked: ``decide``, ``hold``, ``gated_flat`` or ``end_of_run``.
-    step : StepResult
-        The trading loop's result for this candle: the fill at its open, the account at its
-        close, the risk decision, the order for the next open, events and closed round trips.
-    """
-
-    ts: int
-    valid: bool
-    decision_bar: bool
-    regime: int
-    agent_signals: NDArray[np.float32]
-    signal: float | None
-    action: Action
-    step: StepResult
-
-
-_NO_AGENTS = np.zeros(0, dtype=np.float32)
-_NO_AGENTS.setflags(write=False)  # shared by every result without agent signals
-
-
-@dataclass(frozen=True)
-class SignalResult:
-    """What the strategy made of one candle (:meth:`SignalStage.on_candle`).
-
-    Attributes
-    ----------
-    bar : Bar
-        The candle.
-    valid, decision_bar, regime, agent_signals, signal, action
-        As :class:`CandleResult`.
+        What the trading loop is asked: ``decide``, ``hold``, ``gated_flat`` or ``end_of_run``.
     """
 
     bar: Bar
@@ -103,6 +77,27 @@ class SignalResult:
     agent_signals: NDArray[np.float32]
     signal: float | None
     action: Action
+
+    @property
+    def ts(self) -> int:
+        """The candle's open time, ns since the epoch (UTC); its decision (if any) is stamped at
+        the close, ``ts + bar_ns``."""
+        return self.bar.ts
+
+
+@dataclass(frozen=True)
+class CandleResult(SignalResult):
+    """What one candle did (:meth:`SwarmTrader.on_candle`): the :class:`SignalResult` of the
+    candle and the trading loop's step.
+
+    Attributes
+    ----------
+    step : StepResult
+        The trading loop's result for this candle: the fill at its open, the account at its
+        close, the risk decision, the order for the next open, events and closed round trips.
+    """
+
+    step: StepResult
 
 
 class SignalStage:
@@ -313,5 +308,5 @@ class SwarmTrader:
         s = self._signals.on_candle(candle, flatten=flatten)
         step = self._loop.step(s.bar, s.action, s.signal, can_order=not last)
         return CandleResult(
-            s.bar.ts, s.valid, s.decision_bar, s.regime, s.agent_signals, s.signal, s.action, step
+            s.bar, s.valid, s.decision_bar, s.regime, s.agent_signals, s.signal, s.action, step
         )
