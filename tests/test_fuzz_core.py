@@ -158,3 +158,15 @@ def test_a_bool_is_not_a_timestamp_or_size(call: str) -> None:
 
     with pytest.raises(TypeError):
         eval(call, {"_core": _core, "np": np})
+
+
+def test_a_window_over_the_weight_limit_is_refused() -> None:
+    """Found by bench/reliability.py: a fixed window above MAX_FRACDIFF_WEIGHTS was kept."""
+    from colmena import _core
+
+    limit = _core.MAX_FRACDIFF_WEIGHTS
+    assert len(_core.fracdiff_weights(0.0, 0.0, limit)) == limit
+    with pytest.raises(ValueError, match=r"window must be at most 1000000 weights, got 1000001"):
+        _core.fracdiff_weights(0.0, 0.0, limit + 1)
+    with pytest.raises(ValueError, match=r"at most 1000000"):
+        _core.fracdiff_weights(0.4, 0.0, 2**62)  # refused before reserving

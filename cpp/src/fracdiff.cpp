@@ -21,6 +21,11 @@ std::vector<double> fracdiff_weights(double d, double threshold, std::size_t max
   if (threshold == 0.0 && max_window == 0) {
     throw std::invalid_argument("fracdiff_weights: give a threshold > 0 or a window >= 1");
   }
+  if (max_window > kMaxFracDiffWeights) {
+    throw std::invalid_argument("fracdiff_weights: window must be at most " +
+                                std::to_string(kMaxFracDiffWeights) + " weights, got " +
+                                std::to_string(max_window));
+  }
   std::vector<double> w{1.0};
   if (max_window > 0) w.reserve(max_window);
   for (std::size_t k = 1; max_window == 0 || k < max_window; ++k) {

@@ -19,8 +19,8 @@ inline constexpr std::size_t kMaxFracDiffWeights = 1'000'000;
 /// FFD weights w_0..w_{K-1}: the recursion runs until |w_k| < threshold (that weight excluded,
 /// AFML snippet 5.3) when threshold > 0, and stops after max_window weights when max_window > 0.
 /// At least one limit must be given. Throws std::invalid_argument for d outside [0, 2], no limit,
-/// a non-finite / negative threshold, or a threshold alone (max_window 0) that would keep more
-/// than kMaxFracDiffWeights weights.
+/// a non-finite / negative threshold, a max_window above kMaxFracDiffWeights, or a threshold
+/// alone (max_window 0) that would keep more than kMaxFracDiffWeights weights.
 std::vector<double> fracdiff_weights(double d, double threshold, std::size_t max_window);
 
 enum class ConvolutionMethod { automatic, direct, fft };
