@@ -1117,3 +1117,51 @@ def download(
     summary.add_row("gaps", f"{candles.gaps.count:,} ({candles.gaps.missing_bars:,} bars missing)")
     summary.add_row("file", str(path))
     Console().print(summary)
+
+
+@main.command()
+@click.argument("role", type=click.Choice(["ingest", "strategy", "risk", "execution", "recorder"]))
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The live system's TOML configuration file.",
+)
+@click.option("--nats", "nats_url", default=None, help="NATS server URL (overrides [nats] url).")
+@click.option("--db", default=None, help="PostgreSQL DSN for the recorder (else $COLMENA_DB_DSN).")
+def serve(role: str, config_path: Path, nats_url: str | None, db: str | None) -> None:
+    """Run one service of the live system (paper trading on NATS) until SIGTERM or Ctrl-C.
+
+    ROLE: ingest (replays the configured candle file, then exits), strategy, risk, execution or
+    recorder. Each service reads and writes only the subjects of the wire contract
+    (proto/asyncapi.json); a restarted service resumes where it stopped.
+    """
+    import asyncio
+    import signal
+
+    from colmena.services.config import ConfigError, load_config
+    from colmena.services.daemons import ServiceError, run_role
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    url = nats_url or config.nats.url
+    if url is None:
+        raise UserError("no NATS server: give --nats URL or [nats] url in the configuration")
+
+    async def main_loop() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await run_role(role, config, url, stop, db_dsn=db)
+
+    try:
+        count = asyncio.run(main_loop())
+    except ServiceError as exc:
+        raise UserError(str(exc)) from None
+    except ConnectionError as exc:
+        raise OutputError(str(exc)) from None
+    click.echo(f"{role}: stopped after {count} messages", err=True)

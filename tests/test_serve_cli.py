@@ -1,0 +1,150 @@
+"""`colmena serve`: the ingest, strategy, risk and execution services as separate processes, as a
+user starts them, on a real nats-server: the stream ends up with the one-process trader's
+decisions, orders, fills and accounts bit for bit, and each service stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from colmena.data import load_ohlcv
+from colmena.live import SwarmTrader, wire
+from colmena.persistence import checkpoint as checkpoints
+from colmena.services.bus import STREAM, Bus
+from colmena.services.nats_server import EmbeddedNatsServer
+
+pytest.importorskip("torch")
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import run_cli, synthetic_candles
+from test_live_handlers import EXECUTION, RISK, SYMBOL, _bars, _compare
+from test_live_replay import trained
+from test_services import _stream_contents
+
+TRAIN_BARS = 14 * 1_440
+LIVE_BARS = 400
+
+CONFIG = """
+bar_seconds = 60
+
+[nats]
+url = "{url}"
+
+[[symbols]]
+symbol = "BTC/USDT"
+checkpoint = "{checkpoints}"
+
+[feed]
+kind = "replay"
+path = "{feed}"
+
+[risk]
+kelly_prior = 1.0
+kelly_multiplier = 1.0
+var_budget = 1e9
+min_trade_fraction = 0.0
+
+[execution]
+market = "margin"
+max_participation = 0.05
+"""
+
+
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from colmena.cli import main; main(prog_name='colmena')", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def _last_order_ts(url: str) -> int | None:
+    bus = await Bus.connect(url)
+    try:
+        raw = await bus.jetstream.get_last_msg(STREAM, wire.subject("order", SYMBOL))
+        return wire.decode("order", raw.data or b"").ts
+    except Exception:  # nothing yet
+        return None
+    finally:
+        await bus.close()
+
+
+def test_services_as_processes_equal_the_trader(tmp_path: Path) -> None:
+    candles = load_ohlcv(synthetic_candles(tmp_path, n=TRAIN_BARS + LIVE_BARS, seed=5))
+    state = trained(candles)
+    folder = tmp_path / "checkpoints"
+    checkpoints.save(folder, state)
+    model = checkpoints.load_latest(folder).to_model()
+    bars = _bars(candles, TRAIN_BARS)
+    feed = tmp_path / "live.parquet"
+    tail = slice(TRAIN_BARS, None)
+    pq.write_table(
+        pa.table({
+            "ts": pa.array(candles.ts[tail], pa.timestamp("ns")),
+            "open": candles.open[tail], "high": candles.high[tail], "low": candles.low[tail],
+            "close": candles.close[tail], "volume": candles.volume[tail],
+        }),
+        feed,
+    )  # fmt: skip
+    trader = SwarmTrader(model, RISK, EXECUTION)
+    reference = [trader.on_candle(b) for b in bars]
+
+    with EmbeddedNatsServer(tmp_path / "nats") as server:
+        config = tmp_path / "colmena.toml"
+        config.write_text(CONFIG.format(url=server.url, checkpoints=folder, feed=feed))
+        ingest = run_cli(["serve", "ingest", "--config", str(config)], timeout=120)
+        assert ingest.returncode == 0, ingest.stderr
+        assert f"ingest: stopped after {LIVE_BARS} messages" in ingest.stderr
+        services = [_start(["serve", role, "--config", str(config)])
+                    for role in ("strategy", "risk", "execution")]  # fmt: skip
+        try:
+            for _ in range(3_000):  # hang detection: until the last bar is decided
+                if asyncio.run(_last_order_ts(server.url)) == bars[-1].ts:
+                    break
+                time.sleep(0.1)
+                assert all(p.poll() is None for p in services), [
+                    p.communicate()[1] for p in services if p.poll() is not None
+                ]
+            else:
+                pytest.fail("the services did not decide every bar")
+        finally:
+            for p in services:
+                p.send_signal(signal.SIGTERM)
+            outcomes = [p.communicate(timeout=60) for p in services]
+        for p, (_, err) in zip(services, outcomes, strict=True):
+            assert p.returncode == 0, err
+            assert "stopped after" in err
+        # A second ingest of the same file publishes nothing: it resumes after the stream's
+        # newest candle.
+        again = run_cli(["serve", "ingest", "--config", str(config)], timeout=120)
+        assert "ingest: stopped after 0 messages" in again.stderr
+        produced = [m for m in asyncio.run(_stream_contents(server.url))
+                    if not isinstance(m, wire.CandleMessage)]  # fmt: skip
+    _compare(reference, produced, min_fills=3)
+    equity = [m.snapshot.equity for m in produced if isinstance(m, wire.AccountMessage)]
+    assert np.isfinite(equity).all()
+
+
+def test_serve_errors_are_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "colmena.toml"
+    config.write_text("[risk]\nkelly_window = 'x'\n")
+    done = run_cli(["serve", "risk", "--config", str(config)], timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("at `$.risk.kelly_window`"), done.stderr
+    config.write_text("")
+    done = run_cli(["serve", "risk", "--config", str(config)], timeout=60)
+    assert done.returncode == 2
+    assert "no NATS server: give --nats URL" in done.stderr
+    done = run_cli(["serve", "risk", "--config", str(config), "--nats", "nats://127.0.0.1:9"],
+                   timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert "no [[symbols]] in the configuration" in done.stderr
