@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from colmena.data import load_ohlcv
+from colmena.data import Candles, load_ohlcv
 from colmena.live import SwarmTrader, wire
 from colmena.persistence import checkpoint as checkpoints
 from colmena.services.bus import STREAM, Bus
@@ -78,15 +78,13 @@ async def _last_order_ts(url: str) -> int | None:
         await bus.close()
 
 
-def test_services_as_processes_equal_the_trader(tmp_path: Path) -> None:
-    candles = load_ohlcv(synthetic_candles(tmp_path, n=TRAIN_BARS + LIVE_BARS, seed=5))
-    state = trained(candles)
+def _write_inputs(tmp_path: Path, train_bars: int, live_bars: int) -> tuple[Path, Path, Candles]:
+    """A trained checkpoint folder and the live candle file after its training candles."""
+    candles = load_ohlcv(synthetic_candles(tmp_path, n=train_bars + live_bars, seed=5))
     folder = tmp_path / "checkpoints"
-    checkpoints.save(folder, state)
-    model = checkpoints.load_latest(folder).to_model()
-    bars = _bars(candles, TRAIN_BARS)
+    checkpoints.save(folder, trained(candles))
     feed = tmp_path / "live.parquet"
-    tail = slice(TRAIN_BARS, None)
+    tail = slice(train_bars, None)
     pq.write_table(
         pa.table({
             "ts": pa.array(candles.ts[tail], pa.timestamp("ns")),
@@ -95,6 +93,13 @@ def test_services_as_processes_equal_the_trader(tmp_path: Path) -> None:
         }),
         feed,
     )  # fmt: skip
+    return folder, feed, candles
+
+
+def test_services_as_processes_equal_the_trader(tmp_path: Path) -> None:
+    folder, feed, candles = _write_inputs(tmp_path, TRAIN_BARS, LIVE_BARS)
+    model = checkpoints.load_latest(folder).to_model()
+    bars = _bars(candles, TRAIN_BARS)
     trader = SwarmTrader(model, RISK, EXECUTION)
     reference = [trader.on_candle(b) for b in bars]
 

@@ -1165,3 +1165,94 @@ def serve(role: str, config_path: Path, nats_url: str | None, db: str | None) ->
     except ConnectionError as exc:
         raise OutputError(str(exc)) from None
     click.echo(f"{role}: stopped after {count} messages", err=True)
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The live system's TOML configuration file.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("colmena-live"),
+    show_default=True,
+    help="Embedded servers' data, the services' logs and endpoints.json.",
+)
+@click.option("--nats", "nats_url", default=None, help="Use this NATS server (else embedded).")
+@click.option("--db", default=None, help="Use this PostgreSQL DSN (else embedded).")
+@click.option("--quiet", is_flag=True, help="No live console.")
+def up(
+    config_path: Path, data_dir: Path, nats_url: str | None, db: str | None, quiet: bool
+) -> None:
+    """Paper-trade on one machine: embedded NATS and PostgreSQL (unless given), every service
+    supervised and restarted on crash, a live console; Ctrl-C stops it all cleanly."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from rich.live import Live
+
+    from colmena.services.config import ConfigError, load_config
+    from colmena.services.nats_server import NatsServerError
+    from colmena.services.up import Supervisor, run_up, symbol_status
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    if not config.symbols:
+        raise UserError(f"{config_path}: no [[symbols]]: nothing to trade")
+    _check_writable_folder(data_dir)
+    symbols = [s.symbol for s in config.symbols]
+    console = Console(stderr=True)
+
+    def table(supervisor: Supervisor, endpoints: dict[str, Any]) -> Table:
+        grid = Table(title=f"colmena up — NATS {endpoints['nats']}", expand=False)
+        for column in ("symbol", "newest candle (UTC)", "equity", "position", "decision",
+                       "state", "lag (bars)"):  # fmt: skip
+            grid.add_column(column)
+        try:
+            rows = asyncio.run(symbol_status(endpoints["nats"], symbols, config.bar_seconds))
+        except (ConnectionError, OSError):
+            rows = []
+        for r in rows:
+            when = (datetime.fromtimestamp(r.candle_ts / 1e9, tz=timezone.utc).strftime(
+                "%Y-%m-%d %H:%M") if r.candle_ts is not None else "-")  # fmt: skip
+            equity = "-" if r.equity is None else f"{r.equity:,.2f}"
+            position = "-" if r.position is None else f"{r.position:.6g}"
+            lag = "-" if r.lag_bars is None else str(r.lag_bars)
+            grid.add_row(r.symbol, when, equity, position, r.verdict or "-",
+                         r.trading_state or "-", lag)  # fmt: skip
+        services = ", ".join(
+            f"{c.role} {'done' if c.finished else 'up' if c.process else 'restarting'}"
+            + (f" ({c.restarts} restarts)" if c.restarts else "")
+            for c in supervisor.children.values()
+        )
+        grid.caption = services
+        return grid
+
+    live = None if quiet else Live(console=console, auto_refresh=False)
+
+    def on_tick(supervisor: Supervisor, endpoints: dict[str, Any]) -> None:
+        if live is not None:
+            live.update(table(supervisor, endpoints), refresh=True)
+
+    try:
+        if live is not None:
+            live.start()
+        codes = run_up(config, config_path, data_dir, nats_url=nats_url, db=db, on_tick=on_tick)
+    except NatsServerError as exc:
+        raise OutputError(str(exc)) from None
+    finally:
+        if live is not None:
+            live.stop()
+    bad = {role: code for role, code in codes.items() if code not in (0, None)}
+    click.echo(
+        "stopped: " + ", ".join(f"{r} {c}" for r, c in codes.items()) + f"; data in {data_dir}",
+        err=True,
+    )
+    if bad:
+        raise OutputError(f"services that did not stop cleanly: {bad}")
