@@ -1119,15 +1119,19 @@ def download(
     Console().print(summary)
 
 
-@main.command()
-@click.argument("role", type=click.Choice(["ingest", "strategy", "risk", "execution", "recorder"]))
-@click.option(
+#: The ``--config`` option of the live system's commands (``serve``, ``up``).
+_live_config_option = click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
     help="The live system's TOML configuration file.",
 )
+
+
+@main.command()
+@click.argument("role", type=click.Choice(["ingest", "strategy", "risk", "execution", "recorder"]))
+@_live_config_option
 @click.option("--nats", "nats_url", default=None, help="NATS server URL (overrides [nats] url).")
 @click.option("--db", default=None, help="PostgreSQL DSN for the recorder (else $COLMENA_DB_DSN).")
 def serve(role: str, config_path: Path, nats_url: str | None, db: str | None) -> None:
@@ -1168,13 +1172,7 @@ def serve(role: str, config_path: Path, nats_url: str | None, db: str | None) ->
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The live system's TOML configuration file.",
-)
+@_live_config_option
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
