@@ -122,11 +122,9 @@ def test_handlers_take_inputs_in_any_order_and_twice(model: SwarmModel, candles:
     reference = _reference(model, bars)
     handlers = dict(zip(("strategy", "risk", "execution"), _handlers(model), strict=True))
     takes = {
-        "strategy": (wire.CandleMessage,),
-        "risk": (wire.CandleMessage, wire.SignalMessage, wire.AccountMessage,
-                 wire.ExecutionMessage),
-        "execution": (wire.CandleMessage, wire.GateMessage, wire.OrderMessage),
-    }  # fmt: skip
+        name: tuple(wire.MESSAGE_TYPES[kind] for kind in handler.INPUTS)
+        for name, handler in handlers.items()
+    }
     queues: dict[tuple[str, type], list[wire.WireMessage]] = {
         (name, kind): [] for name, kinds in takes.items() for kind in kinds
     }

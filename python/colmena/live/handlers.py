@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from colmena.execution.simulation import ExecutionSettings
 from colmena.execution.trading_loop import (
@@ -45,7 +46,14 @@ from colmena.live.trader import SignalStage
 from colmena.model.swarm import SwarmModel
 from colmena.risk.config import RiskConfig
 
-__all__ = ["ExecutionHandler", "RiskHandler", "SequenceError", "StrategyHandler"]
+__all__ = [
+    "ROLE_HANDLERS",
+    "ExecutionHandler",
+    "RiskHandler",
+    "SequenceError",
+    "StrategyHandler",
+    "route",
+]
 
 
 class SequenceError(ValueError):
@@ -71,6 +79,9 @@ class StrategyHandler:
         SHA-256 of the checkpoint (hex), stamped on every signal.
     bar_seconds : int, default 60
     """
+
+    #: The message kinds this handler takes.
+    INPUTS: ClassVar[tuple[wire.MessageKind, ...]] = ("candle",)
 
     def __init__(
         self, model: SwarmModel, symbol: str, model_sha256: str, *, bar_seconds: int = 60
@@ -145,6 +156,9 @@ class RiskHandler:
         The market type and the shadow book's costs (as :class:`RiskStage`).
     bar_seconds : int, default 60
     """
+
+    #: The message kinds this handler takes.
+    INPUTS: ClassVar[tuple[wire.MessageKind, ...]] = ("candle", "signal", "account", "execution")
 
     def __init__(
         self,
@@ -281,6 +295,9 @@ class ExecutionHandler:
     bar_seconds : int, default 60
     """
 
+    #: The message kinds this handler takes.
+    INPUTS: ClassVar[tuple[wire.MessageKind, ...]] = ("candle", "gate", "order")
+
     def __init__(self, symbol: str, execution: ExecutionSettings, *, bar_seconds: int = 60) -> None:
         self.symbol = wire.check_symbol(symbol)
         self._stage = ExecutionStage(execution, bar_seconds=bar_seconds)
@@ -366,12 +383,6 @@ def route(
     """Deliver ``messages`` and everything they cause to every handler that takes them, in
     publication order, in one process (what the bus does across processes); returns every
     message produced, in the order produced. For tests and single-process replays."""
-    takes: dict[type, tuple[type[wire.WireMessage], ...]] = {
-        StrategyHandler: (wire.CandleMessage,),
-        RiskHandler: (wire.CandleMessage, wire.SignalMessage, wire.AccountMessage,
-                      wire.ExecutionMessage),
-        ExecutionHandler: (wire.CandleMessage, wire.GateMessage, wire.OrderMessage),
-    }  # fmt: skip
     produced: list[wire.WireMessage] = []
     queue = list(messages)
     i = 0
@@ -379,8 +390,17 @@ def route(
         message = queue[i]
         i += 1
         for handler in handlers:
-            if isinstance(message, takes[type(handler)]) and message.symbol == handler.symbol:
+            takes = tuple(wire.MESSAGE_TYPES[kind] for kind in handler.INPUTS)
+            if isinstance(message, takes) and message.symbol == handler.symbol:
                 new = handler.handle(message)
                 produced.extend(new)
                 queue.extend(new)
     return produced
+
+
+#: The handler class of each trading service.
+ROLE_HANDLERS: dict[str, type[StrategyHandler | RiskHandler | ExecutionHandler]] = {
+    "strategy": StrategyHandler,
+    "risk": RiskHandler,
+    "execution": ExecutionHandler,
+}

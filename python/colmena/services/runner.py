@@ -25,17 +25,16 @@ import nats.js.errors
 from nats.js import api
 
 from colmena.live import wire
+from colmena.live.handlers import ROLE_HANDLERS
 from colmena.services.bus import STREAM, Bus, Consumer
 
 __all__ = ["ROLE_INPUTS", "Handler", "durable_name", "serve"]
 
 log = logging.getLogger(__name__)
 
-#: The kinds each role takes.
+#: The kinds each role takes (the ``INPUTS`` of its handler class).
 ROLE_INPUTS: Final[dict[str, tuple[wire.MessageKind, ...]]] = {
-    "strategy": ("candle",),
-    "risk": ("candle", "signal", "account", "execution"),
-    "execution": ("candle", "gate", "order"),
+    role: cls.INPUTS for role, cls in ROLE_HANDLERS.items()
 }
 
 
