@@ -170,7 +170,15 @@ def run_up(
     tick_seconds: float = 1.0,
 ) -> dict[str, int | None]:
     """Start the system and supervise it until SIGINT or SIGTERM; returns each service's exit
-    status. ``on_tick(supervisor, endpoints)`` runs every ``tick_seconds`` (the console)."""
+    status. ``on_tick(supervisor, endpoints)`` runs every ``tick_seconds`` (the console).
+
+    Raises
+    ------
+    colmena.services.nats_server.NatsServerError
+        The embedded NATS server cannot start (the message has the end of its log).
+    OSError
+        ``data_dir`` cannot be created, or a service cannot be started.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     stopping = False
 
