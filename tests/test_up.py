@@ -126,3 +126,20 @@ def test_colmena_up_paper_trades_a_replay_end_to_end(tmp_path: Path) -> None:
         _out, err = up.communicate(timeout=120)
     assert up.returncode == 0, err
     assert "stopped: ingest 0, strategy 0, risk 0, execution 0, recorder 0" in err
+
+
+def test_up_splits_the_strategy_over_the_configured_instances(tmp_path: Path) -> None:
+    import msgspec
+
+    from colmena.services.config import LiveConfig
+    from colmena.services.up import _commands
+
+    symbols = [{"symbol": s, "checkpoint": "c"} for s in ("A/B", "C/D", "E/F")]
+    config = msgspec.convert({"strategy_instances": 2, "symbols": symbols}, LiveConfig)
+    commands = _commands(config, tmp_path / "c.toml", "nats://x:1")
+    assert list(commands) == ["ingest", "strategy-1", "strategy-2", "risk", "execution",
+                              "recorder"]  # fmt: skip
+    assert commands["strategy-2"][-2:] == ["--partition", "2/2"]
+    single = _commands(msgspec.structs.replace(config, strategy_instances=1), tmp_path, "n://")
+    assert "strategy" in single
+    assert single["risk"][-1] == "1/1"

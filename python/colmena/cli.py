@@ -1134,12 +1134,23 @@ _live_config_option = click.option(
 @_live_config_option
 @click.option("--nats", "nats_url", default=None, help="NATS server URL (overrides [nats] url).")
 @click.option("--db", default=None, help="PostgreSQL DSN for the recorder (else $COLMENA_DB_DSN).")
-def serve(role: str, config_path: Path, nats_url: str | None, db: str | None) -> None:
+@click.option(
+    "--partition",
+    default="1/1",
+    show_default=True,
+    metavar="I/N",
+    help="Strategy, risk or execution: handle only instance I's share of N of the symbols.",
+)
+def serve(
+    role: str, config_path: Path, nats_url: str | None, db: str | None, partition: str
+) -> None:
     """Run one service of the live system (paper trading on NATS) until SIGTERM or Ctrl-C.
 
     ROLE: ingest (replays the configured candle file, then exits), strategy, risk, execution or
     recorder. Each service reads and writes only the subjects of the wire contract
-    (proto/asyncapi.json); a restarted service resumes where it stopped.
+    (proto/asyncapi.json); a restarted service resumes where it stopped. A symbol is handled by
+    one instance of a role at a time (a lease in NATS); --partition splits the symbols over
+    instances, e.g. two strategy processes with --partition 1/2 and --partition 2/2.
     """
     import asyncio
     import signal
@@ -1154,13 +1165,17 @@ def serve(role: str, config_path: Path, nats_url: str | None, db: str | None) ->
     url = nats_url or config.nats.url
     if url is None:
         raise UserError("no NATS server: give --nats URL or [nats] url in the configuration")
+    index, _, of = partition.partition("/")
+    if not (index.isdigit() and of.isdigit()):
+        raise UserError(f"--partition {partition!r}: expected I/N, e.g. 1/2")
+    share = (int(index), int(of))
 
     async def main_loop() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        return await run_role(role, config, url, stop, db_dsn=db)
+        return await run_role(role, config, url, stop, db_dsn=db, partition=share)
 
     try:
         count = asyncio.run(main_loop())

@@ -131,9 +131,16 @@ class Delivery:
         value = headers.get(MSG_ID_HEADER)
         return None if value is None else str(value)
 
-    async def ack(self) -> None:
-        """Acknowledge, and wait for the server to confirm (call after the effect is durable)."""
-        await self._raw.ack_sync()
+    async def ack(self, *, confirm: bool = True) -> None:
+        """Acknowledge (call after the effect is durable).
+
+        ``confirm``: wait for the server to confirm the ack. Without it the ack is sent and not
+        waited for: a lost ack only means the message is delivered again, which an idempotent
+        handler (whose outputs the stream dedupes) turns into nothing."""
+        if confirm:
+            await self._raw.ack_sync()
+        else:
+            await self._raw.ack()
 
     async def nak(self, delay_seconds: float | None = None) -> None:
         """Ask for redelivery (after ``delay_seconds``, or at once)."""

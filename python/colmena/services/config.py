@@ -9,6 +9,7 @@ password is refused (put it in the environment, or in a ``~/.pgpass`` file).
 Example::
 
     bar_seconds = 60
+    strategy_instances = 1             # colmena up: strategy processes the symbols are split over
 
     [nats]
     url = "nats://127.0.0.1:4222"      # omitted: colmena up starts an embedded server
@@ -145,9 +146,15 @@ class FeedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class LiveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The whole file. ``bar_seconds``: candle length (60: one-minute candles)."""
+    """The whole file. ``bar_seconds``: candle length (60: one-minute candles).
+    ``strategy_instances``: how many strategy processes ``colmena up`` splits the symbols over
+    (``colmena serve strategy --partition I/N``). ``lease_seconds``: how long a dead service's
+    hold on its symbols outlives it (:mod:`colmena.services.leases`; the same for every
+    instance)."""
 
     bar_seconds: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
+    strategy_instances: Annotated[int, msgspec.Meta(ge=1, le=1_024)] = 1
+    lease_seconds: Annotated[float, msgspec.Meta(ge=1.0, le=3_600.0)] = 10.0
     nats: NatsSettings = msgspec.field(default_factory=NatsSettings)
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     stream: StreamSettings = msgspec.field(default_factory=StreamSettings)
@@ -161,6 +168,11 @@ class LiveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"symbols repeated: {', '.join(repeated)}")
+        if self.symbols and self.strategy_instances > len(self.symbols):
+            raise ValueError(
+                f"strategy_instances={self.strategy_instances} is more than the "
+                f"{len(self.symbols)} symbols: an instance would have nothing to run"
+            )
 
     def database_dsn(self) -> str | None:
         """The DSN to use: the file's, else ``$COLMENA_DB_DSN``, else None (embedded)."""

@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import Final
 
+import msgspec
 import nats.js.errors
 
 from colmena.data.ohlcv import load_ohlcv
@@ -25,10 +26,11 @@ from colmena.execution.trading_loop import Bar
 from colmena.live import wire
 from colmena.live.handlers import ExecutionHandler, RiskHandler, StrategyHandler
 from colmena.persistence import checkpoint as checkpoints
+from colmena.services import runner
 from colmena.services.bus import STREAM, Bus, StreamLimits
 from colmena.services.config import LiveConfig
 from colmena.services.recorder import Recorder
-from colmena.services.runner import Handler, serve
+from colmena.services.runner import Handler
 
 __all__ = ["ROLES", "ServiceError", "run_role"]
 
@@ -111,7 +113,10 @@ def _strategy_handlers(config: LiveConfig) -> dict[str, Handler]:
     return handlers
 
 
-def _handlers(role: str, config: LiveConfig) -> dict[str, Handler]:
+def _handlers(role: str, config: LiveConfig, symbols: list[str]) -> dict[str, Handler]:
+    config = msgspec.structs.replace(
+        config, symbols=tuple(s for s in config.symbols if s.symbol in symbols)
+    )
     if role == "strategy":
         return _strategy_handlers(config)
     if role == "risk":
@@ -128,10 +133,19 @@ def _handlers(role: str, config: LiveConfig) -> dict[str, Handler]:
 
 
 async def run_role(
-    role: str, config: LiveConfig, nats_url: str, stop: asyncio.Event, *, db_dsn: str | None = None
+    role: str,
+    config: LiveConfig,
+    nats_url: str,
+    stop: asyncio.Event,
+    *,
+    db_dsn: str | None = None,
+    partition: tuple[int, int] = (1, 1),
 ) -> int:
     """Run ``role`` until ``stop`` is set (``ingest``: until its file is done); returns the
     number of messages it published (ingest) or handled.
+
+    ``partition=(i, n)``: a trading role handles only the symbols of instance ``i`` of ``n``
+    (:func:`colmena.services.runner.partition`); the others run in other processes.
 
     Raises
     ------
@@ -145,7 +159,19 @@ async def run_role(
         raise ServiceError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     if role != "recorder" and not config.symbols:
         raise ServiceError("no [[symbols]] in the configuration: nothing to run")
-    handlers = _handlers(role, config) if role in ("strategy", "risk", "execution") else {}
+    trading = role in ("strategy", "risk", "execution")
+    if partition != (1, 1) and not trading:
+        raise ServiceError(f"--partition splits the symbols of a trading role, not {role}")
+    try:
+        mine = runner.partition([s.symbol for s in config.symbols], *partition)
+    except ValueError as exc:
+        raise ServiceError(str(exc)) from None
+    if trading and not mine:
+        raise ServiceError(
+            f"partition {partition[0]}/{partition[1]} of {len(config.symbols)} symbols is empty: "
+            "run fewer instances"
+        )
+    handlers = _handlers(role, config, mine) if trading else {}
     bus = await Bus.connect(nats_url, limits=_limits(config), name=f"colmena-{role}")
     try:
         if role == "ingest":
@@ -159,6 +185,6 @@ async def run_role(
                 return await recorder.run(bus, stop)
             finally:
                 await recorder.close()
-        return await serve(bus, role, handlers, stop)
+        return await runner.serve(bus, role, handlers, stop, lease_seconds=config.lease_seconds)
     finally:
         await bus.close()

@@ -8,6 +8,16 @@ per symbol: handle, publish every output (each confirmed by the stream, with its
 key), then acknowledge the input. A crash anywhere in between delivers the input again, and the
 outputs it re-creates are dropped by the stream's duplicate window.
 
+Ownership: before it handles anything, a service takes the lease of each of its symbols
+(:mod:`colmena.services.leases`), so one symbol is handled by one instance of a role at a time
+even when instances overlap; it waits for a lease held by another instance and stops with
+:class:`~colmena.services.leases.LeaseLostError` when it loses one.
+
+Scale-out: the symbols of a role can be split over instances (:func:`partition`, ``colmena serve
+ROLE --partition I/N``): each instance reads only its symbols' subjects, so the messages of a
+symbol stay in order in one instance. (A queue group would spread one symbol's messages over
+instances and break the per-symbol state.)
+
 Restart: a service rebuilds its handlers by replaying, from the stream, every input it had
 acknowledged (outputs discarded: they were published before), then goes on with the durable
 consumers. The state is therefore whatever the retained stream can rebuild (a week by default).
@@ -18,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
 
 import nats.js.errors
@@ -27,8 +37,9 @@ from nats.js import api
 from colmena.live import wire
 from colmena.live.handlers import ROLE_HANDLERS
 from colmena.services.bus import STREAM, Bus, Consumer
+from colmena.services.leases import Leases
 
-__all__ = ["ROLE_INPUTS", "Handler", "durable_name", "serve"]
+__all__ = ["ROLE_INPUTS", "Handler", "durable_name", "partition", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +61,21 @@ def durable_name(role: str, kind: str, symbol: str) -> str:
     readable = "".join(c if c.isalnum() else "_" for c in symbol)
     digest = hashlib.sha256(symbol.encode()).hexdigest()[:8]
     return f"{role}-{kind}-{readable}-{digest}"
+
+
+def partition(symbols: Sequence[str], index: int, count: int) -> list[str]:
+    """The symbols instance ``index`` (1-based) of ``count`` handles: the sorted symbols dealt
+    round-robin, so every instance given the same symbol list takes its share and no symbol is
+    left out or taken twice (the leases guard against instances given different lists).
+
+    Raises
+    ------
+    ValueError
+        ``count`` < 1 or ``index`` outside [1, count].
+    """
+    if count < 1 or not 1 <= index <= count:
+        raise ValueError(f"partition {index}/{count}: need 1 <= index <= count")
+    return sorted(symbols)[index - 1 :: count]
 
 
 async def _ack_floor(bus: Bus, durable: str) -> int:
@@ -109,6 +135,9 @@ async def serve(
     *,
     on_handled: Callable[[wire.WireMessage, list[wire.WireMessage]], None] | None = None,
     ack_wait_seconds: float = 30.0,
+    lease_seconds: float | None = 10.0,
+    holder: str | None = None,
+    on_lease_wait: Callable[[str, str], None] | None = None,
 ) -> int:
     """Run ``role`` for every symbol of ``handlers`` until ``stop`` is set; returns the number
     of messages handled (replay excluded).
@@ -116,7 +145,9 @@ async def serve(
     ``on_handled(message, outputs)`` is called after each message is handled, its outputs
     published and the message acknowledged (a point tests and the console observe).
     ``ack_wait_seconds``: how long a message delivered to a dead service waits before it is
-    delivered again.
+    delivered again. ``lease_seconds``: the symbols' leases (None: no leases, for a service
+    that is alone by construction); ``holder`` names this instance in them;
+    ``on_lease_wait(symbol, holder)`` is called when a lease is held by another instance.
 
     Raises
     ------
@@ -124,9 +155,32 @@ async def serve(
         An unknown role.
     SequenceError, ValueError
         A handler refused a message (the service stops; the message stays unacknowledged).
+    colmena.services.leases.LeaseLostError
+        Another instance took a symbol's lease (this one stalled longer than the lease).
     """
     if role not in ROLE_INPUTS:
         raise ValueError(f"unknown role {role!r}; expected one of {sorted(ROLE_INPUTS)}")
+    leases: Leases | None = None
+    if lease_seconds is not None:
+        leases = await Leases.open(bus, role, handlers, holder=holder, lease_seconds=lease_seconds)
+        if not await leases.acquire(stop, on_wait=on_lease_wait):
+            return 0
+    try:
+        return await _serve_owned(bus, role, handlers, stop, leases, on_handled, ack_wait_seconds)
+    finally:
+        if leases is not None:
+            await leases.release()
+
+
+async def _serve_owned(
+    bus: Bus,
+    role: str,
+    handlers: Mapping[str, Handler],
+    stop: asyncio.Event,
+    leases: Leases | None,
+    on_handled: Callable[[wire.WireMessage, list[wire.WireMessage]], None] | None,
+    ack_wait_seconds: float,
+) -> int:
     kinds = ROLE_INPUTS[role]
     for handler in handlers.values():
         replayed = await _replay(bus, handler, kinds, role)
@@ -142,9 +196,9 @@ async def serve(
             for delivery in await consumer.fetch(1, timeout=0.25):
                 async with locks[symbol]:  # one message at a time per symbol
                     outputs = handler.handle(delivery.message)
-                    for out in outputs:
-                        await bus.publish(out)
-                    await delivery.ack()
+                    # Every output confirmed by the stream (published together) before the ack.
+                    await asyncio.gather(*(bus.publish(out) for out in outputs))
+                    await delivery.ack(confirm=False)
                     handled += 1
                     if on_handled is not None:
                         on_handled(delivery.message, outputs)
@@ -164,6 +218,8 @@ async def serve(
         for symbol in handlers
         for kind in kinds
     ]
+    if leases is not None:
+        tasks.append(asyncio.create_task(leases.keep()))
     stopped = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -154,9 +154,26 @@ class Supervisor:
         return codes
 
 
-def _serve_command(role: str, config_path: Path, nats_url: str) -> list[str]:
+def _serve_command(
+    role: str, config_path: Path, nats_url: str, partition: tuple[int, int] = (1, 1)
+) -> list[str]:
     return [sys.executable, "-c", "from colmena.cli import main; main(prog_name='colmena')",
-            "serve", role, "--config", str(config_path), "--nats", nats_url]  # fmt: skip
+            "serve", role, "--config", str(config_path), "--nats", nats_url,
+            "--partition", f"{partition[0]}/{partition[1]}"]  # fmt: skip
+
+
+def _commands(config: LiveConfig, config_path: Path, url: str) -> dict[str, list[str]]:
+    """Every service's command line, by child name (``strategy-I`` for each of
+    ``strategy_instances`` > 1)."""
+    n = config.strategy_instances
+    commands = {"ingest": _serve_command("ingest", config_path, url)}
+    if n == 1:
+        commands["strategy"] = _serve_command("strategy", config_path, url)
+    for i in range(1, n + 1 if n > 1 else 1):
+        commands[f"strategy-{i}"] = _serve_command("strategy", config_path, url, (i, n))
+    for role in ("risk", "execution", "recorder"):
+        commands[role] = _serve_command(role, config_path, url)
+    return commands
 
 
 def run_up(
@@ -201,9 +218,8 @@ def run_up(
 
             pg_server = get_server(data_dir / "postgres", cleanup_mode="stop")
             dsn = pg_server.get_uri()
-        roles = ["ingest", "strategy", "risk", "execution", "recorder"]
         supervisor = Supervisor(
-            {r: _serve_command(r, config_path, url) for r in roles},
+            _commands(config, config_path, url),
             data_dir / "logs",
             env={**os.environ, DB_DSN_ENV: dsn},
         )
