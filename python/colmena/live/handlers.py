@@ -28,6 +28,7 @@ than the newest, an order for an unknown bar) raises :class:`SequenceError`.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -171,6 +172,7 @@ class RiskHandler:
         self.symbol = wire.check_symbol(symbol)
         self._stage = RiskStage(execution, risk, bar_seconds=bar_seconds)
         self._bars: dict[int, _RiskBar] = {}
+        self._candles: list[int] = []  # heap: bars with their candle, waiting to be opened
         self._open_ts: int | None = None  # the bar opened and not yet closed
         self._closed_ts: int | None = None  # the newest bar closed
 
@@ -202,6 +204,7 @@ class RiskHandler:
             if slot.candle is not None:
                 return []
             slot.candle = message
+            heapq.heappush(self._candles, message.ts)
         elif isinstance(message, wire.SignalMessage):
             if slot.signal is not None:
                 return []
@@ -221,10 +224,9 @@ class RiskHandler:
         while True:
             if self._open_ts is None:
                 # Open the oldest bar with its candle, when every earlier bar is closed.
-                pending = sorted(ts for ts, b in self._bars.items() if b.candle is not None)
-                if not pending:
+                if not self._candles:
                     return out
-                ts = pending[0]
+                ts = heapq.heappop(self._candles)
                 slot = self._bars[ts]
                 assert slot.candle is not None
                 slot.expects_report = self._stage.outstanding is not None
@@ -302,6 +304,7 @@ class ExecutionHandler:
         self.symbol = wire.check_symbol(symbol)
         self._stage = ExecutionStage(execution, bar_seconds=bar_seconds)
         self._bars: dict[int, _ExecutionBar] = {}
+        self._ready: list[int] = []  # heap: bars with their candle and gate, not yet filled
         self._waiting_order: int | None = None  # a bar marked whose order has not come
         self._done_ts: int | None = None  # the newest bar whose order was taken
 
@@ -343,6 +346,9 @@ class ExecutionHandler:
             if slot.order is not None:
                 return []
             slot.order = message
+        completes = not isinstance(message, wire.OrderMessage)
+        if completes and slot.candle is not None and slot.gate is not None:
+            heapq.heappush(self._ready, message.ts)  # its candle and gate are both in
         return self._advance()
 
     def _advance(self) -> list[wire.WireMessage]:
@@ -359,12 +365,9 @@ class ExecutionHandler:
                 del self._bars[ts]
                 self._waiting_order = None
                 self._done_ts = ts
-            ready = sorted(
-                ts for ts, b in self._bars.items() if b.candle is not None and b.gate is not None
-            )
-            if not ready:
+            if not self._ready:
                 return out
-            ts = ready[0]
+            ts = heapq.heappop(self._ready)
             slot = self._bars[ts]
             assert slot.candle is not None
             assert slot.gate is not None
