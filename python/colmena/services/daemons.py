@@ -29,7 +29,7 @@ from colmena.persistence import checkpoint as checkpoints
 from colmena.services import runner
 from colmena.services.bus import STREAM, Bus, StreamLimits
 from colmena.services.config import LiveConfig
-from colmena.services.recorder import Recorder
+from colmena.services.recorder import Recorder, StrategyRecordError
 from colmena.services.runner import Handler
 
 __all__ = ["ROLES", "ServiceError", "run_role"]
@@ -182,6 +182,10 @@ async def run_role(
                 raise ServiceError("the recorder needs a database: --db DSN or $COLMENA_DB_DSN")
             recorder = await Recorder.connect(dsn)
             try:
+                try:  # the checkpoints and settings traded, for replay-audit
+                    await recorder.record_strategies(config)
+                except StrategyRecordError as exc:
+                    raise ServiceError(str(exc)) from None
                 return await recorder.run(bus, stop)
             finally:
                 await recorder.close()

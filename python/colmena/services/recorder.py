@@ -3,9 +3,12 @@
 Tables (migration ``0003_live_records.sql``): ``live_candles``, ``live_signals``, ``live_gates``,
 ``live_orders`` (each decision with its verdict, the reason, and its order), ``live_fills`` with
 ``live_trades`` (the round trips a fill closed), ``live_accounts``, ``live_audit`` and
-``live_events``. Every row is keyed by the message's idempotency key (``msg_key``, the
-``Nats-Msg-Id`` it was published with) and keeps the message's bytes (``payload``), so an incident
-can be replayed from exactly what was sent.
+``live_events``; and, at its start, the checkpoint of every configured symbol with the settings
+it trades under (``live_strategies``, migration ``0004_live_strategies.sql``:
+:meth:`Recorder.record_strategies`), so that a recorded period can be replayed and audited from
+the records alone (:mod:`colmena.services.audit`). Every message row is keyed by the message's
+idempotency key (``msg_key``, the ``Nats-Msg-Id`` it was published with) and keeps the message's
+bytes (``payload``), so an incident can be replayed from exactly what was sent.
 
 Exactly-once effect: the recorder consumes every kind with unordered durable consumers
 (:mod:`colmena.services.bus`), inserts a batch in one transaction with ``ON CONFLICT (msg_key) DO
@@ -18,17 +21,32 @@ sent with psycopg's pipelined ``executemany`` (``bench/`` compares it with a pla
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
-from colmena.live import wire
-from colmena.persistence.records import apply_migrations
-from colmena.services.bus import Bus, Consumer, Delivery
+import msgspec
 
-__all__ = ["TABLES", "Recorded", "Recorder", "rows_of"]
+from colmena.live import wire
+from colmena.persistence import checkpoint as checkpoints
+from colmena.persistence.records import apply_migrations, finite_json
+from colmena.services.bus import Bus, Consumer, Delivery
+from colmena.services.config import LiveConfig
+
+__all__ = [
+    "TABLES",
+    "Recorded",
+    "Recorder",
+    "StrategyRecord",
+    "StrategyRecordError",
+    "live_settings",
+    "rows_of",
+    "strategy_records",
+]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +146,90 @@ def rows_of(
     return out
 
 
+class StrategyRecordError(ValueError):
+    """A configured checkpoint that cannot be recorded (missing, unreadable or invalid); the
+    message names the symbol and the checkpoint."""
+
+
+@dataclass(frozen=True)
+class StrategyRecord:
+    """One row of ``live_strategies``: a checkpoint the live services trade.
+
+    Attributes
+    ----------
+    model_sha256 : str
+        SHA-256 (hex) of the checkpoint file's bytes: the digest the strategy service stamps on
+        every signal (:class:`colmena.live.handlers.StrategyHandler`).
+    checkpoint : bytes
+        The checkpoint file.
+    symbols : tuple of str
+        The configured symbols that trade it, sorted.
+    settings : dict
+        :func:`live_settings` of the configuration.
+    validation : dict
+        The checkpoint's validation (``ValidationResult.to_dict()``: fit bars, selection, gate;
+        non-finite numbers as None), ``{}`` when it has none.
+    """
+
+    model_sha256: str
+    checkpoint: bytes
+    symbols: tuple[str, ...]
+    settings: dict[str, Any]
+    validation: dict[str, Any]
+
+
+def live_settings(config: LiveConfig) -> dict[str, Any]:
+    """The settings the trading services run under, as JSON values: ``risk``
+    (:class:`~colmena.risk.RiskConfig`), ``execution``
+    (:class:`~colmena.execution.ExecutionSettings`) and ``bar_seconds``."""
+    settings: dict[str, Any] = msgspec.json.decode(
+        msgspec.json.encode(
+            {"risk": config.risk, "execution": config.execution, "bar_seconds": config.bar_seconds}
+        )
+    )
+    return settings
+
+
+def strategy_records(config: LiveConfig) -> list[StrategyRecord]:
+    """The ``live_strategies`` rows of ``config``: each configured symbol's checkpoint (a file,
+    or a folder's newest valid one, as the strategy service loads it), one row per distinct
+    file.
+
+    Raises
+    ------
+    StrategyRecordError
+        A checkpoint that cannot be loaded (the message names the symbol and the path).
+    """
+    found: dict[str, tuple[bytes, list[str], dict[str, Any]]] = {}
+    settings = live_settings(config)
+    for entry in config.symbols:
+        report = checkpoints.LoadReport()
+        try:
+            state = checkpoints.load_path(entry.checkpoint, report=report)
+            assert report.path is not None
+            data = Path(report.path).read_bytes()
+        except (checkpoints.CheckpointError, OSError) as exc:
+            raise StrategyRecordError(
+                f"{entry.symbol}: checkpoint {entry.checkpoint}: {exc}"
+            ) from None
+        digest = hashlib.sha256(data).hexdigest()
+        validation = {} if state.validation is None else state.validation.to_dict()
+        found.setdefault(digest, (data, [], finite_json(validation)[0]))[1].append(entry.symbol)
+    return [
+        StrategyRecord(digest, data, tuple(sorted(symbols)), settings, validation)
+        for digest, (data, symbols, validation) in found.items()
+    ]
+
+
+_STRATEGY_SQL: Final = (
+    "INSERT INTO live_strategies (model_sha256, checkpoint, symbols, settings, validation) "
+    "VALUES (%s, %s, %s, %s, %s) "
+    "ON CONFLICT (model_sha256) DO UPDATE SET symbols = ARRAY("
+    "SELECT DISTINCT s FROM unnest(live_strategies.symbols || EXCLUDED.symbols) AS s ORDER BY s) "
+    "WHERE NOT live_strategies.symbols @> EXCLUDED.symbols"
+)
+
+
 @dataclass(frozen=True)
 class Recorded:
     """What one :meth:`Recorder.record` call did.
@@ -172,6 +274,43 @@ class Recorder:
         except psycopg.OperationalError as exc:
             raise ConnectionError(f"cannot connect to PostgreSQL: {exc}".strip()) from None
         return cls(conn)
+
+    async def record_strategies(self, config: LiveConfig) -> list[StrategyRecord]:
+        """Record every configured symbol's checkpoint and the settings it trades under in
+        ``live_strategies``, idempotently (one transaction); returns the records.
+
+        A checkpoint already recorded keeps its row and gains any new symbol; when its recorded
+        settings differ from ``config``'s, a warning is logged and the first ones are kept (the
+        audit replays with those: restart with a new checkpoint to change the settings
+        auditably).
+
+        Raises
+        ------
+        StrategyRecordError
+            A checkpoint that cannot be loaded; nothing is recorded.
+        """
+        from psycopg.types.json import Jsonb
+
+        records = strategy_records(config)
+        async with self._conn.transaction(), self._conn.cursor() as cur:
+            for r in records:
+                await cur.execute(
+                    _STRATEGY_SQL,
+                    (r.model_sha256, r.checkpoint, list(r.symbols), Jsonb(r.settings),
+                     Jsonb(r.validation)),
+                )  # fmt: skip
+                await cur.execute(
+                    "SELECT settings FROM live_strategies WHERE model_sha256 = %s",
+                    (r.model_sha256,),
+                )
+                row = await cur.fetchone()
+                if row is not None and row[0] != r.settings:
+                    log.warning(
+                        "checkpoint %s was first recorded with other settings; the records keep "
+                        "those (replay-audit uses them)",
+                        r.model_sha256,
+                    )
+        return records
 
     async def record(self, batch: Iterable[tuple[wire.WireMessage, str, int, bytes]]) -> Recorded:
         """Insert ``(message, key, stream_seq, payload)`` tuples in one transaction.
