@@ -24,8 +24,10 @@ from colmena.services.config import LiveConfig, SymbolSettings
 from colmena.services.recorder import Recorder, live_settings, strategy_records
 
 pytest.importorskip("torch")
-psycopg = pytest.importorskip("psycopg")
+pytest.importorskip("psycopg")
 sys.path.insert(0, str(Path(__file__).parent))
+import psycopg
+
 from conftest import fresh_database
 from test_live_handlers import EXECUTION, RISK, SYMBOL, _bars, _candle
 from test_serve_cli import TRAIN_BARS, _write_inputs
@@ -86,27 +88,19 @@ def dsn(postgres_server: str, session: Session, request: pytest.FixtureRequest) 
     return url
 
 
-def _iso(ts: int) -> str:
-    return format_ns(ts)
-
-
 def _audit(dsn: str, session: Session, *extra: str, t0: int | None = None,
            t1: int | None = None) -> Result:  # fmt: skip
-    args = ["replay-audit", "--db", dsn, "--from", _iso(session.t0 if t0 is None else t0),
-            "--to", _iso(session.t1 if t1 is None else t1), *extra]  # fmt: skip
+    args = ["replay-audit", "--db", dsn, "--from", format_ns(session.t0 if t0 is None else t0),
+            "--to", format_ns(session.t1 if t1 is None else t1), *extra]  # fmt: skip
     return CliRunner().invoke(main, args)
 
 
-def _execute(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> Any:
+def _execute(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> None:
     with psycopg.connect(dsn) as conn:
-        return conn.execute(sql, params).fetchall() if "RETURNING" in sql else conn.execute(
-            sql, params
-        )
+        conn.execute(sql, params)
 
 
-def test_live_strategies_are_recorded_once_with_their_settings(
-    dsn: str, session: Session
-) -> None:
+def test_live_strategies_are_recorded_once_with_their_settings(dsn: str, session: Session) -> None:
     _record(dsn, session)  # a restarted recorder records them again: nothing changes
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
@@ -117,7 +111,9 @@ def test_live_strategies_are_recorded_once_with_their_settings(
     newest = checkpoints.list_checkpoints(session.folder)[-1]
     assert bytes(data) == newest.read_bytes()
     assert sha == hashlib.sha256(newest.read_bytes()).hexdigest()
-    assert sha == {m.model_sha256 for m in session.produced if isinstance(m, wire.SignalMessage)}.pop()
+    assert (
+        sha == {m.model_sha256 for m in session.produced if isinstance(m, wire.SignalMessage)}.pop()
+    )
     assert symbols == [SYMBOL]
     assert settings == live_settings(session.config)
     assert settings["risk"]["kelly_prior"] == RISK.kelly_prior
@@ -169,7 +165,8 @@ def test_a_tampered_verdict_and_equity_are_exactly_the_differences(
     done = _audit(dsn, session)
     assert done.exit_code == 1, done.output
     assert "2 differences" in done.stdout
-    assert "verdict" in done.stdout and "equity" in done.stdout
+    assert "verdict" in done.stdout
+    assert "equity" in done.stdout
     # Outside the period the tampered rows are not compared.
     done = _audit(dsn, session, t0=account.ts + 60 * 10**9, t1=session.t1)
     assert (done.exit_code, order.ts > account.ts) in ((0, False), (1, True)), done.output
@@ -222,7 +219,8 @@ def test_user_errors_are_one_line(dsn: str, session: Session) -> None:
              (other, wire.idempotency_key(signal)))  # fmt: skip
     done = _audit(dsn, session)
     _one_line_error(done, 2, "several checkpoints")
-    assert other in done.stderr and session.strategy.model_sha256 in done.stderr
+    assert other in done.stderr
+    assert session.strategy.model_sha256 in done.stderr
     _execute(dsn, "UPDATE live_signals SET model_sha256 = %s WHERE msg_key = %s",
              (session.strategy.model_sha256, wire.idempotency_key(signal)))  # fmt: skip
     # The checkpoint missing from the records.
@@ -242,7 +240,7 @@ def test_an_empty_database_and_an_unreachable_one(postgres_server: str, session:
 def test_parse_time() -> None:
     assert parse_time("2023-03-01") == 1_677_628_800 * 10**9
     assert parse_time("2023-03-01T00:01Z") == parse_time("2023-03-01T02:01+02:00")
-    assert parse_time("2023-03-01T00:01:00.000000001".rstrip("1")) == 1_677_628_860 * 10**9
+    assert parse_time("2023-03-01T00:01:00.5") == 1_677_628_860_500_000_000
     with pytest.raises(AuditError, match="--to: not an ISO-8601 time"):
         parse_time("3 pm", "--to")
     assert format_ns(parse_time("2023-03-01T12:34:56Z")) == "2023-03-01T12:34:56Z"

@@ -159,8 +159,11 @@ def parse_time(text: str, what: str = "time") -> int:
     AuditError
         Not an ISO-8601 time (the message names ``what``).
     """
+    clean = text.strip()
+    if clean[-1:] in ("Z", "z"):  # Python 3.10's fromisoformat takes no Z
+        clean = clean[:-1] + "+00:00"
     try:
-        moment = datetime.fromisoformat(text.strip())
+        moment = datetime.fromisoformat(clean)
     except ValueError:
         raise AuditError(f"{what}: not an ISO-8601 time: {text!r}") from None
     if moment.tzinfo is None:
