@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats.js.errors
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,8 +36,9 @@ from colmena.data import Candles, load_ohlcv
 from colmena.execution.simulation import WIND_DOWN_BARS
 from colmena.live import wire
 from colmena.persistence import checkpoint as checkpoints
-from colmena.services.bus import Bus
+from colmena.services.bus import STREAM, Bus
 from colmena.services.nats_server import EmbeddedNatsServer
+from colmena.services.runner import ROLE_INPUTS, durable_name
 from colmena.training import train
 
 pytest.importorskip("torch")
@@ -46,7 +48,7 @@ import psycopg
 
 from conftest import fresh_database
 from helpers import every_agent_votes, run_cli, tiny_training
-from test_live_handlers import EXECUTION, RISK
+from test_live_handlers import EXECUTION, RISK, SYMBOL
 from test_live_replay import OPEN_GATE
 from test_serve_cli import CONFIG, _last_order_ts, _start
 
@@ -78,10 +80,24 @@ def _write_inputs(tmp_path: Path, candles: Candles) -> tuple[Path, Path]:
     return folder, feed
 
 
-async def _stream_total(url: str) -> int:
+async def _settled(url: str) -> int | None:
+    """The number of messages in the stream once every trading service has handled and
+    acknowledged every input (a service acknowledges an input after publishing all its outputs),
+    with nothing published while that was checked; None while not settled."""
     bus = await Bus.connect(url)
     try:
-        return await bus.stream_messages()
+        before = await bus.stream_messages()
+        for role, kinds in ROLE_INPUTS.items():
+            for kind in kinds:
+                try:
+                    info = await bus.jetstream.consumer_info(
+                        STREAM, durable_name(role, kind, SYMBOL)
+                    )
+                except nats.js.errors.NotFoundError:
+                    return None  # not started yet
+                if info.num_pending or info.num_ack_pending:
+                    return None
+        return before if await bus.stream_messages() == before else None
     finally:
         await bus.close()
 
@@ -106,10 +122,10 @@ def _run_services(tmp_path: Path, folder: Path, feed: Path, dsn: str) -> float:
         last_ts = int(load_ohlcv(feed).ts[-1])
         try:
             for _ in range(3_000):  # hang detection: until the last bar is decided and recorded
-                if asyncio.run(_last_order_ts(server.url)) == last_ts and _recorded_total(
-                    dsn
-                ) == asyncio.run(_stream_total(server.url)):
-                    break
+                if asyncio.run(_last_order_ts(server.url)) == last_ts:
+                    settled = asyncio.run(_settled(server.url))
+                    if settled is not None and settled == _recorded_total(dsn):
+                        break
                 assert all(p.poll() is None for p in services), [
                     p.communicate()[1] for p in services if p.poll() is not None
                 ]

@@ -244,3 +244,15 @@ def test_parse_time() -> None:
     with pytest.raises(AuditError, match="--to: not an ISO-8601 time"):
         parse_time("3 pm", "--to")
     assert format_ns(parse_time("2023-03-01T12:34:56Z")) == "2023-03-01T12:34:56Z"
+
+
+def test_a_candle_whose_columns_disagree_with_its_bytes(dsn: str, session: Session) -> None:
+    """The replay takes a candle's message bytes; a column that says otherwise is reported."""
+    candle = session.candles[FIRST + 3]
+    _execute(dsn, "UPDATE live_candles SET close = close * 2 WHERE msg_key = %s",
+             (wire.idempotency_key(candle),))  # fmt: skip
+    result = replay_audit(dsn, session.t0, session.t1)
+    (difference,) = result.differences
+    assert (difference.kind, difference.ts, difference.field) == ("candle", candle.ts, "close")
+    assert (difference.recorded, difference.reproduced) == (2 * candle.bar.close, candle.bar.close)
+    assert result.symbols[0].compared["candle"] == LAST - FIRST + 1

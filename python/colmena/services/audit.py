@@ -7,7 +7,8 @@ names by its SHA-256 and the settings it traded under (``live_strategies``). :fu
 runs the services' own handlers (:func:`colmena.live.handlers.route` over a
 :class:`~colmena.live.handlers.StrategyHandler`, :class:`~colmena.live.handlers.RiskHandler` and
 :class:`~colmena.live.handlers.ExecutionHandler`: the code the services run, not a second
-implementation) over the symbol's recorded candles, and compares every recorded signal, gate,
+implementation) over the symbol's recorded candles (their message bytes; in the period their
+columns are checked against the bytes), and compares every recorded signal, gate,
 decision (order, with its verdict and reason code), decision audit, execution report (and the
 round trips it closed), account and event of the period with the reproduction: every column and
 the message bytes, floats by their bits.
@@ -300,13 +301,25 @@ def _load_strategy(
 
 def _audit_symbol(conn: Any, symbol: str, t0: int, t1: int) -> SymbolAudit:
     sha, state, risk, execution, bar_seconds = _load_strategy(conn, symbol, t1)
-    candles = [
-        wire.decode("candle", bytes(payload))
-        for (payload,) in conn.execute(
-            "SELECT payload FROM live_candles WHERE symbol = %s AND ts_ns <= %s ORDER BY ts_ns",
-            (symbol, t1),
-        )
-    ]
+    # The replay takes each candle's message bytes; in the period, its columns must say the same.
+    columns = TABLES["live_candles"]
+    candles: list[wire.WireMessage] = []
+    differences: list[Difference] = []
+    compared: dict[str, int] = {"candle": 0}
+    for row in conn.execute(
+        f"SELECT {', '.join(columns)} FROM live_candles WHERE symbol = %s AND ts_ns <= %s "
+        "ORDER BY ts_ns",
+        (symbol, t1),
+    ):
+        candle = wire.decode("candle", bytes(row[-1]))
+        candles.append(candle)
+        if candle.ts < t0:
+            continue
+        compared["candle"] += 1
+        (ours,) = rows_of(candle, row[0], 0, b"")["live_candles"]
+        for name, a, b in zip(columns, row, ours, strict=True):
+            if name not in _NOT_COMPARED and name != "payload" and not _same(a, b):
+                differences.append(Difference("candle", candle.ts, row[0], name, a, b))
     handlers = (
         StrategyHandler(state.to_model(), symbol, sha, bar_seconds=bar_seconds),
         RiskHandler(symbol, risk, execution, bar_seconds=bar_seconds),
@@ -328,8 +341,6 @@ def _audit_symbol(conn: Any, symbol: str, t0: int, t1: int) -> SymbolAudit:
                 message = None if table == "live_trades" else m
                 expected[table][_row_key(table, row)] = (row, message, m.ts)
 
-    differences: list[Difference] = []
-    compared: dict[str, int] = {}
     for table, kind in KINDS.items():
         columns = TABLES[table]
         mine = expected[table]
