@@ -81,7 +81,15 @@ def test_migrations_apply_once(dsn: str) -> None:
             )
         }
     assert again == []
-    assert first in ([], ["0001_backtest_runs.sql", "0002_run_uuid.sql", "0003_live_records.sql"])
+    assert first in (
+        [],
+        [
+            "0001_backtest_runs.sql",
+            "0002_run_uuid.sql",
+            "0003_live_records.sql",
+            "0004_live_strategies.sql",
+        ],
+    )
     assert {"backtest_runs", "backtest_fills", "colmena_schema_migrations"} <= tables
 
 
@@ -107,7 +115,11 @@ def test_migration_0002_keeps_the_rows_recorded_before_it(postgres_server: str) 
             " 0, 'f', now(), now(), '{}', '{}', '{}', '{}')"
         )
         conn.commit()
-        assert apply_migrations(conn) == ["0002_run_uuid.sql", "0003_live_records.sql"]
+        assert apply_migrations(conn) == [
+            "0002_run_uuid.sql",
+            "0003_live_records.sql",
+            "0004_live_strategies.sql",
+        ]
         rows = conn.execute("SELECT idempotency_key, run_uuid FROM backtest_runs").fetchall()
         assert rows == [("k", None)]
         with pytest.raises(psycopg.errors.CheckViolation):
