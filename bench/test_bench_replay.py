@@ -39,12 +39,12 @@ from colmena.data import Candles, load_ohlcv  # noqa: E402
 from colmena.execution import ExecutionSettings  # noqa: E402
 from colmena.execution.trading_loop import Bar  # noqa: E402
 from colmena.live import SwarmTrader, wire  # noqa: E402
+from colmena.model.swarm import GateResult  # noqa: E402
 from colmena.persistence import checkpoint as checkpoints  # noqa: E402
 from colmena.risk import RiskConfig  # noqa: E402
 from colmena.services.bus import Bus  # noqa: E402
 from colmena.services.config import DB_DSN_ENV  # noqa: E402
 from colmena.services.nats_server import EmbeddedNatsServer  # noqa: E402
-from colmena.model.swarm import GateResult  # noqa: E402
 from colmena.training import train  # noqa: E402
 from helpers import every_agent_votes, synthetic_candles, tiny_training  # noqa: E402
 
@@ -130,12 +130,15 @@ class _System:
         config.write_text(CONFIG.format(symbols=entries))
         roles = ("strategy", "risk", "execution", "recorder")
         self.logs = [(folder / f"{role}.log").open("wb") for role in roles]
+        command = [sys.executable, "-c", "from colmena.cli import main; main(prog_name='colmena')"]
+        env = {**os.environ, DB_DSN_ENV: dsn}
         self.processes = [
             subprocess.Popen(
-                [sys.executable, "-c", "from colmena.cli import main; main(prog_name='colmena')",
-                 "serve", role, "--config", str(config), "--nats", self.url],
-                stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, DB_DSN_ENV: dsn},
-            )  # fmt: skip
+                [*command, "serve", role, "--config", str(config), "--nats", self.url],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=env,
+            )
             for role, log in zip(roles, self.logs, strict=True)
         ]
         self._wait_ready(symbols)
