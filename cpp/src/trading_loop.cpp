@@ -42,13 +42,13 @@ const char* order_origin_name(OrderOrigin origin) noexcept {
 
 void check_execution_config(const ExecutionConfig& snapshot, const ExecutionConfig& own,
                             const StateCheck& check) {
+  check.same_config(snapshot.allow_short, own.allow_short, "allow_short");
   check.same_config(snapshot.initial_cash, own.initial_cash, "initial_cash");
   check.same_config(snapshot.fee_bps, own.fee_bps, "fee_bps");
   check.same_config(snapshot.slippage_bps, own.slippage_bps, "slippage_bps");
   check.same_config(snapshot.impact_bps, own.impact_bps, "impact_bps");
   check.same_config(snapshot.max_participation, own.max_participation, "max_participation");
   check.same_config(snapshot.borrow_bps_per_day, own.borrow_bps_per_day, "borrow_bps_per_day");
-  check.same_config(snapshot.allow_short, own.allow_short, "allow_short");
 }
 
 void check_order(const Order& order, std::size_t bars, std::int64_t last_ts, std::int64_t bar_ns,
