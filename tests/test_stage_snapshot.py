@@ -255,7 +255,12 @@ def random_market(
     action = rng.choice(4, n, p=[0.3, 0.6, 0.05, 0.05])
     action[n - 3 : n] = 3
     model = np.cumsum(rng.random(n) < 0.02)
-    risk = {"default": RiskConfig(), "leveraged": LEVERAGED, "pass_through": None}[mode]
+    risk = {
+        "default": RiskConfig(),
+        "leveraged": LEVERAGED,
+        "fragile": msgspec.structs.replace(LEVERAGED, halt_drawdown=0.04),  # kill switch
+        "pass_through": None,
+    }[mode]
     halts = rng.random(n) < (0.03 if risk is not None else 0.0)
     resets = np.zeros(n, dtype=bool)
     if risk is not None:
@@ -290,9 +295,9 @@ def random_market(
 
 @given(
     seed=st.integers(0, 2**32 - 1),
-    n=st.integers(5, 80),
+    n=st.integers(5, 100),
     market=st.sampled_from(["spot", "margin"]),
-    mode=st.sampled_from(["default", "leveraged", "leveraged", "pass_through"]),
+    mode=st.sampled_from(["default", "leveraged", "fragile", "pass_through"]),
     volatility=st.sampled_from([0.002, 0.01, 0.03]),
     volume_scale=st.sampled_from([30.0, 300.0, 1e6]),
     where=st.floats(0.0, 1.0),

@@ -143,18 +143,20 @@ void ExecutionStage::restore(const ExecutionStageState& s) {
     check.require(s.bars == 0 || s.open_ts > s.last_ts, "open_ts",
                   "must be after last_ts (" + std::to_string(s.last_ts) + "), got " +
                       std::to_string(s.open_ts));
-    check.require(!s.pending, "pending", "must be empty while a bar is open (it filled at the open)");
+    check.require(!s.pending, "pending",
+                  "must be empty while a bar is open (it filled at the open)");
   } else {
     check.require(s.open_ts == s.last_ts, "open_ts",
                   "must equal last_ts between bars (" + std::to_string(s.last_ts) + "), got " +
                       std::to_string(s.open_ts));
   }
   if (s.pending) check_order(*s.pending, s.bars, s.last_ts, bar_ns_, check.sub("pending"));
-  check.require(s.cause != OrderOrigin::remainder &&
-                    static_cast<std::uint8_t>(s.cause) <=
-                        static_cast<std::uint8_t>(OrderOrigin::end_of_run),
-                "cause", "must be decision, risk or end_of_run (code " +
-                             std::to_string(static_cast<int>(s.cause)) + ")");
+  check.require(
+      s.cause != OrderOrigin::remainder &&
+          static_cast<std::uint8_t>(s.cause) <= static_cast<std::uint8_t>(OrderOrigin::end_of_run),
+      "cause",
+      "must be decision, risk or end_of_run (code " + std::to_string(static_cast<int>(s.cause)) +
+          ")");
   const StateCheck account = check.sub("account");
   if (s.bars > 0) {
     account.require(s.account.ts == s.last_ts + bar_ns_, "ts",

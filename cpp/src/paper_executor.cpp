@@ -165,9 +165,9 @@ void PaperExecutor::check_state(const PaperExecutorState& s, const StateCheck& c
   check.require(config_.allow_short || s.position >= 0.0, "position",
                 "is short (" + format_double(s.position) + ") on a spot market");
   if (s.position != 0.0) {
-    check.require(std::isfinite(s.average_price) && s.average_price > 0.0, "average_price",
-                  "must be finite and > 0 while a position is held, got " +
-                      format_double(s.average_price));
+    check.require(
+        std::isfinite(s.average_price) && s.average_price > 0.0, "average_price",
+        "must be finite and > 0 while a position is held, got " + format_double(s.average_price));
   } else {
     check.require(s.average_price == 0.0, "average_price",
                   "must be 0 while flat, got " + format_double(s.average_price));

@@ -545,8 +545,9 @@ RiskManagerState RiskManager::snapshot() const {
 }
 
 void RiskManager::check_state(const RiskManagerState& s, const StateCheck& check) const {
-  check.require(static_cast<std::uint8_t>(s.state) <= static_cast<std::uint8_t>(TradingState::halted),
-                "state", "is not a trading state (code " + std::to_string(static_cast<int>(s.state)) + ")");
+  check.require(
+      static_cast<std::uint8_t>(s.state) <= static_cast<std::uint8_t>(TradingState::halted),
+      "state", "is not a trading state (code " + std::to_string(static_cast<int>(s.state)) + ")");
   check.require(s.state != TradingState::reducing || s.stale, "state",
                 "is REDUCING, which only stale data leads to, but stale is false");
   check.require(s.ladder_level >= 0 && s.ladder_level <= 3, "ladder_level",
@@ -565,25 +566,32 @@ void RiskManager::check_state(const RiskManagerState& s, const StateCheck& check
   check.require(s.window_ts.size() == s.window_equity.size(), "window_equity",
                 "has " + std::to_string(s.window_equity.size()) + " entries, window_ts has " +
                     std::to_string(s.window_ts.size()));
-  for (std::size_t i = 0; i < s.window_ts.size(); ++i) {
-    const std::string at = "[" + std::to_string(i) + "]";
-    check.timestamp(s.window_ts[i], "window_ts" + at, kMaxObservationNs);
-    check.not_nan(s.window_equity[i], "window_equity" + at);
-    check.require(i == 0 || s.window_equity[i] < s.window_equity[i - 1], "window_equity" + at,
-                  "must be below the entry before it (the window holds decreasing maxima)");
+  for (std::size_t i = 0; i < s.window_ts.size(); ++i) {  // names built only on a failure
+    if (!timestamp_in_range(s.window_ts[i], kMaxObservationNs))
+      check.timestamp(s.window_ts[i], StateCheck::at("window_ts", i), kMaxObservationNs);
+    if (std::isnan(s.window_equity[i]))
+      check.not_nan(s.window_equity[i], StateCheck::at("window_equity", i));
+    if (i > 0 && !(s.window_equity[i] < s.window_equity[i - 1])) {
+      check.refuse(StateCheck::at("window_equity", i),
+                   "must be below the entry before it (the window holds decreasing maxima)");
+    }
   }
   if (s.started) {
     check.timestamp(s.last_ts, "last_ts", kMaxObservationNs);
     check.require(!s.window_ts.empty(), "window_ts", "is empty after an observe");
     check.require(s.day == floor_div(s.last_ts, kNsPerDay), "day",
-                  "must be the UTC day of last_ts (" + std::to_string(floor_div(s.last_ts, kNsPerDay)) +
-                      "), got " + std::to_string(s.day));
+                  "must be the UTC day of last_ts (" +
+                      std::to_string(floor_div(s.last_ts, kNsPerDay)) + "), got " +
+                      std::to_string(s.day));
   }
   check.require(s.kelly_trades.size() <= config_.kelly_window, "kelly_trades",
                 "holds " + std::to_string(s.kelly_trades.size()) +
-                    " trades, more than kelly_window (" + std::to_string(config_.kelly_window) + ")");
-  for (std::size_t i = 0; i < s.kelly_trades.size(); ++i)
-    check.finite(s.kelly_trades[i], "kelly_trades[" + std::to_string(i) + "]");
+                    " trades, more than kelly_window (" + std::to_string(config_.kelly_window) +
+                    ")");
+  for (std::size_t i = 0; i < s.kelly_trades.size(); ++i) {
+    if (!std::isfinite(s.kelly_trades[i]))
+      check.finite(s.kelly_trades[i], StateCheck::at("kelly_trades", i));
+  }
 }
 
 void RiskManager::restore(const RiskManagerState& s) {

@@ -286,10 +286,11 @@ void check_risk_config(const RiskConfig& a, const RiskConfig& b, const StateChec
   check.same_config(a.min_trade_fraction, b.min_trade_fraction, "min_trade_fraction");
   check.same_config(a.halt_drawdown, b.halt_drawdown, "halt_drawdown");
   check.same_config(a.halt_window_ns, b.halt_window_ns, "halt_window_ns");
-  for (int i = 0; i < 3; ++i) {
-    const std::string at = "[" + std::to_string(i) + "]";
-    check.same_config(a.ladder_drawdown[i], b.ladder_drawdown[i], "ladder_drawdown" + at);
-    check.same_config(a.ladder_pause_ns[i], b.ladder_pause_ns[i], "ladder_pause_ns" + at);
+  for (std::size_t i = 0; i < 3; ++i) {
+    check.same_config(a.ladder_drawdown[i], b.ladder_drawdown[i],
+                      StateCheck::at("ladder_drawdown", i));
+    check.same_config(a.ladder_pause_ns[i], b.ladder_pause_ns[i],
+                      StateCheck::at("ladder_pause_ns", i));
   }
   check.same_config(a.stale_after_ns, b.stale_after_ns, "stale_after_ns");
   check.same_config(a.daily_loss_pause, b.daily_loss_pause, "daily_loss_pause");
@@ -345,9 +346,8 @@ void RiskStage::restore(const RiskStageState& s) {
     const StateCheck order = check.sub("outstanding");
     check_order(*s.outstanding, s.bars, s.last_ts, bar_ns_, order);
     order.require(s.outstanding->id == s.last_order_id, "id",
-                  "must be the last id issued (last_order_id " +
-                      std::to_string(s.last_order_id) + "), got " +
-                      std::to_string(s.outstanding->id));
+                  "must be the last id issued (last_order_id " + std::to_string(s.last_order_id) +
+                      "), got " + std::to_string(s.outstanding->id));
   }
   check.finite(s.remainder, "remainder");
   check.finite(s.shadow_pending, "shadow_pending");

@@ -63,10 +63,10 @@ void check_order(const Order& order, std::size_t bars, std::int64_t last_ts, std
   check.require(std::isfinite(order.quantity) && order.quantity != 0.0, "quantity",
                 "must be finite and nonzero, got " + format_double(order.quantity));
   check.finite(order.target, "target");
-  check.require(static_cast<std::uint8_t>(order.origin) <=
-                    static_cast<std::uint8_t>(OrderOrigin::end_of_run),
-                "origin", "is not an order origin (code " +
-                              std::to_string(static_cast<int>(order.origin)) + ")");
+  check.require(
+      static_cast<std::uint8_t>(order.origin) <= static_cast<std::uint8_t>(OrderOrigin::end_of_run),
+      "origin",
+      "is not an order origin (code " + std::to_string(static_cast<int>(order.origin)) + ")");
 }
 
 TradingLoop::TradingLoop(const ExecutionConfig& execution, const RiskConfig& risk,

@@ -53,7 +53,7 @@ struct ExecutionStageState {
   /// Origin of the last order that was no remainder: the exit origin a remainder's fill gives
   /// the round trips it closes.
   OrderOrigin cause = OrderOrigin::decision;
-  AccountSnapshot account;       ///< the account at the last close (zeros before the first)
+  AccountSnapshot account;  ///< the account at the last close (zeros before the first)
 };
 
 class ExecutionStage {

@@ -83,13 +83,13 @@ struct PaperExecutorState {
   double traded_notional = 0.0;  ///< quote currency
   std::size_t n_fills = 0;
   /// The open round trip (the one the position belongs to, or the next one when flat):
-  std::int64_t trade_open_ts = 0;     ///< its first fill, ns since the epoch
-  double trade_pnl = 0.0;             ///< net PnL so far, quote currency
-  double trade_size = 0.0;            ///< largest |position| so far, base units
-  double trade_fees = 0.0;            ///< fees so far, quote currency
-  double trade_borrow = 0.0;          ///< borrow so far, quote currency
-  double trade_exit_notional = 0.0;   ///< closing fills so far: sum of price * size, quote
-  double trade_exit_size = 0.0;       ///< and of size, base units
+  std::int64_t trade_open_ts = 0;    ///< its first fill, ns since the epoch
+  double trade_pnl = 0.0;            ///< net PnL so far, quote currency
+  double trade_size = 0.0;           ///< largest |position| so far, base units
+  double trade_fees = 0.0;           ///< fees so far, quote currency
+  double trade_borrow = 0.0;         ///< borrow so far, quote currency
+  double trade_exit_notional = 0.0;  ///< closing fills so far: sum of price * size, quote
+  double trade_exit_size = 0.0;      ///< and of size, base units
 };
 
 /// The spot rule (`allow_short` false): a sell of `quantity` may take `position` to flat, not

@@ -71,12 +71,12 @@ enum class Action : std::uint8_t {
 
 /// Codes of EventType::drawdown_threshold events.
 enum class DrawdownCode : std::uint8_t {
-  ladder_pause_1 = 1,  ///< first ladder level (5%)
-  ladder_pause_2 = 2,  ///< second level (10%)
-  ladder_stop = 3,     ///< third level (15%): pause and flatten
-  kill_switch = 4,     ///< over 20% within the window: HALTED
-  daily_loss = 5,      ///< UTC-day PnL below daily_loss_pause: paused until the next UTC day
-  ladder_rearmed = 6,  ///< the ladder re-armed after a drawdown stop (value: reference equity)
+  ladder_pause_1 = 1,      ///< first ladder level (5%)
+  ladder_pause_2 = 2,      ///< second level (10%)
+  ladder_stop = 3,         ///< third level (15%): pause and flatten
+  kill_switch = 4,         ///< over 20% within the window: HALTED
+  daily_loss = 5,          ///< UTC-day PnL below daily_loss_pause: paused until the next UTC day
+  ladder_rearmed = 6,      ///< the ladder re-armed after a drawdown stop (value: reference equity)
   halted_by_operator = 7,  ///< a person halted trading (RiskManager::halt): HALTED, flatten
 };
 
@@ -149,32 +149,32 @@ struct RiskConfig {
 /// (colmena.execution.trading_loop.RiskManagerSnapshot); units as in the class.
 struct RiskManagerState {
   TradingState state = TradingState::active;
-  bool stale = false;              ///< the data was stale at the last data-age check
-  bool flatten_requested = false;  ///< a drawdown stop waits for the position to be flat
-  bool started = false;            ///< observe() has run at least once
-  double peak_equity = 0.0;        ///< the ladder's reference equity (quote currency)
-  double drawdown = 0.0;           ///< drawdown from peak_equity at the last observe (fraction)
-  double high_equity = 0.0;        ///< all-time high of equity (quote currency)
+  bool stale = false;               ///< the data was stale at the last data-age check
+  bool flatten_requested = false;   ///< a drawdown stop waits for the position to be flat
+  bool started = false;             ///< observe() has run at least once
+  double peak_equity = 0.0;         ///< the ladder's reference equity (quote currency)
+  double drawdown = 0.0;            ///< drawdown from peak_equity at the last observe (fraction)
+  double high_equity = 0.0;         ///< all-time high of equity (quote currency)
   double drawdown_from_high = 0.0;  ///< drawdown from high_equity (fraction)
   std::int64_t ladder_level = 0;    ///< ladder levels fired in this excursion, 0..3
-  bool stopped = false;  ///< a drawdown stop's pause runs: the ladder re-arms when it ends
-  bool drawdown_warned = false;    ///< drawdown_warning alert given since the last high
-  bool drawdown_critical = false;  ///< drawdown_critical alert given since the last high
-  std::int64_t paused_until = 0;   ///< end of the pause, ns since the epoch (0: none yet)
-  std::int64_t last_ts = 0;        ///< time of the last observe, ns
-  std::int64_t day = 0;            ///< UTC day of the last observe (days since the epoch)
-  double day_start_equity = 0.0;   ///< the previous UTC day's last equity (quote currency)
-  double last_equity = 0.0;        ///< equity at the last observe (quote currency)
-  double daily_pnl = 0.0;          ///< UTC-day PnL at the last observe (fraction)
-  bool daily_pnl_warned = false;   ///< daily_pnl_warning alert given this UTC day
+  bool stopped = false;          ///< a drawdown stop's pause runs: the ladder re-arms when it ends
+  bool drawdown_warned = false;  ///< drawdown_warning alert given since the last high
+  bool drawdown_critical = false;   ///< drawdown_critical alert given since the last high
+  std::int64_t paused_until = 0;    ///< end of the pause, ns since the epoch (0: none yet)
+  std::int64_t last_ts = 0;         ///< time of the last observe, ns
+  std::int64_t day = 0;             ///< UTC day of the last observe (days since the epoch)
+  double day_start_equity = 0.0;    ///< the previous UTC day's last equity (quote currency)
+  double last_equity = 0.0;         ///< equity at the last observe (quote currency)
+  double daily_pnl = 0.0;           ///< UTC-day PnL at the last observe (fraction)
+  bool daily_pnl_warned = false;    ///< daily_pnl_warning alert given this UTC day
   bool daily_pnl_critical = false;  ///< daily_pnl_critical alert given this UTC day
   bool daily_loss_paused = false;   ///< the daily-loss pause fired this UTC day
   /// The kill switch's window, oldest first: the times (ns) and equities of the running maxima
   /// of the last halt_window_ns (equities strictly decreasing; the front is the window maximum).
   std::vector<std::int64_t> window_ts;
   std::vector<double> window_equity;
-  double ewma_variance = 0.0;      ///< RiskMetrics EWMA variance of bar log returns
-  std::size_t ewma_count = 0;      ///< finite bar log returns seen
+  double ewma_variance = 0.0;        ///< RiskMetrics EWMA variance of bar log returns
+  std::size_t ewma_count = 0;        ///< finite bar log returns seen
   std::vector<double> kelly_trades;  ///< net PnL of the Kelly window's round trips, oldest first
 };
 

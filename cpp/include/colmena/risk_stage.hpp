@@ -67,22 +67,22 @@ struct RiskDecision {
 struct RiskStageState {
   std::int64_t version = kStageStateVersion;
   // The configuration, compared field by field on restore.
-  ExecutionConfig execution;      ///< the market type and the shadow book's costs
-  std::optional<RiskConfig> risk;  ///< empty: pass-through mode
+  ExecutionConfig execution;        ///< the market type and the shadow book's costs
+  std::optional<RiskConfig> risk;   ///< empty: pass-through mode
   double min_trade_fraction = 0.0;  ///< pass-through band (risk mode: risk->min_trade_fraction)
   std::int64_t bar_ns = 0;          ///< bar length, ns
   // The state.
   std::optional<RiskManagerState> risk_manager;  ///< present exactly in risk mode
-  PaperExecutorState shadow;      ///< the shadow book (unit starting cash)
-  std::size_t bars = 0;           ///< bars closed
-  bool is_open = false;           ///< a bar was opened and not yet closed
-  std::int64_t open_ts = 0;       ///< open time of the bar opened last (0 before the first)
-  std::int64_t last_ts = 0;       ///< open time of the bar closed last (0 before the first)
-  double last_close = 0.0;        ///< close price of the bar closed last (0 before the first)
-  std::uint64_t last_order_id = 0;  ///< ids issued so far (the next order gets this + 1)
+  PaperExecutorState shadow;                     ///< the shadow book (unit starting cash)
+  std::size_t bars = 0;                          ///< bars closed
+  bool is_open = false;                          ///< a bar was opened and not yet closed
+  std::int64_t open_ts = 0;          ///< open time of the bar opened last (0 before the first)
+  std::int64_t last_ts = 0;          ///< open time of the bar closed last (0 before the first)
+  double last_close = 0.0;           ///< close price of the bar closed last (0 before the first)
+  std::uint64_t last_order_id = 0;   ///< ids issued so far (the next order gets this + 1)
   std::optional<Order> outstanding;  ///< sent, not yet reported on
-  double remainder = 0.0;         ///< unfilled part of the last order, signed base units
-  double shadow_pending = 0.0;    ///< the shadow book's order for the next open, base units
+  double remainder = 0.0;            ///< unfilled part of the last order, signed base units
+  double shadow_pending = 0.0;       ///< the shadow book's order for the next open, base units
 };
 
 /// Throws std::invalid_argument naming `where` unless `signal` is NaN (no signal) or in [-1, 1].

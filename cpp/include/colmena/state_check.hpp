@@ -4,6 +4,7 @@
 /// snapshot's own field name (the same in C++ and in the Python snapshot Structs), prefixed with
 /// the path of the part it belongs to ("risk_manager.peak_equity").
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -17,7 +18,8 @@ namespace colmena {
 class StateCheck {
  public:
   /// `where`: the call ("RiskStage.restore"); `path`: prefix of every field name ("shadow.").
-  StateCheck(std::string where, std::string path) : where_(std::move(where)), path_(std::move(path)) {}
+  StateCheck(std::string where, std::string path)
+      : where_(std::move(where)), path_(std::move(path)) {}
 
   /// The same call, fields under `part` ("risk_manager" -> "risk_manager.").
   StateCheck sub(const std::string& part) const { return StateCheck(where_, path_ + part + "."); }
@@ -43,6 +45,14 @@ class StateCheck {
     require(timestamp_in_range(ts, latest), field,
             "must lie in [1970-01-01T00:00:00Z, " + format_timestamp_ns(latest) + "], got " +
                 std::to_string(ts));
+  }
+  /// "name[i]", the field name of an element.
+  static std::string at(const char* name, std::size_t i) {
+    std::string out(name);
+    out += '[';
+    out += std::to_string(i);
+    out += ']';
+    return out;
   }
   /// A configuration value of the snapshot against the object's own.
   template <class T>

@@ -37,6 +37,18 @@ Per bar they exchange, in this order (exactly what :meth:`TradingLoop.step` does
     decided = risk.close(bar, account, action, signal)   # RiskDecision, with an Order or None
     execution.submit(decided.order)            # when there is an order
 
+Restarts (SPEC "The live system": risk state in a key-value bucket, a HALT survives the restart of
+everything): :meth:`RiskStage.snapshot` and :meth:`ExecutionStage.snapshot` return frozen Structs
+(:class:`RiskStageSnapshot`, :class:`ExecutionStageSnapshot`) with everything the stage's future
+behaviour depends on (trading state, peak equities, the kill switch's window, pause deadlines,
+HALT, the Kelly window, the shadow book, the outstanding or pending order, the account) and the
+settings it runs under. A service stores one after each message it handles (MessagePack, via
+``msgspec.msgpack.encode``); after a restart, ``restore`` on a stage built with the same settings
+continues bit for bit where the old one stopped, without replaying the history, also between a
+bar's open and its close. ``restore`` refuses (ValueError naming the field, the stage unchanged) a
+snapshot of another layout version, of other settings, or with a state no stage could reach.
+:meth:`RiskStage.halt` is the operator's HALT.
+
 Units everywhere: timestamps ``ts`` in ns since the epoch (UTC); prices in the quote currency per
 base unit; quantities (position, order and fill quantities) in signed base units, > 0 buys or
 long; cash, equity, fees and PnL in the quote currency; targets and exposures as signed fractions
