@@ -571,6 +571,14 @@ def test_decoding_is_strict() -> None:
     del raw["remainder"]
     with pytest.raises(msgspec.ValidationError, match=r"missing required field `remainder`"):
         msgspec.msgpack.decode(msgspec.msgpack.encode(raw), type=RiskStageSnapshot)
+    # The core's state objects refuse what the Structs' types would not let through.
+    state = _core.RiskStageState()
+    with pytest.raises(TypeError, match=r"RiskStageState\.bars must be an int"):
+        state.bars = True
+    with pytest.raises(ValueError, match=r"RiskStageState\.last_order_id must be >= 0"):
+        state.last_order_id = -1
+    with pytest.raises(ValueError, match="state must be one of"):
+        _core.RiskManagerState().state = "CALM"
     raw = msgspec.to_builtins(pair.execution.snapshot())
     raw["bars"] = -1
     with pytest.raises(ValueError, match=r"`\$\.bars`"):
