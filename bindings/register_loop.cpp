@@ -217,6 +217,99 @@ void register_loop(py::module_& m) {
                              [](const RiskDecision& r) { return trading_state_name(r.state); })
       .def_readonly("order", &RiskDecision::order);
 
+  // Snapshots of the two halves (RiskStage::snapshot / restore): plain values, read-write, so
+  // that Python builds them from its msgspec snapshots; numbers refuse bools and negative counts
+  // (number_field), enums cross as names.
+  py::class_<RiskManagerState> manager_state(m, "RiskManagerState");
+  manager_state.def(py::init<>())
+      .def_property(
+          "state", [](const RiskManagerState& s) { return trading_state_name(s.state); },
+          [](RiskManagerState& s, const std::string& name) { s.state = parse_state(name); })
+      .def_readwrite("stale", &RiskManagerState::stale)
+      .def_readwrite("flatten_requested", &RiskManagerState::flatten_requested)
+      .def_readwrite("started", &RiskManagerState::started)
+      .def_readwrite("stopped", &RiskManagerState::stopped)
+      .def_readwrite("drawdown_warned", &RiskManagerState::drawdown_warned)
+      .def_readwrite("drawdown_critical", &RiskManagerState::drawdown_critical)
+      .def_readwrite("daily_pnl_warned", &RiskManagerState::daily_pnl_warned)
+      .def_readwrite("daily_pnl_critical", &RiskManagerState::daily_pnl_critical)
+      .def_readwrite("daily_loss_paused", &RiskManagerState::daily_loss_paused)
+      .def_readwrite("window_ts", &RiskManagerState::window_ts)
+      .def_readwrite("window_equity", &RiskManagerState::window_equity)
+      .def_readwrite("kelly_trades", &RiskManagerState::kelly_trades);
+  const char* ms = "RiskManagerState";
+  number_field(manager_state, ms, "peak_equity", &RiskManagerState::peak_equity);
+  number_field(manager_state, ms, "drawdown", &RiskManagerState::drawdown);
+  number_field(manager_state, ms, "high_equity", &RiskManagerState::high_equity);
+  number_field(manager_state, ms, "drawdown_from_high", &RiskManagerState::drawdown_from_high);
+  number_field(manager_state, ms, "ladder_level", &RiskManagerState::ladder_level);
+  number_field(manager_state, ms, "paused_until", &RiskManagerState::paused_until);
+  number_field(manager_state, ms, "last_ts", &RiskManagerState::last_ts);
+  number_field(manager_state, ms, "day", &RiskManagerState::day);
+  number_field(manager_state, ms, "day_start_equity", &RiskManagerState::day_start_equity);
+  number_field(manager_state, ms, "last_equity", &RiskManagerState::last_equity);
+  number_field(manager_state, ms, "daily_pnl", &RiskManagerState::daily_pnl);
+  number_field(manager_state, ms, "ewma_variance", &RiskManagerState::ewma_variance);
+  number_field(manager_state, ms, "ewma_count", &RiskManagerState::ewma_count);
+
+  py::class_<PaperExecutorState> executor_state(m, "PaperExecutorState");
+  executor_state.def(py::init<>());
+  const char* es = "PaperExecutorState";
+  number_field(executor_state, es, "cash", &PaperExecutorState::cash);
+  number_field(executor_state, es, "position", &PaperExecutorState::position);
+  number_field(executor_state, es, "average_price", &PaperExecutorState::average_price);
+  number_field(executor_state, es, "realized_pnl", &PaperExecutorState::realized_pnl);
+  number_field(executor_state, es, "fees_paid", &PaperExecutorState::fees_paid);
+  number_field(executor_state, es, "slippage_paid", &PaperExecutorState::slippage_paid);
+  number_field(executor_state, es, "borrow_paid", &PaperExecutorState::borrow_paid);
+  number_field(executor_state, es, "traded_notional", &PaperExecutorState::traded_notional);
+  number_field(executor_state, es, "n_fills", &PaperExecutorState::n_fills);
+  number_field(executor_state, es, "trade_open_ts", &PaperExecutorState::trade_open_ts);
+  number_field(executor_state, es, "trade_pnl", &PaperExecutorState::trade_pnl);
+  number_field(executor_state, es, "trade_size", &PaperExecutorState::trade_size);
+  number_field(executor_state, es, "trade_fees", &PaperExecutorState::trade_fees);
+  number_field(executor_state, es, "trade_borrow", &PaperExecutorState::trade_borrow);
+  number_field(executor_state, es, "trade_exit_notional", &PaperExecutorState::trade_exit_notional);
+  number_field(executor_state, es, "trade_exit_size", &PaperExecutorState::trade_exit_size);
+
+  py::class_<RiskStageState> risk_state(m, "RiskStageState");
+  risk_state.def(py::init<>())
+      .def_readwrite("execution", &RiskStageState::execution)
+      .def_readwrite("risk", &RiskStageState::risk)
+      .def_readwrite("risk_manager", &RiskStageState::risk_manager)
+      .def_readwrite("shadow", &RiskStageState::shadow)
+      .def_readwrite("is_open", &RiskStageState::is_open)
+      .def_readwrite("outstanding", &RiskStageState::outstanding);
+  const char* rs = "RiskStageState";
+  number_field(risk_state, rs, "version", &RiskStageState::version);
+  number_field(risk_state, rs, "min_trade_fraction", &RiskStageState::min_trade_fraction);
+  number_field(risk_state, rs, "bar_ns", &RiskStageState::bar_ns);
+  number_field(risk_state, rs, "bars", &RiskStageState::bars);
+  number_field(risk_state, rs, "open_ts", &RiskStageState::open_ts);
+  number_field(risk_state, rs, "last_ts", &RiskStageState::last_ts);
+  number_field(risk_state, rs, "last_close", &RiskStageState::last_close);
+  number_field(risk_state, rs, "last_order_id", &RiskStageState::last_order_id);
+  number_field(risk_state, rs, "remainder", &RiskStageState::remainder);
+  number_field(risk_state, rs, "shadow_pending", &RiskStageState::shadow_pending);
+
+  py::class_<ExecutionStageState> execution_state(m, "ExecutionStageState");
+  execution_state.def(py::init<>())
+      .def_readwrite("execution", &ExecutionStageState::execution)
+      .def_readwrite("executor", &ExecutionStageState::executor)
+      .def_readwrite("is_open", &ExecutionStageState::is_open)
+      .def_readwrite("pending", &ExecutionStageState::pending)
+      .def_property(
+          "cause", [](const ExecutionStageState& s) { return order_origin_name(s.cause); },
+          [](ExecutionStageState& s, const std::string& name) { s.cause = parse_origin(name); })
+      .def_readwrite("account", &ExecutionStageState::account);
+  const char* xs = "ExecutionStageState";
+  number_field(execution_state, xs, "version", &ExecutionStageState::version);
+  number_field(execution_state, xs, "bar_ns", &ExecutionStageState::bar_ns);
+  number_field(execution_state, xs, "bars", &ExecutionStageState::bars);
+  number_field(execution_state, xs, "open_ts", &ExecutionStageState::open_ts);
+  number_field(execution_state, xs, "last_ts", &ExecutionStageState::last_ts);
+  m.attr("STAGE_STATE_VERSION") = kStageStateVersion;
+
   py::class_<TradingLoop>(m, "TradingLoop")
       .def(py::init([](const ExecutionConfig& execution, const RiskConfig& risk,
                        const py::handle& bar_ns) {
@@ -292,6 +385,16 @@ void register_loop(py::module_& m) {
             return std::make_tuple(d, std::move(events));
           },
           "bar"_a, "account"_a, "action"_a, "signal"_a, "can_order"_a = true)
+      .def(
+          "halt",
+          [](RiskStage& self, const py::handle& ts) {
+            std::vector<RiskEvent> events;
+            self.halt(int_arg(ts, "RiskStage.halt: ts"), events);
+            return events;
+          },
+          "ts"_a)
+      .def("snapshot", &RiskStage::snapshot)
+      .def("restore", &RiskStage::restore, "state"_a)
       .def_property_readonly(
           "risk_manager", [](RiskStage& self) { return self.risk(); },
           py::return_value_policy::reference_internal)
@@ -329,6 +432,8 @@ void register_loop(py::module_& m) {
           },
           "bar"_a)
       .def("submit", &ExecutionStage::submit, "order"_a)
+      .def("snapshot", &ExecutionStage::snapshot)
+      .def("restore", &ExecutionStage::restore, "state"_a)
       .def_property_readonly(
           "executor",
           [](const ExecutionStage& self) -> const PaperExecutor& { return self.executor(); },

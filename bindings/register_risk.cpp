@@ -245,6 +245,15 @@ void register_risk(py::module_& m) {
            py::arg("position"))
       .def("record_trade", &RiskManager::record_trade, py::arg("pnl"))
       .def(
+          "halt",
+          [](RiskManager& self, const py::handle& ts_obj) {
+            const std::int64_t ts = int_arg(ts_obj, "RiskManager.halt: ts");
+            std::vector<RiskEvent> events;
+            self.halt(ts, events);
+            return events_to_list(events);
+          },
+          py::arg("ts"))
+      .def(
           "reset_halt",
           [](RiskManager& self, std::int64_t ts, double equity) {
             std::vector<RiskEvent> events;

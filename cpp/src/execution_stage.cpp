@@ -109,4 +109,79 @@ void ExecutionStage::submit(const Order& order) {
   if (order.origin != OrderOrigin::remainder) cause_ = order.origin;  // why the order exists
 }
 
+ExecutionStageState ExecutionStage::snapshot() const {
+  ExecutionStageState s;
+  s.version = kStageStateVersion;
+  s.execution = executor_.config();
+  s.bar_ns = bar_ns_;
+  s.executor = executor_.snapshot();
+  s.bars = bars_;
+  s.is_open = opened_;
+  s.open_ts = open_ts_;
+  s.last_ts = last_ts_;
+  s.pending = pending_;
+  s.cause = cause_;
+  s.account = account_;
+  return s;
+}
+
+void ExecutionStage::restore(const ExecutionStageState& s) {
+  const StateCheck check("ExecutionStage.restore", "");
+  check.require(s.version == kStageStateVersion, "version",
+                "is " + std::to_string(s.version) + "; this build reads version " +
+                    std::to_string(kStageStateVersion));
+  check_execution_config(s.execution, executor_.config(), check.sub("execution"));
+  check.same_config(s.bar_ns, bar_ns_, "bar_ns");
+  executor_.check_state(s.executor, check.sub("executor"));
+  if (s.bars > 0) {
+    check.timestamp(s.last_ts, "last_ts");
+  } else {
+    check.require(s.last_ts == 0, "last_ts", "must be 0 before the first close");
+  }
+  if (s.is_open) {
+    check.timestamp(s.open_ts, "open_ts");
+    check.require(s.bars == 0 || s.open_ts > s.last_ts, "open_ts",
+                  "must be after last_ts (" + std::to_string(s.last_ts) + "), got " +
+                      std::to_string(s.open_ts));
+    check.require(!s.pending, "pending",
+                  "must be empty while a bar is open (it filled at the open)");
+  } else {
+    check.require(s.open_ts == s.last_ts, "open_ts",
+                  "must equal last_ts between bars (" + std::to_string(s.last_ts) + "), got " +
+                      std::to_string(s.open_ts));
+  }
+  if (s.pending) check_order(*s.pending, s.bars, s.last_ts, bar_ns_, check.sub("pending"));
+  check.require(
+      s.cause != OrderOrigin::remainder &&
+          static_cast<std::uint8_t>(s.cause) <= static_cast<std::uint8_t>(OrderOrigin::end_of_run),
+      "cause",
+      "must be decision, risk or end_of_run (code " + std::to_string(static_cast<int>(s.cause)) +
+          ")");
+  const StateCheck account = check.sub("account");
+  if (s.bars > 0) {
+    account.require(s.account.ts == s.last_ts + bar_ns_, "ts",
+                    "must be the last close (" + std::to_string(s.last_ts + bar_ns_) + "), got " +
+                        std::to_string(s.account.ts));
+    account.require(std::isfinite(s.account.mark) && s.account.mark > 0.0, "mark",
+                    "must be finite and > 0, got " + format_double(s.account.mark));
+    account.finite(s.account.cash, "cash");
+    account.finite(s.account.position, "position");
+    account.not_nan(s.account.equity, "equity");
+  } else {
+    account.require(s.account.ts == 0 && s.account.mark == 0.0 && s.account.cash == 0.0 &&
+                        s.account.position == 0.0 && s.account.equity == 0.0,
+                    "ts", "and the other fields must be 0 before the first close");
+  }
+  // Everything checked: take it over.
+  executor_.restore(s.executor);
+  bars_ = s.bars;
+  opened_ = s.is_open;
+  open_ts_ = s.open_ts;
+  last_ts_ = s.last_ts;
+  pending_ = s.pending;
+  if (pending_) pending_->filled = 0.0;
+  cause_ = s.cause;
+  account_ = s.account;
+}
+
 }  // namespace colmena

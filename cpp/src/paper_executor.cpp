@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "colmena/ohlcv_validation.hpp"
+
 namespace colmena {
 namespace {
 double sign(double x) noexcept { return (x > 0.0) - (x < 0.0); }
@@ -129,6 +131,74 @@ double PaperExecutor::accrue_borrow(double mark, double days) noexcept {
   trade_pnl_ -= cost;
   trade_borrow_ += cost;
   return cost;
+}
+
+PaperExecutorState PaperExecutor::snapshot() const {
+  PaperExecutorState s;
+  s.cash = cash_;
+  s.position = position_;
+  s.average_price = avg_price_;
+  s.realized_pnl = realized_;
+  s.fees_paid = fees_;
+  s.slippage_paid = slippage_;
+  s.borrow_paid = borrow_;
+  s.traded_notional = traded_;
+  s.n_fills = n_fills_;
+  s.trade_open_ts = trade_open_ts_;
+  s.trade_pnl = trade_pnl_;
+  s.trade_size = trade_size_;
+  s.trade_fees = trade_fees_;
+  s.trade_borrow = trade_borrow_;
+  s.trade_exit_notional = trade_exit_notional_;
+  s.trade_exit_size = trade_exit_size_;
+  return s;
+}
+
+void PaperExecutor::check_state(const PaperExecutorState& s, const StateCheck& check) const {
+  check.finite(s.cash, "cash");
+  check.finite(s.position, "position");
+  check.finite(s.realized_pnl, "realized_pnl");
+  check.non_negative(s.fees_paid, "fees_paid");
+  check.non_negative(s.slippage_paid, "slippage_paid");
+  check.non_negative(s.borrow_paid, "borrow_paid");
+  check.non_negative(s.traded_notional, "traded_notional");
+  check.require(config_.allow_short || s.position >= 0.0, "position",
+                "is short (" + format_double(s.position) + ") on a spot market");
+  if (s.position != 0.0) {
+    check.require(
+        std::isfinite(s.average_price) && s.average_price > 0.0, "average_price",
+        "must be finite and > 0 while a position is held, got " + format_double(s.average_price));
+  } else {
+    check.require(s.average_price == 0.0, "average_price",
+                  "must be 0 while flat, got " + format_double(s.average_price));
+  }
+  check.timestamp(s.trade_open_ts, "trade_open_ts");
+  check.finite(s.trade_pnl, "trade_pnl");
+  check.non_negative(s.trade_size, "trade_size");
+  check.non_negative(s.trade_fees, "trade_fees");
+  check.non_negative(s.trade_borrow, "trade_borrow");
+  check.non_negative(s.trade_exit_notional, "trade_exit_notional");
+  check.non_negative(s.trade_exit_size, "trade_exit_size");
+}
+
+void PaperExecutor::restore(const PaperExecutorState& s) {
+  check_state(s, StateCheck("PaperExecutor.restore", ""));
+  cash_ = s.cash;
+  position_ = s.position;
+  avg_price_ = s.average_price;
+  realized_ = s.realized_pnl;
+  fees_ = s.fees_paid;
+  slippage_ = s.slippage_paid;
+  borrow_ = s.borrow_paid;
+  traded_ = s.traded_notional;
+  n_fills_ = s.n_fills;
+  trade_open_ts_ = s.trade_open_ts;
+  trade_pnl_ = s.trade_pnl;
+  trade_size_ = s.trade_size;
+  trade_fees_ = s.trade_fees;
+  trade_borrow_ = s.trade_borrow;
+  trade_exit_notional_ = s.trade_exit_notional;
+  trade_exit_size_ = s.trade_exit_size;
 }
 
 }  // namespace colmena

@@ -6,6 +6,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "colmena/risk.hpp"
 #include "colmena/time_range.hpp"
@@ -134,6 +135,8 @@ const char* event_code_name(EventType type, std::uint8_t code) noexcept {
           return "daily_loss";
         case DrawdownCode::ladder_rearmed:
           return "ladder_rearmed";
+        case DrawdownCode::halted_by_operator:
+          return "halted_by_operator";
       }
       return "unknown";
     case EventType::alert:
@@ -484,6 +487,14 @@ void RiskManager::record_trade(double pnl) {
   while (trades_.size() > config_.kelly_window) trades_.pop_front();
 }
 
+void RiskManager::halt(std::int64_t ts, std::vector<RiskEvent>& events) {
+  check_timestamp(ts, "RiskManager.halt", "timestamp", kMaxObservationNs);
+  if (state_ == TradingState::halted) return;
+  events.push_back({ts, EventType::drawdown_threshold,
+                    static_cast<std::uint8_t>(DrawdownCode::halted_by_operator), drawdown_});
+  set_state(TradingState::halted, ts, events);
+}
+
 void RiskManager::reset_halt(std::int64_t ts, double equity, std::vector<RiskEvent>& events) {
   check_timestamp(ts, "RiskManager.reset_halt", "timestamp", kMaxObservationNs);
   if (state_ != TradingState::halted) return;
@@ -496,6 +507,124 @@ void RiskManager::reset_halt(std::int64_t ts, double equity, std::vector<RiskEve
   flatten_ = false;
   stopped_ = false;
   set_state(stale_ ? TradingState::reducing : TradingState::active, ts, events);
+}
+
+RiskManagerState RiskManager::snapshot() const {
+  RiskManagerState s;
+  s.state = state_;
+  s.stale = stale_;
+  s.flatten_requested = flatten_;
+  s.started = started_;
+  s.peak_equity = peak_;
+  s.drawdown = drawdown_;
+  s.high_equity = high_;
+  s.drawdown_from_high = high_drawdown_;
+  s.ladder_level = ladder_level_;
+  s.stopped = stopped_;
+  s.drawdown_warned = dd_warned_;
+  s.drawdown_critical = dd_critical_;
+  s.paused_until = paused_until_;
+  s.last_ts = last_ts_;
+  s.day = day_;
+  s.day_start_equity = day_start_equity_;
+  s.last_equity = last_equity_;
+  s.daily_pnl = daily_pnl_;
+  s.daily_pnl_warned = day_warned_;
+  s.daily_pnl_critical = day_critical_;
+  s.daily_loss_paused = day_paused_;
+  s.window_ts.reserve(hour_max_.size());
+  s.window_equity.reserve(hour_max_.size());
+  for (const auto& [ts, equity] : hour_max_) {
+    s.window_ts.push_back(ts);
+    s.window_equity.push_back(equity);
+  }
+  s.ewma_variance = ewma_var_;
+  s.ewma_count = ewma_count_;
+  s.kelly_trades.assign(trades_.begin(), trades_.end());
+  return s;
+}
+
+void RiskManager::check_state(const RiskManagerState& s, const StateCheck& check) const {
+  check.require(
+      static_cast<std::uint8_t>(s.state) <= static_cast<std::uint8_t>(TradingState::halted),
+      "state", "is not a trading state (code " + std::to_string(static_cast<int>(s.state)) + ")");
+  check.require(s.state != TradingState::reducing || s.stale, "state",
+                "is REDUCING, which only stale data leads to, but stale is false");
+  check.require(s.ladder_level >= 0 && s.ladder_level <= 3, "ladder_level",
+                "must be in 0..3, got " + std::to_string(s.ladder_level));
+  check.not_nan(s.peak_equity, "peak_equity");
+  check.not_nan(s.high_equity, "high_equity");
+  check.require(s.drawdown >= 0.0, "drawdown", "must be >= 0, got " + format_double(s.drawdown));
+  check.require(s.drawdown_from_high >= 0.0, "drawdown_from_high",
+                "must be >= 0, got " + format_double(s.drawdown_from_high));
+  check.not_nan(s.day_start_equity, "day_start_equity");
+  check.not_nan(s.last_equity, "last_equity");
+  check.not_nan(s.daily_pnl, "daily_pnl");
+  check.require(s.paused_until >= 0, "paused_until",
+                "must be >= 0, got " + std::to_string(s.paused_until));
+  check.non_negative(s.ewma_variance, "ewma_variance");
+  check.require(s.window_ts.size() == s.window_equity.size(), "window_equity",
+                "has " + std::to_string(s.window_equity.size()) + " entries, window_ts has " +
+                    std::to_string(s.window_ts.size()));
+  for (std::size_t i = 0; i < s.window_ts.size(); ++i) {  // names built only on a failure
+    if (!timestamp_in_range(s.window_ts[i], kMaxObservationNs))
+      check.timestamp(s.window_ts[i], StateCheck::at("window_ts", i), kMaxObservationNs);
+    if (std::isnan(s.window_equity[i]))
+      check.not_nan(s.window_equity[i], StateCheck::at("window_equity", i));
+    if (i > 0 && !(s.window_equity[i] < s.window_equity[i - 1])) {
+      check.refuse(StateCheck::at("window_equity", i),
+                   "must be below the entry before it (the window holds decreasing maxima)");
+    }
+  }
+  if (s.started) {
+    check.timestamp(s.last_ts, "last_ts", kMaxObservationNs);
+    check.require(!s.window_ts.empty(), "window_ts", "is empty after an observe");
+    check.require(s.day == floor_div(s.last_ts, kNsPerDay), "day",
+                  "must be the UTC day of last_ts (" +
+                      std::to_string(floor_div(s.last_ts, kNsPerDay)) + "), got " +
+                      std::to_string(s.day));
+  }
+  check.require(s.kelly_trades.size() <= config_.kelly_window, "kelly_trades",
+                "holds " + std::to_string(s.kelly_trades.size()) +
+                    " trades, more than kelly_window (" + std::to_string(config_.kelly_window) +
+                    ")");
+  for (std::size_t i = 0; i < s.kelly_trades.size(); ++i) {
+    if (!std::isfinite(s.kelly_trades[i]))
+      check.finite(s.kelly_trades[i], StateCheck::at("kelly_trades", i));
+  }
+}
+
+void RiskManager::restore(const RiskManagerState& s) {
+  check_state(s, StateCheck("RiskManager.restore", ""));
+  RiskManager next(*this);  // built aside: a failed allocation leaves this one as it was
+  next.state_ = s.state;
+  next.stale_ = s.stale;
+  next.flatten_ = s.flatten_requested;
+  next.started_ = s.started;
+  next.peak_ = s.peak_equity;
+  next.drawdown_ = s.drawdown;
+  next.high_ = s.high_equity;
+  next.high_drawdown_ = s.drawdown_from_high;
+  next.ladder_level_ = static_cast<int>(s.ladder_level);
+  next.stopped_ = s.stopped;
+  next.dd_warned_ = s.drawdown_warned;
+  next.dd_critical_ = s.drawdown_critical;
+  next.paused_until_ = s.paused_until;
+  next.last_ts_ = s.last_ts;
+  next.day_ = s.day;
+  next.day_start_equity_ = s.day_start_equity;
+  next.last_equity_ = s.last_equity;
+  next.daily_pnl_ = s.daily_pnl;
+  next.day_warned_ = s.daily_pnl_warned;
+  next.day_critical_ = s.daily_pnl_critical;
+  next.day_paused_ = s.daily_loss_paused;
+  next.hour_max_.clear();
+  for (std::size_t i = 0; i < s.window_ts.size(); ++i)
+    next.hour_max_.emplace_back(s.window_ts[i], s.window_equity[i]);
+  next.ewma_var_ = s.ewma_variance;
+  next.ewma_count_ = s.ewma_count;
+  next.trades_.assign(s.kelly_trades.begin(), s.kelly_trades.end());
+  *this = std::move(next);
 }
 
 }  // namespace colmena

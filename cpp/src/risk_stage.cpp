@@ -241,4 +241,137 @@ const RiskDecision& RiskStage::close(const Bar& bar, const AccountSnapshot& acco
   return out;
 }
 
+void RiskStage::halt(std::int64_t ts, std::vector<RiskEvent>& events) {
+  if (!risk_) {
+    throw std::logic_error("RiskStage.halt: a pass-through stage has no risk manager to halt");
+  }
+  risk_->halt(ts, events);
+}
+
+RiskStageState RiskStage::snapshot() const {
+  RiskStageState s;
+  s.execution = execution_;
+  if (risk_) {
+    s.risk = risk_->config();
+    s.risk_manager = risk_->snapshot();
+  }
+  s.min_trade_fraction = min_trade_fraction_;
+  s.bar_ns = bar_ns_;
+  s.shadow = shadow_.snapshot();
+  s.bars = bars_;
+  s.is_open = opened_;
+  s.open_ts = open_ts_;
+  s.last_ts = last_ts_;
+  s.last_close = last_close_;
+  s.last_order_id = last_id_;
+  s.outstanding = outstanding_;
+  s.remainder = remainder_;
+  s.shadow_pending = shadow_pending_;
+  return s;
+}
+
+namespace {
+
+void check_risk_config(const RiskConfig& a, const RiskConfig& b, const StateCheck& check) {
+  check.same_config(a.kelly_multiplier, b.kelly_multiplier, "kelly_multiplier");
+  check.same_config(a.kelly_window, b.kelly_window, "kelly_window");
+  check.same_config(a.kelly_min_trades, b.kelly_min_trades, "kelly_min_trades");
+  check.same_config(a.kelly_prior, b.kelly_prior, "kelly_prior");
+  check.same_config(a.kelly_prior_trades, b.kelly_prior_trades, "kelly_prior_trades");
+  check.same_config(a.max_leverage, b.max_leverage, "max_leverage");
+  check.same_config(a.var_budget, b.var_budget, "var_budget");
+  check.same_config(a.var_confidence, b.var_confidence, "var_confidence");
+  check.same_config(a.var_horizon_bars, b.var_horizon_bars, "var_horizon_bars");
+  check.same_config(a.ewma_lambda, b.ewma_lambda, "ewma_lambda");
+  check.same_config(a.min_trade_fraction, b.min_trade_fraction, "min_trade_fraction");
+  check.same_config(a.halt_drawdown, b.halt_drawdown, "halt_drawdown");
+  check.same_config(a.halt_window_ns, b.halt_window_ns, "halt_window_ns");
+  for (std::size_t i = 0; i < 3; ++i) {
+    check.same_config(a.ladder_drawdown[i], b.ladder_drawdown[i],
+                      StateCheck::at("ladder_drawdown", i));
+    check.same_config(a.ladder_pause_ns[i], b.ladder_pause_ns[i],
+                      StateCheck::at("ladder_pause_ns", i));
+  }
+  check.same_config(a.stale_after_ns, b.stale_after_ns, "stale_after_ns");
+  check.same_config(a.daily_loss_pause, b.daily_loss_pause, "daily_loss_pause");
+  check.same_config(a.alert_drawdown_warning, b.alert_drawdown_warning, "alert_drawdown_warning");
+  check.same_config(a.alert_drawdown_critical, b.alert_drawdown_critical,
+                    "alert_drawdown_critical");
+  check.same_config(a.alert_daily_pnl_warning, b.alert_daily_pnl_warning,
+                    "alert_daily_pnl_warning");
+  check.same_config(a.alert_daily_pnl_critical, b.alert_daily_pnl_critical,
+                    "alert_daily_pnl_critical");
+}
+
+}  // namespace
+
+void RiskStage::restore(const RiskStageState& s) {
+  const StateCheck check("RiskStage.restore", "");
+  check.require(s.version == kStageStateVersion, "version",
+                "is " + std::to_string(s.version) + "; this build reads version " +
+                    std::to_string(kStageStateVersion));
+  // The configuration it was taken under.
+  check_execution_config(s.execution, execution_, check.sub("execution"));
+  check.require(s.risk.has_value() == risk_.has_value(), "risk",
+                std::string("differs: the snapshot was taken in ") +
+                    (s.risk ? "risk mode" : "pass-through mode") + ", this stage runs in " +
+                    (risk_ ? "risk mode" : "pass-through mode"));
+  if (risk_) check_risk_config(*s.risk, risk_->config(), check.sub("risk"));
+  check.same_config(s.min_trade_fraction, min_trade_fraction_, "min_trade_fraction");
+  check.same_config(s.bar_ns, bar_ns_, "bar_ns");
+  // The state.
+  check.require(s.risk_manager.has_value() == risk_.has_value(), "risk_manager",
+                risk_ ? "is missing in risk mode" : "is present in pass-through mode");
+  if (risk_) risk_->check_state(*s.risk_manager, check.sub("risk_manager"));
+  shadow_.check_state(s.shadow, check.sub("shadow"));
+  if (s.bars > 0) {
+    check.timestamp(s.last_ts, "last_ts");
+    check.require(std::isfinite(s.last_close) && s.last_close > 0.0, "last_close",
+                  "must be finite and > 0, got " + format_double(s.last_close));
+  } else {
+    check.require(s.last_ts == 0, "last_ts", "must be 0 before the first close");
+    check.require(s.last_close == 0.0, "last_close", "must be 0 before the first close");
+  }
+  if (s.is_open) {
+    check.timestamp(s.open_ts, "open_ts");
+    check.require(s.bars == 0 || s.open_ts > s.last_ts, "open_ts",
+                  "must be after last_ts (" + std::to_string(s.last_ts) + "), got " +
+                      std::to_string(s.open_ts));
+  } else {
+    check.require(s.open_ts == s.last_ts, "open_ts",
+                  "must equal last_ts between bars (" + std::to_string(s.last_ts) + "), got " +
+                      std::to_string(s.open_ts));
+  }
+  if (s.outstanding) {
+    const StateCheck order = check.sub("outstanding");
+    check_order(*s.outstanding, s.bars, s.last_ts, bar_ns_, order);
+    order.require(s.outstanding->id == s.last_order_id, "id",
+                  "must be the last id issued (last_order_id " + std::to_string(s.last_order_id) +
+                      "), got " + std::to_string(s.outstanding->id));
+  }
+  check.finite(s.remainder, "remainder");
+  check.finite(s.shadow_pending, "shadow_pending");
+  check.require(risk_ || s.shadow_pending == 0.0, "shadow_pending",
+                "must be 0 in pass-through mode (no shadow book)");
+  // Everything checked: take it over. The copies are made aside, so that a failed allocation
+  // leaves the stage as it was.
+  std::optional<RiskManager> risk = risk_;
+  if (risk) risk->restore(*s.risk_manager);
+  PaperExecutor shadow = shadow_;
+  shadow.restore(s.shadow);
+  risk_ = std::move(risk);
+  shadow_ = std::move(shadow);
+  bars_ = s.bars;
+  opened_ = s.is_open;
+  open_ts_ = s.open_ts;
+  last_ts_ = s.last_ts;
+  last_close_ = s.last_close;
+  last_id_ = s.last_order_id;
+  outstanding_ = s.outstanding;
+  if (outstanding_) outstanding_->filled = 0.0;
+  remainder_ = s.remainder;
+  shadow_pending_ = s.shadow_pending;
+  shadow_closed_.clear();
+}
+
 }  // namespace colmena

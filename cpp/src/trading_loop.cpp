@@ -40,6 +40,35 @@ const char* order_origin_name(OrderOrigin origin) noexcept {
   return "unknown";
 }
 
+void check_execution_config(const ExecutionConfig& snapshot, const ExecutionConfig& own,
+                            const StateCheck& check) {
+  check.same_config(snapshot.allow_short, own.allow_short, "allow_short");
+  check.same_config(snapshot.initial_cash, own.initial_cash, "initial_cash");
+  check.same_config(snapshot.fee_bps, own.fee_bps, "fee_bps");
+  check.same_config(snapshot.slippage_bps, own.slippage_bps, "slippage_bps");
+  check.same_config(snapshot.impact_bps, own.impact_bps, "impact_bps");
+  check.same_config(snapshot.max_participation, own.max_participation, "max_participation");
+  check.same_config(snapshot.borrow_bps_per_day, own.borrow_bps_per_day, "borrow_bps_per_day");
+}
+
+void check_order(const Order& order, std::size_t bars, std::int64_t last_ts, std::int64_t bar_ns,
+                 const StateCheck& check) {
+  check.require(bars > 0, "bar", "belongs to no closed bar (no bar was closed)");
+  check.require(order.bar == bars - 1, "bar",
+                "must be the last closed bar (" + std::to_string(bars - 1) + "), got " +
+                    std::to_string(order.bar));
+  check.require(order.ts == last_ts + bar_ns, "ts",
+                "must be the last close (" + std::to_string(last_ts + bar_ns) + "), got " +
+                    std::to_string(order.ts));
+  check.require(std::isfinite(order.quantity) && order.quantity != 0.0, "quantity",
+                "must be finite and nonzero, got " + format_double(order.quantity));
+  check.finite(order.target, "target");
+  check.require(
+      static_cast<std::uint8_t>(order.origin) <= static_cast<std::uint8_t>(OrderOrigin::end_of_run),
+      "origin",
+      "is not an order origin (code " + std::to_string(static_cast<int>(order.origin)) + ")");
+}
+
 TradingLoop::TradingLoop(const ExecutionConfig& execution, const RiskConfig& risk,
                          std::int64_t bar_ns)
     : risk_(execution, risk, bar_ns), execution_(execution, bar_ns) {}

@@ -380,6 +380,7 @@ class RiskManager:
     def reset_model_estimates(self) -> None: ...
     def allowed_quantity(self, quantity: float, position: float) -> float: ...
     def record_trade(self, pnl: float) -> None: ...
+    def halt(self, ts: int) -> list[tuple[int, str, int, float]]: ...
     def reset_halt(self, ts: int, equity: float) -> list[tuple[int, str, int, float]]: ...
     def clear_flatten(self) -> None: ...
     @property
@@ -610,6 +611,91 @@ class RiskDecision:
     @property
     def order(self) -> Order | None: ...
 
+# Snapshots of the halves: plain read-write values (see colmena.execution.trading_loop's
+# RiskStageSnapshot and ExecutionStageSnapshot for the meaning and units of every field).
+STAGE_STATE_VERSION: int
+
+class RiskManagerState:
+    state: str
+    stale: bool
+    flatten_requested: bool
+    started: bool
+    peak_equity: float
+    drawdown: float
+    high_equity: float
+    drawdown_from_high: float
+    ladder_level: int
+    stopped: bool
+    drawdown_warned: bool
+    drawdown_critical: bool
+    paused_until: int
+    last_ts: int
+    day: int
+    day_start_equity: float
+    last_equity: float
+    daily_pnl: float
+    daily_pnl_warned: bool
+    daily_pnl_critical: bool
+    daily_loss_paused: bool
+    window_ts: list[int]
+    window_equity: list[float]
+    ewma_variance: float
+    ewma_count: int
+    kelly_trades: list[float]
+    def __init__(self) -> None: ...
+
+class PaperExecutorState:
+    cash: float
+    position: float
+    average_price: float
+    realized_pnl: float
+    fees_paid: float
+    slippage_paid: float
+    borrow_paid: float
+    traded_notional: float
+    n_fills: int
+    trade_open_ts: int
+    trade_pnl: float
+    trade_size: float
+    trade_fees: float
+    trade_borrow: float
+    trade_exit_notional: float
+    trade_exit_size: float
+    def __init__(self) -> None: ...
+
+class RiskStageState:
+    version: int
+    execution: ExecutionConfig
+    risk: RiskConfig | None
+    min_trade_fraction: float
+    bar_ns: int
+    risk_manager: RiskManagerState | None
+    shadow: PaperExecutorState
+    bars: int
+    is_open: bool
+    open_ts: int
+    last_ts: int
+    last_close: float
+    last_order_id: int
+    outstanding: Order | None
+    remainder: float
+    shadow_pending: float
+    def __init__(self) -> None: ...
+
+class ExecutionStageState:
+    version: int
+    execution: ExecutionConfig
+    bar_ns: int
+    executor: PaperExecutorState
+    bars: int
+    is_open: bool
+    open_ts: int
+    last_ts: int
+    pending: Order | None
+    cause: str
+    account: AccountSnapshot
+    def __init__(self) -> None: ...
+
 class TradingLoop:
     def __init__(self, execution: ExecutionConfig, risk: RiskConfig, bar_ns: int) -> None: ...
     @staticmethod
@@ -647,6 +733,9 @@ class RiskStage:
         signal: float,
         can_order: bool = True,
     ) -> tuple[RiskDecision, list[RiskEvent]]: ...
+    def halt(self, ts: int) -> list[RiskEvent]: ...
+    def snapshot(self) -> RiskStageState: ...
+    def restore(self, state: RiskStageState) -> None: ...
     @property
     def risk_manager(self) -> RiskManager | None: ...
     @property
@@ -667,6 +756,8 @@ class ExecutionStage:
     ) -> tuple[ExecutionReport | None, list[RiskEvent], list[ClosedTrade]]: ...
     def close(self, bar: Bar) -> AccountSnapshot: ...
     def submit(self, order: Order) -> None: ...
+    def snapshot(self) -> ExecutionStageState: ...
+    def restore(self, state: ExecutionStageState) -> None: ...
     @property
     def executor(self) -> PaperExecutor: ...
     @property

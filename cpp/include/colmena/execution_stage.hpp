@@ -35,6 +35,27 @@
 
 namespace colmena {
 
+/// Everything of an ExecutionStage that its future behaviour depends on (ExecutionStage::snapshot
+/// / restore), with the configuration it was taken under. Field names are those of the Python
+/// snapshot (colmena.execution.trading_loop.ExecutionStageSnapshot).
+struct ExecutionStageState {
+  std::int64_t version = kStageStateVersion;
+  // The configuration, compared field by field on restore.
+  ExecutionConfig execution;
+  std::int64_t bar_ns = 0;  ///< bar length, ns
+  // The state.
+  PaperExecutorState executor;   ///< the account
+  std::size_t bars = 0;          ///< bars closed
+  bool is_open = false;          ///< a bar was opened and not yet closed
+  std::int64_t open_ts = 0;      ///< open time of the bar opened last (0 before the first)
+  std::int64_t last_ts = 0;      ///< open time of the bar closed last (0 before the first)
+  std::optional<Order> pending;  ///< waiting for the next open
+  /// Origin of the last order that was no remainder: the exit origin a remainder's fill gives
+  /// the round trips it closes.
+  OrderOrigin cause = OrderOrigin::decision;
+  AccountSnapshot account;  ///< the account at the last close (zeros before the first)
+};
+
 class ExecutionStage {
  public:
   /// Throws std::invalid_argument on an invalid config or bar_ns <= 0.
@@ -53,6 +74,18 @@ class ExecutionStage {
   /// pending, when the order was not decided at the close of the last bar, or when its quantity
   /// is not finite and nonzero.
   void submit(const Order& order);
+
+  /// The state and the configuration it was taken under (ExecutionStageState). Allowed at any
+  /// point, also between open and close.
+  ExecutionStageState snapshot() const;
+  /// Continue from `state`. Everything is checked before anything changes: on a throw
+  /// (std::invalid_argument "ExecutionStage.restore: <field> ...", naming the snapshot's field)
+  /// the stage is as it was. Refused: another version; a configuration that differs from this
+  /// stage's in any field (execution.*, bar_ns); a state the stage could not have reached (the
+  /// checks of PaperExecutor::check_state, times outside the time range, an open bar not after
+  /// the last closed one, a pending order while a bar is open or not decided at the last close,
+  /// an unknown cause, an account snapshot that is not the last close's).
+  void restore(const ExecutionStageState& state);
 
   const PaperExecutor& executor() const noexcept { return executor_; }
   const std::optional<Order>& pending() const noexcept { return pending_; }

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "colmena/risk_manager.hpp"
+#include "colmena/state_check.hpp"
 
 namespace colmena {
 
@@ -68,6 +69,29 @@ struct ClosedTrade {
   std::uint8_t exit_origin = 0;  ///< OrderOrigin of the closing order (set by the ExecutionStage)
 };
 
+/// Everything of a PaperExecutor that its future fills depend on, besides its ExecutionConfig
+/// (PaperExecutor::snapshot / restore). Field names are those of the Python snapshot
+/// (colmena.execution.trading_loop.PaperExecutorSnapshot).
+struct PaperExecutorState {
+  double cash = 0.0;             ///< quote currency
+  double position = 0.0;         ///< signed base units
+  double average_price = 0.0;    ///< average-cost entry price, quote per base (0 when flat)
+  double realized_pnl = 0.0;     ///< quote currency, gross of fees
+  double fees_paid = 0.0;        ///< quote currency
+  double slippage_paid = 0.0;    ///< quote currency
+  double borrow_paid = 0.0;      ///< quote currency
+  double traded_notional = 0.0;  ///< quote currency
+  std::size_t n_fills = 0;
+  /// The open round trip (the one the position belongs to, or the next one when flat):
+  std::int64_t trade_open_ts = 0;    ///< its first fill, ns since the epoch
+  double trade_pnl = 0.0;            ///< net PnL so far, quote currency
+  double trade_size = 0.0;           ///< largest |position| so far, base units
+  double trade_fees = 0.0;           ///< fees so far, quote currency
+  double trade_borrow = 0.0;         ///< borrow so far, quote currency
+  double trade_exit_notional = 0.0;  ///< closing fills so far: sum of price * size, quote
+  double trade_exit_size = 0.0;      ///< and of size, base units
+};
+
 /// The spot rule (`allow_short` false): a sell of `quantity` may take `position` to flat, not
 /// below it (signed base units). On a margin market the quantity is returned unchanged.
 inline double clip_to_market(double quantity, double position, bool allow_short) noexcept {
@@ -104,6 +128,16 @@ class PaperExecutor {
   double equity(double mark) const noexcept { return cash_ + position_ * mark; }
   double unrealized_pnl(double mark) const noexcept { return position_ * (mark - avg_price_); }
   const ExecutionConfig& config() const noexcept { return config_; }
+
+  /// The account and the open round trip's bookkeeping (PaperExecutorState).
+  PaperExecutorState snapshot() const;
+  /// Throws std::invalid_argument "<where>: <path><field> ..." naming the first field of `state`
+  /// this account could not hold under its config: a non-finite amount, a negative cost total,
+  /// fill count or trade size, a short position on a spot market, an average price that is not
+  /// > 0 while a position is held or not 0 while flat, a trade start outside the time range.
+  void check_state(const PaperExecutorState& state, const StateCheck& check) const;
+  /// Continue from `state` (checked first with check_state; on a throw nothing changes).
+  void restore(const PaperExecutorState& state);
 
  private:
   void start_trade(std::int64_t ts, double opening_fee) noexcept;

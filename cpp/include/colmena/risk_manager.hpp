@@ -37,6 +37,8 @@
 #include <string>
 #include <vector>
 
+#include "colmena/state_check.hpp"
+
 namespace colmena {
 
 enum class TradingState : std::uint8_t { active = 0, reducing = 1, paused = 2, halted = 3 };
@@ -69,12 +71,13 @@ enum class Action : std::uint8_t {
 
 /// Codes of EventType::drawdown_threshold events.
 enum class DrawdownCode : std::uint8_t {
-  ladder_pause_1 = 1,  ///< first ladder level (5%)
-  ladder_pause_2 = 2,  ///< second level (10%)
-  ladder_stop = 3,     ///< third level (15%): pause and flatten
-  kill_switch = 4,     ///< over 20% within the window: HALTED
-  daily_loss = 5,      ///< UTC-day PnL below daily_loss_pause: paused until the next UTC day
-  ladder_rearmed = 6,  ///< the ladder re-armed after a drawdown stop (value: reference equity)
+  ladder_pause_1 = 1,      ///< first ladder level (5%)
+  ladder_pause_2 = 2,      ///< second level (10%)
+  ladder_stop = 3,         ///< third level (15%): pause and flatten
+  kill_switch = 4,         ///< over 20% within the window: HALTED
+  daily_loss = 5,          ///< UTC-day PnL below daily_loss_pause: paused until the next UTC day
+  ladder_rearmed = 6,      ///< the ladder re-armed after a drawdown stop (value: reference equity)
+  halted_by_operator = 7,  ///< a person halted trading (RiskManager::halt): HALTED, flatten
 };
 
 enum class EventType : std::uint8_t {
@@ -139,6 +142,40 @@ struct RiskConfig {
 
   /// Throws std::invalid_argument naming every bad field.
   void validate() const;
+};
+
+/// Everything of a RiskManager that its future behaviour depends on, besides its RiskConfig
+/// (RiskManager::snapshot / restore). Field names are those of the Python snapshot
+/// (colmena.execution.trading_loop.RiskManagerSnapshot); units as in the class.
+struct RiskManagerState {
+  TradingState state = TradingState::active;
+  bool stale = false;               ///< the data was stale at the last data-age check
+  bool flatten_requested = false;   ///< a drawdown stop waits for the position to be flat
+  bool started = false;             ///< observe() has run at least once
+  double peak_equity = 0.0;         ///< the ladder's reference equity (quote currency)
+  double drawdown = 0.0;            ///< drawdown from peak_equity at the last observe (fraction)
+  double high_equity = 0.0;         ///< all-time high of equity (quote currency)
+  double drawdown_from_high = 0.0;  ///< drawdown from high_equity (fraction)
+  std::int64_t ladder_level = 0;    ///< ladder levels fired in this excursion, 0..3
+  bool stopped = false;          ///< a drawdown stop's pause runs: the ladder re-arms when it ends
+  bool drawdown_warned = false;  ///< drawdown_warning alert given since the last high
+  bool drawdown_critical = false;   ///< drawdown_critical alert given since the last high
+  std::int64_t paused_until = 0;    ///< end of the pause, ns since the epoch (0: none yet)
+  std::int64_t last_ts = 0;         ///< time of the last observe, ns
+  std::int64_t day = 0;             ///< UTC day of the last observe (days since the epoch)
+  double day_start_equity = 0.0;    ///< the previous UTC day's last equity (quote currency)
+  double last_equity = 0.0;         ///< equity at the last observe (quote currency)
+  double daily_pnl = 0.0;           ///< UTC-day PnL at the last observe (fraction)
+  bool daily_pnl_warned = false;    ///< daily_pnl_warning alert given this UTC day
+  bool daily_pnl_critical = false;  ///< daily_pnl_critical alert given this UTC day
+  bool daily_loss_paused = false;   ///< the daily-loss pause fired this UTC day
+  /// The kill switch's window, oldest first: the times (ns) and equities of the running maxima
+  /// of the last halt_window_ns (equities strictly decreasing; the front is the window maximum).
+  std::vector<std::int64_t> window_ts;
+  std::vector<double> window_equity;
+  double ewma_variance = 0.0;        ///< RiskMetrics EWMA variance of bar log returns
+  std::size_t ewma_count = 0;        ///< finite bar log returns seen
+  std::vector<double> kelly_trades;  ///< net PnL of the Kelly window's round trips, oldest first
 };
 
 struct RiskEvent {
@@ -211,6 +248,13 @@ class RiskManager {
   void reset_model_estimates() noexcept { trades_.clear(); }
   std::size_t kelly_trades() const noexcept { return trades_.size(); }
 
+  /// A person halts trading (the operator's HALT): HALTED exactly as the kill switch leaves it
+  /// (every decision flattens, only reducing fills pass, until reset_halt), with a
+  /// drawdown_threshold event of code halted_by_operator (value: the drawdown from the ladder's
+  /// reference equity) and the regime change. Nothing happens when already HALTED. `ts_ns` in
+  /// [kMinTimestampNs, kMaxObservationNs] (std::invalid_argument otherwise).
+  void halt(std::int64_t ts_ns, std::vector<RiskEvent>& events);
+
   /// Manual reset of a HALT by a person: back to ACTIVE, peaks restart at `equity`.
   /// `ts_ns` in [kMinTimestampNs, kMaxObservationNs] (std::invalid_argument otherwise).
   void reset_halt(std::int64_t ts_ns, double equity, std::vector<RiskEvent>& events);
@@ -231,6 +275,18 @@ class RiskManager {
   bool flatten_requested() const noexcept { return flatten_; }
   void clear_flatten() noexcept { flatten_ = false; }
   const RiskConfig& config() const noexcept { return config_; }
+
+  /// The state (RiskManagerState) that, with the config, determines everything it does next.
+  RiskManagerState snapshot() const;
+  /// Throws std::invalid_argument "<where>: <path><field> ..." naming the first field of `state`
+  /// that this manager could not have reached under its config: a NaN equity or drawdown, a
+  /// non-finite volatility or trade PnL, an unknown trading state, a ladder level outside 0..3,
+  /// REDUCING without stale data, a window whose lengths differ, which is empty after an
+  /// observe, whose equities do not strictly decrease or whose times lie outside the time range,
+  /// more Kelly trades than kelly_window, a day that is not the last observe's UTC day.
+  void check_state(const RiskManagerState& state, const StateCheck& check) const;
+  /// Continue from `state` (checked first with check_state; on a throw nothing changes).
+  void restore(const RiskManagerState& state);
 
  private:
   void set_state(TradingState next, std::int64_t ts, std::vector<RiskEvent>& events);

@@ -59,6 +59,32 @@ struct RiskDecision {
   std::optional<Order> order;                               ///< for the next bar's open
 };
 
+/// Everything of a RiskStage that its future behaviour depends on (RiskStage::snapshot /
+/// restore), with the configuration it was taken under. Field names are those of the Python
+/// snapshot (colmena.execution.trading_loop.RiskStageSnapshot). Left out as per-call scratch:
+/// the shadow book's closed trades of the last open (recorded into the Kelly window within that
+/// open) and the last RiskDecision (returned by close, rewritten by the next).
+struct RiskStageState {
+  std::int64_t version = kStageStateVersion;
+  // The configuration, compared field by field on restore.
+  ExecutionConfig execution;        ///< the market type and the shadow book's costs
+  std::optional<RiskConfig> risk;   ///< empty: pass-through mode
+  double min_trade_fraction = 0.0;  ///< pass-through band (risk mode: risk->min_trade_fraction)
+  std::int64_t bar_ns = 0;          ///< bar length, ns
+  // The state.
+  std::optional<RiskManagerState> risk_manager;  ///< present exactly in risk mode
+  PaperExecutorState shadow;                     ///< the shadow book (unit starting cash)
+  std::size_t bars = 0;                          ///< bars closed
+  bool is_open = false;                          ///< a bar was opened and not yet closed
+  std::int64_t open_ts = 0;          ///< open time of the bar opened last (0 before the first)
+  std::int64_t last_ts = 0;          ///< open time of the bar closed last (0 before the first)
+  double last_close = 0.0;           ///< close price of the bar closed last (0 before the first)
+  std::uint64_t last_order_id = 0;   ///< ids issued so far (the next order gets this + 1)
+  std::optional<Order> outstanding;  ///< sent, not yet reported on
+  double remainder = 0.0;            ///< unfilled part of the last order, signed base units
+  double shadow_pending = 0.0;       ///< the shadow book's order for the next open, base units
+};
+
 /// Throws std::invalid_argument naming `where` unless `signal` is NaN (no signal) or in [-1, 1].
 void check_signal(double signal, const char* where);
 /// Throws std::invalid_argument naming `where` unless `action` is a defined Action.
@@ -94,6 +120,26 @@ class RiskStage {
   /// (risk mode) the account's equity is NaN.
   const RiskDecision& close(const Bar& bar, const AccountSnapshot& account, Action action,
                             double signal, bool can_order, std::vector<RiskEvent>& events);
+
+  /// The operator's HALT at `ts_ns` (RiskManager::halt): the next open's state is HALTED (only
+  /// reducing fills) and every close flattens until the risk manager's reset_halt. Callable
+  /// between any two calls. Events are appended. Throws std::logic_error in pass-through mode,
+  /// std::invalid_argument for a time outside the time range.
+  void halt(std::int64_t ts_ns, std::vector<RiskEvent>& events);
+
+  /// The state and the configuration it was taken under (RiskStageState). Allowed at any point,
+  /// also between open and close: a stage restored there continues with on_execution or close.
+  RiskStageState snapshot() const;
+  /// Continue from `state`. Everything is checked before anything changes: on a throw
+  /// (std::invalid_argument "RiskStage.restore: <field> ...", naming the snapshot's field) the
+  /// stage is as it was. Refused: another version; a configuration that differs from this
+  /// stage's in any field (execution.*, risk.*, min_trade_fraction, bar_ns; the snapshot must
+  /// come from a stage built with the same settings); a risk manager in pass-through mode or
+  /// none in risk mode; a state the stage could not have reached (see the checks of
+  /// RiskManager::check_state and PaperExecutor::check_state, times outside the time range, an
+  /// open bar not after the last closed one, an outstanding order that is not the last one
+  /// issued at the last close, non-finite quantities, a shadow order in pass-through mode).
+  void restore(const RiskStageState& state);
 
   /// The risk manager (nullptr in pass-through mode).
   const RiskManager* risk() const noexcept { return risk_ ? &*risk_ : nullptr; }

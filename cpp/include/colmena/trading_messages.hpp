@@ -24,6 +24,7 @@
 
 #include "colmena/paper_executor.hpp"
 #include "colmena/risk_manager.hpp"
+#include "colmena/state_check.hpp"
 
 namespace colmena {
 
@@ -86,5 +87,18 @@ struct AccountSnapshot {
   double position = 0.0;  ///< signed base units
   double equity = 0.0;    ///< cash + position * mark, quote currency
 };
+
+/// Layout version of RiskStageState and ExecutionStageState (and of their Python snapshots);
+/// restore refuses any other.
+inline constexpr std::int64_t kStageStateVersion = 1;
+
+/// Restore checks shared by the stages (state_check.hpp): every field of `snapshot` equals
+/// `own` ("<field> differs: ...").
+void check_execution_config(const ExecutionConfig& snapshot, const ExecutionConfig& own,
+                            const StateCheck& check);
+/// An order waiting for the open after the last closed bar (`bars` closed, the last opening at
+/// `last_ts`): decided at that close, finite nonzero quantity, finite target, a known origin.
+void check_order(const Order& order, std::size_t bars, std::int64_t last_ts, std::int64_t bar_ns,
+                 const StateCheck& check);
 
 }  // namespace colmena

@@ -37,6 +37,18 @@ Per bar they exchange, in this order (exactly what :meth:`TradingLoop.step` does
     decided = risk.close(bar, account, action, signal)   # RiskDecision, with an Order or None
     execution.submit(decided.order)            # when there is an order
 
+Restarts (SPEC "The live system": risk state in a key-value bucket, a HALT survives the restart of
+everything): :meth:`RiskStage.snapshot` and :meth:`ExecutionStage.snapshot` return frozen Structs
+(:class:`RiskStageSnapshot`, :class:`ExecutionStageSnapshot`) with everything the stage's future
+behaviour depends on (trading state, peak equities, the kill switch's window, pause deadlines,
+HALT, the Kelly window, the shadow book, the outstanding or pending order, the account) and the
+settings it runs under. A service stores one after each message it handles (MessagePack, via
+``msgspec.msgpack.encode``); after a restart, ``restore`` on a stage built with the same settings
+continues bit for bit where the old one stopped, without replaying the history, also between a
+bar's open and its close. ``restore`` refuses (ValueError naming the field, the stage unchanged) a
+snapshot of another layout version, of other settings, or with a state no stage could reach.
+:meth:`RiskStage.halt` is the operator's HALT.
+
 Units everywhere: timestamps ``ts`` in ns since the epoch (UTC); prices in the quote currency per
 base unit; quantities (position, order and fill quantities) in signed base units, > 0 buys or
 long; cash, equity, fees and PnL in the quote currency; targets and exposures as signed fractions
@@ -51,7 +63,7 @@ the design documents"); the rules themselves are documented in the core's header
 from __future__ import annotations
 
 import math
-from typing import Literal, cast
+from typing import Annotated, Final, Literal, cast
 
 import msgspec
 
@@ -61,6 +73,7 @@ from colmena.risk.config import RiskConfig
 from colmena.units import NS_PER_SECOND
 
 __all__ = [
+    "SNAPSHOT_VERSION",
     "AccountSnapshot",
     "Action",
     "Bar",
@@ -68,12 +81,16 @@ __all__ = [
     "Decision",
     "ExecutionReport",
     "ExecutionStage",
+    "ExecutionStageSnapshot",
     "Fill",
     "Order",
+    "PaperExecutorSnapshot",
     "RiskDecision",
     "RiskEvent",
     "RiskGate",
+    "RiskManagerSnapshot",
     "RiskStage",
+    "RiskStageSnapshot",
     "StepResult",
     "TradingLoop",
 ]
@@ -197,15 +214,15 @@ class RiskEvent(msgspec.Struct, frozen=True):
     code_name : str
         The code by name: the new trading state (regime_changed); ``"ladder_pause_1"``,
         ``"ladder_pause_2"``, ``"ladder_stop"``, ``"kill_switch"``, ``"daily_loss"``,
-        ``"ladder_rearmed"`` (drawdown_threshold); ``"drawdown_warning"``,
-        ``"drawdown_critical"``, ``"daily_pnl_warning"``, ``"daily_pnl_critical"``,
-        ``"data_feed_silent"`` (alert); ``"no_volume"``, ``"non_finite_price"`` (error); ``""``
-        for trade_executed.
+        ``"ladder_rearmed"``, ``"halted_by_operator"`` (drawdown_threshold);
+        ``"drawdown_warning"``, ``"drawdown_critical"``, ``"daily_pnl_warning"``,
+        ``"daily_pnl_critical"``, ``"data_feed_silent"`` (alert); ``"no_volume"``,
+        ``"non_finite_price"`` (error); ``""`` for trade_executed.
     value : float
         Signed base units filled (trade_executed), the drawdown fraction (regime_changed,
-        ladder levels, kill_switch), the UTC-day PnL fraction (daily_loss, daily PnL alerts),
-        the reference equity in quote currency (ladder_rearmed), the data age in seconds
-        (data_feed_silent), the attempted base units (error).
+        ladder levels, kill_switch, halted_by_operator), the UTC-day PnL fraction (daily_loss,
+        daily PnL alerts), the reference equity in quote currency (ladder_rearmed), the data
+        age in seconds (data_feed_silent), the attempted base units (error).
     """
 
     ts: int
@@ -413,6 +430,256 @@ class StepResult(msgspec.Struct, frozen=True):
     closed_trades: tuple[ClosedTrade, ...]
 
 
+# ---------------------------------------------------------------- snapshots of the halves
+
+#: Layout version of :class:`RiskStageSnapshot` and :class:`ExecutionStageSnapshot` written by
+#: this build; ``restore`` refuses any other.
+SNAPSHOT_VERSION: Final[int] = _core.STAGE_STATE_VERSION
+
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class RiskManagerSnapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The risk manager's state (cpp/include/colmena/risk_manager.hpp, ``RiskManagerState``).
+
+    Everything its future decisions depend on besides its configuration. Equities in the quote
+    currency, drawdowns and PnL as fractions, times in ns since the epoch (UTC).
+
+    Attributes
+    ----------
+    state : {"ACTIVE", "REDUCING", "PAUSED", "HALTED"}
+        The trading state.
+    stale : bool
+        The data was stale at the last data-age check (REDUCING requires it).
+    flatten_requested : bool
+        A drawdown stop waits for the position to be flat: decisions flatten until then.
+    started : bool
+        The manager has observed at least one close.
+    peak_equity : float
+        The circuit-breaker ladder's reference equity (highest since the ladder was last armed).
+    drawdown : float
+        Drawdown from ``peak_equity`` at the last close, >= 0.
+    high_equity : float
+        All-time high of equity (the drawdown alerts' reference).
+    drawdown_from_high : float
+        Drawdown from ``high_equity`` at the last close, >= 0.
+    ladder_level : int
+        Ladder levels fired in this excursion, 0..3.
+    stopped : bool
+        A drawdown stop's pause is running: the ladder re-arms when it ends.
+    drawdown_warned, drawdown_critical : bool
+        The drawdown alerts given since the last all-time high.
+    paused_until : int
+        End of the current or last pause, ns (0: none yet).
+    last_ts : int
+        Time of the last close observed, ns.
+    day : int
+        UTC day of ``last_ts``, days since the epoch.
+    day_start_equity : float
+        The previous UTC day's last equity (the daily PnL's reference).
+    last_equity : float
+        Equity at the last close.
+    daily_pnl : float
+        UTC-day PnL at the last close, fraction of ``day_start_equity``.
+    daily_pnl_warned, daily_pnl_critical, daily_loss_paused : bool
+        The daily PnL alerts and the daily-loss pause fired this UTC day.
+    window_ts, window_equity : tuple of int, tuple of float
+        The kill switch's window, oldest first, equal lengths: times (ns) and equities of the
+        running maxima within the last ``halt_window_seconds`` (equities strictly decreasing;
+        the first is the window's maximum).
+    ewma_variance : float
+        RiskMetrics EWMA variance of bar log returns (finite, >= 0).
+    ewma_count : int
+        Finite bar log returns seen (the volatility is used from 30 on).
+    kelly_trades : tuple of float
+        Net PnL of the Kelly window's round trips (the shadow book's), oldest first, at most
+        ``kelly_window``.
+    """
+
+    state: TradingStateName
+    stale: bool
+    flatten_requested: bool
+    started: bool
+    peak_equity: float
+    drawdown: float
+    high_equity: float
+    drawdown_from_high: float
+    ladder_level: int
+    stopped: bool
+    drawdown_warned: bool
+    drawdown_critical: bool
+    paused_until: int
+    last_ts: int
+    day: int
+    day_start_equity: float
+    last_equity: float
+    daily_pnl: float
+    daily_pnl_warned: bool
+    daily_pnl_critical: bool
+    daily_loss_paused: bool
+    window_ts: tuple[int, ...]
+    window_equity: tuple[float, ...]
+    ewma_variance: float
+    ewma_count: Count
+    kelly_trades: tuple[float, ...]
+
+
+class PaperExecutorSnapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A paper account's state (cpp/include/colmena/paper_executor.hpp, ``PaperExecutorState``).
+
+    Amounts in the quote currency, quantities in signed base units, times in ns since the epoch.
+
+    Attributes
+    ----------
+    cash : float
+        Cash, short-sale proceeds included.
+    position : float
+        Signed base units (>= 0 on a spot market).
+    average_price : float
+        Average-cost entry price of the position, quote per base unit; 0 when flat.
+    realized_pnl : float
+        Realized PnL so far, gross of fees.
+    fees_paid, slippage_paid, borrow_paid, traded_notional : float
+        Totals so far (>= 0).
+    n_fills : int
+        Fills so far.
+    trade_open_ts : int
+        First fill of the open round trip (the one the position belongs to), ns.
+    trade_pnl : float
+        The open round trip's net PnL so far (fees and borrow included).
+    trade_size : float
+        Largest absolute position of the open round trip, base units.
+    trade_fees, trade_borrow : float
+        Fees and borrow paid during the open round trip.
+    trade_exit_notional, trade_exit_size : float
+        The open round trip's closing fills so far: sum of price times size (quote currency)
+        and of size (base units), for its average exit price.
+    """
+
+    cash: float
+    position: float
+    average_price: float
+    realized_pnl: float
+    fees_paid: float
+    slippage_paid: float
+    borrow_paid: float
+    traded_notional: float
+    n_fills: Count
+    trade_open_ts: int
+    trade_pnl: float
+    trade_size: float
+    trade_fees: float
+    trade_borrow: float
+    trade_exit_notional: float
+    trade_exit_size: float
+
+
+class RiskStageSnapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Everything a :class:`RiskStage` continues from, and the configuration it was taken under.
+
+    Taken by :meth:`RiskStage.snapshot` at any point (also between ``open`` and ``close``) and
+    given to :meth:`RiskStage.restore` of a stage built with the same settings; encode it with
+    ``msgspec.msgpack.encode`` and decode it with ``msgspec.msgpack.decode(data,
+    type=RiskStageSnapshot)``, which refuses unknown fields. Floats keep their bits through
+    MessagePack, so the restored stage continues bit for bit as the original would have.
+
+    Attributes
+    ----------
+    version : int
+        Layout version (:data:`SNAPSHOT_VERSION`).
+    execution : ExecutionSettings
+        The stage's execution settings (market type, the shadow book's costs).
+    risk : RiskConfig or None
+        The risk settings; None: pass-through mode.
+    min_trade_fraction : float
+        Smallest traded change of exposure, fraction of equity (risk mode: the RiskConfig's).
+    bar_ns : int
+        Bar length, ns.
+    risk_manager : RiskManagerSnapshot or None
+        The risk manager (None in pass-through mode).
+    shadow : PaperExecutorSnapshot
+        The shadow book (unit starting cash, the signal at unit exposure) of the Kelly estimate.
+    bars : int
+        Bars closed.
+    is_open : bool
+        A bar was opened and not yet closed (``close`` comes next).
+    open_ts : int
+        Open time of the bar opened last, ns (0 before the first).
+    last_ts : int
+        Open time of the bar closed last, ns (0 before the first).
+    last_close : float
+        Close price of the bar closed last, quote per base unit (0 before the first): the next
+        bar's log return is taken from it.
+    last_order_id : int
+        Order ids issued so far (the next order gets ``last_order_id + 1``).
+    outstanding : Order or None
+        The order sent and not yet reported on.
+    remainder : float
+        Unfilled part of the last order, signed base units (resubmitted on a hold bar).
+    shadow_pending : float
+        The shadow book's order for the next open, signed base units.
+    """
+
+    version: int
+    execution: ExecutionSettings
+    risk: RiskConfig | None
+    min_trade_fraction: float
+    bar_ns: int
+    risk_manager: RiskManagerSnapshot | None
+    shadow: PaperExecutorSnapshot
+    bars: Count
+    is_open: bool
+    open_ts: int
+    last_ts: int
+    last_close: float
+    last_order_id: Count
+    outstanding: Order | None
+    remainder: float
+    shadow_pending: float
+
+
+class ExecutionStageSnapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Everything an :class:`ExecutionStage` continues from, and the configuration it was taken
+    under (see :class:`RiskStageSnapshot` for encoding and use).
+
+    Attributes
+    ----------
+    version : int
+        Layout version (:data:`SNAPSHOT_VERSION`).
+    execution : ExecutionSettings
+        The account's execution settings.
+    bar_ns : int
+        Bar length, ns.
+    executor : PaperExecutorSnapshot
+        The paper account.
+    bars : int
+        Bars closed.
+    is_open : bool
+        A bar was opened and not yet closed.
+    open_ts, last_ts : int
+        Open time of the bar opened last and of the bar closed last, ns (0 before the first).
+    pending : Order or None
+        The order waiting for the next open.
+    cause : {"decision", "risk", "end_of_run"}
+        Origin of the last order that was not a remainder: the exit origin a remainder's fill
+        gives the round trips it closes.
+    account : AccountSnapshot
+        The account at the last close (zeros before the first).
+    """
+
+    version: int
+    execution: ExecutionSettings
+    bar_ns: int
+    executor: PaperExecutorSnapshot
+    bars: Count
+    is_open: bool
+    open_ts: int
+    last_ts: int
+    pending: Order | None
+    cause: OrderOriginName
+    account: AccountSnapshot
+
+
 # ---------------------------------------------------------------- conversions to and from the core
 
 
@@ -508,6 +775,41 @@ def _core_report(r: ExecutionReport) -> _core.ExecutionReport:
     return _core.ExecutionReport(
         r.order_id, r.ts, r.attempted, _core_fill(r.fill), r.error, r.cash, r.position
     )
+
+
+def _fields(struct: type[msgspec.Struct]) -> tuple[str, ...]:
+    return struct.__struct_fields__
+
+
+def _manager_snapshot(m: _core.RiskManagerState | None) -> RiskManagerSnapshot | None:
+    if m is None:
+        return None
+    return msgspec.convert(
+        {f: getattr(m, f) for f in _fields(RiskManagerSnapshot)}, RiskManagerSnapshot
+    )
+
+
+def _executor_snapshot(e: _core.PaperExecutorState) -> PaperExecutorSnapshot:
+    return PaperExecutorSnapshot(*(getattr(e, f) for f in _fields(PaperExecutorSnapshot)))
+
+
+def _copy_fields(snapshot: msgspec.Struct, target: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        setattr(target, name, getattr(snapshot, name))
+
+
+def _core_manager_state(m: RiskManagerSnapshot | None) -> _core.RiskManagerState | None:
+    if m is None:
+        return None
+    state = _core.RiskManagerState()
+    _copy_fields(m, state, _fields(RiskManagerSnapshot))
+    return state
+
+
+def _core_executor_state(e: PaperExecutorSnapshot) -> _core.PaperExecutorState:
+    state = _core.PaperExecutorState()
+    _copy_fields(e, state, _fields(PaperExecutorSnapshot))
+    return state
 
 
 def _configs(
@@ -689,6 +991,8 @@ class RiskStage:
             self._core = _core.RiskStage(core_execution, core_risk, bar_ns)
         else:
             self._core = _core.RiskStage.pass_through(core_execution, band, bar_ns)
+        self._execution = execution
+        self._risk = risk
 
     @classmethod
     def pass_through(
@@ -783,6 +1087,101 @@ class RiskStage:
             events=_events(events),
         )
 
+    def halt(self, ts: int) -> tuple[RiskEvent, ...]:
+        """The operator's HALT (a person stops trading), exactly as the kill switch halts.
+
+        From the next open the state is HALTED: fills may only reduce the position, every close
+        flattens whatever the action (verdict ``"flatten_halted"``, an order of origin
+        ``"risk"``), until a person calls ``risk_manager.reset_halt``. Callable between any two
+        calls; a HALT is part of :meth:`snapshot`, so it survives a restart. Nothing happens
+        when already HALTED.
+
+        Parameters
+        ----------
+        ts : int
+            When the person halted, ns since the epoch (UTC), in 1970..2200.
+
+        Returns
+        -------
+        tuple of RiskEvent
+            A ``drawdown_threshold`` event of code ``"halted_by_operator"`` (value: the drawdown
+            from the ladder's reference equity) and the ``regime_changed`` event to HALTED; empty
+            when already HALTED.
+
+        Raises
+        ------
+        ValueError
+            ``ts`` outside the time range.
+        RuntimeError
+            A pass-through stage (no risk manager to halt).
+        """
+        return _events(self._core.halt(ts))
+
+    def snapshot(self) -> RiskStageSnapshot:
+        """The stage's state and the configuration it was taken under (see
+        :class:`RiskStageSnapshot`): what a live risk service keeps in its key-value bucket.
+        Allowed at any point, also between :meth:`open` and :meth:`close`."""
+        s = self._core.snapshot()
+        return RiskStageSnapshot(
+            version=s.version,
+            execution=self._execution,
+            risk=self._risk,
+            min_trade_fraction=s.min_trade_fraction,
+            bar_ns=s.bar_ns,
+            risk_manager=_manager_snapshot(s.risk_manager),
+            shadow=_executor_snapshot(s.shadow),
+            bars=s.bars,
+            is_open=s.is_open,
+            open_ts=s.open_ts,
+            last_ts=s.last_ts,
+            last_close=s.last_close,
+            last_order_id=s.last_order_id,
+            outstanding=_order(s.outstanding),
+            remainder=s.remainder,
+            shadow_pending=s.shadow_pending,
+        )
+
+    def restore(self, snapshot: RiskStageSnapshot) -> None:
+        """Continue from ``snapshot`` (of a stage built with the same settings, usually after a
+        restart): the stage then behaves bit for bit as the one it was taken from.
+
+        Everything is checked before anything changes (in the core, RiskStage::restore): after a
+        ValueError the stage is as it was.
+
+        Raises
+        ------
+        ValueError
+            Naming the field: another ``version``; settings that differ from this stage's
+            (``execution.*``, ``risk.*`` in the core's units, e.g. ``risk.halt_window_ns``,
+            ``min_trade_fraction``, ``bar_ns``; settings that run the same, such as the borrow
+            rate of a spot market, count as equal); a risk manager in pass-through mode or none
+            in risk mode; a state the stage could not have reached (a NaN or infinite amount
+            where the stage keeps finite ones, an unknown state or origin, a ladder level
+            outside 0..3, window lengths that differ, more Kelly trades than ``kelly_window``,
+            times outside 1970..2200, an open bar not after the last closed one, an outstanding
+            order that is not the last one issued at the last close, ...).
+        """
+        state = _core.RiskStageState()
+        state.version = snapshot.version
+        state.execution = snapshot.execution.to_core()
+        state.risk = None if snapshot.risk is None else snapshot.risk.to_core()
+        state.min_trade_fraction = snapshot.min_trade_fraction
+        state.bar_ns = snapshot.bar_ns
+        state.risk_manager = _core_manager_state(snapshot.risk_manager)
+        state.shadow = _core_executor_state(snapshot.shadow)
+        state.bars = snapshot.bars
+        state.is_open = snapshot.is_open
+        state.open_ts = snapshot.open_ts
+        state.last_ts = snapshot.last_ts
+        state.last_close = snapshot.last_close
+        state.last_order_id = snapshot.last_order_id
+        state.outstanding = (
+            None if snapshot.outstanding is None else _core_order(snapshot.outstanding)
+        )
+        state.remainder = snapshot.remainder
+        state.shadow_pending = snapshot.shadow_pending
+        self._core.restore(state)
+
     @property
     def outstanding(self) -> Order | None:
         """The order sent and not yet reported on."""
@@ -833,6 +1232,7 @@ class ExecutionStage:
 
     def __init__(self, execution: ExecutionSettings, *, bar_seconds: float = 60.0) -> None:
         self._core = _core.ExecutionStage(execution.to_core(), _bar_ns(bar_seconds))
+        self._execution = execution
 
     def open(self, bar: Bar, state: TradingStateName) -> ExecutionReport | None:
         """The open of ``bar``: the pending order fills.
@@ -897,6 +1297,56 @@ class ExecutionStage:
             A bar is open (orders come after a close).
         """
         self._core.submit(_core_order(order))
+
+    def snapshot(self) -> ExecutionStageSnapshot:
+        """The stage's state and the configuration it was taken under (see
+        :class:`ExecutionStageSnapshot`). Allowed at any point, also between :meth:`open` and
+        :meth:`close`."""
+        s = self._core.snapshot()
+        return ExecutionStageSnapshot(
+            version=s.version,
+            execution=self._execution,
+            bar_ns=s.bar_ns,
+            executor=_executor_snapshot(s.executor),
+            bars=s.bars,
+            is_open=s.is_open,
+            open_ts=s.open_ts,
+            last_ts=s.last_ts,
+            pending=_order(s.pending),
+            cause=cast(OrderOriginName, s.cause),
+            account=_account(s.account),
+        )
+
+    def restore(self, snapshot: ExecutionStageSnapshot) -> None:
+        """Continue from ``snapshot`` (of a stage built with the same settings): the stage then
+        behaves bit for bit as the one it was taken from.
+
+        Everything is checked before anything changes (in the core, ExecutionStage::restore):
+        after a ValueError the stage is as it was.
+
+        Raises
+        ------
+        ValueError
+            Naming the field: another ``version``; settings that differ from this stage's
+            (``execution.*`` in the core's units, ``bar_ns``); a state the stage could not have
+            reached (a non-finite amount, a short position on a spot market, an average price
+            that does not match the position, times outside 1970..2200, an open bar not after
+            the last closed one, a pending order while a bar is open or not decided at the last
+            close, a ``cause`` of ``"remainder"``, an account not marked at the last close).
+        """
+        state = _core.ExecutionStageState()
+        state.version = snapshot.version
+        state.execution = snapshot.execution.to_core()
+        state.bar_ns = snapshot.bar_ns
+        state.executor = _core_executor_state(snapshot.executor)
+        state.bars = snapshot.bars
+        state.is_open = snapshot.is_open
+        state.open_ts = snapshot.open_ts
+        state.last_ts = snapshot.last_ts
+        state.pending = None if snapshot.pending is None else _core_order(snapshot.pending)
+        state.cause = snapshot.cause
+        state.account = _core_account(snapshot.account)
+        self._core.restore(state)
 
     @property
     def pending(self) -> Order | None:
