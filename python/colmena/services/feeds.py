@@ -10,8 +10,9 @@ publishes nothing twice; every publish also carries the candle's idempotency key
 Replay: each ``[[symbols]]`` entry's ``candles`` file (``[feed] path`` for a single symbol),
 checked by :func:`colmena.data.load_ohlcv` and against ``bar_seconds``; the candles of all
 symbols are published merged in time order (open time, then the symbols' order in the file), so
-every symbol advances together, waiting ``bar_seconds / speed`` seconds per bar (``speed`` 0: no
-waiting). The feed ends when the files are done.
+every symbol advances together, waiting ``bar_seconds / speed`` seconds from one open time to
+the next (``speed`` 0: no waiting; a gap in the files counts as one bar). The feed ends when the
+files are done.
 
 Exchange: the design documents' micro-polling (``seeds/``: "Micro-Polling (cada 60s)",
 "OHLCV de los últimos 1000 minutos"; SPEC "Ingestion": every 60 s, the last 1000 one-minute
@@ -51,7 +52,7 @@ import heapq
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias, TypeVar
 
@@ -79,10 +80,12 @@ __all__ = [
     "FeedError",
     "PollReport",
     "ReplayFeed",
+    "Screened",
     "Sleep",
     "SymbolPoll",
     "make_feed",
     "newest_published_ts",
+    "screen_candles",
 ]
 
 log = logging.getLogger(__name__)
@@ -315,6 +318,137 @@ class PollReport:
         raise KeyError(symbol)
 
 
+@dataclass(frozen=True)
+class Screened:
+    """One exchange answer sorted out by :func:`screen_candles`.
+
+    Attributes
+    ----------
+    bars : tuple of Bar
+        The candles to publish, oldest first: closed, after the newest published, unique,
+        valid.
+    fetched : int
+        Rows in the answer.
+    oldest_ts : int or None
+        Open time of the oldest readable row, ns since the epoch (UTC); None when none is.
+    forming : int
+        Candles not closed at ``now_ns``.
+    already_published : int
+        Candles at or before ``newest_ts``.
+    duplicates : tuple of int
+        Open times (ns) that came again after their first copy (each later copy dropped).
+    rejected : tuple of (str, str)
+        For each bad candle: the candle (its open time in ISO 8601 UTC, or the row as sent
+        when it cannot be read) and the rule it breaks.
+    """
+
+    bars: tuple[Bar, ...]
+    fetched: int
+    oldest_ts: int | None
+    forming: int
+    already_published: int
+    duplicates: tuple[int, ...]
+    rejected: tuple[tuple[str, str], ...]
+
+
+def _read_row(row: Any) -> Bar:
+    """A ccxt OHLCV row ``[open time ms, open, high, low, close, volume]`` as a Bar.
+
+    Raises
+    ------
+    TypeError, ValueError, OverflowError, LookupError
+        Not such a row (the message says why).
+    """
+    if len(row) != 6:
+        raise ValueError(f"{len(row)} fields, expected 6")
+    ms = row[0]
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or ms != int(ms):
+        raise ValueError(f"open time {ms!r} is not a whole number of ms")
+    ts = int(ms) * NS_PER_MS
+    if not MIN_TIMESTAMP_NS <= ts <= MAX_TIMESTAMP_NS:
+        raise ValueError(f"open time {int(ms)} ms is outside 1970..2200")
+    if any(isinstance(x, bool) for x in row[1:]):
+        raise ValueError("a price or volume is a boolean")
+    o, h, lo, c, v = (float(x) for x in row[1:])
+    return Bar(ts, o, h, lo, c, v)
+
+
+def _broken_rule(bar: Bar, bar_ns: int) -> str | None:
+    """Why ``bar`` breaks a candle rule (the core validator, the bar grid), or None."""
+    violation = _core.find_invalid_ohlcv(
+        np.array([bar.ts], dtype=np.int64), np.array([bar.open]), np.array([bar.high]),
+        np.array([bar.low]), np.array([bar.close]), np.array([bar.volume]),
+    )  # fmt: skip
+    if violation is not None:
+        return str(violation.detail)
+    if bar.ts % bar_ns:
+        return f"open time is not on the {bar_ns // NS_PER_SECOND} s bar grid"
+    return None
+
+
+def screen_candles(
+    rows: Iterable[Any], *, newest_ts: int | None, now_ns: int, bar_seconds: int
+) -> Screened:
+    """Sort out an exchange's answer: which candles to publish, and why the others are not.
+
+    Parameters
+    ----------
+    rows : iterable of sequences
+        ccxt OHLCV rows ``[open time ms, open, high, low, close, volume]``, in any order.
+    newest_ts : int or None
+        Open time of the newest candle already published, ns since the epoch (UTC).
+    now_ns : int
+        The clock, ns since the epoch (UTC): a candle opening at ``ts`` is closed when
+        ``ts + bar_seconds`` <= ``now_ns``.
+    bar_seconds : int
+        Candle length in seconds (> 0).
+
+    Returns
+    -------
+    Screened
+        The candles to publish, oldest first: readable rows, sorted by open time (stable),
+        after ``newest_ts``, the first copy of each open time, closed, and valid by the rules
+        of :func:`colmena._core.find_invalid_ohlcv` with an open time on the bar grid; and the
+        count or list of the rest by reason.
+    """
+    rows = list(rows)
+    bar_ns = bar_seconds * NS_PER_SECOND
+    readable: list[Bar] = []
+    rejected: list[tuple[str, str]] = []
+    for row in rows:
+        try:
+            readable.append(_read_row(row))
+        except (TypeError, ValueError, OverflowError, LookupError) as exc:
+            rejected.append((repr(row)[:200], _one_line(exc)))
+    readable.sort(key=lambda b: b.ts)
+    bars: list[Bar] = []
+    seen: set[int] = set()
+    duplicates: list[int] = []
+    forming = already = 0
+    for bar in readable:
+        if newest_ts is not None and bar.ts <= newest_ts:
+            already += 1
+        elif bar.ts in seen:
+            duplicates.append(bar.ts)
+        else:
+            seen.add(bar.ts)
+            if bar.ts + bar_ns > now_ns:
+                forming += 1  # still forming: a later poll publishes it closed
+            elif (rule := _broken_rule(bar, bar_ns)) is not None:
+                rejected.append((_utc(bar.ts), rule))
+            else:
+                bars.append(bar)
+    return Screened(
+        bars=tuple(bars),
+        fetched=len(rows),
+        oldest_ts=readable[0].ts if readable else None,
+        forming=forming,
+        already_published=already,
+        duplicates=tuple(duplicates),
+        rejected=tuple(rejected),
+    )
+
+
 class ExchangeFeed:
     """Closed candles of every symbol, polled from an exchange through ccxt.
 
@@ -542,6 +676,8 @@ class ExchangeFeed:
             except _StopRequestedError:
                 break
             except Exception as exc:  # a flaky or broken exchange never stops the service
+                if self._stop.is_set():
+                    break  # told to stop during the backoff: not a failure
                 report.error = _one_line(exc)
                 log.error(
                     "ingest: %s %s: poll failed after %d tries: %s; next poll in %g s",
@@ -553,81 +689,36 @@ class ExchangeFeed:
             await self._publish(symbol, bars, report)
         return PollReport(started_ns=started, symbols=tuple(reports))
 
-    def _parse(self, symbol: str, row: Any, report: SymbolPoll) -> Bar | None:
-        """A ccxt OHLCV row ``[ms, open, high, low, close, volume]`` as a Bar, or None (with a
-        warning) when it is not one."""
-        try:
-            if len(row) < 6:
-                raise ValueError(f"{len(row)} fields, expected 6")
-            ms = row[0]
-            if isinstance(ms, bool) or not isinstance(ms, int | float) or ms != int(ms):
-                raise ValueError(f"open time {ms!r} is not a whole number of ms")
-            ts = int(ms) * NS_PER_MS
-            if not MIN_TIMESTAMP_NS <= ts <= MAX_TIMESTAMP_NS:
-                raise ValueError(f"open time {int(ms)} ms is outside 1970..2200")
-            values = [float(x) for x in row[1:6]]
-        except (TypeError, ValueError, OverflowError) as exc:
-            report.invalid += 1
-            log.warning(
-                "ingest: %s %s: candle %r skipped: %s", self._name, symbol, row, _one_line(exc)
-            )
-            return None
-        return Bar(ts, *values)
-
-    def _invalid(self, bar: Bar) -> str | None:
-        """Why ``bar`` breaks a candle rule (the core validator, the bar grid), or None."""
-        violation = _core.find_invalid_ohlcv(
-            np.array([bar.ts], dtype=np.int64), np.array([bar.open]), np.array([bar.high]),
-            np.array([bar.low]), np.array([bar.close]), np.array([bar.volume]),
-        )  # fmt: skip
-        if violation is not None:
-            return str(violation.detail)
-        if bar.ts % self._bar_ns:
-            return f"open time is not on the {self._bar_seconds} s bar grid"
-        return None
-
     def _screen(self, symbol: str, rows: Any, now: int, report: SymbolPoll) -> list[Bar]:
-        """The candles of an answer to publish, oldest first: closed, new, unique, valid."""
-        rows = list(rows or [])
-        report.fetched = len(rows)
-        parsed = [b for b in (self._parse(symbol, row, report) for row in rows) if b is not None]
-        parsed.sort(key=lambda b: b.ts)
-        newest = self._newest[symbol]
-        out: list[Bar] = []
-        seen: set[int] = set()
-        for bar in parsed:
-            if newest is not None and bar.ts <= newest:
-                report.already_published += 1
-                continue
-            if bar.ts in seen:
-                report.duplicates += 1
-                log.warning(
-                    "ingest: %s %s: candle %s repeated in one answer: the later copy dropped",
-                    self._name, symbol, _utc(bar.ts),
-                )  # fmt: skip
-                continue
-            seen.add(bar.ts)
-            if bar.ts + self._bar_ns > now:
-                report.forming += 1  # still forming: a later poll publishes it closed
-                continue
-            problem = self._invalid(bar)
-            if problem is not None:
-                report.invalid += 1
-                log.warning(
-                    "ingest: %s %s: candle %s skipped: %s", self._name, symbol, _utc(bar.ts),
-                    problem,
-                )  # fmt: skip
-                continue
-            out.append(bar)
-        self._report_gaps(symbol, parsed, out, report)
-        return out
+        """The candles of an answer to publish (:func:`screen_candles`), the rest counted in
+        ``report`` and the bad ones logged."""
+        if not isinstance(rows, list | tuple):
+            log.warning("ingest: %s %s: answer is not a list of candles", self._name, symbol)
+            rows = []
+        screened = screen_candles(
+            rows, newest_ts=self._newest[symbol], now_ns=now, bar_seconds=self._bar_seconds
+        )
+        report.fetched = screened.fetched
+        report.forming = screened.forming
+        report.already_published = screened.already_published
+        report.duplicates = len(screened.duplicates)
+        report.invalid = len(screened.rejected)
+        for ts in screened.duplicates:
+            log.warning(
+                "ingest: %s %s: candle %s repeated in one answer: the later copy dropped",
+                self._name, symbol, _utc(ts),
+            )  # fmt: skip
+        for what, why in screened.rejected:
+            log.warning("ingest: %s %s: candle %s skipped: %s", self._name, symbol, what, why)
+        self._report_gaps(symbol, screened.oldest_ts, screened.bars, report)
+        return list(screened.bars)
 
     def _report_gaps(
-        self, symbol: str, answer: list[Bar], bars: list[Bar], report: SymbolPoll
+        self, symbol: str, oldest: int | None, bars: tuple[Bar, ...], report: SymbolPoll
     ) -> None:
-        """Log the gaps before and between the candles about to be published (never filled)."""
+        """Log the gaps before and between the candles about to be published (never filled);
+        ``oldest``: open time of the oldest candle of the answer."""
         previous = self._newest[symbol]
-        oldest = answer[0].ts if answer else None
         for i, bar in enumerate(bars):
             if previous is not None and bar.ts - previous > self._bar_ns:
                 missing = (bar.ts - previous - 1) // self._bar_ns
