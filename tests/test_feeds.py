@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,6 @@ from colmena.execution.trading_loop import Bar
 from colmena.live import wire
 from colmena.services.bus import STREAM, Bus
 from colmena.services.config import ConfigError, LiveConfig, load_config
-from colmena.services.daemons import run_role
 from colmena.services.feeds import (
     ExchangeFeed,
     FeedError,
@@ -714,25 +717,43 @@ def test_an_exchange_without_the_symbol_is_a_named_error(
         make_feed(msgspec.structs.replace(_exchange_config(exchange), bar_seconds=7))
 
 
-def test_serve_ingest_runs_the_exchange_feed_until_stopped(
-    server: EmbeddedNatsServer, exchange: FakeBinance
+def test_serve_ingest_polls_the_exchange_until_sigterm(
+    server: EmbeddedNatsServer, exchange: FakeBinance, tmp_path: Path
 ) -> None:
-    """The service as `colmena serve ingest` runs it (run_role), on the real clock: every
-    candle of the fake is long closed."""
-    config = _exchange_config(exchange, poll_seconds=3600.0)
+    """`colmena serve ingest` as a user starts it, on the real clock (every candle of the fake
+    is long closed): the first poll publishes, SIGTERM ends the hour's wait cleanly."""
+    config = tmp_path / "colmena.toml"
+    config.write_text(
+        f'[nats]\nurl = "{server.url}"\n'
+        + "".join(f'[[symbols]]\nsymbol = "{s}"\ncheckpoint = "unused"\n' for s in SYMBOLS)
+        + f'[feed]\nkind = "exchange"\nexchange = "binance"\napi_url = "{exchange.url}"\n'
+        "limit = 50\npoll_seconds = 3600\n"
+    )
 
-    async def run() -> int:
-        stop = asyncio.Event()
-        task = asyncio.create_task(run_role("ingest", config, server.url, stop))
+    async def published() -> int:
         bus = await Bus.connect(server.url)
         try:
-            for _ in range(2_400):  # hang detection only: until the first poll is in the stream
-                if await bus.stream_messages() == 100 or task.done():
-                    break
-                await asyncio.sleep(0.05)
+            return await bus.stream_messages()
         finally:
             await bus.close()
-        stop.set()
-        return await asyncio.wait_for(task, timeout=60)
 
-    assert asyncio.run(run()) == 100
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from colmena.cli import main; main(prog_name='colmena')",
+         "serve", "ingest", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for _ in range(1_200):  # hang detection only: until the first poll is in the stream
+            if asyncio.run(published()) == 100 or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert "ingest: stopped after 100 messages" in err
+    assert "Unclosed" not in err, err
+    assert "Traceback" not in err, err
