@@ -561,6 +561,36 @@ def test_a_gap_longer_than_the_window_is_reported_after_a_restart(
     ) in feed_log.text
 
 
+def test_the_stream_drops_what_a_second_feed_publishes_again(
+    server: EmbeddedNatsServer,
+    exchange: FakeBinance,
+    market: dict[str, list[tuple[int, float, float, float, float, float]]],
+) -> None:
+    """Two feeds started on the same stream (each sees it empty): the second one's candles are
+    dropped by the stream's Nats-Msg-Id dedupe, the guard behind the feed's own."""
+    driver = Driver(exchange, _minute(100))
+
+    async def run() -> list[PollReport]:
+        bus = await Bus.connect(server.url)
+        feeds = [ExchangeFeed(_exchange_config(exchange), clock=driver.clock, sleep=driver.sleep)
+                 for _ in range(2)]  # fmt: skip
+        try:
+            for feed in feeds:
+                await feed.start(bus, asyncio.Event())
+            return [await feed.poll() for feed in feeds]
+        finally:
+            for feed in feeds:
+                await feed.close()
+            await bus.close()
+
+    first, second = asyncio.run(run())
+    assert [(s.published, s.stream_duplicates) for s in first.symbols] == [(49, 0)] * 2
+    assert [(s.published, s.stream_duplicates) for s in second.symbols] == [(0, 49)] * 2
+    got = asyncio.run(_candles(server.url))
+    for symbol, rows in market.items():
+        assert [m.bar for m in got if m.symbol == symbol] == [_bar(r) for r in rows[51:100]]
+
+
 @pytest.mark.parametrize("status", [500, 429, 503])
 def test_transient_errors_are_retried_with_backoff(
     server: EmbeddedNatsServer, exchange: FakeBinance, status: int

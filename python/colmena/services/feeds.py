@@ -211,7 +211,8 @@ class ReplayFeed:
 
     async def run(self, bus: Bus, stop: asyncio.Event) -> int:
         """Publish every candle after the stream's newest of its symbol, in time order, until
-        the files are done or ``stop`` is set; returns the number published."""
+        the files are done or ``stop`` is set; returns the number published (those the stream
+        dropped as duplicates left out)."""
         sleep = self._sleep or _stop_aware_sleep(stop)
         symbols = self.symbols
         resume = {s: await newest_published_ts(bus, s) for s in symbols}
@@ -230,10 +231,10 @@ class ReplayFeed:
             previous = ts
             symbol = symbols[k]
             bar = Bar(ts=ts, open=o, high=h, low=lo, close=c, volume=v)
-            await bus.publish(
+            result = await bus.publish(
                 wire.CandleMessage(symbol=symbol, ts=ts, bar_seconds=self._bar_seconds, bar=bar)
             )
-            published[symbol] += 1
+            published[symbol] += not result.duplicate  # the stream held it already: not new
         for symbol, count in published.items():
             log.info("ingest: %d candles of %s published", count, symbol)
         return sum(published.values())
@@ -268,6 +269,9 @@ class SymbolPoll:
         Candles that broke a rule (skipped, with a warning).
     missing_bars : int
         Bars missing in the gaps found before or between the candles published.
+    stream_duplicates : int
+        Candles sent that the stream already held (its ``Nats-Msg-Id`` duplicate window, the
+        second guard: another feed published them first); not counted in ``published``.
     error : str or None
         Why the poll gave up on this symbol (the exchange kept failing, or a publish failed).
     """
@@ -281,6 +285,7 @@ class SymbolPoll:
     duplicates: int = 0
     invalid: int = 0
     missing_bars: int = 0
+    stream_duplicates: int = 0
     error: str | None = None
 
 
@@ -746,13 +751,16 @@ class ExchangeFeed:
                 symbol=symbol, ts=bar.ts, bar_seconds=self._bar_seconds, bar=bar
             )
             try:
-                await self._bus.publish(message)
+                result = await self._bus.publish(message)
             except (TimeoutError, nats.errors.Error) as exc:
                 report.error = f"publishing {_utc(bar.ts)}: {_one_line(exc)}"
                 log.error("ingest: %s: %s; the next poll tries again", symbol, report.error)
                 return
             self._newest[symbol] = bar.ts
-            report.published += 1
+            if result.duplicate:
+                report.stream_duplicates += 1  # another copy of this feed published it
+            else:
+                report.published += 1
 
     async def run(self, bus: Bus, stop: asyncio.Event) -> int:
         """:meth:`start`, then poll every ``poll_seconds`` (from the start of one poll to the
