@@ -478,8 +478,8 @@ class ExchangeFeed:
     Raises
     ------
     FeedError
-        No symbols, ccxt not installed, an exchange ccxt does not know, or one without candles
-        of ``bar_seconds``.
+        No symbols, ccxt or tenacity not installed, an exchange ccxt does not know, or one
+        without candles of ``bar_seconds``.
     """
 
     def __init__(
@@ -496,9 +496,10 @@ class ExchangeFeed:
         settings = config.feed
         try:
             import ccxt
-        except ImportError:
+            import tenacity  # noqa: F401 (the retries, imported where they run)
+        except ImportError as exc:
             raise FeedError(
-                "the exchange feed needs ccxt: pip install 'colmena-swarm[exchange]'"
+                f"the exchange feed needs {exc.name}: pip install 'colmena-swarm[exchange]'"
             ) from None
         self._ccxt = ccxt
         if client is None:
