@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import csv
-import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -21,80 +18,9 @@ pytest.importorskip("ccxt")
 
 from colmena.cli import main
 from colmena.data.exchange import ExchangeUnavailableError, download_ohlcv, make_client
+from fake_exchange import FakeBinance
 
 MINUTE = 60_000
-
-EXCHANGE_INFO = {
-    "timezone": "UTC",
-    "serverTime": 0,
-    "rateLimits": [],
-    "exchangeFilters": [],
-    "symbols": [
-        {
-            "symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "baseAssetPrecision": 8,
-            "quoteAsset": "USDT", "quotePrecision": 8, "quoteAssetPrecision": 8,
-            "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": True,
-            "isMarginTradingAllowed": False, "permissions": ["SPOT"],
-            "filters": [
-                {"filterType": "PRICE_FILTER", "minPrice": "0.01", "maxPrice": "1000000",
-                 "tickSize": "0.01"},
-                {"filterType": "LOT_SIZE", "minQty": "0.00001", "maxQty": "9000",
-                 "stepSize": "0.00001"},
-            ],
-        }
-    ],
-}  # fmt: skip
-
-
-class FakeBinance:
-    """Serves /api/v3/exchangeInfo and /api/v3/klines from real candles, with injected faults."""
-
-    def __init__(self, klines: list[list[object]]) -> None:
-        self.klines = klines
-        self.open_times = np.array([k[0] for k in klines], dtype=np.int64)
-        self.requests: list[dict[str, str]] = []
-        self.fail_next = 0
-        self.fail_status = 500
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urlsplit(self.path)
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                if url.path == "/api/v3/exchangeInfo":
-                    self.reply(200, EXCHANGE_INFO)
-                elif url.path == "/api/v3/klines":
-                    server.requests.append(query)
-                    if server.fail_next > 0:
-                        server.fail_next -= 1
-                        self.reply(server.fail_status, {"code": -1003, "msg": "try later"})
-                        return
-                    start = int(query.get("startTime", 0))
-                    limit = int(query.get("limit", 500))
-                    i = int(np.searchsorted(server.open_times, start))
-                    self.reply(200, server.klines[i : i + limit])
-                else:
-                    self.reply(404, {"code": -1, "msg": "not found"})
-
-            def reply(self, status: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")

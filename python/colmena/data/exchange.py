@@ -28,7 +28,13 @@ from colmena import _core
 from colmena.atomic_write import write_parquet_atomically
 from colmena.units import SECONDS_PER_DAY
 
-__all__ = ["ExchangeUnavailableError", "cache_path", "download_ohlcv", "make_client"]
+__all__ = [
+    "ExchangeUnavailableError",
+    "cache_path",
+    "download_ohlcv",
+    "make_async_client",
+    "make_client",
+]
 
 MS = 1_000_000  # ns per ms
 
@@ -73,16 +79,39 @@ def make_client(exchange: str, *, timeout_ms: int = 10_000, api_url: str | None 
     return client
 
 
-def _client(exchange: str, timeout_ms: int) -> Any:
+def make_async_client(
+    exchange: str, *, timeout_ms: int = 10_000, api_url: str | None = None
+) -> Any:
+    """The asyncio twin of :func:`make_client` (``ccxt.async_support``, on aiohttp), for the
+    live feed; close it with ``await client.close()``.
+
+    Raises
+    ------
+    ImportError
+        ccxt is not installed (the ``exchange`` extra).
+    ValueError
+        ccxt does not know ``exchange``.
+    """
+    client = _client(exchange, timeout_ms, asynchronous=True)
+    if api_url:
+        _override_host(client, api_url)
+    return client
+
+
+def _client(exchange: str, timeout_ms: int, *, asynchronous: bool = False) -> Any:
     try:
         import ccxt
+
+        if asynchronous:
+            import ccxt.async_support
     except ImportError as exc:
         raise ImportError(
             "downloading candles needs ccxt: pip install 'colmena-swarm[exchange]'"
         ) from exc
     if exchange not in ccxt.exchanges:
         raise ValueError(f"unknown exchange {exchange!r} (ccxt knows {len(ccxt.exchanges)})")
-    return getattr(ccxt, exchange)(
+    module = ccxt.async_support if asynchronous else ccxt
+    return getattr(module, exchange)(
         {
             "enableRateLimit": True,
             "timeout": timeout_ms,

@@ -6,6 +6,18 @@ and the field (``$.risk.kelly_window``). Secrets never come from the file: the P
 read from ``$COLMENA_DB_DSN`` when the file names none, and a DSN in the file that carries a
 password is refused (put it in the environment, or in a ``~/.pgpass`` file).
 
+The feed (``[feed]``, :class:`FeedSettings`, run by :mod:`colmena.services.feeds`):
+
+- ``kind = "replay"`` publishes candle files: each ``[[symbols]]`` entry's ``candles`` file (or,
+  for a single symbol, ``[feed] path``), all symbols merged in time order, at ``speed`` times
+  real time (0: as fast as the stream takes them).
+- ``kind = "exchange"`` polls ``exchange`` through ccxt every ``poll_seconds`` seconds (default
+  60) for the last ``limit`` candles (default 1000) of every symbol and publishes the closed ones
+  it has not published yet. ``timeout_seconds`` bounds each request; a failed request is tried
+  ``max_attempts`` times in all, with exponential backoff and full jitter from
+  ``backoff_seconds``. ``api_url`` sends every REST call to another host (a proxy or a local test
+  server). The public candle endpoints need no credentials, and none are read from this file.
+
 Example::
 
     bar_seconds = 60
@@ -20,11 +32,19 @@ Example::
     [[symbols]]
     symbol = "BTC/USDT"
     checkpoint = "colmena-run/checkpoints"
+    candles = "btc.parquet"            # the replay feed's file of this symbol
+
+    [[symbols]]
+    symbol = "ETH/USDT"
+    checkpoint = "colmena-run-eth/checkpoints"
+    candles = "eth.parquet"
 
     [feed]
-    kind = "replay"
-    path = "candles.parquet"
-    speed = 0.0                        # 0: as fast as the services go
+    kind = "replay"                    # or "exchange"
+    speed = 0.0                        # replay: 0 = as fast as the services go
+    exchange = "binance"               # exchange: the ccxt exchange id
+    poll_seconds = 60.0                # exchange: one poll a minute ...
+    limit = 1000                       # ... for the last 1000 candles (the design documents)
 
     [risk]
     max_leverage = 1.0
@@ -36,8 +56,10 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -62,6 +84,8 @@ __all__ = [
 DB_DSN_ENV: Final = "COLMENA_DB_DSN"
 #: Largest configuration file read, in bytes.
 MAX_CONFIG_BYTES: Final = 1 << 20
+# ccxt's exchange ids: "binance", "kraken", "gateio", "coinbase_advanced"...
+_EXCHANGE_ID: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class ConfigError(ValueError):
@@ -116,25 +140,61 @@ class StreamSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class SymbolSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One ``[[symbols]]`` entry: the market (ccxt's unified symbol) and the checkpoint (file or
-    folder: the newest valid checkpoint in it) its strategy runs."""
+    """One ``[[symbols]]`` entry: the market (ccxt's unified symbol), the checkpoint (file or
+    folder: the newest valid checkpoint in it) its strategy runs, and ``candles``: the candle
+    file the replay feed publishes for it (None: ``[feed] path`` when this is the only symbol)."""
 
     symbol: str
     checkpoint: str
+    candles: str | None = None
 
     def __post_init__(self) -> None:
-        wire.check_symbol(self.symbol)
+        problems = []
+        try:
+            wire.check_symbol(self.symbol)
+        except wire.WireError as exc:
+            problems.append(str(exc))
         if not self.checkpoint:
-            raise ValueError("checkpoint must name a checkpoint file or folder")
+            problems.append("checkpoint must name a checkpoint file or folder")
+        if self.candles is not None and not self.candles:
+            problems.append("candles must name a candle file (or be left out)")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 class FeedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``[feed]``: where candles come from.
+    """``[feed]``: where candles come from (:mod:`colmena.services.feeds`).
 
-    ``kind = "replay"``: the candle file ``path`` (None: the bundled sample), at ``speed`` times
-    real time (0: as fast as the services take them). ``kind = "exchange"``: ccxt's
-    ``exchange``, polled every ``poll_seconds`` for the last ``limit`` candles (the design
-    documents: every 60 s, the last 1000), deduplicated by open time.
+    Attributes
+    ----------
+    kind : {"replay", "exchange"}
+        ``replay``: candle files; ``exchange``: ccxt polling.
+    path : str or None
+        Replay: the candle file of the only ``[[symbols]]`` entry (several symbols name theirs
+        with ``candles``).
+    speed : float
+        Replay: times real time, in [0, 1e6]; one bar is ``bar_seconds / speed`` seconds of
+        waiting (0: no waiting, as fast as the stream takes the candles).
+    exchange : str
+        Exchange: ccxt's exchange id (``binance``, ``kraken``...).
+    poll_seconds : float
+        Exchange: seconds from the start of one poll to the start of the next, in [1, 3600]
+        (default 60, the design documents' micro-polling).
+    limit : int
+        Exchange: candles asked for per symbol and poll, in [2, 1000] (default 1000: the last
+        1000 minutes of one-minute candles). A feed down for longer loses candles it cannot
+        fetch back; the log says how many.
+    api_url : str or None
+        Exchange: ``http(s)://host[:port]`` every REST call goes to instead of the exchange's own
+        host (a proxy, a local test server); no credentials in it.
+    timeout_seconds : float
+        Exchange: limit of each request in seconds, in (0, 120].
+    max_attempts : int
+        Exchange: tries of one request (network errors, timeouts, HTTP 5xx, rate limiting)
+        before the poll gives up on that symbol until the next poll, in [1, 20].
+    backoff_seconds : float
+        Exchange: base of the exponential backoff between tries, with full jitter, capped at
+        30 s, in [0, 60].
     """
 
     kind: Literal["replay", "exchange"] = "replay"
@@ -142,7 +202,35 @@ class FeedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     speed: Annotated[float, msgspec.Meta(ge=0.0, le=1e6)] = 0.0
     exchange: str = "binance"
     poll_seconds: Annotated[float, msgspec.Meta(ge=1.0, le=3_600.0)] = 60.0
-    limit: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 1_000
+    limit: Annotated[int, msgspec.Meta(ge=2, le=1_000)] = 1_000
+    api_url: str | None = None
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0.0, le=120.0)] = 10.0
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
+    backoff_seconds: Annotated[float, msgspec.Meta(ge=0.0, le=60.0)] = 1.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.path is not None and not self.path:
+            problems.append("path must name a candle file (or be left out)")
+        if _EXCHANGE_ID.fullmatch(self.exchange) is None:
+            problems.append(
+                f"exchange {self.exchange!r} is not a ccxt exchange id (lower-case letters, "
+                "digits and '_', e.g. 'binance')"
+            )
+        if self.api_url is not None:
+            try:
+                url = urlsplit(self.api_url)
+                url.port  # noqa: B018 (raises ValueError for a port that is not a number)
+            except ValueError:
+                url = urlsplit("")
+            if url.username is not None or url.password is not None:
+                problems.append("api_url carries credentials: never put secrets in this file")
+            elif url.scheme not in ("http", "https") or not url.hostname:
+                problems.append(
+                    "api_url must be http(s)://host[:port] (a base URL, no path needed)"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 class LiveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -164,15 +252,28 @@ class LiveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     execution: ExecutionSettings = msgspec.field(default_factory=ExecutionSettings)
 
     def __post_init__(self) -> None:
+        problems = []
         names = [s.symbol for s in self.symbols]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
-            raise ValueError(f"symbols repeated: {', '.join(repeated)}")
+            problems.append(f"symbols repeated: {', '.join(repeated)}")
+        if self.feed.kind == "replay" and self.feed.path is not None:
+            if len(self.symbols) > 1:
+                problems.append(
+                    f"feed.path names the candle file of a single symbol, and there are "
+                    f"{len(self.symbols)}: give each [[symbols]] entry its own candles"
+                )
+            elif self.symbols and self.symbols[0].candles is not None:
+                problems.append(
+                    "feed.path and symbols[0].candles both name a candle file: give one"
+                )
         if self.symbols and self.strategy_instances > len(self.symbols):
-            raise ValueError(
+            problems.append(
                 f"strategy_instances={self.strategy_instances} is more than the "
                 f"{len(self.symbols)} symbols: an instance would have nothing to run"
             )
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def database_dsn(self) -> str | None:
         """The DSN to use: the file's, else ``$COLMENA_DB_DSN``, else None (embedded)."""

@@ -1,10 +1,11 @@
 """The service processes of ``colmena serve ROLE``: each role built from the configuration file
 (:mod:`colmena.services.config`) and run on the bus until it is told to stop.
 
-- ``ingest``: the candle feed. ``kind = "replay"`` publishes the candle file's candles (checked
-  by :func:`colmena.data.load_ohlcv`) at ``speed`` times real time (0: as fast as the stream
-  takes them), resuming after the newest candle already in the stream, and exits when the file is
-  done. (``kind = "exchange"``, polling through ccxt, is not built yet: a clear error.)
+- ``ingest``: the candle feed of :mod:`colmena.services.feeds`. ``kind = "replay"`` publishes
+  the candle files of every symbol merged in time order at ``speed`` times real time (0: as fast
+  as the stream takes them) and exits when the files are done; ``kind = "exchange"`` polls the
+  exchange through ccxt every ``poll_seconds`` for the closed candles until it is told to stop.
+  Both resume after the newest candle of each symbol already in the stream.
 - ``strategy``, ``risk``, ``execution``: the handlers of :mod:`colmena.live.handlers` for every
   configured symbol, on :func:`colmena.services.runner.serve`.
 - ``recorder``: :class:`colmena.services.recorder.Recorder`.
@@ -19,16 +20,13 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
-import nats.js.errors
 
-from colmena.data.ohlcv import load_ohlcv
-from colmena.execution.trading_loop import Bar
-from colmena.live import wire
 from colmena.live.handlers import ExecutionHandler, RiskHandler, StrategyHandler
 from colmena.persistence import checkpoint as checkpoints
 from colmena.services import runner
-from colmena.services.bus import STREAM, Bus, StreamLimits
+from colmena.services.bus import Bus, StreamLimits
 from colmena.services.config import LiveConfig
+from colmena.services.feeds import ExchangeFeed, FeedError, ReplayFeed, make_feed
 from colmena.services.recorder import Recorder, StrategyRecordError
 from colmena.services.runner import Handler
 
@@ -53,48 +51,11 @@ def _limits(config: LiveConfig) -> StreamLimits:
     )
 
 
-async def _newest_candle_ts(bus: Bus, symbol: str) -> int | None:
+def _feed(config: LiveConfig) -> ReplayFeed | ExchangeFeed:
     try:
-        raw = await bus.jetstream.get_last_msg(STREAM, wire.subject("candle", symbol))
-    except nats.js.errors.NotFoundError:
-        return None
-    message = wire.decode("candle", raw.data or b"")
-    return message.ts
-
-
-async def _ingest(bus: Bus, config: LiveConfig, stop: asyncio.Event) -> int:
-    feed = config.feed
-    if feed.kind != "replay":
-        raise ServiceError('the exchange feed is not built yet: use [feed] kind = "replay"')
-    if feed.path is None:
-        raise ServiceError("[feed] path: no candle file to replay")
-    if len(config.symbols) != 1:
-        raise ServiceError("a replay feeds one symbol: give exactly one [[symbols]] entry")
-    symbol = config.symbols[0].symbol
-    candles = load_ohlcv(feed.path)
-    if candles.interval_seconds != config.bar_seconds:
-        raise ServiceError(
-            f"{feed.path}: {candles.interval_seconds:g} s candles, but bar_seconds is "
-            f"{config.bar_seconds}"
-        )
-    after = await _newest_candle_ts(bus, symbol)
-    columns = [c.tolist() for c in (candles.ts, candles.open, candles.high, candles.low,
-                                    candles.close, candles.volume)]  # fmt: skip
-    published = 0
-    for ts, o, h, lo, c, v in zip(*columns, strict=True):
-        if stop.is_set():
-            break
-        if after is not None and ts <= after:
-            continue  # already in the stream: a restarted feed resumes after it
-        bar = Bar(ts=ts, open=o, high=h, low=lo, close=c, volume=v)
-        await bus.publish(
-            wire.CandleMessage(symbol=symbol, ts=ts, bar_seconds=config.bar_seconds, bar=bar)
-        )
-        published += 1
-        if feed.speed > 0:
-            await asyncio.sleep(config.bar_seconds / feed.speed)
-    log.info("ingest: %d candles of %s published", published, symbol)
-    return published
+        return make_feed(config)
+    except FeedError as exc:
+        raise ServiceError(str(exc)) from None
 
 
 def _strategy_handlers(config: LiveConfig) -> dict[str, Handler]:
@@ -141,8 +102,8 @@ async def run_role(
     db_dsn: str | None = None,
     partition: tuple[int, int] = (1, 1),
 ) -> int:
-    """Run ``role`` until ``stop`` is set (``ingest``: until its file is done); returns the
-    number of messages it published (ingest) or handled.
+    """Run ``role`` until ``stop`` is set (``ingest`` with a replay feed: until its files are
+    done); returns the number of messages it published (ingest) or handled.
 
     ``partition=(i, n)``: a trading role handles only the symbols of instance ``i`` of ``n``
     (:func:`colmena.services.runner.partition`); the others run in other processes.
@@ -151,7 +112,8 @@ async def run_role(
     ------
     ServiceError
         A configuration this role cannot run (no symbols, a bad checkpoint, no database for the
-        recorder, a feed that is not built).
+        recorder, a feed that cannot run: a missing or bad candle file, an exchange without
+        these symbols).
     ConnectionError
         NATS (or PostgreSQL) cannot be reached.
     """
@@ -172,10 +134,21 @@ async def run_role(
             "run fewer instances"
         )
     handlers = _handlers(role, config, mine) if trading else {}
-    bus = await Bus.connect(nats_url, limits=_limits(config), name=f"colmena-{role}")
+    feed = _feed(config) if role == "ingest" else None  # checked before connecting
     try:
-        if role == "ingest":
-            return await _ingest(bus, config, stop)
+        bus = await Bus.connect(nats_url, limits=_limits(config), name=f"colmena-{role}")
+    except BaseException:
+        if feed is not None:
+            await feed.close()
+        raise
+    try:
+        if feed is not None:
+            try:
+                return await feed.run(bus, stop)
+            except FeedError as exc:
+                raise ServiceError(str(exc)) from None
+            finally:
+                await feed.close()
         if role == "recorder":
             dsn = db_dsn or config.database_dsn()
             if dsn is None:
