@@ -20,7 +20,7 @@ from colmena.live import wire
 from colmena.live.handlers import ExecutionHandler, RiskHandler, StrategyHandler
 from colmena.model.swarm import SwarmModel
 from colmena.services.bus import Bus
-from colmena.services.leases import LeaseLostError, Leases, lease_key
+from colmena.services.leases import LeaseLostError, Leases, symbol_key
 from colmena.services.nats_server import EmbeddedNatsServer
 from colmena.services.runner import partition, serve
 
@@ -177,10 +177,10 @@ def test_a_symbols_lease_keeps_a_second_instance_off_until_the_first_stops(
             assert await asyncio.wait_for(taking, timeout=60.0)
             kv = await second_bus.jetstream.key_value("colmena_leases")
             for symbol in SYMBOLS[1:3]:
-                entry = await kv.get(lease_key("strategy", symbol))
+                entry = await kv.get(symbol_key("strategy", symbol))
                 assert entry.value == b"second"
             # The first instance comes back and renews a lease it no longer holds: it stops.
-            first._revisions = {lease_key("strategy", SYMBOLS[1]): 1}
+            first._revisions = {symbol_key("strategy", SYMBOLS[1]): 1}
             first.lease_seconds = 1.0
             with pytest.raises(LeaseLostError, match="taken by another instance"):
                 await asyncio.wait_for(first.keep(), timeout=60.0)
@@ -190,7 +190,7 @@ def test_a_symbols_lease_keeps_a_second_instance_off_until_the_first_stops(
             stop.set()
             assert not await third.acquire(stop)
             with pytest.raises(nats.js.errors.KeyNotFoundError):
-                await kv.get(lease_key("strategy", SYMBOLS[3]))
+                await kv.get(symbol_key("strategy", SYMBOLS[3]))
             await second.release()
         finally:
             await first_bus.close()

@@ -24,6 +24,12 @@ Handlers accept their inputs in any order within and across bars (a message for 
 waits until its bar comes), and are idempotent: a message delivered again (same bar and kind) or
 one for a bar already closed returns nothing. A message that breaks the sequence (a candle older
 than the newest, an order for an unknown bar) raises :class:`SequenceError`.
+
+State: the risk and execution handlers give their state at the newest bar they finished
+(:meth:`RiskHandler.state`, a :class:`HandlerState` with the stage's snapshot) and a fresh handler
+continues from one (:meth:`RiskHandler.restore`); the services keep it in a JetStream key-value
+bucket (:mod:`colmena.services.state`) so a restart does not depend on the stream's retention.
+The strategy handler's state (the market state) is rebuilt from the retained candles.
 """
 
 from __future__ import annotations
@@ -31,16 +37,20 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Final
+
+import msgspec
 
 from colmena.execution.simulation import ExecutionSettings
 from colmena.execution.trading_loop import (
     AccountSnapshot,
     Bar,
     ExecutionStage,
+    ExecutionStageSnapshot,
     RiskEvent,
     RiskGate,
     RiskStage,
+    RiskStageSnapshot,
 )
 from colmena.live import wire
 from colmena.live.trader import SignalStage
@@ -48,8 +58,10 @@ from colmena.model.swarm import SwarmModel
 from colmena.risk.config import RiskConfig
 
 __all__ = [
+    "HANDLER_STATE_VERSION",
     "ROLE_HANDLERS",
     "ExecutionHandler",
+    "HandlerState",
     "RiskHandler",
     "SequenceError",
     "StrategyHandler",
@@ -59,6 +71,53 @@ __all__ = [
 
 class SequenceError(ValueError):
     """A message out of the bar sequence the handler is in; the message says which."""
+
+
+#: Layout version of :class:`HandlerState`.
+HANDLER_STATE_VERSION: Final = 1
+
+
+class HandlerState(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A risk or execution handler's state once bar ``done_ts`` is finished: everything it
+    continues from, given the messages of later bars again.
+
+    Attributes
+    ----------
+    version : int
+        :data:`HANDLER_STATE_VERSION`.
+    role : {"risk", "execution"}
+    symbol : str
+    done_ts : int
+        Open time of the newest finished bar, ns since the epoch (UTC): for the risk handler
+        the newest bar decided (its order published), for the execution handler the newest
+        bar whose order was taken. Messages of bars up to it are duplicates from then on.
+    risk : RiskStageSnapshot or None
+        The risk stage (the risk handler's state).
+    execution : ExecutionStageSnapshot or None
+        The execution stage (the execution handler's state).
+    """
+
+    version: int
+    role: str
+    symbol: str
+    done_ts: int
+    risk: RiskStageSnapshot | None = None
+    execution: ExecutionStageSnapshot | None = None
+
+
+def _check_restorable(state: HandlerState, role: str, symbol: str, fresh: bool) -> None:
+    if state.version != HANDLER_STATE_VERSION:
+        raise ValueError(
+            f"version: a saved state of layout {state.version}, this build reads "
+            f"{HANDLER_STATE_VERSION}"
+        )
+    if state.role != role or state.symbol != symbol:
+        raise ValueError(
+            f"role/symbol: the saved state of {state.role} {state.symbol!r} given to the "
+            f"{role} handler of {symbol!r}"
+        )
+    if not fresh:
+        raise ValueError("restore: the handler has already taken messages; use a new one")
 
 
 def _check_symbol(handler_symbol: str, message: wire.WireMessage) -> None:
@@ -175,10 +234,36 @@ class RiskHandler:
         self._candles: list[int] = []  # heap: bars with their candle, waiting to be opened
         self._open_ts: int | None = None  # the bar opened and not yet closed
         self._closed_ts: int | None = None  # the newest bar closed
+        self._taken = False  # a message was taken (restore is for a fresh handler only)
+        #: Take the stage's snapshot at each close (:meth:`state`); the services set it.
+        self.keep_state = False
+        self._state: HandlerState | None = None
 
     @property
     def stage(self) -> RiskStage:
         return self._stage
+
+    def state(self) -> HandlerState | None:
+        """The state at the newest close (None before the first close, or when
+        :attr:`keep_state` is off)."""
+        return self._state
+
+    def restore(self, state: HandlerState) -> None:
+        """Continue from ``state`` (:meth:`state` of an earlier life); a fresh handler only.
+
+        Raises
+        ------
+        ValueError
+            Another version, role or symbol, a handler that already took messages, no risk
+            snapshot, or a snapshot the stage refuses (other settings; the message names the
+            field). Nothing changes.
+        """
+        _check_restorable(state, "risk", self.symbol, not self._taken)
+        if state.risk is None:
+            raise ValueError("risk: the saved state has no risk stage snapshot")
+        self._stage.restore(state.risk)
+        self._closed_ts = state.done_ts
+        self._state = state
 
     def handle(self, message: wire.WireMessage) -> list[wire.WireMessage]:
         """Take a candle, signal, account or execution report; return what it made ready.
@@ -197,6 +282,7 @@ class RiskHandler:
             wire.CandleMessage | wire.SignalMessage | wire.AccountMessage | wire.ExecutionMessage,
         ):
             raise SequenceError(f"the risk service does not take {type(message).__name__}")
+        self._taken = True
         if self._closed_ts is not None and message.ts <= self._closed_ts:
             return []  # a bar already closed: delivered again
         slot = self._bars.setdefault(message.ts, _RiskBar())
@@ -258,6 +344,14 @@ class RiskHandler:
         del self._bars[ts]
         self._open_ts = None
         self._closed_ts = ts
+        if self.keep_state:
+            self._state = HandlerState(
+                version=HANDLER_STATE_VERSION,
+                role="risk",
+                symbol=self.symbol,
+                done_ts=ts,
+                risk=self._stage.snapshot(),
+            )
         out: list[wire.WireMessage] = [
             wire.OrderMessage(symbol=self.symbol, ts=ts, decided=decided),
             wire.DecisionAudit(
@@ -307,6 +401,10 @@ class ExecutionHandler:
         self._ready: list[int] = []  # heap: bars with their candle and gate, not yet filled
         self._waiting_order: int | None = None  # a bar marked whose order has not come
         self._done_ts: int | None = None  # the newest bar whose order was taken
+        self._taken = False
+        #: Take the stage's snapshot as each bar's order is taken (:meth:`state`).
+        self.keep_state = False
+        self._state: HandlerState | None = None
 
     @property
     def stage(self) -> ExecutionStage:
@@ -316,6 +414,26 @@ class ExecutionHandler:
     def account(self) -> AccountSnapshot:
         """The account as of the newest close."""
         return self._stage.account
+
+    def state(self) -> HandlerState | None:
+        """The state once the newest bar's order was taken (None before, or when
+        :attr:`keep_state` is off)."""
+        return self._state
+
+    def restore(self, state: HandlerState) -> None:
+        """Continue from ``state``; a fresh handler only (see :meth:`RiskHandler.restore`).
+
+        Raises
+        ------
+        ValueError
+            As :meth:`RiskHandler.restore`; nothing changes.
+        """
+        _check_restorable(state, "execution", self.symbol, not self._taken)
+        if state.execution is None:
+            raise ValueError("execution: the saved state has no execution stage snapshot")
+        self._stage.restore(state.execution)
+        self._done_ts = state.done_ts
+        self._state = state
 
     def handle(self, message: wire.WireMessage) -> list[wire.WireMessage]:
         """Take a candle, gate or order; return the execution reports and accounts it made
@@ -331,6 +449,7 @@ class ExecutionHandler:
         _check_symbol(self.symbol, message)
         if not isinstance(message, wire.CandleMessage | wire.GateMessage | wire.OrderMessage):
             raise SequenceError(f"the execution service does not take {type(message).__name__}")
+        self._taken = True
         if self._done_ts is not None and message.ts <= self._done_ts:
             return []  # delivered again
         slot = self._bars.setdefault(message.ts, _ExecutionBar())
@@ -365,6 +484,14 @@ class ExecutionHandler:
                 del self._bars[ts]
                 self._waiting_order = None
                 self._done_ts = ts
+                if self.keep_state:
+                    self._state = HandlerState(
+                        version=HANDLER_STATE_VERSION,
+                        role="execution",
+                        symbol=self.symbol,
+                        done_ts=ts,
+                        execution=self._stage.snapshot(),
+                    )
             if not self._ready:
                 return out
             ts = heapq.heappop(self._ready)

@@ -28,7 +28,8 @@ from colmena.services.bus import Bus, StreamLimits
 from colmena.services.config import LiveConfig
 from colmena.services.feeds import ExchangeFeed, FeedError, ReplayFeed, make_feed
 from colmena.services.recorder import Recorder, StrategyRecordError
-from colmena.services.runner import Handler
+from colmena.services.runner import Handler, SavedStateMismatchError
+from colmena.services.state import StateError, StateStore
 
 __all__ = ["ROLES", "ServiceError", "run_role"]
 
@@ -162,6 +163,13 @@ async def run_role(
                 return await recorder.run(bus, stop)
             finally:
                 await recorder.close()
-        return await runner.serve(bus, role, handlers, stop, lease_seconds=config.lease_seconds)
+        # The risk and execution state is kept in the state bucket (a HALT survives anything).
+        store = await StateStore.open(bus) if role in ("risk", "execution") else None
+        try:
+            return await runner.serve(
+                bus, role, handlers, stop, lease_seconds=config.lease_seconds, state=store
+            )
+        except (StateError, SavedStateMismatchError) as exc:
+            raise ServiceError(str(exc)) from None
     finally:
         await bus.close()

@@ -34,7 +34,7 @@ from nats.js.kv import KeyValue
 
 from colmena.services.bus import Bus
 
-__all__ = ["LEASE_BUCKET", "LeaseLostError", "Leases", "holder_id", "lease_key"]
+__all__ = ["LEASE_BUCKET", "LeaseLostError", "Leases", "holder_id", "symbol_key"]
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,10 @@ def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def lease_key(role: str, symbol: str) -> str:
-    """The lease's key: ``<role>.<readable symbol>_<8 hex digits of its SHA-256>`` (a key holds
-    only letters, digits, ``-_=/.``, so ``BTC/USDT:USDT`` needs the hash to stay unique)."""
+def symbol_key(role: str, symbol: str) -> str:
+    """A role's key for a symbol in a key-value bucket (its lease, its saved state):
+    ``<role>.<readable symbol>_<8 hex digits of its SHA-256>`` (a key holds only letters,
+    digits, ``-_=/.``, so ``BTC/USDT:USDT`` needs the hash to stay unique)."""
     readable = "".join(c if c.isalnum() else "_" for c in symbol)
     digest = hashlib.sha256(symbol.encode()).hexdigest()[:8]
     return f"{role}.{readable}_{digest}"
@@ -155,7 +156,7 @@ class Leases:
         ``on_wait(symbol, holder)`` is called each time a held lease is found (a point tests
         observe)."""
         for symbol in self.symbols:
-            key = lease_key(self.role, symbol)
+            key = symbol_key(self.role, symbol)
             warned = False
             while True:
                 held_by = await self._try_take(key)

@@ -35,18 +35,34 @@ import nats.js.errors
 from nats.js import api
 
 from colmena.live import wire
-from colmena.live.handlers import ROLE_HANDLERS
+from colmena.live.handlers import ROLE_HANDLERS, ExecutionHandler, RiskHandler
 from colmena.services.bus import STREAM, Bus, Consumer
 from colmena.services.leases import Leases
+from colmena.services.state import SavedState, StateStore
 
-__all__ = ["ROLE_INPUTS", "Handler", "durable_name", "partition", "serve"]
+__all__ = [
+    "ROLE_INPUTS",
+    "Handler",
+    "SavedStateMismatchError",
+    "durable_name",
+    "partition",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
+
+#: How long a stopping service waits for the messages in hand.
+_STOP_GRACE_SECONDS: Final = 10.0
 
 #: The kinds each role takes (the ``INPUTS`` of its handler class).
 ROLE_INPUTS: Final[dict[str, tuple[wire.MessageKind, ...]]] = {
     role: cls.INPUTS for role, cls in ROLE_HANDLERS.items()
 }
+
+
+class SavedStateMismatchError(ValueError):
+    """The saved state does not fit the service as configured (other settings, another
+    layout); the message names the field."""
 
 
 class Handler(Protocol):
@@ -89,39 +105,55 @@ async def _ack_floor(bus: Bus, durable: str) -> int:
 
 
 async def _replay(
-    bus: Bus, handler: Handler, kinds: tuple[wire.MessageKind, ...], role: str
+    bus: Bus,
+    handler: Handler,
+    kinds: tuple[wire.MessageKind, ...],
+    role: str,
+    *,
+    after_sequence: int = 0,
+    on_candle: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Feed ``handler`` every input its durable consumers acknowledged: each kind in stream
-    order, kind after kind (the handlers accept the kinds in any interleaving)."""
+    """Feed ``handler`` every input its durable consumers acknowledged after stream sequence
+    ``after_sequence``: each kind in stream order, kind after kind (the handlers accept the
+    kinds in any interleaving). ``on_candle(ts, sequence)`` sees each candle replayed."""
     replayed = 0
     for kind in kinds:
         floor = await _ack_floor(bus, durable_name(role, kind, handler.symbol))
-        if floor == 0:
+        if floor <= after_sequence:
             continue
         subject = wire.subject(kind, handler.symbol)
+        if after_sequence:
+            start = {"deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE,
+                     "opt_start_seq": after_sequence + 1}  # fmt: skip
+        else:
+            start = {"deliver_policy": api.DeliverPolicy.ALL}
         subscription = await bus.jetstream.pull_subscribe(
             subject,
             stream=STREAM,
             config=api.ConsumerConfig(
-                deliver_policy=api.DeliverPolicy.ALL,
                 ack_policy=api.AckPolicy.NONE,
                 filter_subject=subject,
                 inactive_threshold=60.0,
+                **start,  # type: ignore[arg-type]
             ),
         )
         try:
-            done = False
-            while not done:
-                raws = await subscription.fetch(1_000, timeout=10.0)
+            # The messages of this kind after the start: their count is known up front, so a
+            # kind whose messages are gone (retention, a purge) ends at once, never by timeout.
+            remaining = int((await subscription.consumer_info()).num_pending or 0)
+            while remaining > 0:
+                raws = await subscription.fetch(min(remaining, 1_000), timeout=10.0)
                 for raw in raws:
-                    if int(raw.metadata.sequence.stream) > floor:
-                        done = True
+                    remaining -= 1
+                    sequence = int(raw.metadata.sequence.stream)
+                    if sequence > floor:
+                        remaining = 0
                         break
-                    handler.handle(wire.decode(kind, raw.data))
+                    message = wire.decode(kind, raw.data)
+                    handler.handle(message)
+                    if on_candle is not None and kind == "candle":
+                        on_candle(message.ts, sequence)
                     replayed += 1
-                    done = int(raw.metadata.sequence.stream) == floor
-                    if done:
-                        break
         finally:
             await subscription.unsubscribe()
     return replayed
@@ -138,6 +170,7 @@ async def serve(
     lease_seconds: float | None = 10.0,
     holder: str | None = None,
     on_lease_wait: Callable[[str, str], None] | None = None,
+    state: StateStore | None = None,
 ) -> int:
     """Run ``role`` for every symbol of ``handlers`` until ``stop`` is set; returns the number
     of messages handled (replay excluded).
@@ -148,6 +181,8 @@ async def serve(
     delivered again. ``lease_seconds``: the symbols' leases (None: no leases, for a service
     that is alone by construction); ``holder`` names this instance in them;
     ``on_lease_wait(symbol, holder)`` is called when a lease is held by another instance.
+    ``state``: where the risk and execution handlers' state is saved at each finished bar and
+    restored from at the start (:mod:`colmena.services.state`); None: rebuilt from the stream.
 
     Raises
     ------
@@ -155,6 +190,10 @@ async def serve(
         An unknown role.
     SequenceError, ValueError
         A handler refused a message (the service stops; the message stays unacknowledged).
+    SavedStateMismatchError
+        The saved state does not fit the handler (other settings; the message names the field).
+    colmena.services.state.StateError
+        A saved state that cannot be read.
     colmena.services.leases.LeaseLostError
         Another instance took a symbol's lease (this one stalled longer than the lease).
     """
@@ -165,9 +204,16 @@ async def serve(
         leases = await Leases.open(bus, role, handlers, holder=holder, lease_seconds=lease_seconds)
         if not await leases.acquire(stop, on_wait=on_lease_wait):
             return 0
+    # The leases are renewed from now on, through the replay too.
+    keeper = asyncio.create_task(leases.keep()) if leases is not None else None
     try:
-        return await _serve_owned(bus, role, handlers, stop, leases, on_handled, ack_wait_seconds)
+        return await _serve_owned(
+            bus, role, handlers, stop, keeper, on_handled, ack_wait_seconds, state
+        )
     finally:
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
         if leases is not None:
             await leases.release()
 
@@ -177,27 +223,71 @@ async def _serve_owned(
     role: str,
     handlers: Mapping[str, Handler],
     stop: asyncio.Event,
-    leases: Leases | None,
+    keeper: asyncio.Task[None] | None,
     on_handled: Callable[[wire.WireMessage, list[wire.WireMessage]], None] | None,
     ack_wait_seconds: float,
+    store: StateStore | None,
 ) -> int:
     kinds = ROLE_INPUTS[role]
-    for handler in handlers.values():
-        replayed = await _replay(bus, handler, kinds, role)
-        if replayed:
-            log.info("%s %s: rebuilt from %d messages", role, handler.symbol, replayed)
+    # Stream sequence of each candle not yet part of a saved state, per symbol.
+    candles: dict[str, dict[int, int]] = {symbol: {} for symbol in handlers}
+    saved_ts: dict[str, int | None] = {symbol: None for symbol in handlers}
+    for symbol, handler in handlers.items():
+        after = 0
+        if store is not None and isinstance(handler, RiskHandler | ExecutionHandler):
+            handler.keep_state = True
+            saved = await store.load(role, symbol)
+            if saved is not None:
+                try:
+                    handler.restore(saved.handler)
+                except ValueError as exc:
+                    raise SavedStateMismatchError(
+                        f"the saved state of {role} {symbol!r} cannot be used: {exc} (the "
+                        "service's settings must be those it ran under; a HALT or an open "
+                        "position is never dropped silently)"
+                    ) from None
+                after = saved.candle_sequence
+                saved_ts[symbol] = saved.handler.done_ts
+        replayed = await _replay(
+            bus, handler, kinds, role, after_sequence=after,
+            on_candle=candles[symbol].__setitem__,
+        )  # fmt: skip
+        if after or replayed:
+            log.info("%s %s: %s, then %d messages from the stream", role, symbol,
+                     "restored its saved state" if after else "rebuilt", replayed)  # fmt: skip
     handled = 0
     locks = {symbol: asyncio.Lock() for symbol in handlers}
+    finishing = asyncio.Event()  # the service is stopping (asked to, or a pump failed)
+
+    async def save_state(symbol: str, handler: Handler) -> None:
+        """Save the handler's state when it finished a bar since the last save."""
+        if store is None or not isinstance(handler, RiskHandler | ExecutionHandler):
+            return
+        current = handler.state()
+        if current is None or current.done_ts == saved_ts[symbol]:
+            return
+        sequence = candles[symbol].get(current.done_ts)
+        if sequence is None:  # not reached: a bar is finished only after its candle
+            return
+        await store.save(role, symbol, SavedState(handler=current, candle_sequence=sequence))
+        saved_ts[symbol] = current.done_ts
+        for ts in [ts for ts in candles[symbol] if ts <= current.done_ts]:
+            del candles[symbol][ts]
 
     async def pump(symbol: str, consumer: Consumer) -> None:
         nonlocal handled
         handler = handlers[symbol]
-        while not stop.is_set():
+        while not (stop.is_set() or finishing.is_set()):
             for delivery in await consumer.fetch(1, timeout=0.25):
                 async with locks[symbol]:  # one message at a time per symbol
-                    outputs = handler.handle(delivery.message)
-                    # Every output confirmed by the stream (published together) before the ack.
+                    message = delivery.message
+                    outputs = handler.handle(message)
+                    if isinstance(message, wire.CandleMessage):
+                        candles[symbol][message.ts] = delivery.stream_sequence
+                    # Every output confirmed by the stream (published together), then the
+                    # state saved, then the ack.
                     await asyncio.gather(*(bus.publish(out) for out in outputs))
+                    await save_state(symbol, handler)
                     await delivery.ack(confirm=False)
                     handled += 1
                     if on_handled is not None:
@@ -218,16 +308,23 @@ async def _serve_owned(
         for symbol in handlers
         for kind in kinds
     ]
-    if leases is not None:
-        tasks.append(asyncio.create_task(leases.keep()))
     stopped = asyncio.create_task(stop.wait())
+    watched = [stopped, *tasks, *([keeper] if keeper is not None else [])]
     try:
-        done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not stopped:
                 task.result()  # a handler's error stops the service with it
     finally:
-        for task in [stopped, *tasks]:
-            task.cancel()
+        # A clean stop: each pump finishes the message in hand (outputs published, state
+        # saved, input acknowledged) and sees the stop; only one stuck past the grace time is
+        # cancelled (its message is delivered again after a restart).
+        finishing.set()
+        pumps = [t for t in tasks if not t.done()]
+        if pumps:
+            _, stuck = await asyncio.wait(pumps, timeout=_STOP_GRACE_SECONDS)
+            for task in stuck:
+                task.cancel()
+        stopped.cancel()
         await asyncio.gather(stopped, *tasks, return_exceptions=True)
     return handled
