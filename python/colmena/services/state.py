@@ -20,7 +20,7 @@ key for inspection.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import nats.js.errors
@@ -77,19 +77,27 @@ class StateStore:
     @classmethod
     async def open(cls, bus: Bus) -> StateStore:
         """The bucket :data:`STATE_BUCKET` (created when absent)."""
-        js = bus.jetstream
-        try:
-            kv = await js.key_value(STATE_BUCKET)
-        except nats.js.errors.BucketNotFoundError:
-            kv = await js.create_key_value(
-                api.KeyValueConfig(
-                    bucket=STATE_BUCKET,
-                    description="colmena: the risk and execution services' state per symbol",
-                    history=HISTORY,
-                    storage=api.StorageType.FILE,
-                )
+        kv = await bus.key_value(
+            api.KeyValueConfig(
+                bucket=STATE_BUCKET,
+                description="colmena: the risk and execution services' state per symbol",
+                history=HISTORY,
+                storage=api.StorageType.FILE,
             )
+        )
         return cls(kv)
+
+    async def _get(self, key: str, decoder: msgspec.msgpack.Decoder[Any], what: str) -> Any:
+        try:
+            entry = await self._kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        try:
+            return decoder.decode(entry.value or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StateError(
+                f"{STATE_BUCKET}/{key} (revision {entry.revision}): not {what}: {exc}"
+            ) from None
 
     async def load(self, role: str, symbol: str) -> SavedState | None:
         """The saved state of ``role`` for ``symbol``; None when there is none.
@@ -100,17 +108,10 @@ class StateStore:
             A value that does not decode as a :class:`SavedState` (the message names the key;
             the service must not start from a guess).
         """
-        key = symbol_key(role, symbol)
-        try:
-            entry = await self._kv.get(key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
-        try:
-            return _decoder.decode(entry.value or b"")
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise StateError(
-                f"{STATE_BUCKET}/{key} (revision {entry.revision}): not a saved state: {exc}"
-            ) from None
+        state: SavedState | None = await self._get(
+            symbol_key(role, symbol), _decoder, "a saved state"
+        )
+        return state
 
     async def load_account(self) -> AccountGuardState | None:
         """The account guard's saved state (:class:`colmena.live.account.AccountGuard`); None
@@ -121,17 +122,10 @@ class StateStore:
         StateError
             A value that does not decode (the message names the key).
         """
-        try:
-            entry = await self._kv.get(ACCOUNT_KEY)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
-        try:
-            return _account_decoder.decode(entry.value or b"")
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise StateError(
-                f"{STATE_BUCKET}/{ACCOUNT_KEY} (revision {entry.revision}): not an account "
-                f"state: {exc}"
-            ) from None
+        state: AccountGuardState | None = await self._get(
+            ACCOUNT_KEY, _account_decoder, "an account state"
+        )
+        return state
 
     async def save_account(self, state: AccountGuardState) -> int:
         """Write the account guard's state; returns the key's new revision."""
