@@ -3,16 +3,19 @@ fills and accounts bit for bit, whatever order their inputs arrive in and howeve
 
 from __future__ import annotations
 
+import math
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from colmena.data import Candles, load_ohlcv
 from colmena.execution import ExecutionSettings
-from colmena.execution.trading_loop import Bar
+from colmena.execution.trading_loop import Bar, Decision, RiskManagerSnapshot
 from colmena.live import CandleResult, SwarmTrader, wire
 from colmena.live.handlers import (
     ExecutionHandler,
@@ -75,11 +78,12 @@ def _compare(
     fills = {m.ts: m for m in produced if isinstance(m, wire.ExecutionMessage)}
     accounts = {m.ts: m for m in produced if isinstance(m, wire.AccountMessage)}
     audits = {m.ts: m for m in produced if isinstance(m, wire.DecisionAudit)}
+    risk_states = {m.ts: m for m in produced if isinstance(m, wire.RiskStateMessage)}
     events: dict[int, list[wire.EventMessage]] = {}
     for m in produced:
         if isinstance(m, wire.EventMessage):
             events.setdefault(m.ts, []).append(m)
-    assert len(orders) == len(accounts) == len(audits) == len(reference)
+    assert len(orders) == len(accounts) == len(audits) == len(risk_states) == len(reference)
     traded = 0
     for r in reference:
         step = r.step
@@ -98,6 +102,13 @@ def _compare(
         audit = audits[r.ts]
         assert audit.signal == r.signal
         assert audit.agent_signals == tuple(float(x) for x in r.agent_signals)
+        risk_state = risk_states[r.ts]
+        assert (risk_state.state, risk_state.kelly_fraction, risk_state.equity) == (
+            step.decision.state,
+            step.decision.kelly,
+            step.equity,
+        )
+        assert risk_state.halted == (step.decision.state == "HALTED")
     assert traded >= min_fills, "the model must trade for the comparison to mean something"
 
 
@@ -195,3 +206,174 @@ def test_risk_config_differences_show(model: SwarmModel, candles: Candles) -> No
     produced = route(handlers, [_candle(b) for b in bars])
     with pytest.raises(AssertionError):
         _compare(_reference(model, bars), produced)
+
+
+# ---------------------------------------------------------------- the risk state of every close
+
+
+def _expected_risk_state(manager: RiskManagerSnapshot, decision: Decision) -> dict[str, Any]:
+    """The risk state message's fields, written out from the stage's snapshot and decision."""
+    return {
+        "state": manager.state,
+        "halted": manager.state == "HALTED",
+        "peak_equity": manager.peak_equity,
+        "drawdown": manager.drawdown,
+        "high_equity": manager.high_equity,
+        "drawdown_from_high": manager.drawdown_from_high,
+        "ladder_level": manager.ladder_level,
+        "paused_until": manager.paused_until,
+        "daily_pnl": manager.daily_pnl,
+        "day_start_equity": manager.day_start_equity,
+        "equity": manager.last_equity,
+        "bar_volatility": math.sqrt(manager.ewma_variance),
+        "volatility_returns": manager.ewma_count,
+        "kelly_fraction": decision.kelly,
+        "kelly_round_trips": len(manager.kelly_trades),
+    }
+
+
+def _fields(message: wire.RiskStateMessage) -> dict[str, Any]:
+    return {f: getattr(message, f) for f in message.__struct_fields__ if f not in ("symbol", "ts")}
+
+
+def _close_outputs(outputs: Sequence[wire.WireMessage]) -> list[type]:
+    """The kinds of a close's outputs, in order (gates of the next bar left out)."""
+    return [type(m) for m in outputs if not isinstance(m, wire.GateMessage)]
+
+
+def test_the_risk_state_of_every_close_is_the_stages(model: SwarmModel, candles: Candles) -> None:
+    """One risk state per close, published with the order and the audit, equal to the stage's
+    snapshot at that close (the handler's saved state) and the decision."""
+    bars = _bars(candles, 14 * 1_440)
+    strategy, risk, execution = _handlers(model)
+    risk.keep_state = True
+    handlers = (strategy, risk, execution)
+    queue: list[wire.WireMessage] = [_candle(b) for b in bars]
+    seen: list[wire.RiskStateMessage] = []
+    i = 0
+    while i < len(queue):  # colmena.live.handlers.route, checking after each risk handler call
+        message = queue[i]
+        i += 1
+        for handler in handlers:
+            takes = tuple(wire.MESSAGE_TYPES[kind] for kind in handler.INPUTS)
+            if not isinstance(message, takes):
+                continue
+            new = handler.handle(message)
+            queue.extend(new)
+            states = [m for m in new if isinstance(m, wire.RiskStateMessage)]
+            if handler is not risk or not states:
+                continue
+            (state,) = states  # one close per delivery in publication order
+            (order,) = [m for m in new if isinstance(m, wire.OrderMessage)]
+            kinds = _close_outputs(new)
+            assert kinds[:3] == [wire.OrderMessage, wire.DecisionAudit, wire.RiskStateMessage]
+            assert set(kinds[3:]) <= {wire.EventMessage}
+            saved = risk.state()
+            assert saved is not None
+            assert saved.risk is not None
+            assert saved.risk.risk_manager is not None
+            assert (state.symbol, state.ts, saved.done_ts) == (SYMBOL, order.ts, order.ts)
+            expected = _expected_risk_state(saved.risk.risk_manager, order.decided.decision)
+            assert _fields(state) == expected
+            assert wire.idempotency_key(state) == f"v1.risk_state.{SYMBOL}.{state.ts}"
+            seen.append(state)
+    assert [m.ts for m in seen] == [b.ts for b in bars]
+    # The session reaches a warm volatility (the model's signal keeps its sign here, so the
+    # Kelly window stays empty: the operator test below fills it).
+    assert seen[-1].volatility_returns >= 30
+    assert seen[-1].bar_volatility > 0.0
+
+
+T0 = 60_000_000_000 * 27_000_000  # a minute boundary, ns
+
+
+def _crash_bars(n_flat: int, n_fall: int, fall: float) -> list[Bar]:
+    """``n_flat`` bars wiggling around 100, then ``n_fall`` bars falling ``fall`` each."""
+    bars = []
+    previous = 100.0
+    for i in range(n_flat + n_fall):
+        close = previous * (1.0 - fall) if i >= n_flat else 100.0 * (1.0 + 0.001 * (i % 3 - 1))
+        high, low = max(previous, close) * 1.0005, min(previous, close) * 0.9995
+        bars.append(Bar(T0 + 60_000_000_000 * i, previous, high, low, close, 1e6))
+        previous = close
+    return bars
+
+
+def _step(
+    risk: RiskHandler, execution: ExecutionHandler, bar: Bar, signal: float
+) -> tuple[wire.RiskStateMessage, list[wire.EventMessage]]:
+    """One bar through the risk and execution handlers with a given signal; its risk state,
+    checked against the risk manager's own accessors (the core's, not the snapshot), and
+    events."""
+    signal_message = wire.SignalMessage(symbol=SYMBOL, ts=bar.ts, action="decide",
+                                        signal=signal, valid=True, regime=0,
+                                        model_sha256=SHA)  # fmt: skip
+    produced = route((risk, execution), [_candle(bar), signal_message])
+    (state,) = [m for m in produced if isinstance(m, wire.RiskStateMessage)]
+    manager = risk.stage.risk_manager
+    assert manager is not None
+    assert (state.state, state.halted) == (manager.state, manager.state == "HALTED")
+    assert (state.peak_equity, state.drawdown, state.drawdown_from_high) == (
+        manager.peak_equity,
+        manager.drawdown,
+        manager.drawdown_from_high,
+    )
+    assert (state.daily_pnl, state.paused_until) == (manager.daily_pnl, manager.paused_until)
+    assert (state.kelly_fraction, state.kelly_round_trips) == (
+        manager.kelly_fraction,
+        manager.kelly_trades,
+    )
+    # The core's volatility: the same square root, used from 30 returns on (NaN before).
+    if state.volatility_returns >= 30:
+        assert state.bar_volatility == manager.bar_volatility
+    else:
+        assert math.isnan(manager.bar_volatility)
+    assert state.equity == execution.account.equity
+    saved = risk.stage.snapshot().risk_manager
+    assert saved is not None
+    (order,) = [m for m in produced if isinstance(m, wire.OrderMessage)]
+    assert _fields(state) == _expected_risk_state(saved, order.decided.decision)
+    return state, [m for m in produced if isinstance(m, wire.EventMessage)]
+
+
+#: Sized at full exposure; only the kill switch can stop it (the ladder and the daily loss
+#: pause are set out of reach).
+CRASH_RISK = RiskConfig(kelly_prior=1.0, kelly_multiplier=1.0, var_budget=1e9,
+                        min_trade_fraction=0.0, halt_drawdown=0.03,
+                        ladder_drawdown=(0.5, 0.6, 0.7), daily_loss_pause=-0.9,
+                        alert_drawdown_warning=0.5, alert_drawdown_critical=0.6,
+                        alert_daily_pnl_warning=-0.5, alert_daily_pnl_critical=-0.6)  # fmt: skip
+
+
+def test_a_kill_switch_halt_shows_in_the_risk_state() -> None:
+    risk = RiskHandler(SYMBOL, CRASH_RISK, EXECUTION)
+    execution = ExecutionHandler(SYMBOL, EXECUTION)
+    states: list[wire.RiskStateMessage] = []
+    fired: list[int] = []
+    for bar in _crash_bars(40, 12, 0.01):
+        state, events = _step(risk, execution, bar, 1.0)
+        states.append(state)
+        if any(e.event.code_name == "kill_switch" for e in events):
+            fired.append(state.ts)
+    assert len(fired) == 1, "the crash must trip the kill switch exactly once"
+    halted = [s.ts for s in states if s.halted]
+    assert halted == [s.ts for s in states if s.ts >= fired[0]]  # from that close on
+    first = next(s for s in states if s.halted)
+    assert first.state == "HALTED"
+    assert first.drawdown_from_high > CRASH_RISK.halt_drawdown
+    assert first.ladder_level == 0  # the kill switch, not the ladder
+    assert all(s.state == "ACTIVE" for s in states if not s.halted)
+
+
+def test_an_operators_halt_shows_in_the_next_risk_state() -> None:
+    risk = RiskHandler(SYMBOL, CRASH_RISK, EXECUTION)
+    execution = ExecutionHandler(SYMBOL, EXECUTION)
+    bars = _crash_bars(10, 0, 0.0)
+    signals = [0.5 if i % 2 else -0.5 for i in range(len(bars))]  # round trips for Kelly
+    states = [_step(risk, execution, b, x)[0] for b, x in zip(bars[:5], signals, strict=False)]
+    events = risk.stage.halt(bars[4].ts + 30_000_000_000)  # a person halts between bars
+    assert [e.code_name for e in events] == ["halted_by_operator", "HALTED"]
+    states += [_step(risk, execution, b, x)[0] for b, x in zip(bars[5:], signals[5:], strict=True)]
+    assert [s.halted for s in states] == [False] * 5 + [True] * 5
+    assert {s.state for s in states[5:]} == {"HALTED"}
+    assert states[4].kelly_round_trips > 0

@@ -58,7 +58,7 @@ TRAIN_BARS = 10 * 1_440
 LIVE_BARS = 500
 BAR_NS = 60 * 10**9
 TABLES = ("live_candles", "live_signals", "live_gates", "live_orders", "live_fills",
-          "live_accounts", "live_audit", "live_events")  # fmt: skip
+          "live_accounts", "live_audit", "live_events", "live_risk_state")  # fmt: skip
 
 
 def _write_inputs(tmp_path: Path, candles: Candles) -> tuple[Path, Path]:

@@ -92,6 +92,23 @@ def test_every_message_is_recorded_once_and_replays_exactly(
             assert quantity == (None if order is None else order.quantity)
             assert ts == m.ts
             assert math.isclose(opened.timestamp(), m.ts / 1e9, abs_tol=1e-6)
+        # Risk states: one row per close, every column the message's field of that name.
+        states = [m for m in session if isinstance(m, wire.RiskStateMessage)]
+        assert len(states) == len(orders)
+        columns = {"trading_state": "state", "paused_until_ns": "paused_until"}
+        names = [c for c in TABLES["live_risk_state"] if c not in ("stream_seq", "payload")]
+        rows = conn.execute(
+            f"SELECT {', '.join(names)}, bar_open_time FROM live_risk_state ORDER BY ts_ns"
+        ).fetchall()
+        assert len(rows) == len(states)
+        for row, m in zip(rows, states, strict=True):
+            recorded = dict(zip(names, row[:-1], strict=True))
+            assert recorded.pop("msg_key") == wire.idempotency_key(m)
+            assert recorded.pop("ts_ns") == m.ts
+            assert recorded == {c: getattr(m, columns.get(c, c)) for c in recorded}
+            assert math.isclose(row[-1].timestamp(), m.ts / 1e9, abs_tol=1e-6)
+        assert {r[names.index("trading_state")] for r in rows} <= {"ACTIVE", "REDUCING",
+                                                                   "PAUSED", "HALTED"}  # fmt: skip
 
 
 def test_a_failed_batch_keeps_nothing(dsn: str, session: list[wire.WireMessage]) -> None:

@@ -88,6 +88,7 @@ def test_migrations_apply_once(dsn: str) -> None:
             "0002_run_uuid.sql",
             "0003_live_records.sql",
             "0004_live_strategies.sql",
+            "0005_live_risk_state.sql",
         ],
     )
     assert {"backtest_runs", "backtest_fills", "colmena_schema_migrations"} <= tables
@@ -119,6 +120,7 @@ def test_migration_0002_keeps_the_rows_recorded_before_it(postgres_server: str) 
             "0002_run_uuid.sql",
             "0003_live_records.sql",
             "0004_live_strategies.sql",
+            "0005_live_risk_state.sql",
         ]
         rows = conn.execute("SELECT idempotency_key, run_uuid FROM backtest_runs").fetchall()
         assert rows == [("k", None)]

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from click.testing import CliRunner, Result
 
@@ -132,7 +133,7 @@ def test_a_recorded_period_replays_identically(dsn: str, session: Session) -> No
     assert audit.candles == LAST + 1
     bars = LAST - FIRST + 1
     assert audit.compared["order"] == audit.compared["account"] == audit.compared["signal"] == bars
-    assert audit.compared["audit"] == bars
+    assert audit.compared["audit"] == audit.compared["risk_state"] == bars
     assert audit.compared["execution"] > 0  # the period has fills to compare
     assert audit.compared["event"] > 0
     done = _audit(dsn, session)
@@ -170,6 +171,30 @@ def test_a_tampered_verdict_and_equity_are_exactly_the_differences(
     # Outside the period the tampered rows are not compared.
     done = _audit(dsn, session, t0=account.ts + 60 * 10**9, t1=session.t1)
     assert (done.exit_code, order.ts > account.ts) in ((0, False), (1, True)), done.output
+
+
+def test_a_tampered_risk_state_is_reported(dsn: str, session: Session) -> None:
+    """A risk state's column (halted) and the drawdown in another's bytes: exactly those two."""
+    states = [m for m in session.produced if isinstance(m, wire.RiskStateMessage)
+              and session.t0 <= m.ts <= session.t1]  # fmt: skip
+    assert len(states) == LAST - FIRST + 1
+    flipped, forged = states[5], states[40]
+    _execute(dsn, "UPDATE live_risk_state SET halted = NOT halted WHERE msg_key = %s",
+             (wire.idempotency_key(flipped),))  # fmt: skip
+    drawdown = forged.drawdown + 0.25
+    _execute(dsn, "UPDATE live_risk_state SET payload = %s WHERE msg_key = %s",
+             (wire.encode(msgspec.structs.replace(forged, drawdown=drawdown)),
+              wire.idempotency_key(forged)))  # fmt: skip
+    result = replay_audit(dsn, session.t0, session.t1)
+    found = sorted((d.kind, d.ts, d.field, d.recorded, d.reproduced) for d in result.differences)
+    assert found == sorted([
+        ("risk_state", flipped.ts, "halted", not flipped.halted, flipped.halted),
+        ("risk_state", forged.ts, "payload.drawdown", drawdown, forged.drawdown),
+    ])  # fmt: skip
+    done = _audit(dsn, session)
+    assert done.exit_code == 1, done.output
+    assert "2 differences" in done.stdout
+    assert "risk_state" in done.stdout
 
 
 def test_a_tampered_message_is_found_in_its_bytes(dsn: str, session: Session) -> None:

@@ -88,6 +88,9 @@ def _session(n: int = 120, seed: int = 7) -> list[wire.WireMessage]:
                 order=decided.order,
             )
         )
+        manager = risk.snapshot().risk_manager
+        assert manager is not None
+        out.append(wire.risk_state_message(sym, bar.ts, manager, decided.decision))
         events += decided.events
         for seq, event in enumerate(events):
             out.append(wire.EventMessage(symbol=sym, ts=bar.ts, seq=seq, event=event))
@@ -236,6 +239,91 @@ def test_signal_round_trip_property(
     else:
         assert back.signal is not None
         assert np.array_equal(np.float64(back.signal), np.float64(signal), equal_nan=True)
+
+
+def test_risk_state_subject_key_and_schema(
+    session: list[wire.WireMessage], document: dict[str, Any]
+) -> None:
+    states = [m for m in session if isinstance(m, wire.RiskStateMessage)]
+    orders = [m for m in session if isinstance(m, wire.OrderMessage)]
+    assert [m.ts for m in states] == [m.ts for m in orders]  # one per close
+    assert wire.subject("risk_state", "BTC/USDT") == "colmena.v1.risk_state.BTC/USDT"
+    assert wire.subject_filter("risk_state") == "colmena.v1.risk_state.*"
+    assert wire.idempotency_key(states[0]) == f"v1.risk_state.BTC/USDT.{states[0].ts}"
+    assert document["channels"]["risk_state"]["address"] == "colmena.v1.risk_state.{symbol}"
+    # The decision's values, and the session reaches a warm volatility and a Kelly window.
+    for state, order in zip(states, orders, strict=True):
+        assert (state.state, state.kelly_fraction) == (
+            order.decided.decision.state,
+            order.decided.decision.kelly,
+        )
+    assert states[-1].volatility_returns >= 30
+    assert states[-1].bar_volatility > 0.0
+    assert states[-1].kelly_round_trips > 0
+    # A required field missing: the schema and the decoder both refuse it, naming it.
+    payload = msgspec.msgpack.decode(wire.encode(states[-1]))
+    del payload["halted"]
+    assert not _validator(document, "RiskStateMessage").is_valid(payload)
+    with pytest.raises(wire.WireError, match=r"halted"):
+        wire.decode("risk_state", msgspec.msgpack.encode(payload))
+    # A newer producer's field is ignored.
+    payload = msgspec.msgpack.decode(wire.encode(states[-1]))
+    payload["margin_ratio"] = 0.5
+    assert wire.decode("risk_state", msgspec.msgpack.encode(payload)) == states[-1]
+    # Units and meanings are documented in the schema the contract publishes.
+    schema = document["components"]["schemas"]["RiskStateMessage"]
+    assert "sqrt(ewma_variance)" in schema["description"]
+
+
+_FLOATS = st.floats(allow_nan=True, allow_infinity=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ts=st.integers(-(2**63), 2**63 - 1),
+    state=st.sampled_from(["ACTIVE", "REDUCING", "PAUSED", "HALTED"]),
+    values=st.lists(_FLOATS, min_size=9, max_size=9),
+    counts=st.tuples(st.integers(0, 3), st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1)),
+    paused_until=st.integers(0, 2**63 - 1),
+    kelly=st.none() | _FLOATS,
+)
+def test_risk_state_round_trip_property(
+    ts: int,
+    state: Any,
+    values: list[float],
+    counts: tuple[int, int, int],
+    paused_until: int,
+    kelly: float | None,
+) -> None:
+    msg = wire.RiskStateMessage(
+        symbol="BTC/USDT:USDT",
+        ts=ts,
+        state=state,
+        halted=state == "HALTED",
+        peak_equity=values[0],
+        drawdown=values[1],
+        high_equity=values[2],
+        drawdown_from_high=values[3],
+        ladder_level=counts[0],
+        paused_until=paused_until,
+        daily_pnl=values[4],
+        day_start_equity=values[5],
+        equity=values[6],
+        bar_volatility=values[7],
+        volatility_returns=counts[1],
+        kelly_fraction=kelly,
+        kelly_round_trips=counts[2],
+    )
+    back = wire.decode_any(wire.encode(msg))
+    assert isinstance(back, wire.RiskStateMessage)
+    # Every field keeps its value, floats their bits (NaN included).
+    assert msgspec.msgpack.encode(back) == msgspec.msgpack.encode(msg)
+    for name in msg.__struct_fields__:
+        a, b = getattr(back, name), getattr(msg, name)
+        if isinstance(b, float):
+            assert np.array_equal(np.float64(a), np.float64(b), equal_nan=True), name
+        else:
+            assert a == b, name
 
 
 def test_checked_in_contract_is_generated_from_the_code() -> None:

@@ -46,6 +46,10 @@ _CHANNEL_DESCRIPTIONS: dict[MessageKind, str] = {
     "order": "Risk decisions with verdict, Kelly fraction and the order for the next open.",
     "audit": "Everything a decision was made from, for replaying an incident.",
     "event": "Risk and system events: trades, regime changes, drawdown thresholds, alerts.",
+    "risk_state": (
+        "The account's risk state after every candle's close: trading state, HALT, drawdowns, "
+        "ladder level, pause end, daily PnL, volatility, Kelly fraction (risk service)."
+    ),
 }
 
 

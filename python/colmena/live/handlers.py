@@ -376,14 +376,17 @@ class RiskHandler:
         del self._bars[ts]
         self._open_ts = None
         self._closed_ts = ts
+        snapshot = self._stage.snapshot()  # the state after this close
         if self.keep_state:
             self._state = HandlerState(
                 version=HANDLER_STATE_VERSION,
                 role="risk",
                 symbol=self.symbol,
                 done_ts=ts,
-                risk=self._stage.snapshot(),
+                risk=snapshot,
             )
+        # The handler's stage always runs in risk mode (a RiskConfig), so it has a manager.
+        assert snapshot.risk_manager is not None
         out: list[wire.WireMessage] = [
             wire.OrderMessage(symbol=self.symbol, ts=ts, decided=decided),
             wire.DecisionAudit(
@@ -398,6 +401,7 @@ class RiskHandler:
                 decision=decided.decision,
                 order=decided.order,
             ),
+            wire.risk_state_message(self.symbol, ts, snapshot.risk_manager, decided.decision),
         ]
         out.extend(
             wire.EventMessage(symbol=self.symbol, ts=ts, seq=i, event=e)

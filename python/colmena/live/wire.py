@@ -34,6 +34,7 @@ in seconds.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Final, Literal, TypeAlias, get_args
 
@@ -49,6 +50,8 @@ from colmena.execution.trading_loop import (
     RiskDecision,
     RiskEvent,
     RiskGate,
+    RiskManagerSnapshot,
+    TradingStateName,
 )
 
 __all__ = [
@@ -63,6 +66,7 @@ __all__ = [
     "GateMessage",
     "MessageKind",
     "OrderMessage",
+    "RiskStateMessage",
     "SignalMessage",
     "WireError",
     "WireMessage",
@@ -71,6 +75,7 @@ __all__ = [
     "decode_any",
     "encode",
     "idempotency_key",
+    "risk_state_message",
     "subject",
     "subject_filter",
 ]
@@ -80,7 +85,9 @@ WIRE_VERSION: Final = 1
 #: First token of every subject.
 SUBJECT_ROOT: Final = "colmena"
 
-MessageKind = Literal["candle", "signal", "gate", "execution", "account", "order", "audit", "event"]
+MessageKind = Literal[
+    "candle", "signal", "gate", "execution", "account", "order", "audit", "event", "risk_state"
+]
 
 # A symbol is one subject token: letters, digits and the separators of ccxt's unified symbols
 # ("BTC/USDT", "BTC/USDT:USDT", "BTC-PERP"); never ".", "*", ">" or whitespace (NATS syntax).
@@ -213,6 +220,78 @@ class EventMessage(_Message, tag="event", frozen=True):
     event: RiskEvent
 
 
+class RiskStateMessage(_Message, tag="risk_state", frozen=True):
+    """The account's risk state after a candle's close, published by the risk service at every
+    close next to the decision (for dashboards, alerts and the records).
+
+    A public view of the risk manager's state (:class:`RiskManagerSnapshot`, taken by
+    :meth:`RiskStage.snapshot` right after :meth:`RiskStage.close`) and of the decision: every
+    value is the stage's own, none is computed again here (:func:`risk_state_message`). Added to
+    version 1 of the contract; like every message, later fields come only with defaults.
+
+    Attributes
+    ----------
+    symbol : str
+    ts : int
+        Open time of the candle, ns since the epoch (UTC); the state is the one after its close
+        (``ts`` plus the bar length).
+    state : {"ACTIVE", "REDUCING", "PAUSED", "HALTED"}
+        The trading state after the close (the decision's ``state``).
+    halted : bool
+        The kill switch (a fall of more than ``halt_drawdown`` within ``halt_window_seconds``)
+        or an operator (:meth:`RiskStage.halt`) HALTED trading: ``state == "HALTED"``, which
+        only a person's reset ends.
+    peak_equity : float
+        The circuit-breaker ladder's reference equity (highest since the ladder was last
+        armed), quote currency.
+    drawdown : float
+        Drawdown from ``peak_equity`` at the close, fraction (>= 0; 0.05 is 5 %).
+    high_equity : float
+        All-time high of equity (the drawdown alerts' reference), quote currency.
+    drawdown_from_high : float
+        Drawdown from ``high_equity`` at the close, fraction (>= 0).
+    ladder_level : int
+        Ladder levels fired in this excursion, 0..3.
+    paused_until : int
+        End of the current or last pause, ns since the epoch (UTC); 0: no pause yet (a
+        pause is running while ``state`` is PAUSED).
+    daily_pnl : float
+        PnL of the UTC day so far, fraction of ``day_start_equity`` (-0.02 is a 2 % loss).
+    day_start_equity : float
+        The previous UTC day's last equity (the daily PnL's reference), quote currency.
+    equity : float
+        Equity at the close, quote currency (the account's, as the risk manager observed it).
+    bar_volatility : float
+        EWMA volatility of the bar log returns: ``sqrt(ewma_variance)`` of the risk manager's
+        RiskMetrics EWMA variance (``ewma_lambda``), per bar, not annualized (>= 0; 0 before
+        the first return).
+    volatility_returns : int
+        Bar log returns in that estimate (the risk manager sizes with the volatility from 30
+        returns on).
+    kelly_fraction : float or None
+        The Kelly fraction the decision at this close used, in [0, 1] (the decision's
+        ``kelly``); None when there is none (pass-through mode).
+    kelly_round_trips : int
+        Round trips in the Kelly window (the shadow book's; at most ``kelly_window``).
+    """
+
+    state: TradingStateName
+    halted: bool
+    peak_equity: float
+    drawdown: float
+    high_equity: float
+    drawdown_from_high: float
+    ladder_level: int
+    paused_until: int
+    daily_pnl: float
+    day_start_equity: float
+    equity: float
+    bar_volatility: float
+    volatility_returns: int
+    kelly_fraction: float | None
+    kelly_round_trips: int
+
+
 WireMessage: TypeAlias = (
     CandleMessage
     | SignalMessage
@@ -222,6 +301,7 @@ WireMessage: TypeAlias = (
     | OrderMessage
     | DecisionAudit
     | EventMessage
+    | RiskStateMessage
 )
 
 #: The message of every subject kind.
@@ -234,6 +314,7 @@ MESSAGE_TYPES: Final[dict[MessageKind, type[WireMessage]]] = {
     "order": OrderMessage,
     "audit": DecisionAudit,
     "event": EventMessage,
+    "risk_state": RiskStateMessage,
 }
 assert set(MESSAGE_TYPES) == set(get_args(MessageKind))
 
@@ -241,6 +322,50 @@ _KIND_OF: Final[dict[type[WireMessage], MessageKind]] = {t: k for k, t in MESSAG
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODERS: Final = {k: msgspec.msgpack.Decoder(t) for k, t in MESSAGE_TYPES.items()}
 _ANY_DECODER = msgspec.msgpack.Decoder(WireMessage)
+
+
+def risk_state_message(
+    symbol: str, ts: int, manager: RiskManagerSnapshot, decision: Decision
+) -> RiskStateMessage:
+    """The :class:`RiskStateMessage` of the close of bar ``ts``: the risk manager's state and
+    the decision taken at that close, field for field (only ``bar_volatility`` is derived, as
+    the square root of ``ewma_variance``, and ``kelly_round_trips`` as the number of
+    ``kelly_trades``).
+
+    Parameters
+    ----------
+    symbol : str
+    ts : int
+        Open time of the bar, ns since the epoch (UTC).
+    manager : RiskManagerSnapshot
+        ``RiskStage.snapshot().risk_manager`` right after ``RiskStage.close`` of that bar.
+    decision : Decision
+        The decision of that close (``RiskDecision.decision``).
+
+    Raises
+    ------
+    WireError
+        A symbol that cannot be a subject token.
+    """
+    return RiskStateMessage(
+        symbol=check_symbol(symbol),
+        ts=ts,
+        state=decision.state,
+        halted=decision.state == "HALTED",
+        peak_equity=manager.peak_equity,
+        drawdown=manager.drawdown,
+        high_equity=manager.high_equity,
+        drawdown_from_high=manager.drawdown_from_high,
+        ladder_level=manager.ladder_level,
+        paused_until=manager.paused_until,
+        daily_pnl=manager.daily_pnl,
+        day_start_equity=manager.day_start_equity,
+        equity=manager.last_equity,
+        bar_volatility=math.sqrt(manager.ewma_variance),
+        volatility_returns=manager.ewma_count,
+        kelly_fraction=decision.kelly,
+        kelly_round_trips=len(manager.kelly_trades),
+    )
 
 
 def check_symbol(symbol: str) -> str:

@@ -10,8 +10,8 @@ runs the services' own handlers (:func:`colmena.live.handlers.route` over a
 implementation) over the symbol's recorded candles (their message bytes; in the period their
 columns are checked against the bytes), and compares every recorded signal, gate,
 decision (order, with its verdict and reason code), decision audit, execution report (and the
-round trips it closed), account and event of the period with the reproduction: every column and
-the message bytes, floats by their bits.
+round trips it closed), account, event and risk state of the period with the reproduction:
+every column and the message bytes, floats by their bits.
 
 The state at ``T0`` depends on history (the market state's look-back, the Kelly window, the
 drawdown ladder, the account), so the replay starts at the symbol's first recorded candle and
@@ -65,6 +65,7 @@ KINDS: Final[dict[str, str]] = {
     "live_trades": "trade",
     "live_accounts": "account",
     "live_events": "event",
+    "live_risk_state": "risk_state",
 }
 #: Columns not compared: the stream's sequence number belongs to the bus, not to the decision.
 _NOT_COMPARED: Final = frozenset({"stream_seq"})

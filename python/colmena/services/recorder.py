@@ -3,8 +3,9 @@
 Tables (migration ``0003_live_records.sql``): ``live_candles``, ``live_signals``, ``live_gates``,
 ``live_orders`` (each decision with its verdict, the reason, and its order), ``live_fills`` with
 ``live_trades`` (the round trips a fill closed), ``live_accounts``, ``live_audit`` and
-``live_events``; and, at its start, the checkpoint of every configured symbol with the settings
-it trades under (``live_strategies``, migration ``0004_live_strategies.sql``:
+``live_events``; ``live_risk_state`` (the account's risk state after every close, migration
+``0005_live_risk_state.sql``); and, at its start, the checkpoint of every configured symbol
+with the settings it trades under (``live_strategies``, migration ``0004_live_strategies.sql``:
 :meth:`Recorder.record_strategies`), so that a recorded period can be replayed and audited from
 the records alone (:mod:`colmena.services.audit`). Every message row is keyed by the message's
 idempotency key (``msg_key``, the ``Nats-Msg-Id`` it was published with) and keeps the message's
@@ -70,6 +71,11 @@ TABLES: Final[dict[str, tuple[str, ...]]] = {
                    "agent_signals", "verdict", "stream_seq", "payload"),
     "live_events": ("msg_key", "symbol", "ts_ns", "seq", "event_type", "code", "code_name",
                     "value", "stream_seq", "payload"),
+    "live_risk_state": ("msg_key", "symbol", "ts_ns", "trading_state", "halted", "equity",
+                        "peak_equity", "drawdown", "high_equity", "drawdown_from_high",
+                        "ladder_level", "paused_until_ns", "daily_pnl", "day_start_equity",
+                        "bar_volatility", "volatility_returns", "kelly_fraction",
+                        "kelly_round_trips", "stream_seq", "payload"),
 }  # fmt: skip
 
 # Children are inserted after their parents (live_trades references live_fills).
@@ -141,6 +147,13 @@ def rows_of(
         out["live_events"].append(
             (*base, m.seq, e.type, e.code, e.code_name, e.value, stream_seq, payload)
         )
+    elif isinstance(m, wire.RiskStateMessage):
+        out["live_risk_state"].append(
+            (*base, m.state, m.halted, m.equity, m.peak_equity, m.drawdown, m.high_equity,
+             m.drawdown_from_high, m.ladder_level, m.paused_until, m.daily_pnl,
+             m.day_start_equity, m.bar_volatility, m.volatility_returns, m.kelly_fraction,
+             m.kelly_round_trips, stream_seq, payload)
+        )  # fmt: skip
     else:  # pragma: no cover - every kind of the contract is handled above
         raise TypeError(f"no table for {type(m).__name__}")
     return out
