@@ -281,3 +281,43 @@ def test_a_candle_whose_columns_disagree_with_its_bytes(dsn: str, session: Sessi
     assert (difference.kind, difference.ts, difference.field) == ("candle", candle.ts, "close")
     assert (difference.recorded, difference.reproduced) == (2 * candle.bar.close, candle.bar.close)
     assert result.symbols[0].compared["candle"] == LAST - FIRST + 1
+
+
+def test_a_halt_of_the_accounts_kill_switch_is_replayed_where_it_happened(
+    postgres_server: str, session: Session
+) -> None:
+    """The account's kill switch over several symbols halts a symbol between two bars (the
+    services move in lock-step); the audit applies the recorded halt at the same point."""
+    model = checkpoints.load_path(session.folder).to_model()
+    risk = RiskHandler(SYMBOL, RISK, EXECUTION)
+    handlers = (StrategyHandler(model, SYMBOL, session.strategy.model_sha256), risk,
+                ExecutionHandler(SYMBOL, EXECUTION))  # fmt: skip
+    halt_at = FIRST + 50
+    produced: list[wire.WireMessage] = []
+    for i, candle in enumerate(session.candles):
+        if i == halt_at:  # what AccountGuard does when the total trips at the bar before
+            risk.halt(candle.ts, account_drawdown=0.21)
+        produced.extend(route(handlers, [candle]))
+    events = [m for m in produced if isinstance(m, wire.EventMessage)
+              and m.event.code_name == "account_kill_switch"]  # fmt: skip
+    assert [m.ts for m in events] == [session.candles[halt_at].ts]
+    url = fresh_database(postgres_server, "colmena_audit_account_halt")
+
+    async def run() -> None:
+        recorder = await Recorder.connect(url)
+        try:
+            await recorder.record_strategies(session.config)
+            messages = [*session.candles, *produced]
+            await recorder.record(
+                (m, wire.idempotency_key(m), i + 1, wire.encode(m)) for i, m in enumerate(messages)
+            )
+        finally:
+            await recorder.close()
+
+    asyncio.run(run())
+    result = replay_audit(url, session.t0, session.t1)
+    assert result.identical, result.differences[:5]
+    # The halt changed the decisions: a replay without it would not be identical.
+    halted = [m for m in produced if isinstance(m, wire.OrderMessage)
+              and m.decided.decision.state == "HALTED"]  # fmt: skip
+    assert len(halted) == len(session.candles) - halt_at

@@ -17,7 +17,8 @@ Per bar ``t`` the messages flow (the order of :meth:`TradingLoop.step`)::
     candle(t) -> strategy -> signal(t)
     candle(t) -> risk -> gate(t)
     candle(t) + gate(t) -> execution -> execution(t) [when an order was pending], account(t)
-    signal(t) + account(t) [+ execution(t)] -> risk -> order(t), audit(t), event(t, i)...
+    signal(t) + account(t) [+ execution(t)] -> risk -> order(t), audit(t), risk_state(t),
+                                                      event(t, i)...
     order(t) -> execution (submit) -> ready for candle(t + 1)
 
 Handlers accept their inputs in any order within and across bars (a message for a later bar
@@ -206,14 +207,16 @@ class _RiskBar:
 
 
 class RiskHandler:
-    """The account's risk stage for one symbol (the risk service).
+    """The risk stage of one symbol's sleeve of the account (the risk service): at each close
+    the order, the decision audit, the risk state and the bar's events.
 
     Parameters
     ----------
     symbol : str
     risk : RiskConfig
     execution : ExecutionSettings
-        The market type and the shadow book's costs (as :class:`RiskStage`).
+        The market type, the sleeve's starting capital and the shadow book's costs (as
+        :class:`RiskStage`).
     bar_seconds : int, default 60
     """
 

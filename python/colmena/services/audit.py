@@ -19,7 +19,11 @@ runs to ``T1``; only the messages of bars in ``[T0, T1]`` are compared. Assumpti
 hold every candle since the services started (a service restarted after the stream's retention
 dropped older candles rebuilds from less, and its decisions can differ from the replay: the
 audit reports that as differences), and one checkpoint traded the symbol over the whole replay
-(a change of checkpoint is refused, naming them).
+(a change of checkpoint is refused, naming them). Each symbol runs on its recorded sleeve of the
+account; a halt by the account's kill switch over several symbols
+(:class:`colmena.live.account.AccountGuard`) is taken from the recorded events as an input and
+applied where the services applied it (before the bar its event belongs to), so the audit checks
+everything that followed from it; the guard's own rule is tested in ``tests/test_account.py``.
 """
 
 from __future__ import annotations
@@ -295,7 +299,10 @@ def _load_strategy(
         risk = msgspec.convert(settings["risk"], RiskConfig)
         execution = msgspec.convert(settings["execution"], ExecutionSettings)
         bar_seconds = int(settings["bar_seconds"])
-    except (KeyError, TypeError, msgspec.ValidationError) as exc:
+        sleeve = settings.get("sleeves", {}).get(symbol)
+        if sleeve is not None:  # the symbol's share of the account
+            execution = msgspec.structs.replace(execution, initial_cash=float(sleeve))
+    except (KeyError, TypeError, ValueError, msgspec.ValidationError) as exc:
         raise AuditError(f"checkpoint {sha}: the recorded settings are not valid: {exc}") from None
     return sha, state, risk, execution, bar_seconds
 
@@ -321,12 +328,30 @@ def _audit_symbol(conn: Any, symbol: str, t0: int, t1: int) -> SymbolAudit:
         for name, a, b in zip(columns, row, ours, strict=True):
             if name not in _NOT_COMPARED and name != "payload" and not _same(a, b):
                 differences.append(Difference("candle", candle.ts, row[0], name, a, b))
+    risk_handler = RiskHandler(symbol, risk, execution, bar_seconds=bar_seconds)
     handlers = (
         StrategyHandler(state.to_model(), symbol, sha, bar_seconds=bar_seconds),
-        RiskHandler(symbol, risk, execution, bar_seconds=bar_seconds),
+        risk_handler,
         ExecutionHandler(symbol, execution, bar_seconds=bar_seconds),
     )
-    produced = route(handlers, candles)
+    # The account's kill switch over several symbols (AccountGuard) is an input here: its
+    # recorded halts are applied where the services applied them, between the close of the bar
+    # before and the open of the bar the event belongs to (the services move in lock-step).
+    halts: dict[int, tuple[int, float]] = {}
+    for (payload,) in conn.execute(
+        "SELECT payload FROM live_events "
+        "WHERE symbol = %s AND code_name = 'account_kill_switch' AND ts_ns <= %s",
+        (symbol, t1),
+    ):
+        event = wire.decode("event", bytes(payload))
+        assert isinstance(event, wire.EventMessage)
+        halts[event.ts] = (event.event.ts, event.event.value)
+    produced: list[wire.WireMessage] = []
+    for candle in candles:
+        if candle.ts in halts:
+            when, drawdown = halts[candle.ts]
+            risk_handler.halt(when, account_drawdown=drawdown)
+        produced.extend(route(handlers, [candle]))
 
     # What the reproduction would have recorded: by table and key, the row, the message (None
     # for a round trip: its bytes are its execution report's) and the bar.

@@ -194,10 +194,17 @@ class StrategyRecord:
 def live_settings(config: LiveConfig) -> dict[str, Any]:
     """The settings the trading services run under, as JSON values: ``risk``
     (:class:`~colmena.risk.RiskConfig`), ``execution``
-    (:class:`~colmena.execution.ExecutionSettings`) and ``bar_seconds``."""
+    (:class:`~colmena.execution.ExecutionSettings`), ``bar_seconds`` and ``sleeves`` (each
+    symbol's starting capital, :meth:`~colmena.services.config.LiveConfig.sleeve`)."""
     settings: dict[str, Any] = msgspec.json.decode(
         msgspec.json.encode(
-            {"risk": config.risk, "execution": config.execution, "bar_seconds": config.bar_seconds}
+            {
+                "risk": config.risk,
+                "execution": config.execution,
+                "bar_seconds": config.bar_seconds,
+                # Each symbol's sleeve of the account's starting capital (quote currency).
+                "sleeves": {s.symbol: config.sleeve(s.symbol).initial_cash for s in config.symbols},
+            }
         )
     )
     return settings
