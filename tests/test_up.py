@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 from colmena.atomic_write import observe_steps
 from colmena.cli import main
+from colmena.data import load_ohlcv
 from colmena.persistence import checkpoint as checkpoints
 from colmena.services.config import ConfigError, LiveConfig, load_config
 from colmena.services.up import (
@@ -101,22 +103,29 @@ def test_supervisor_stop_terminates_running_services(tmp_path: Path) -> None:
     assert codes == {"strategy": -signal.SIGTERM}
 
 
-def test_colmena_up_paper_trades_a_replay_end_to_end(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def live_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any]:
+    """A trained checkpoint folder, the live candle file after its training candles, and all
+    the candles (trained once for the end-to-end tests of this module)."""
     pytest.importorskip("torch")
-    psycopg = pytest.importorskip("psycopg")
+    pytest.importorskip("psycopg")
     pytest.importorskip("pgserver")
-    from test_serve_cli import CONFIG, LIVE_BARS, TRAIN_BARS, _write_inputs
+    from test_serve_cli import LIVE_BARS, TRAIN_BARS, _write_inputs
 
-    folder, feed, candles = _write_inputs(tmp_path, TRAIN_BARS, LIVE_BARS)
-    last_ts = int(candles.ts[-1])
-    config = tmp_path / "colmena.toml"
-    # No [nats] url: colmena up starts its own server.
-    config.write_text(CONFIG.replace('[nats]\nurl = "{url}"\n', "").format(
-        checkpoints=folder, feed=feed))  # fmt: skip
-    data_dir = tmp_path / "live"
+    return _write_inputs(tmp_path_factory.mktemp("live-inputs"), TRAIN_BARS, LIVE_BARS)
+
+
+def _paper_trade(args: list[str], data_dir: Path, last_ts: int) -> str:
+    """Run ``colmena up ARGS --data-dir DATA_DIR --quiet`` until BTC/USDT's candle ``last_ts``
+    is decided and the recorder has every decision in PostgreSQL, then stop it with Ctrl-C;
+    its stderr."""
+    import psycopg
+
+    from test_serve_cli import LIVE_BARS
+
     up = subprocess.Popen(
         [sys.executable, "-c", "from colmena.cli import main; main(prog_name='colmena')",
-         "up", "--config", str(config), "--data-dir", str(data_dir), "--quiet"],
+         "up", *args, "--data-dir", str(data_dir), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -131,6 +140,7 @@ def test_colmena_up_paper_trades_a_replay_end_to_end(tmp_path: Path) -> None:
             (status,) = asyncio.run(symbol_status(endpoints["nats"], ["BTC/USDT"], 60))
             if status.candle_ts == last_ts and status.lag_bars == 0:
                 break
+            assert up.poll() is None, up.communicate()
             time.sleep(0.1)
         else:
             pytest.fail(f"not every candle was decided: {status}")
@@ -148,7 +158,75 @@ def test_colmena_up_paper_trades_a_replay_end_to_end(tmp_path: Path) -> None:
         up.send_signal(signal.SIGINT)
         _out, err = up.communicate(timeout=120)
     assert up.returncode == 0, err
-    assert "stopped: ingest 0, strategy 0, risk 0, execution 0, recorder 0" in err
+    assert "stopped: ingest 0, strategy 0, risk 0, execution 0, recorder 0" in err, err
+    return err
+
+
+def test_colmena_up_paper_trades_a_replay_end_to_end(
+    tmp_path: Path, live_inputs: tuple[Path, Path, Any]
+) -> None:
+    from test_serve_cli import CONFIG
+
+    folder, feed, candles = live_inputs
+    config = tmp_path / "colmena.toml"
+    # No [nats] url: colmena up starts its own server.
+    config.write_text(CONFIG.replace('[nats]\nurl = "{url}"\n', "").format(
+        checkpoints=folder, feed=feed))  # fmt: skip
+    data_dir = tmp_path / "live"
+    err = _paper_trade(["--config", str(config)], data_dir, int(candles.ts[-1]))
+    assert not (data_dir / CONFIG_FILE).exists()  # a file alone: the services run with it
+    assert "configuration:" not in err
+
+
+def test_colmena_up_from_options_alone_replays_to_the_last_candle(
+    tmp_path: Path, live_inputs: tuple[Path, Path, Any]
+) -> None:
+    folder, feed, candles = live_inputs
+    data_dir = tmp_path / "live"
+    options = ["--checkpoint", str(folder), "--symbol", "BTC/USDT", "--replay", str(feed)]
+    err = _paper_trade(options, data_dir, int(candles.ts[-1]))
+    written = data_dir / CONFIG_FILE
+    assert f"configuration: {written} (edit it and start again with: colmena up --config " in err
+    # The services ran with the written file: the options' configuration, the defaults' risk.
+    expected = resolve_config(
+        UpOptions(checkpoint=str(folder), symbols=("BTC/USDT",), replay=(str(feed),))
+    )
+    assert load_config(written) == expected
+    assert expected.risk == LiveConfig().risk
+    assert "dsn" not in written.read_text()  # the embedded database's DSN went by environment
+
+
+def test_colmena_up_from_options_paper_trades_the_exchange_feed(
+    tmp_path: Path, live_inputs: tuple[Path, Path, Any]
+) -> None:
+    """``--exchange binance`` against a local fake of Binance's REST API (its address from a
+    --config file's ``[feed] api_url``, kept under the options): the first poll gets every
+    closed candle, the services decide them all, Ctrl-C stops the feed during its wait."""
+    pytest.importorskip("ccxt")
+    from colmena.units import NS_PER_MS
+    from fake_exchange import FakeBinance, kline
+
+    folder, feed, candles = live_inputs
+    tail = load_ohlcv(feed)
+    rows = zip(tail.ts.tolist(), tail.open.tolist(), tail.high.tolist(), tail.low.tolist(),
+               tail.close.tolist(), tail.volume.tolist(), strict=True)  # fmt: skip
+    exchange = FakeBinance([kline(ts // NS_PER_MS, *ohlcv) for ts, *ohlcv in rows])
+    try:
+        base = tmp_path / "proxy.toml"
+        base.write_text(f'[feed]\napi_url = "{exchange.url}"\n')
+        options = ["--checkpoint", str(folder), "--symbol", "BTC/USDT", "--exchange", "binance"]
+        data_dir = tmp_path / "live"
+        _paper_trade(["--config", str(base), *options], data_dir, int(candles.ts[-1]))
+    finally:
+        exchange.close()
+    assert exchange.requests  # the candles came from the fake exchange
+    written = load_config(data_dir / CONFIG_FILE)
+    assert written.feed.kind == "exchange"
+    assert written.feed.api_url == exchange.url
+    assert written == resolve_config(
+        UpOptions(checkpoint=str(folder), symbols=("BTC/USDT",), exchange="binance"),
+        load_config(base),
+    )
 
 
 def test_up_splits_the_strategy_over_the_configured_instances(tmp_path: Path) -> None:

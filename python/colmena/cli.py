@@ -1256,8 +1256,8 @@ def up(
 
     \b
     With no configuration file, from a checkpoint (colmena train) and a feed:
-      colmena up --checkpoint colmena-run/checkpoints --symbol BTC/USDT --exchange binance
-      colmena up --checkpoint colmena-run/checkpoints --symbol BTC/USDT --replay btc.parquet
+      colmena up --checkpoint colmena-ckpt --symbol BTC/USDT --exchange binance
+      colmena up --checkpoint colmena-ckpt --symbol BTC/USDT --replay candles.parquet
 
     --exchange polls the exchange's closed candles every 60 s; --replay publishes a file (at
     --speed times real time; 0, the default, as fast as the services go). Every symbol trades

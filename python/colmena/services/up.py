@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,11 +47,13 @@ __all__ = [
     "CONFIG_FILE",
     "ENDPOINTS_FILE",
     "Supervisor",
+    "SymbolStatus",
     "UpOptions",
     "check_config",
     "config_toml",
     "resolve_config",
     "run_up",
+    "symbol_status",
     "write_config",
 ]
 
@@ -553,9 +556,13 @@ def run_up(
             url = nats_server.start()
         dsn = db or config.database_dsn()
         if dsn is None:
-            from pgserver import get_server  # type: ignore[attr-defined]
+            with warnings.catch_warnings():
+                # pgserver asks platformdirs for a runtime folder it does not use here; a machine
+                # without $XDG_RUNTIME_DIR (a container, a CI job) would print a warning.
+                warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set", UserWarning)
+                from pgserver import get_server  # type: ignore[attr-defined]
 
-            pg_server = get_server(data_dir / "postgres", cleanup_mode="stop")
+                pg_server = get_server(data_dir / "postgres", cleanup_mode="stop")
             dsn = pg_server.get_uri()
         supervisor = Supervisor(
             _commands(config, config_path, url),
