@@ -385,6 +385,10 @@ var_budget = 1e9
                          '\nsymbol = "BTC/USDT"\ncheckpoint = "{ck2}"\ncandles = "{a}"\n')
             .replace('path = "{a}"\n', ""),
             id="symbols-and-replay"),
+        pytest.param(  # --replay alone: the file's symbols' candle files, in order
+            UpOptions(replay=("{b}",)),
+            BASE.replace('path = "{a}"\n', "").replace('"{ck}"\n', '"{ck}"\ncandles = "{b}"\n'),
+            id="replay"),
         pytest.param(  # an exchange for new symbols: no candle file needed
             UpOptions(symbols=("ETH/USDT",), checkpoint="{ck}", exchange="binance"),
             BASE.replace('"BTC/USDT"', '"ETH/USDT"').replace('kind = "replay"\npath = "{a}"',

@@ -1221,7 +1221,7 @@ def serve(
     "replays",
     multiple=True,
     metavar="FILE",
-    help="Feed: replay this candle file (Parquet or CSV); once per --symbol, in the same order.",
+    help="Feed: replay this candle file (Parquet or CSV); once per symbol, in the same order.",
 )
 @click.option(
     "--speed",
@@ -1267,9 +1267,10 @@ def up(
     DATA_DIR/colmena.toml (an existing file there that holds another configuration is never
     overwritten). Given with --config FILE, each option replaces that one setting of the file
     and keeps the rest: --symbol the list of symbols (a symbol of the file keeps its checkpoint
-    and candle file), --checkpoint every symbol's checkpoint, --replay or --exchange the feed
-    (the file's other [feed] settings, such as api_url, are kept), --speed the replay's pace.
-    --nats and --db are never written to the file.
+    and candle file), --checkpoint every symbol's checkpoint, --replay every symbol's candle
+    file (one per symbol, given or the file's, in order) and the feed, --exchange the feed (the
+    file's other [feed] settings, such as api_url, are kept), --speed the replay's pace. --nats
+    and --db are never written to the file.
     """
     import asyncio
     from datetime import datetime, timezone
