@@ -46,7 +46,7 @@ from colmena.services.bus import Bus  # noqa: E402
 from colmena.services.config import DB_DSN_ENV  # noqa: E402
 from colmena.services.nats_server import EmbeddedNatsServer  # noqa: E402
 from colmena.training import train  # noqa: E402
-from helpers import every_agent_votes, synthetic_candles, tiny_training  # noqa: E402
+from helpers import every_agent_votes, fresh_database, synthetic_candles, tiny_training  # noqa: E402
 
 TRAIN_BARS = 14 * 1_440
 BARS = 400
@@ -103,17 +103,6 @@ def _bars(candles: Candles) -> list[Bar]:
     cols = [c.tolist() for c in (candles.ts, candles.open, candles.high, candles.low,
                                  candles.close, candles.volume)]  # fmt: skip
     return [Bar(*row) for row in list(zip(*cols, strict=True))[TRAIN_BARS:]]
-
-
-def _database(server_dsn: str, name: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(server_dsn)
-    params["dbname"] = name
-    return make_conninfo(**params)
 
 
 class _System:
@@ -228,7 +217,7 @@ def test_colmena_services_replay(
         r = next(rounds)
         folder = tmp_path / f"round{r}"
         folder.mkdir()
-        dsn = _database(postgres, f"replay_{n_symbols}_{r}")
+        dsn = fresh_database(postgres, f"replay_{n_symbols}_{r}")
         systems.append(_System(folder, checkpoint, list(markets), dsn))
         return (systems[0],), {}
 

@@ -387,12 +387,21 @@ void register_loop(py::module_& m) {
           "bar"_a, "account"_a, "action"_a, "signal"_a, "can_order"_a = true)
       .def(
           "halt",
-          [](RiskStage& self, const py::handle& ts) {
+          [](RiskStage& self, const py::handle& ts, const py::object& account_drawdown) {
             std::vector<RiskEvent> events;
-            self.halt(int_arg(ts, "RiskStage.halt: ts"), events);
+            const std::int64_t when = int_arg(ts, "RiskStage.halt: ts");
+            try {
+              if (account_drawdown.is_none())
+                self.halt(when, events);
+              else
+                self.halt(when, events, DrawdownCode::account_kill_switch,
+                          account_drawdown.cast<double>());
+            } catch (const std::invalid_argument& e) {
+              throw py::value_error(e.what());
+            }
             return events;
           },
-          "ts"_a)
+          "ts"_a, "account_drawdown"_a = py::none())
       .def("snapshot", &RiskStage::snapshot)
       .def("restore", &RiskStage::restore, "state"_a)
       .def_property_readonly(

@@ -262,6 +262,17 @@ void register_risk(py::module_& m) {
           },
           py::arg("ts"), py::arg("equity"))
       .def("clear_flatten", &RiskManager::clear_flatten)
+      .def("snapshot", &RiskManager::snapshot)
+      .def(
+          "restore",
+          [](RiskManager& self, const RiskManagerState& state) {
+            try {
+              self.restore(state);
+            } catch (const std::invalid_argument& e) {
+              throw py::value_error(e.what());
+            }
+          },
+          py::arg("state"))
       .def_property_readonly("state",
                              [](const RiskManager& s) { return trading_state_name(s.state()); })
       .def_property_readonly("drawdown", &RiskManager::drawdown)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import fresh_database  # noqa: F401  (re-exported: tests import it from here)
+
 #: Environment variable that overrides where the real candle files are.
 DATA_DIR_ENV = "COLMENA_DATA_DIR"
 
@@ -80,16 +82,3 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
-
-
-def fresh_database(server_dsn: str, name: str) -> str:
-    """Create (or re-create) database ``name`` on the server of ``server_dsn``; its DSN."""
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(server_dsn)
-    params["dbname"] = name
-    return make_conninfo(**params)

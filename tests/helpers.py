@@ -244,3 +244,16 @@ def make_state(
         data=DataProvenance("candles.csv", 1_000, 0, 999 * 60_000_000_000, "ab" * 32),
         versions={"colmena": "0.1.0", "numpy": np.__version__, "tag": "ñ"},
     )
+
+
+def fresh_database(server_dsn: str, name: str) -> str:
+    """Create (or re-create) database ``name`` on the server of ``server_dsn``; its DSN."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    params = conninfo_to_dict(server_dsn)
+    params["dbname"] = name
+    return make_conninfo(**params)

@@ -154,20 +154,19 @@ def test_serve_errors_are_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "no [[symbols]] in the configuration" in done.stderr
     config.write_text('[[symbols]]\nsymbol = "BTC/USDT"\ncheckpoint = "x"\n')
-    for partition, message in [
-        ("two", "--partition 'two': expected I/N"),
-        ("3/2", "partition 3/2: need 1 <= index <= count"),
-        ("2/2", "partition 2/2 of 1 symbols is empty"),
-    ]:
-        done = run_cli(["serve", "risk", "--config", str(config), "--nats", "nats://127.0.0.1:9",
+    for role, partition, message in [
+        ("execution", "two", "--partition 'two': expected I/N"),
+        ("execution", "3/2", "partition 3/2: need 1 <= index <= count"),
+        ("execution", "2/2", "partition 2/2 of 1 symbols is empty"),
+        ("recorder", "1/2", "splits the symbols of the strategy or execution service, not "
+                            "recorder"),
+        ("risk", "1/2", "not risk (it holds the account's kill switch over every symbol"),
+    ]:  # fmt: skip
+        done = run_cli(["serve", role, "--config", str(config), "--nats", "nats://127.0.0.1:9",
                         "--partition", partition], timeout=60)  # fmt: skip
         assert done.returncode == 2, done.stderr
         assert message in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
-    done = run_cli(["serve", "recorder", "--config", str(config), "--nats", "nats://127.0.0.1:9",
-                    "--partition", "1/2"], timeout=60)  # fmt: skip
-    assert done.returncode == 2
-    assert "--partition splits the symbols of a trading role, not recorder" in done.stderr
     config.write_text(
         'strategy_instances = 2\n[[symbols]]\nsymbol = "BTC/USDT"\ncheckpoint = "x"\n'
     )

@@ -15,6 +15,7 @@ import pytest
 from colmena.data import Candles, load_ohlcv
 from colmena.execution.trading_loop import Bar
 from colmena.live import wire
+from colmena.live.account import AccountGuard, AccountGuardState
 from colmena.live.handlers import (
     ExecutionHandler,
     HandlerState,
@@ -242,3 +243,116 @@ def test_a_saved_state_that_does_not_decode_is_refused_by_name(tmp_path: Path) -
 
     with EmbeddedNatsServer(tmp_path / "nats") as server:
         asyncio.run(run(server.url))
+
+
+ACCOUNT_SYMBOLS = ("BTC/USDT", "ETH/USDT")
+SLEEVE_RISK = RiskConfig(kelly_prior=1.0, kelly_multiplier=1.0, var_budget=1e9,
+                         min_trade_fraction=0.0)  # fmt: skip
+# The account's kill switch alone trips (at about bar 400): 0.02% from the hour's high.
+ACCOUNT_RISK = msgspec.structs.replace(SLEEVE_RISK, halt_drawdown=0.0002)
+HALF = msgspec.structs.replace(EXECUTION, initial_cash=EXECUTION.initial_cash / 2)
+
+
+async def _account_services(
+    url: str, model: SwarmModel, markets: dict[str, list[Bar]], upto: int
+) -> None:
+    """Strategy, risk (with the account guard) and execution over both symbols, with the state
+    bucket, until bar ``upto - 1`` of every symbol is decided."""
+    stop = asyncio.Event()
+    done = asyncio.Event()
+    last = {s: bars[upto - 1].ts for s, bars in markets.items()}
+    decided: set[str] = set()
+
+    def on_risk(_: wire.WireMessage, outputs: list[wire.WireMessage]) -> None:
+        for m in outputs:
+            if isinstance(m, wire.OrderMessage) and m.ts == last[m.symbol]:
+                decided.add(m.symbol)
+        if decided == set(markets):
+            done.set()
+
+    async def role(name: str, handlers: dict[str, object], on: object = None) -> int:
+        bus = await Bus.connect(url, name=name)
+        try:
+            store = await StateStore.open(bus)
+            guard = None
+            if name == "risk":
+                guard = AccountGuard(list(markets), ACCOUNT_RISK,
+                                     {s: HALF.initial_cash for s in markets}, 0.0)  # fmt: skip
+            return await serve(bus, name, handlers, stop, on_handled=on, state=store,  # type: ignore[arg-type]
+                               account=guard)  # fmt: skip
+        finally:
+            await bus.close()
+
+    tasks = [
+        asyncio.create_task(role("strategy", {s: StrategyHandler(model, s, SHA) for s in markets})),
+        asyncio.create_task(
+            role("risk", {s: RiskHandler(s, SLEEVE_RISK, HALF) for s in markets}, on_risk)
+        ),
+        asyncio.create_task(role("execution", {s: ExecutionHandler(s, HALF) for s in markets})),
+    ]
+    try:
+        await asyncio.wait_for(done.wait(), timeout=300.0)  # hang detection
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+async def _publish_markets(url: str, markets: dict[str, list[Bar]], start: int, stop: int) -> None:
+    bus = await Bus.connect(url, name="ingest")
+    try:
+        for i in range(start, stop):
+            for symbol, bars in markets.items():
+                await bus.publish(wire.CandleMessage(symbol=symbol, ts=bars[i].ts, bar_seconds=60,
+                                                     bar=bars[i]))  # fmt: skip
+    finally:
+        await bus.close()
+
+
+def test_the_accounts_kill_switch_halts_every_symbol_and_survives_a_restart(
+    model: SwarmModel, candles: Candles, tmp_path: Path
+) -> None:
+    other = load_ohlcv(synthetic_candles(tmp_path, n=TRAIN + BARS, seed=12))
+    markets = {"BTC/USDT": _bars(candles, TRAIN), "ETH/USDT": _bars(other, TRAIN)}
+    store = tmp_path / "nats"
+    with EmbeddedNatsServer(store) as server:
+        asyncio.run(_publish_markets(server.url, markets, 0, FIRST))
+        asyncio.run(_account_services(server.url, model, markets, FIRST))
+        first = asyncio.run(_stream_contents(server.url))
+        account = asyncio.run(_saved_account(server.url))
+    assert account.halted_ts != 0, "the account's kill switch must trip before the restart"
+    assert account.halted_drawdown > 0.0002
+    trips = [m for m in first if isinstance(m, wire.EventMessage)
+             and m.event.code_name == "account_kill_switch"]  # fmt: skip
+    assert sorted(m.symbol for m in trips) == sorted(markets)  # every symbol, once
+    assert all(m.event.value == account.halted_drawdown for m in trips)
+    # No sleeve tripped its own kill switch: the account's halted them.
+    assert not [m for m in first if isinstance(m, wire.EventMessage)
+                and m.event.code_name == "kill_switch"]  # fmt: skip
+    halt_bar = max(m.ts for m in trips)
+    orders = [m for m in first if isinstance(m, wire.OrderMessage)]
+    assert all(m.decided.decision.state == "HALTED" for m in orders if m.ts >= halt_bar)
+
+    with EmbeddedNatsServer(store) as server:  # everything restarted
+        asyncio.run(_publish_markets(server.url, markets, FIRST, BARS))
+        asyncio.run(_account_services(server.url, model, markets, BARS))
+        second = [m for m in asyncio.run(_stream_contents(server.url)) if m.ts >= bars_ts(markets)]
+    later = [m for m in second if isinstance(m, wire.OrderMessage)]
+    assert len(later) == 2 * (BARS - FIRST)
+    assert all(m.decided.decision.state == "HALTED" for m in later)
+    assert not [m for m in second if isinstance(m, wire.EventMessage)
+                and m.event.code_name == "account_kill_switch"]  # fmt: skip
+
+
+def bars_ts(markets: dict[str, list[Bar]]) -> int:
+    """Open time of the first bar after the restart."""
+    return next(iter(markets.values()))[FIRST].ts
+
+
+async def _saved_account(url: str) -> AccountGuardState:
+    bus = await Bus.connect(url)
+    try:
+        saved = await (await StateStore.open(bus)).load_account()
+        assert saved is not None
+        return saved
+    finally:
+        await bus.close()

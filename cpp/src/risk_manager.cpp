@@ -137,6 +137,8 @@ const char* event_code_name(EventType type, std::uint8_t code) noexcept {
           return "ladder_rearmed";
         case DrawdownCode::halted_by_operator:
           return "halted_by_operator";
+        case DrawdownCode::account_kill_switch:
+          return "account_kill_switch";
       }
       return "unknown";
     case EventType::alert:
@@ -487,11 +489,17 @@ void RiskManager::record_trade(double pnl) {
   while (trades_.size() > config_.kelly_window) trades_.pop_front();
 }
 
-void RiskManager::halt(std::int64_t ts, std::vector<RiskEvent>& events) {
+void RiskManager::halt(std::int64_t ts, std::vector<RiskEvent>& events, DrawdownCode reason,
+                       double value) {
   check_timestamp(ts, "RiskManager.halt", "timestamp", kMaxObservationNs);
+  if (reason != DrawdownCode::halted_by_operator && reason != DrawdownCode::account_kill_switch)
+    throw std::invalid_argument("RiskManager.halt: reason must be halted_by_operator or "
+                                "account_kill_switch");
+  if (reason == DrawdownCode::account_kill_switch && !std::isfinite(value))
+    throw std::invalid_argument("RiskManager.halt: the account's drawdown must be finite");
   if (state_ == TradingState::halted) return;
-  events.push_back({ts, EventType::drawdown_threshold,
-                    static_cast<std::uint8_t>(DrawdownCode::halted_by_operator), drawdown_});
+  events.push_back({ts, EventType::drawdown_threshold, static_cast<std::uint8_t>(reason),
+                    reason == DrawdownCode::account_kill_switch ? value : drawdown_});
   set_state(TradingState::halted, ts, events);
 }
 

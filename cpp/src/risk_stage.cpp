@@ -241,11 +241,12 @@ const RiskDecision& RiskStage::close(const Bar& bar, const AccountSnapshot& acco
   return out;
 }
 
-void RiskStage::halt(std::int64_t ts, std::vector<RiskEvent>& events) {
+void RiskStage::halt(std::int64_t ts, std::vector<RiskEvent>& events, DrawdownCode reason,
+                     double value) {
   if (!risk_) {
     throw std::logic_error("RiskStage.halt: a pass-through stage has no risk manager to halt");
   }
-  risk_->halt(ts, events);
+  risk_->halt(ts, events, reason, value);
 }
 
 RiskStageState RiskStage::snapshot() const {

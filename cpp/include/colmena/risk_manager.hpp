@@ -78,6 +78,7 @@ enum class DrawdownCode : std::uint8_t {
   daily_loss = 5,          ///< UTC-day PnL below daily_loss_pause: paused until the next UTC day
   ladder_rearmed = 6,      ///< the ladder re-armed after a drawdown stop (value: reference equity)
   halted_by_operator = 7,  ///< a person halted trading (RiskManager::halt): HALTED, flatten
+  account_kill_switch = 8,  ///< the account's total equity (every symbol) over the kill switch
 };
 
 enum class EventType : std::uint8_t {
@@ -253,7 +254,12 @@ class RiskManager {
   /// drawdown_threshold event of code halted_by_operator (value: the drawdown from the ladder's
   /// reference equity) and the regime change. Nothing happens when already HALTED. `ts_ns` in
   /// [kMinTimestampNs, kMaxObservationNs] (std::invalid_argument otherwise).
-  void halt(std::int64_t ts_ns, std::vector<RiskEvent>& events);
+  /// `reason` account_kill_switch: the halt of the account's kill switch on its total equity over
+  /// several symbols (the event's value is then `value`, the account's drawdown); any other
+  /// reason than these two is std::invalid_argument.
+  void halt(std::int64_t ts_ns, std::vector<RiskEvent>& events,
+            DrawdownCode reason = DrawdownCode::halted_by_operator,
+            double value = std::numeric_limits<double>::quiet_NaN());
 
   /// Manual reset of a HALT by a person: back to ACTIVE, peaks restart at `equity`.
   /// `ts_ns` in [kMinTimestampNs, kMaxObservationNs] (std::invalid_argument otherwise).

@@ -125,7 +125,10 @@ class RiskStage {
   /// reducing fills) and every close flattens until the risk manager's reset_halt. Callable
   /// between any two calls. Events are appended. Throws std::logic_error in pass-through mode,
   /// std::invalid_argument for a time outside the time range.
-  void halt(std::int64_t ts_ns, std::vector<RiskEvent>& events);
+  /// `reason` and `value` as RiskManager::halt (the account's kill switch over several symbols).
+  void halt(std::int64_t ts_ns, std::vector<RiskEvent>& events,
+            DrawdownCode reason = DrawdownCode::halted_by_operator,
+            double value = std::numeric_limits<double>::quiet_NaN());
 
   /// The state and the configuration it was taken under (RiskStageState). Allowed at any point,
   /// also between open and close: a stage restored there continues with on_execution or close.

@@ -214,15 +214,16 @@ class RiskEvent(msgspec.Struct, frozen=True):
     code_name : str
         The code by name: the new trading state (regime_changed); ``"ladder_pause_1"``,
         ``"ladder_pause_2"``, ``"ladder_stop"``, ``"kill_switch"``, ``"daily_loss"``,
-        ``"ladder_rearmed"``, ``"halted_by_operator"`` (drawdown_threshold);
-        ``"drawdown_warning"``, ``"drawdown_critical"``, ``"daily_pnl_warning"``,
-        ``"daily_pnl_critical"``, ``"data_feed_silent"`` (alert); ``"no_volume"``,
-        ``"non_finite_price"`` (error); ``""`` for trade_executed.
+        ``"ladder_rearmed"``, ``"halted_by_operator"``, ``"account_kill_switch"``
+        (drawdown_threshold); ``"drawdown_warning"``, ``"drawdown_critical"``,
+        ``"daily_pnl_warning"``, ``"daily_pnl_critical"``, ``"data_feed_silent"`` (alert);
+        ``"no_volume"``, ``"non_finite_price"`` (error); ``""`` for trade_executed.
     value : float
         Signed base units filled (trade_executed), the drawdown fraction (regime_changed,
-        ladder levels, kill_switch, halted_by_operator), the UTC-day PnL fraction (daily_loss,
-        daily PnL alerts), the reference equity in quote currency (ladder_rearmed), the data
-        age in seconds (data_feed_silent), the attempted base units (error).
+        ladder levels, kill_switch, halted_by_operator; the account's for
+        account_kill_switch), the UTC-day PnL fraction (daily_loss, daily PnL alerts), the
+        reference equity in quote currency (ladder_rearmed), the data age in seconds
+        (data_feed_silent), the attempted base units (error).
     """
 
     ts: int
@@ -1087,7 +1088,7 @@ class RiskStage:
             events=_events(events),
         )
 
-    def halt(self, ts: int) -> tuple[RiskEvent, ...]:
+    def halt(self, ts: int, *, account_drawdown: float | None = None) -> tuple[RiskEvent, ...]:
         """The operator's HALT (a person stops trading), exactly as the kill switch halts.
 
         From the next open the state is HALTED: fills may only reduce the position, every close
@@ -1100,22 +1101,27 @@ class RiskStage:
         ----------
         ts : int
             When the person halted, ns since the epoch (UTC), in 1970..2200.
+        account_drawdown : float, optional
+            Given: the halt of the account's kill switch on its total equity over several
+            symbols (:class:`colmena.live.account.AccountGuard`), this value (the account's
+            drawdown, a fraction) its event's.
 
         Returns
         -------
         tuple of RiskEvent
             A ``drawdown_threshold`` event of code ``"halted_by_operator"`` (value: the drawdown
-            from the ladder's reference equity) and the ``regime_changed`` event to HALTED; empty
-            when already HALTED.
+            from the ladder's reference equity) or ``"account_kill_switch"`` (value:
+            ``account_drawdown``) and the ``regime_changed`` event to HALTED; empty when already
+            HALTED.
 
         Raises
         ------
         ValueError
-            ``ts`` outside the time range.
+            ``ts`` outside the time range, or a non-finite ``account_drawdown``.
         RuntimeError
             A pass-through stage (no risk manager to halt).
         """
-        return _events(self._core.halt(ts))
+        return _events(self._core.halt(ts, account_drawdown))
 
     def snapshot(self) -> RiskStageSnapshot:
         """The stage's state and the configuration it was taken under (see

@@ -35,7 +35,7 @@ The strategy handler's state (the market state) is rebuilt from the retained can
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
@@ -235,6 +235,12 @@ class RiskHandler:
         self._open_ts: int | None = None  # the bar opened and not yet closed
         self._closed_ts: int | None = None  # the newest bar closed
         self._taken = False  # a message was taken (restore is for a fresh handler only)
+        self._halt_events: list[RiskEvent] = []  # of a halt between bars: the next bar's
+        #: Asked before a bar opens, with the open time of the newest bar closed (None before
+        #: the first): False holds the bar until :meth:`resume`. The risk service of an account
+        #: over several symbols opens a bar only once the account's kill switch has seen the
+        #: total of the bar before (:mod:`colmena.live.account`).
+        self.may_open: Callable[[int | None], bool] | None = None
         #: Take the stage's snapshot at each close (:meth:`state`); the services set it.
         self.keep_state = False
         self._state: HandlerState | None = None
@@ -264,6 +270,28 @@ class RiskHandler:
         self._stage.restore(state.risk)
         self._closed_ts = state.done_ts
         self._state = state
+
+    def resume(self) -> list[wire.WireMessage]:
+        """Go on where :attr:`may_open` held the handler; returns what that made ready."""
+        return self._advance()
+
+    def halt(self, ts: int, *, account_drawdown: float | None = None) -> None:
+        """HALT this symbol (:meth:`RiskStage.halt`): from its next open, reduce-only fills and
+        flatten at every close until a person resets it. ``account_drawdown`` given: the
+        account's kill switch over several symbols (:class:`colmena.live.account.AccountGuard`).
+        The events go out with the bar open now, or else with the next bar. Nothing happens when
+        already HALTED.
+
+        Raises
+        ------
+        ValueError
+            ``ts`` outside the time range or a non-finite ``account_drawdown``.
+        """
+        events = self._stage.halt(ts, account_drawdown=account_drawdown)
+        if self._open_ts is not None:
+            self._bars[self._open_ts].events.extend(events)
+        else:
+            self._halt_events.extend(events)
 
     def handle(self, message: wire.WireMessage) -> list[wire.WireMessage]:
         """Take a candle, signal, account or execution report; return what it made ready.
@@ -312,12 +340,16 @@ class RiskHandler:
                 # Open the oldest bar with its candle, when every earlier bar is closed.
                 if not self._candles:
                     return out
+                if self.may_open is not None and not self.may_open(self._closed_ts):
+                    return out
                 ts = heapq.heappop(self._candles)
                 slot = self._bars[ts]
                 assert slot.candle is not None
                 slot.expects_report = self._stage.outstanding is not None
                 gate = self._stage.open(slot.candle.bar)
                 slot.gate = gate
+                slot.events.extend(self._halt_events)
+                self._halt_events.clear()
                 slot.events.extend(gate.events)
                 self._open_ts = ts
                 out.append(wire.GateMessage(symbol=self.symbol, ts=ts, gate=gate))

@@ -31,6 +31,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
 
 from colmena.live import wire
 
@@ -353,6 +354,14 @@ class Bus:
             subject, durable=durable, stream=STREAM, config=config
         )
         return Consumer(subscription, kind, max_in_flight)
+
+    async def key_value(self, config: api.KeyValueConfig) -> KeyValue:
+        """The key-value bucket ``config.bucket``, created with ``config`` when absent (an
+        existing bucket keeps its own settings)."""
+        try:
+            return await self._js.key_value(config.bucket)
+        except nats.js.errors.BucketNotFoundError:
+            return await self._js.create_key_value(config)
 
     async def stream_messages(self) -> int:
         """Number of messages in :data:`STREAM`."""

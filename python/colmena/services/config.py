@@ -55,6 +55,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -141,12 +142,16 @@ class StreamSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class SymbolSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One ``[[symbols]]`` entry: the market (ccxt's unified symbol), the checkpoint (file or
-    folder: the newest valid checkpoint in it) its strategy runs, and ``candles``: the candle
-    file the replay feed publishes for it (None: ``[feed] path`` when this is the only symbol)."""
+    folder: the newest valid checkpoint in it) its strategy runs, ``candles``: the candle
+    file the replay feed publishes for it (None: ``[feed] path`` when this is the only symbol),
+    and ``weight``: its sleeve, the fraction of the account's capital (``execution.initial_cash``)
+    it trades, in (0, 1] (None: an equal share; give every symbol's or none;
+    :mod:`colmena.live.account`)."""
 
     symbol: str
     checkpoint: str
     candles: str | None = None
+    weight: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -267,6 +272,13 @@ class LiveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 problems.append(
                     "feed.path and symbols[0].candles both name a candle file: give one"
                 )
+        weights = [s.weight for s in self.symbols]
+        if any(w is None for w in weights) and any(w is not None for w in weights):
+            problems.append("symbols: give every symbol's weight or none (none: equal sleeves)")
+        elif weights and all(w is not None for w in weights):
+            total = math.fsum(w for w in weights if w is not None)
+            if total > 1.0 + 1e-12:
+                problems.append(f"symbols: the weights add up to {total:g}, more than 1")
         if self.symbols and self.strategy_instances > len(self.symbols):
             problems.append(
                 f"strategy_instances={self.strategy_instances} is more than the "
@@ -274,6 +286,31 @@ class LiveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
         if problems:
             raise ValueError("; ".join(problems))
+
+    def weight(self, symbol: str) -> float:
+        """``symbol``'s share of the account's capital (its ``weight``, or an equal share).
+
+        Raises
+        ------
+        KeyError
+            A symbol not in the configuration.
+        """
+        for s in self.symbols:
+            if s.symbol == symbol:
+                return s.weight if s.weight is not None else 1.0 / len(self.symbols)
+        raise KeyError(symbol)
+
+    def sleeve(self, symbol: str) -> ExecutionSettings:
+        """The execution settings ``symbol`` trades under: the account's, with its sleeve of
+        the starting capital (``initial_cash`` times :meth:`weight`)."""
+        return msgspec.structs.replace(
+            self.execution, initial_cash=self.execution.initial_cash * self.weight(symbol)
+        )
+
+    def unallocated_cash(self) -> float:
+        """Starting capital no sleeve holds (quote currency; 0 with equal sleeves)."""
+        held = math.fsum(self.execution.initial_cash * self.weight(s.symbol) for s in self.symbols)
+        return max(0.0, self.execution.initial_cash - held)
 
     def database_dsn(self) -> str | None:
         """The DSN to use: the file's, else ``$COLMENA_DB_DSN``, else None (embedded)."""

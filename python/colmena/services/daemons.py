@@ -21,6 +21,7 @@ from typing import Final
 
 import msgspec
 
+from colmena.live.account import AccountGuard
 from colmena.live.handlers import ExecutionHandler, RiskHandler, StrategyHandler
 from colmena.persistence import checkpoint as checkpoints
 from colmena.services import runner
@@ -76,22 +77,34 @@ def _strategy_handlers(config: LiveConfig) -> dict[str, Handler]:
 
 
 def _handlers(role: str, config: LiveConfig, symbols: list[str]) -> dict[str, Handler]:
-    config = msgspec.structs.replace(
-        config, symbols=tuple(s for s in config.symbols if s.symbol in symbols)
-    )
+    """The role's handlers of ``symbols``; the risk and execution stages of each symbol run on
+    its sleeve of the account (:meth:`LiveConfig.sleeve`)."""
     if role == "strategy":
-        return _strategy_handlers(config)
+        return _strategy_handlers(
+            msgspec.structs.replace(
+                config, symbols=tuple(s for s in config.symbols if s.symbol in symbols)
+            )
+        )
     if role == "risk":
         return {
-            s.symbol: RiskHandler(
-                s.symbol, config.risk, config.execution, bar_seconds=config.bar_seconds
-            )
-            for s in config.symbols
+            s: RiskHandler(s, config.risk, config.sleeve(s), bar_seconds=config.bar_seconds)
+            for s in symbols
         }
     return {
-        s.symbol: ExecutionHandler(s.symbol, config.execution, bar_seconds=config.bar_seconds)
-        for s in config.symbols
+        s: ExecutionHandler(s, config.sleeve(s), bar_seconds=config.bar_seconds) for s in symbols
     }
+
+
+def account_guard(config: LiveConfig) -> AccountGuard:
+    """The account's kill switch over every configured symbol's sleeve."""
+    symbols = [s.symbol for s in config.symbols]
+    return AccountGuard(
+        symbols,
+        config.risk,
+        {s: config.sleeve(s).initial_cash for s in symbols},
+        config.unallocated_cash(),
+        bar_seconds=config.bar_seconds,
+    )
 
 
 async def run_role(
@@ -123,8 +136,12 @@ async def run_role(
     if role != "recorder" and not config.symbols:
         raise ServiceError("no [[symbols]] in the configuration: nothing to run")
     trading = role in ("strategy", "risk", "execution")
-    if partition != (1, 1) and not trading:
-        raise ServiceError(f"--partition splits the symbols of a trading role, not {role}")
+    if partition != (1, 1) and role not in ("strategy", "execution"):
+        raise ServiceError(
+            f"--partition splits the symbols of the strategy or execution service, not {role}"
+            + (" (it holds the account's kill switch over every symbol: run one)"
+               if role == "risk" else "")
+        )  # fmt: skip
     try:
         mine = runner.partition([s.symbol for s in config.symbols], *partition)
     except ValueError as exc:
@@ -167,7 +184,16 @@ async def run_role(
         store = await StateStore.open(bus) if role in ("risk", "execution") else None
         try:
             return await runner.serve(
-                bus, role, handlers, stop, lease_seconds=config.lease_seconds, state=store
+                bus,
+                role,
+                handlers,
+                stop,
+                lease_seconds=config.lease_seconds,
+                state=store,
+                # One symbol: its sleeve's own kill switch is the account's.
+                account=account_guard(config)
+                if role == "risk" and len(config.symbols) > 1
+                else None,
             )
         except (StateError, SavedStateMismatchError) as exc:
             raise ServiceError(str(exc)) from None

@@ -109,19 +109,15 @@ class Leases:
         """
         if not 1.0 <= lease_seconds <= 3_600.0:
             raise ValueError(f"lease_seconds={lease_seconds} must be in [1, 3600]")
-        js = bus.jetstream
-        try:
-            kv = await js.key_value(LEASE_BUCKET)
-        except nats.js.errors.BucketNotFoundError:
-            kv = await js.create_key_value(
-                api.KeyValueConfig(
-                    bucket=LEASE_BUCKET,
-                    description="colmena: which service instance handles which symbol",
-                    history=1,
-                    ttl=lease_seconds,
-                    storage=api.StorageType.FILE,
-                )
+        kv = await bus.key_value(
+            api.KeyValueConfig(
+                bucket=LEASE_BUCKET,
+                description="colmena: which service instance handles which symbol",
+                history=1,
+                ttl=lease_seconds,
+                storage=api.StorageType.FILE,
             )
+        )
         ttl = (await kv.status()).ttl
         if ttl is not None and abs(float(ttl) - lease_seconds) > 1e-3:
             raise ValueError(

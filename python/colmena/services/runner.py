@@ -35,6 +35,7 @@ import nats.js.errors
 from nats.js import api
 
 from colmena.live import wire
+from colmena.live.account import AccountGuard
 from colmena.live.handlers import ROLE_HANDLERS, ExecutionHandler, RiskHandler
 from colmena.services.bus import STREAM, Bus, Consumer
 from colmena.services.leases import Leases
@@ -111,11 +112,12 @@ async def _replay(
     role: str,
     *,
     after_sequence: int = 0,
-    on_candle: Callable[[int, int], None] | None = None,
+    on_message: Callable[[wire.WireMessage, int], None] | None = None,
 ) -> int:
     """Feed ``handler`` every input its durable consumers acknowledged after stream sequence
     ``after_sequence``: each kind in stream order, kind after kind (the handlers accept the
-    kinds in any interleaving). ``on_candle(ts, sequence)`` sees each candle replayed."""
+    kinds in any interleaving). ``on_message(message, sequence)`` sees each one before the
+    handler does."""
     replayed = 0
     for kind in kinds:
         floor = await _ack_floor(bus, durable_name(role, kind, handler.symbol))
@@ -150,9 +152,9 @@ async def _replay(
                         remaining = 0
                         break
                     message = wire.decode(kind, raw.data)
+                    if on_message is not None:
+                        on_message(message, sequence)
                     handler.handle(message)
-                    if on_candle is not None and kind == "candle":
-                        on_candle(message.ts, sequence)
                     replayed += 1
         finally:
             await subscription.unsubscribe()
@@ -171,18 +173,22 @@ async def serve(
     holder: str | None = None,
     on_lease_wait: Callable[[str, str], None] | None = None,
     state: StateStore | None = None,
+    account: AccountGuard | None = None,
 ) -> int:
     """Run ``role`` for every symbol of ``handlers`` until ``stop`` is set; returns the number
     of messages handled (replay excluded).
 
     ``on_handled(message, outputs)`` is called after each message is handled, its outputs
-    published and the message acknowledged (a point tests and the console observe).
+    published and the message acknowledged (a point tests and the console observe); with an
+    ``account``, what a message released in other symbols is reported in a call of its own.
     ``ack_wait_seconds``: how long a message delivered to a dead service waits before it is
     delivered again. ``lease_seconds``: the symbols' leases (None: no leases, for a service
     that is alone by construction); ``holder`` names this instance in them;
     ``on_lease_wait(symbol, holder)`` is called when a lease is held by another instance.
     ``state``: where the risk and execution handlers' state is saved at each finished bar and
     restored from at the start (:mod:`colmena.services.state`); None: rebuilt from the stream.
+    ``account`` (the risk role): the account's kill switch over every symbol of ``handlers``;
+    when it trips, every symbol is halted (its state kept with ``state``).
 
     Raises
     ------
@@ -208,7 +214,7 @@ async def serve(
     keeper = asyncio.create_task(leases.keep()) if leases is not None else None
     try:
         return await _serve_owned(
-            bus, role, handlers, stop, keeper, on_handled, ack_wait_seconds, state
+            bus, role, handlers, stop, keeper, on_handled, ack_wait_seconds, state, account
         )
     finally:
         if keeper is not None:
@@ -227,11 +233,47 @@ async def _serve_owned(
     on_handled: Callable[[wire.WireMessage, list[wire.WireMessage]], None] | None,
     ack_wait_seconds: float,
     store: StateStore | None,
+    account: AccountGuard | None,
 ) -> int:
     kinds = ROLE_INPUTS[role]
+    if account is not None and (role != "risk" or set(account.symbols) != set(handlers)):
+        raise ValueError("the account guard belongs to a risk service holding all its symbols")
+
+    def halt_all() -> None:
+        assert account is not None
+        for h in handlers.values():
+            if isinstance(h, RiskHandler):
+                h.halt(account.halted_ts, account_drawdown=account.halted_drawdown)
+
+    if account is not None:
+        for h in handlers.values():
+            if isinstance(h, RiskHandler):
+                # A bar opens once the account has seen the total of the symbol's last close.
+                h.may_open = lambda closed: closed is None or account.evaluated_ts >= closed
+
+    def on_account_close(message: wire.WireMessage) -> bool:
+        """Give the account guard a sleeve's close; True when the account's state moved."""
+        if account is None or not isinstance(message, wire.AccountMessage):
+            return False
+        before = account.evaluated_ts
+        if account.on_close(message.symbol, message.ts, message.snapshot.equity) is not None:
+            log.error("the account's kill switch tripped (drawdown %.4f): every symbol HALTED",
+                      account.halted_drawdown)  # fmt: skip
+            halt_all()
+        return account.evaluated_ts != before
+
     # Stream sequence of each candle not yet part of a saved state, per symbol.
     candles: dict[str, dict[int, int]] = {symbol: {} for symbol in handlers}
     saved_ts: dict[str, int | None] = {symbol: None for symbol in handlers}
+    if account is not None and store is not None:
+        saved_account = await store.load_account()
+        if saved_account is not None:
+            try:
+                account.restore(saved_account)
+            except ValueError as exc:
+                raise SavedStateMismatchError(
+                    f"the saved account state cannot be used: {exc}"
+                ) from None
     for symbol, handler in handlers.items():
         after = 0
         if store is not None and isinstance(handler, RiskHandler | ExecutionHandler):
@@ -248,15 +290,26 @@ async def _serve_owned(
                     ) from None
                 after = saved.candle_sequence
                 saved_ts[symbol] = saved.handler.done_ts
+        if account is not None and account.halted and isinstance(handler, RiskHandler):
+            # A trip saved before this symbol's own state was: halt it again (idempotent).
+            handler.halt(account.halted_ts, account_drawdown=account.halted_drawdown)
+
+        def replayed_one(message: wire.WireMessage, sequence: int, symbol: str = symbol) -> None:
+            if isinstance(message, wire.CandleMessage):
+                candles[symbol][message.ts] = sequence
+            on_account_close(message)
+
         replayed = await _replay(
-            bus, handler, kinds, role, after_sequence=after,
-            on_candle=candles[symbol].__setitem__,
-        )  # fmt: skip
+            bus, handler, kinds, role, after_sequence=after, on_message=replayed_one
+        )
         if after or replayed:
             log.info("%s %s: %s, then %d messages from the stream", role, symbol,
                      "restored its saved state" if after else "rebuilt", replayed)  # fmt: skip
     handled = 0
-    locks = {symbol: asyncio.Lock() for symbol in handlers}
+    # One message at a time per symbol; with an account, one at a time for the whole service
+    # (a message of one symbol can move every symbol).
+    shared = asyncio.Lock()
+    locks = {symbol: shared if account is not None else asyncio.Lock() for symbol in handlers}
     finishing = asyncio.Event()  # the service is stopping (asked to, or a pump failed)
 
     async def save_state(symbol: str, handler: Handler) -> None:
@@ -274,24 +327,57 @@ async def _serve_owned(
         for ts in [ts for ts in candles[symbol] if ts <= current.done_ts]:
             del candles[symbol][ts]
 
+    async def resume_all(message: wire.WireMessage | None) -> list[wire.WireMessage]:
+        """The account moved: let every held symbol go on; publish and save what that made
+        (held bars are closed under the account lock, so nothing runs in between)."""
+        out: list[wire.WireMessage] = []
+        for symbol, h in handlers.items():
+            if isinstance(h, RiskHandler):
+                more = h.resume()
+                if more:
+                    await asyncio.gather(*(bus.publish(m) for m in more))
+                    await save_state(symbol, h)
+                    out.extend(more)
+        if store is not None and account is not None:
+            await store.save_account(account.state())
+        if out and on_handled is not None and message is not None:
+            on_handled(message, out)  # what the message released in other symbols
+        return out
+
     async def pump(symbol: str, consumer: Consumer) -> None:
         nonlocal handled
         handler = handlers[symbol]
         while not (stop.is_set() or finishing.is_set()):
             for delivery in await consumer.fetch(1, timeout=0.25):
-                async with locks[symbol]:  # one message at a time per symbol
+                async with locks[symbol]:
                     message = delivery.message
-                    outputs = handler.handle(message)
                     if isinstance(message, wire.CandleMessage):
                         candles[symbol][message.ts] = delivery.stream_sequence
+                    account_moved = on_account_close(message)  # the account first
+                    outputs = handler.handle(message)
                     # Every output confirmed by the stream (published together), then the
                     # state saved, then the ack.
                     await asyncio.gather(*(bus.publish(out) for out in outputs))
                     await save_state(symbol, handler)
+                    released = await resume_all(message) if account_moved else []
                     await delivery.ack(confirm=False)
                     handled += 1
-                    if on_handled is not None:
+                    if on_handled is not None and (outputs or not released):
                         on_handled(delivery.message, outputs)
+
+    async def watch_account() -> None:
+        """Every second: the bars a silent symbol no longer holds back."""
+        assert account is not None
+        while True:
+            await asyncio.sleep(1.0)
+            async with shared:
+                before = account.evaluated_ts
+                if account.refresh() is not None:
+                    log.error("the account's kill switch tripped (drawdown %.4f): every "
+                              "symbol HALTED", account.halted_drawdown)  # fmt: skip
+                    halt_all()
+                if account.evaluated_ts != before:
+                    await resume_all(None)
 
     tasks = [
         asyncio.create_task(
@@ -308,8 +394,12 @@ async def _serve_owned(
         for symbol in handlers
         for kind in kinds
     ]
+    if account is not None:
+        async with shared:
+            await resume_all(None)  # what the replay held (published again: the stream dedupes)
+    watcher = asyncio.create_task(watch_account()) if account is not None else None
     stopped = asyncio.create_task(stop.wait())
-    watched = [stopped, *tasks, *([keeper] if keeper is not None else [])]
+    watched = [stopped, *tasks, *(t for t in (keeper, watcher) if t is not None)]
     try:
         done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -326,5 +416,9 @@ async def _serve_owned(
             for task in stuck:
                 task.cancel()
         stopped.cancel()
-        await asyncio.gather(stopped, *tasks, return_exceptions=True)
+        if watcher is not None:
+            async with shared:  # never in the middle of releasing bars
+                watcher.cancel()
+        await asyncio.gather(stopped, *tasks, *([watcher] if watcher else []),
+                             return_exceptions=True)  # fmt: skip
     return handled

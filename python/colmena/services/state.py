@@ -8,31 +8,31 @@ outstanding order and remainder; the account, its position and pending order) in
 ``<role>.<symbol token>``, with the stream sequence of that bar's candle. A restarted service
 restores it and replays from the stream only the messages after that candle, so its state no
 longer depends on the stream's retention (a week by default): a HALT stays a HALT however long
-the system was down. The decisions themselves, and every event (a HALT included), are also
-recorded in PostgreSQL by the recorder.
-
+the system was down. The risk service also keeps the account's kill switch over every symbol
+(:class:`colmena.live.account.AccountGuard`) under :data:`ACCOUNT_KEY`. The decisions
+themselves, and every event (a HALT included), are also recorded in PostgreSQL by the recorder.
 A saved state is written after the bar's outputs are confirmed by the stream and before the
 input that finished the bar is acknowledged, so every acknowledged input is either in the saved
-state or in the stream after its candle.
-
-Values are MessagePack of :class:`SavedState`, decoded strictly (unknown fields refused); the
-bucket keeps the last :data:`HISTORY` revisions of each key for inspection.
+state or in the stream after its candle. Values are MessagePack of :class:`SavedState`, decoded
+strictly (unknown fields refused); the bucket keeps the last :data:`HISTORY` revisions of each
+key for inspection.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import nats.js.errors
 from nats.js import api
 from nats.js.kv import KeyValue
 
+from colmena.live.account import AccountGuardState
 from colmena.live.handlers import HandlerState
 from colmena.services.bus import Bus
 from colmena.services.leases import symbol_key
 
-__all__ = ["HISTORY", "STATE_BUCKET", "SavedState", "StateError", "StateStore"]
+__all__ = ["ACCOUNT_KEY", "HISTORY", "STATE_BUCKET", "SavedState", "StateError", "StateStore"]
 
 #: The key-value bucket of the services' state.
 STATE_BUCKET: Final = "colmena_state"
@@ -60,6 +60,9 @@ class SavedState(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _decoder = msgspec.msgpack.Decoder(SavedState)
+_account_decoder = msgspec.msgpack.Decoder(AccountGuardState)
+#: Key of the account's kill-switch state (one account per stream).
+ACCOUNT_KEY: Final = "risk.account"
 
 
 class StateStore:
@@ -74,19 +77,27 @@ class StateStore:
     @classmethod
     async def open(cls, bus: Bus) -> StateStore:
         """The bucket :data:`STATE_BUCKET` (created when absent)."""
-        js = bus.jetstream
-        try:
-            kv = await js.key_value(STATE_BUCKET)
-        except nats.js.errors.BucketNotFoundError:
-            kv = await js.create_key_value(
-                api.KeyValueConfig(
-                    bucket=STATE_BUCKET,
-                    description="colmena: the risk and execution services' state per symbol",
-                    history=HISTORY,
-                    storage=api.StorageType.FILE,
-                )
+        kv = await bus.key_value(
+            api.KeyValueConfig(
+                bucket=STATE_BUCKET,
+                description="colmena: the risk and execution services' state per symbol",
+                history=HISTORY,
+                storage=api.StorageType.FILE,
             )
+        )
         return cls(kv)
+
+    async def _get(self, key: str, decoder: msgspec.msgpack.Decoder[Any], what: str) -> Any:
+        try:
+            entry = await self._kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        try:
+            return decoder.decode(entry.value or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StateError(
+                f"{STATE_BUCKET}/{key} (revision {entry.revision}): not {what}: {exc}"
+            ) from None
 
     async def load(self, role: str, symbol: str) -> SavedState | None:
         """The saved state of ``role`` for ``symbol``; None when there is none.
@@ -97,17 +108,28 @@ class StateStore:
             A value that does not decode as a :class:`SavedState` (the message names the key;
             the service must not start from a guess).
         """
-        key = symbol_key(role, symbol)
-        try:
-            entry = await self._kv.get(key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
-        try:
-            return _decoder.decode(entry.value or b"")
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise StateError(
-                f"{STATE_BUCKET}/{key} (revision {entry.revision}): not a saved state: {exc}"
-            ) from None
+        state: SavedState | None = await self._get(
+            symbol_key(role, symbol), _decoder, "a saved state"
+        )
+        return state
+
+    async def load_account(self) -> AccountGuardState | None:
+        """The account guard's saved state (:class:`colmena.live.account.AccountGuard`); None
+        when there is none.
+
+        Raises
+        ------
+        StateError
+            A value that does not decode (the message names the key).
+        """
+        state: AccountGuardState | None = await self._get(
+            ACCOUNT_KEY, _account_decoder, "an account state"
+        )
+        return state
+
+    async def save_account(self, state: AccountGuardState) -> int:
+        """Write the account guard's state; returns the key's new revision."""
+        return await self._kv.put(ACCOUNT_KEY, msgspec.msgpack.encode(state))
 
     async def save(self, role: str, symbol: str, state: SavedState) -> int:
         """Write ``state`` (confirmed by the server); returns the key's new revision."""
