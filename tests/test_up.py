@@ -323,16 +323,20 @@ def test_options_build_the_configuration_of_the_equivalent_file(
     symbols=st.lists(SYMBOL_NAMES, min_size=3, max_size=3, unique=True),
     name=PATH_NAMES,
     api_url=st.none() | st.sampled_from(["http://127.0.0.1:8080", "https://proxy.example"]),
+    weight=st.none() | st.floats(1e-6, 1 / 3),
 )
 def test_the_written_configuration_reads_back_equal(
     instances: int, fee_bps: float, var_budget: float, ladder: list[float], max_age: float,
-    symbols: list[str], name: str, api_url: str | None,
+    symbols: list[str], name: str, api_url: str | None, weight: float | None,
 ) -> None:  # fmt: skip
     config = msgspec.convert(
         {
             "strategy_instances": instances,
             "stream": {"max_age_seconds": max_age},
-            "symbols": [{"symbol": s, "checkpoint": name, "candles": name + s} for s in symbols],
+            "symbols": [
+                {"symbol": s, "checkpoint": name, "candles": name + s, "weight": weight}
+                for s in symbols
+            ],
             "feed": {"kind": "exchange", "api_url": api_url, "poll_seconds": 5.0},
             "risk": {"var_budget": var_budget, "ladder_drawdown": ladder},
             "execution": {"fee_bps": fee_bps, "market": "margin"},
