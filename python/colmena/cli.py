@@ -1189,22 +1189,89 @@ def serve(
 
 
 @main.command()
-@_live_config_option
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The live system's TOML configuration file (optional: the options below build one, "
+    "and override the file's settings when both are given).",
+)
+@click.option(
+    "--checkpoint",
+    default=None,
+    metavar="PATH",
+    help="Checkpoint file, or folder (its newest valid checkpoint), that every symbol trades.",
+)
+@click.option(
+    "--symbol",
+    "symbols",
+    multiple=True,
+    metavar="BASE/QUOTE",
+    help="Market to paper-trade, ccxt's unified symbol (e.g. BTC/USDT); repeat for several.",
+)
+@click.option(
+    "--exchange",
+    default=None,
+    metavar="ID",
+    help="Feed: live candles polled from this exchange through ccxt (e.g. binance).",
+)
+@click.option(
+    "--replay",
+    "replays",
+    multiple=True,
+    metavar="FILE",
+    help="Feed: replay this candle file (Parquet or CSV); once per symbol, in the same order.",
+)
+@click.option(
+    "--speed",
+    type=float,
+    default=None,
+    help="Replay at this many times real time (default 0: as fast as the services go).",
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("colmena-live"),
     show_default=True,
-    help="Embedded servers' data, the services' logs and endpoints.json.",
+    help="Embedded servers' data, the services' logs, endpoints.json and colmena.toml.",
 )
 @click.option("--nats", "nats_url", default=None, help="Use this NATS server (else embedded).")
 @click.option("--db", default=None, help="Use this PostgreSQL DSN (else embedded).")
 @click.option("--quiet", is_flag=True, help="No live console.")
 def up(
-    config_path: Path, data_dir: Path, nats_url: str | None, db: str | None, quiet: bool
+    config_path: Path | None,
+    checkpoint: str | None,
+    symbols: tuple[str, ...],
+    exchange: str | None,
+    replays: tuple[str, ...],
+    speed: float | None,
+    data_dir: Path,
+    nats_url: str | None,
+    db: str | None,
+    quiet: bool,
 ) -> None:
     """Paper-trade on one machine: embedded NATS and PostgreSQL (unless given), every service
-    supervised and restarted on crash, a live console; Ctrl-C stops it all cleanly."""
+    supervised and restarted on crash, a live console; Ctrl-C stops it all cleanly.
+
+    \b
+    With no configuration file, from a checkpoint (colmena train) and a feed:
+      colmena up --checkpoint colmena-ckpt --symbol BTC/USDT --exchange binance
+      colmena up --checkpoint colmena-ckpt --symbol BTC/USDT --replay candles.parquet
+
+    --exchange polls the exchange's closed candles every 60 s; --replay publishes a file (at
+    --speed times real time; 0, the default, as fast as the services go). Every symbol trades
+    the one --checkpoint; --replay is given once per --symbol, in the same order. Risk limits and
+    execution costs are the library's defaults. The configuration is written to
+    DATA_DIR/colmena.toml, and the services run with it: edit it and start again with --config
+    DATA_DIR/colmena.toml (an existing file there that holds another configuration is never
+    overwritten). Given with --config FILE, each option replaces that one setting of the file
+    and keeps the rest: --symbol the list of symbols (a symbol of the file keeps its checkpoint
+    and candle file), --checkpoint every symbol's checkpoint, --replay every symbol's candle
+    file (one per symbol, given or the file's, in order) and the feed, --exchange the feed (the
+    file's other [feed] settings, such as api_url, are kept), --speed the replay's pace. --nats
+    and --db are never written to the file.
+    """
     import asyncio
     from datetime import datetime, timezone
 
@@ -1212,16 +1279,48 @@ def up(
 
     from colmena.services.config import ConfigError, load_config
     from colmena.services.nats_server import NatsServerError
-    from colmena.services.up import Supervisor, run_up, symbol_status
+    from colmena.services.up import (
+        Supervisor,
+        UpOptions,
+        check_config,
+        resolve_config,
+        run_up,
+        symbol_status,
+        write_config,
+    )
 
+    options = UpOptions(checkpoint, symbols, exchange, replays, speed)
     try:
-        config = load_config(config_path)
+        base = load_config(config_path) if config_path is not None else None
+        if base is not None and not options.given():
+            config = base
+        else:
+            config = resolve_config(options, base, base_name=str(config_path))
     except ConfigError as exc:
         raise UserError(str(exc)) from None
-    if not config.symbols:
-        raise UserError(f"{config_path}: no [[symbols]]: nothing to trade")
+    try:
+        check_config(config)  # every checkpoint loads, the feed can be built
+    except ConfigError as exc:
+        where = f"{config_path}: " if config_path is not None and not options.given() else ""
+        raise UserError(where + str(exc)) from None
+    run_path = config_path
+    if options.given():
+        try:  # before anything else goes into DATA_DIR: an error here leaves nothing there
+            run_path = write_config(config, data_dir, source=config_path)
+        except ConfigError as exc:
+            raise UserError(str(exc)) from None
+        except OSError as exc:
+            raise UserError(
+                f"{data_dir}: cannot write colmena.toml: {exc.strerror or exc}"
+            ) from None
+        click.echo(
+            f"configuration: {run_path} (edit it and start again with: colmena up --config "
+            f"{run_path})",
+            err=True,
+        )
     _check_writable_folder(data_dir)
-    symbols = [s.symbol for s in config.symbols]
+    assert run_path is not None
+    names = [s.symbol for s in config.symbols]
     console = Console(stderr=True)
 
     def table(supervisor: Supervisor, endpoints: dict[str, Any]) -> Table:
@@ -1230,7 +1329,7 @@ def up(
                        "state", "lag (bars)"):  # fmt: skip
             grid.add_column(column)
         try:
-            rows = asyncio.run(symbol_status(endpoints["nats"], symbols, config.bar_seconds))
+            rows = asyncio.run(symbol_status(endpoints["nats"], names, config.bar_seconds))
         except (ConnectionError, OSError):
             rows = []
         for r in rows:
@@ -1258,7 +1357,7 @@ def up(
     try:
         if live is not None:
             live.start()
-        codes = run_up(config, config_path, data_dir, nats_url=nats_url, db=db, on_tick=on_tick)
+        codes = run_up(config, run_path, data_dir, nats_url=nats_url, db=db, on_tick=on_tick)
     except NatsServerError as exc:
         raise OutputError(str(exc)) from None
     finally:
