@@ -130,7 +130,11 @@ class _System:
             )
             for role, log in zip(roles, self.logs, strict=True)
         ]
-        self._wait_ready(symbols)
+        try:
+            self._wait_ready(symbols)
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait_ready(self, symbols: list[str]) -> None:
         """Until every service's consumers exist (the services have started)."""
@@ -154,7 +158,11 @@ class _System:
         for p in self.processes:
             p.send_signal(signal.SIGTERM)
         for p in self.processes:
-            p.wait(timeout=60)
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         for log in self.logs:
             log.close()
         self.server.stop()

@@ -36,7 +36,7 @@ from nats.js import api
 
 from colmena.live import wire
 from colmena.live.account import AccountGuard
-from colmena.live.handlers import ROLE_HANDLERS, ExecutionHandler, RiskHandler
+from colmena.live.handlers import ROLE_HANDLERS, ExecutionHandler, HandlerState, RiskHandler
 from colmena.services.bus import STREAM, Bus, Consumer
 from colmena.services.leases import Leases
 from colmena.services.state import SavedState, StateStore
@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 #: How long a stopping service waits for the messages in hand.
 _STOP_GRACE_SECONDS: Final = 10.0
+#: Longest time between two saves of a handler's state that did not change trading state.
+_SAVE_SECONDS: Final = 1.0
 
 #: The kinds each role takes (the ``INPUTS`` of its handler class).
 ROLE_INPUTS: Final[dict[str, tuple[wire.MessageKind, ...]]] = {
@@ -312,24 +314,43 @@ async def _serve_owned(
     locks = {symbol: shared if account is not None else asyncio.Lock() for symbol in handlers}
     finishing = asyncio.Event()  # the service is stopping (asked to, or a pump failed)
 
-    async def save_state(symbol: str, handler: Handler) -> None:
-        """Save the handler's state when it finished a bar since the last save."""
+    loop = asyncio.get_running_loop()
+    saved_at: dict[str, float] = dict.fromkeys(handlers, -1e18)  # loop time of the last save
+    saved_mode: dict[str, str | None] = dict.fromkeys(handlers)  # its trading state
+
+    def _mode(state: HandlerState) -> str | None:
+        manager = state.risk.risk_manager if state.risk is not None else None
+        return manager.state if manager is not None else None
+
+    async def save_state(symbol: str, handler: Handler, *, force: bool = False) -> None:
+        """Save the handler's state when it finished a bar since the last save: at once when
+        its trading state changed (a HALT is never left to a replay), else at most every
+        :data:`_SAVE_SECONDS` (a restart replays the inputs since the last save, so saving
+        every bar of a fast replay would only cost time)."""
         if store is None or not isinstance(handler, RiskHandler | ExecutionHandler):
             return
         current = handler.state()
         if current is None or current.done_ts == saved_ts[symbol]:
+            return
+        due = loop.time() - saved_at[symbol] >= _SAVE_SECONDS
+        if not (force or due or _mode(current) != saved_mode[symbol]):
             return
         sequence = candles[symbol].get(current.done_ts)
         if sequence is None:  # not reached: a bar is finished only after its candle
             return
         await store.save(role, symbol, SavedState(handler=current, candle_sequence=sequence))
         saved_ts[symbol] = current.done_ts
+        saved_at[symbol] = loop.time()
+        saved_mode[symbol] = _mode(current)
         for ts in [ts for ts in candles[symbol] if ts <= current.done_ts]:
             del candles[symbol][ts]
+
+    account_saved_at = -1e18
 
     async def resume_all(message: wire.WireMessage | None) -> list[wire.WireMessage]:
         """The account moved: let every held symbol go on; publish and save what that made
         (held bars are closed under the account lock, so nothing runs in between)."""
+        nonlocal account_saved_at
         out: list[wire.WireMessage] = []
         for symbol, h in handlers.items():
             if isinstance(h, RiskHandler):
@@ -338,8 +359,10 @@ async def _serve_owned(
                     await asyncio.gather(*(bus.publish(m) for m in more))
                     await save_state(symbol, h)
                     out.extend(more)
-        if store is not None and account is not None:
+        due = loop.time() - account_saved_at >= _SAVE_SECONDS
+        if store is not None and account is not None and (account.halted or due):
             await store.save_account(account.state())
+            account_saved_at = loop.time()
         if out and on_handled is not None and message is not None:
             on_handled(message, out)  # what the message released in other symbols
         return out
@@ -411,6 +434,7 @@ async def _serve_owned(
         # cancelled (its message is delivered again after a restart).
         finishing.set()
         pumps = [t for t in tasks if not t.done()]
+        stuck: set[asyncio.Task[None]] = set()
         if pumps:
             _, stuck = await asyncio.wait(pumps, timeout=_STOP_GRACE_SECONDS)
             for task in stuck:
@@ -419,6 +443,12 @@ async def _serve_owned(
         if watcher is not None:
             async with shared:  # never in the middle of releasing bars
                 watcher.cancel()
+        clean = not stuck and all(t.done() and t.exception() is None for t in tasks)
+        if clean:  # every message in hand finished: save what is not saved yet
+            for symbol, h in handlers.items():
+                await save_state(symbol, h, force=True)
+            if store is not None and account is not None:
+                await store.save_account(account.state())
         await asyncio.gather(stopped, *tasks, *([watcher] if watcher else []),
                              return_exceptions=True)  # fmt: skip
     return handled
