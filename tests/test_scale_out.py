@@ -1,13 +1,20 @@
 """Several symbols on a real nats-server, and the strategy split over instances: two strategy
-instances over four symbols (``partition``) give the stream the same records as one instance;
-a symbol's lease keeps a second instance off it until the first stops."""
+instances over four symbols (``partition``) give the stream the same records as one instance,
+and so do two strategy processes under `colmena up` (four symbols of one account replayed from
+four files, PostgreSQL records compared row for row); a symbol's lease keeps a second instance
+off it until the first stops."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import nats.js.errors
 import pytest
@@ -23,6 +30,7 @@ from colmena.services.bus import Bus
 from colmena.services.leases import LeaseLostError, Leases, symbol_key
 from colmena.services.nats_server import EmbeddedNatsServer
 from colmena.services.runner import partition, serve
+from colmena.training import TrainingState
 
 pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).parent))
@@ -43,8 +51,13 @@ def candles(tmp_path_factory: pytest.TempPathFactory) -> Candles:
 
 
 @pytest.fixture(scope="module")
-def model(candles: Candles) -> SwarmModel:
-    return trained(candles).to_model()
+def state(candles: Candles) -> TrainingState:
+    return trained(candles)
+
+
+@pytest.fixture(scope="module")
+def model(state: TrainingState) -> SwarmModel:
+    return state.to_model()
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +225,123 @@ def test_the_lease_time_must_agree(tmp_path: Path) -> None:
 
     with EmbeddedNatsServer(tmp_path / "nats") as server:
         asyncio.run(run(server.url))
+
+
+UP_CONFIG = """
+bar_seconds = 60
+strategy_instances = {instances}
+{symbols}
+[feed]
+kind = "replay"
+
+[risk]
+kelly_prior = 1.0
+kelly_multiplier = 1.0
+var_budget = 1e9
+min_trade_fraction = 0.0
+
+[execution]
+market = "margin"
+max_participation = 0.05
+"""
+UP_BARS = 200
+
+
+def _records(config: Path, data_dir: Path, expected_orders: int) -> dict[str, list[Any]]:
+    """``colmena up --config CONFIG`` until the recorder holds ``expected_orders`` orders and
+    every other message of the stream; then Ctrl-C. Every recorded row but the stream
+    positions and record times, by table, in key order."""
+    import psycopg
+
+    from colmena.services.recorder import TABLES
+    from colmena.services.up import ENDPOINTS_FILE
+
+    up = subprocess.Popen(
+        [sys.executable, "-c", "from colmena.cli import main; main(prog_name='colmena')",
+         "up", "--config", str(config), "--data-dir", str(data_dir), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        endpoints_file = data_dir / ENDPOINTS_FILE
+        for _ in range(1_200):  # hang detection: until the system reports its addresses
+            if endpoints_file.exists():
+                break
+            assert up.poll() is None, up.communicate()
+            time.sleep(0.1)
+        endpoints = json.loads(endpoints_file.read_text())
+        orders = 0
+        for _ in range(3_000):  # hang detection: until every decision and message is recorded
+            try:
+                with psycopg.connect(endpoints["db"]) as conn:
+                    counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                              for t in TABLES if t != "live_trades"]  # fmt: skip
+                    orders = conn.execute("SELECT count(*) FROM live_orders").fetchone()[0]
+            except psycopg.errors.UndefinedTable:  # the recorder has not created them yet
+                time.sleep(0.2)
+                continue
+            in_stream = asyncio.run(_stream_count(endpoints["nats"]))
+            if orders == expected_orders and sum(counts) == in_stream:
+                break
+            assert up.poll() is None, up.communicate()
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"not everything was recorded: {orders} orders")
+        out: dict[str, list[Any]] = {}
+        with psycopg.connect(endpoints["db"]) as conn:
+            for table, columns in TABLES.items():
+                kept = [c for c in columns if c != "stream_seq"]
+                out[table] = conn.execute(
+                    f"SELECT {', '.join(kept)} FROM {table} ORDER BY {', '.join(kept[:2])}"
+                ).fetchall()
+    finally:
+        up.send_signal(signal.SIGINT)
+        _, err = up.communicate(timeout=120)
+    assert up.returncode == 0, err
+    return out
+
+
+async def _stream_count(url: str) -> int:
+    bus = await Bus.connect(url)
+    try:
+        return await bus.stream_messages()
+    finally:
+        await bus.close()
+
+
+def test_colmena_up_with_two_strategy_processes_records_what_one_records(
+    state: TrainingState, markets: dict[str, list[Bar]], tmp_path: Path
+) -> None:
+    """Four symbols on one account, replayed from four files through `colmena up`: the
+    PostgreSQL records with two strategy processes (each its half of the symbols) are those of
+    one process, row for row and byte for byte."""
+    pytest.importorskip("pgserver")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from colmena.persistence import checkpoint as checkpoints
+
+    checkpoint = tmp_path / "checkpoints"
+    checkpoints.save(checkpoint, state)
+    entries = []
+    for symbol, bars in markets.items():
+        path = tmp_path / f"{symbol.replace('/', '_')}.parquet"
+        rows = bars[:UP_BARS]
+        pq.write_table(pa.table({
+            "ts": pa.array([b.ts for b in rows], pa.timestamp("ns")),
+            "open": [b.open for b in rows], "high": [b.high for b in rows],
+            "low": [b.low for b in rows], "close": [b.close for b in rows],
+            "volume": [b.volume for b in rows],
+        }), path)  # fmt: skip
+        entries.append(f'[[symbols]]\nsymbol = "{symbol}"\ncheckpoint = "{checkpoint}"\n'
+                       f'candles = "{path}"\n')  # fmt: skip
+    runs = []
+    for instances in (1, 2):
+        config = tmp_path / f"colmena-{instances}.toml"
+        config.write_text(UP_CONFIG.format(instances=instances, symbols="\n".join(entries)))
+        runs.append(_records(config, tmp_path / f"live-{instances}", UP_BARS * len(markets)))
+    one, two = runs
+    assert len(one["live_orders"]) == UP_BARS * len(markets)
+    assert len(one["live_risk_state"]) == UP_BARS * len(markets)
+    assert len(one["live_fills"]) > 0
+    for table in one:
+        assert two[table] == one[table], table
