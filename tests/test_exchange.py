@@ -157,6 +157,35 @@ def test_backtest_cli_on_the_exchange_source(
     assert report["out_of_sample"] is True
 
 
+def test_train_cli_on_the_exchange_source(
+    server: FakeBinance, candles: list[list[object]], tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    from colmena.persistence import checkpoint as checkpoints
+
+    until = int(candles[8_000][0])
+    out = tmp_path / "ckpt"
+    source = ["--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "1m", "--days", "3",
+              "--until", str(np.datetime64(until, "ms")) + "Z", "--api-url", server.url,
+              "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    args = ["train", *source, "--out", str(out), "--agents", "4", "--generations", "1",
+            "--vae-epochs", "1", "--decision-interval", "15m"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    state = checkpoints.load_latest(out)
+    # Trained on the downloaded file, 3 days of the source's candles up to --until.
+    (cached,) = (tmp_path / "cache").rglob("*.parquet")
+    assert state.data.source == str(cached)
+    assert state.data.rows == 3 * 1440
+    assert state.data.last_ts == (until - 60_000) * 1_000_000
+    both = CliRunner().invoke(main, ["train", "x.parquet", *source, "--out", str(out)])
+    assert both.exit_code == 2
+    assert "give a candle file DATA or --exchange, not both" in both.output
+    neither = CliRunner().invoke(main, ["train", "--out", str(out)])
+    assert neither.exit_code == 2
+    assert "give a candle file DATA (Parquet or CSV) or --exchange" in neither.output
+
+
 def test_download_cli_on_a_read_only_or_full_cache(
     server: FakeBinance, candles: list[list[object]], tmp_path: Path
 ) -> None:

@@ -360,6 +360,37 @@ def _checkpoint_bytes(config: Any) -> int:
     return int(6 * one)
 
 
+def _exchange_options(f: Any) -> Any:
+    """The options that name an exchange source of candles (shared by download, train and backtest)."""
+    options = [
+        click.option("--exchange", default=None, help="ccxt exchange id, e.g. binance."),
+        click.option("--symbol", default="BTC/USDT", show_default=True),
+        click.option("--timeframe", default="1m", show_default=True),
+        click.option(
+            "--days",
+            type=click.FloatRange(min=0.0, min_open=True),
+            default=365.0,
+            show_default=True,
+            help="How many days back from now (or --until).",
+        ),
+        click.option("--until", default=None, help="End of the window, ISO time (default: now)."),
+        click.option(
+            "--api-url",
+            default=None,
+            help="Send the exchange's REST calls here (a proxy or a local mirror).",
+        ),
+        click.option(
+            "--cache-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Candle cache (default: the user cache directory).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def _decision_options(f: Any) -> Any:
     """Decision interval and market type (shared by train and backtest)."""
     options = [
@@ -383,7 +414,7 @@ def _decision_options(f: Any) -> Any:
 
 
 @main.command()
-@click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.option(
     "--out",
     "out_dir",
@@ -424,8 +455,9 @@ def _decision_options(f: Any) -> Any:
     help="Continue the run in this checkpoint (a file, or a folder: its newest valid one) on "
     "the same DATA; options not given come from the checkpoint, --generations may grow.",
 )
+@_exchange_options
 def train(
-    data: Path,
+    data: Path | None,
     out_dir: Path,
     agents: int,
     generations: int,
@@ -437,9 +469,17 @@ def train(
     market: str,
     finetune_steps: int,
     resume: Path | None,
+    exchange: str | None,
+    symbol: str,
+    timeframe: str,
+    days: float,
+    until: str | None,
+    api_url: str | None,
+    cache_dir: Path | None,
 ) -> None:
     """Train the VAE and evolve a swarm of agents on the candles in DATA, checkpointing every
-    generation into --out.
+    generation into --out. DATA may be replaced by an exchange source (--exchange binance
+    --symbol BTC/USDT --timeframe 1m --days N), downloaded and cached as `colmena download` does.
 
     The last part of DATA is held back: agents that beat flat on its first half vote, and the
     voted swarm must beat flat on its second half (the gate) to be traded. The same DATA,
@@ -458,6 +498,10 @@ def train(
     from colmena.training.state import TrainingState
     from colmena.training.trainer import train as run_training
 
+    if data is not None and exchange is not None:
+        raise click.UsageError("give a candle file DATA or --exchange, not both")
+    if data is None and exchange is None:
+        raise click.UsageError("give a candle file DATA (Parquet or CSV) or --exchange")
     ctx = click.get_current_context()
 
     def given(name: str) -> bool:
@@ -525,6 +569,9 @@ def train(
         raise UserError(str(exc)) from exc
     _check_writable_folder(out_dir, _checkpoint_bytes(config))
     _lock_until_done(ctx, out_dir)  # one training per --out
+    if data is None:
+        assert exchange is not None
+        data = _fetch(exchange, symbol, timeframe, days, until, api_url, cache_dir)
     started = time.perf_counter()
     try:
         candles = load_ohlcv(data)
@@ -622,37 +669,6 @@ def train(
     summary.add_row("checkpoint", str(path))
     summary.add_row("time", f"{elapsed:.1f} s")
     Console().print(summary)
-
-
-def _exchange_options(f: Any) -> Any:
-    """The options that name an exchange source of candles (shared by download and backtest)."""
-    options = [
-        click.option("--exchange", default=None, help="ccxt exchange id, e.g. binance."),
-        click.option("--symbol", default="BTC/USDT", show_default=True),
-        click.option("--timeframe", default="1m", show_default=True),
-        click.option(
-            "--days",
-            type=click.FloatRange(min=0.0, min_open=True),
-            default=365.0,
-            show_default=True,
-            help="How many days back from now (or --until).",
-        ),
-        click.option("--until", default=None, help="End of the window, ISO time (default: now)."),
-        click.option(
-            "--api-url",
-            default=None,
-            help="Send the exchange's REST calls here (a proxy or a local mirror).",
-        ),
-        click.option(
-            "--cache-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            default=None,
-            help="Candle cache (default: the user cache directory).",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
 
 
 def _fetch(
