@@ -10,7 +10,8 @@ The raw file (every round of every benchmark, megabytes) stays out of the reposi
 name, median and round statistics, extra figures, and the machine), and ``python
 bench/report.py bench/results.json`` prints the table again from it. In every group the rows named
 ``test_colmena_*`` are colmena and the ``test_peer_*`` rows are its peers; each line gives both
-median times and the ratio colmena / peer (below 1 means colmena is faster). Extra figures a
+median times and the ratio colmena / peer (below 1 means colmena is faster); a parametrized
+row (``[10]``) is paired with the peer of the same parameter. Extra figures a
 benchmark stored in ``extra_info`` (for example GB/s) are printed next to its row.
 """
 
@@ -35,6 +36,11 @@ def _extra(bench: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(info.items()))
 
 
+def _param(name: str) -> str:
+    """The parameter id of a parametrized benchmark (``test_x[10]`` -> ``10``; "" if none)."""
+    return name[name.index("[") :] if "[" in name else ""
+
+
 def render(data: dict[str, Any]) -> str:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for bench in data["benchmarks"]:
@@ -52,7 +58,12 @@ def render(data: dict[str, Any]) -> str:
         rows = groups[group]
         ours = [b for b in rows if b["name"].startswith("test_colmena")]
         peers = [b for b in rows if b["name"].startswith("test_peer")]
-        pairs = [(m, p) for m in ours for p in sorted(peers, key=lambda b: b["stats"]["median"])]
+        pairs = [
+            (m, p)
+            for m in ours
+            for p in sorted(peers, key=lambda b: b["stats"]["median"])
+            if _param(m["name"]) == _param(p["name"])  # a parametrized case with its own peer
+        ]
         for mine, peer in pairs:
             t_mine = mine["stats"]["median"]
             t_peer = peer["stats"]["median"]

@@ -1,13 +1,14 @@
 """Recorder throughput: the live services' messages into PostgreSQL, next to a plain psycopg
 ``executemany`` of the same rows.
 
-Run: ``pytest bench/test_bench_recorder.py --benchmark-only`` (starts its own PostgreSQL from the
-``pgserver`` package, or uses ``$COLMENA_TEST_POSTGRES_DSN``). One round records the messages of
-500 bars of one symbol (candle, gate, execution report, account, signal, order with its decision,
-decision audit with 100 agent signals, events: the real trading-loop halves' output) into empty
-tables: :meth:`colmena.services.recorder.Recorder.record` (one transaction, idempotent inserts,
-pipelined ``executemany``) against the peer, psycopg's ``executemany`` of the same rows with
-plain ``INSERT`` statements in one transaction. ``extra_info`` gives rows per second.
+Run: ``pytest bench/test_bench_recorder.py --benchmark-only`` (starts its own PostgreSQL from
+the ``pgserver`` package, or uses ``$COLMENA_TEST_POSTGRES_DSN``). One round records the
+messages of 500 bars of one symbol (candle, gate, execution report, account, signal, order with
+its decision, decision audit with 100 agent signals, risk state, events: the real trading-loop
+halves' output) into empty tables: :meth:`colmena.services.recorder.Recorder.record` (one
+transaction, idempotent inserts, pipelined ``executemany``) against the peer, psycopg's
+``executemany`` of the same rows with plain ``INSERT`` statements in one transaction.
+``extra_info`` gives rows per second.
 """
 
 from __future__ import annotations

@@ -356,3 +356,34 @@ async def _saved_account(url: str) -> AccountGuardState:
         return saved
     finally:
         await bus.close()
+
+
+def test_a_lost_account_state_does_not_hold_the_symbols_back(
+    model: SwarmModel, candles: Candles, tmp_path: Path
+) -> None:
+    """The account's state is saved apart from the symbols' (at most every second): when it is
+    older than theirs, or gone, the restarted risk service gives the account each symbol's last
+    close from the symbol's own state, and the symbols go on in lock-step (no wait for a
+    stale-data timeout)."""
+    other = load_ohlcv(synthetic_candles(tmp_path, n=TRAIN + BARS, seed=12))
+    markets = {"BTC/USDT": _bars(candles, TRAIN)[:120], "ETH/USDT": _bars(other, TRAIN)[:120]}
+
+    async def forget_account(url: str) -> None:
+        bus = await Bus.connect(url)
+        try:
+            kv = await bus.jetstream.key_value(STATE_BUCKET)
+            await kv.purge("risk.account")
+        finally:
+            await bus.close()
+
+    with EmbeddedNatsServer(tmp_path / "nats") as server:
+        asyncio.run(_publish_markets(server.url, markets, 0, 60))
+        asyncio.run(_account_services(server.url, model, markets, 60))
+        asyncio.run(forget_account(server.url))
+        asyncio.run(_publish_markets(server.url, markets, 60, 120))
+        asyncio.run(_account_services(server.url, model, markets, 120))  # hang detection inside
+        orders = [m for m in asyncio.run(_stream_contents(server.url))
+                  if isinstance(m, wire.OrderMessage)]  # fmt: skip
+        account = asyncio.run(_saved_account(server.url))
+    assert len(orders) == 2 * 120
+    assert account.evaluated_ts == markets["BTC/USDT"][119].ts

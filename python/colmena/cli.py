@@ -361,7 +361,7 @@ def _checkpoint_bytes(config: Any) -> int:
 
 
 def _exchange_options(f: Any) -> Any:
-    """The options that name an exchange source of candles (shared by download, train and backtest)."""
+    """The options that name an exchange source of candles (download, train and backtest)."""
     options = [
         click.option("--exchange", default=None, help="ccxt exchange id, e.g. binance."),
         click.option("--symbol", default="BTC/USDT", show_default=True),

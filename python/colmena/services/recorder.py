@@ -270,15 +270,27 @@ class Recorder:
     """Writes wire messages to PostgreSQL, idempotently (see the module docstring).
 
     Create with ``await Recorder.connect(dsn)`` (applies the migrations); :meth:`record` a batch;
-    :meth:`run` is the service loop on a :class:`~colmena.services.bus.Bus`.
+    :meth:`run` is the service loop on a :class:`~colmena.services.bus.Bus`. Its connections
+    come from a pool (``psycopg_pool``): each message kind is recorded by its own task, up to
+    ``max_connections`` transactions at a time, and a connection the server dropped is replaced
+    (a restarted PostgreSQL is found again; what was not committed is delivered again).
     """
 
-    def __init__(self, connection: Any) -> None:
-        self._conn = connection
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
 
     @classmethod
-    async def connect(cls, dsn: str) -> Recorder:
+    async def connect(
+        cls, dsn: str, *, max_connections: int = 4, timeout_seconds: float = 30.0
+    ) -> Recorder:
         """Connect to ``dsn`` and bring the schema up to date.
+
+        Parameters
+        ----------
+        max_connections : int
+            Largest number of connections in the pool (>= 1).
+        timeout_seconds : float
+            How long to wait for the first connection, and later for a free one.
 
         Raises
         ------
@@ -286,14 +298,26 @@ class Recorder:
             The database cannot be reached (the message names the host, not the password).
         """
         import psycopg
+        from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+        if max_connections < 1:
+            raise ValueError(f"max_connections={max_connections} must be >= 1")
         try:
             with psycopg.connect(dsn) as sync_conn:
                 apply_migrations(sync_conn)
-            conn = await psycopg.AsyncConnection.connect(dsn)
         except psycopg.OperationalError as exc:
             raise ConnectionError(f"cannot connect to PostgreSQL: {exc}".strip()) from None
-        return cls(conn)
+        pool = AsyncConnectionPool(
+            dsn, min_size=1, max_size=max_connections, timeout=timeout_seconds, open=False
+        )
+        try:
+            await pool.open(wait=True, timeout=timeout_seconds)
+        except PoolTimeout:
+            await pool.close()
+            raise ConnectionError(
+                f"cannot connect to PostgreSQL within {timeout_seconds:g} s"
+            ) from None
+        return cls(pool)
 
     async def record_strategies(self, config: LiveConfig) -> list[StrategyRecord]:
         """Record every configured symbol's checkpoint and the settings it trades under in
@@ -312,7 +336,7 @@ class Recorder:
         from psycopg.types.json import Jsonb
 
         records = strategy_records(config)
-        async with self._conn.transaction(), self._conn.cursor() as cur:
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             for r in records:
                 await cur.execute(
                     _STRATEGY_SQL,
@@ -345,7 +369,7 @@ class Recorder:
             for table, rows in rows_of(message, key, seq, payload).items():
                 by_table[table].extend(rows)
         inserted: dict[str, int] = {}
-        async with self._conn.transaction(), self._conn.cursor() as cur:
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             for table in _ORDER:
                 table_rows = by_table.get(table)
                 if not table_rows:
@@ -379,16 +403,25 @@ class Recorder:
             for kind in wire.MESSAGE_TYPES
         ]
         total = 0
-        while not stop.is_set():
-            idle = True
-            for consumer in consumers:
-                deliveries = await consumer.fetch(batch, timeout=poll_seconds / len(consumers))
+
+        async def drain(consumer: Consumer) -> None:
+            nonlocal total
+            while not stop.is_set():
+                deliveries = await consumer.fetch(batch, timeout=poll_seconds)
                 if deliveries:
-                    idle = False
                     total += (await self.record_deliveries(deliveries)).messages
-            if idle:
-                log.debug("recorder idle; %d messages recorded", total)
+
+        # One task per kind; the first error stops the others (the messages not yet committed
+        # are delivered again to the restarted recorder).
+        tasks = [asyncio.create_task(drain(c)) for c in consumers]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         return total
 
     async def close(self) -> None:
-        await self._conn.close()
+        """Close the pool's connections."""
+        await self._pool.close()

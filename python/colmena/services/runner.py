@@ -292,6 +292,17 @@ async def _serve_owned(
                     ) from None
                 after = saved.candle_sequence
                 saved_ts[symbol] = saved.handler.done_ts
+                manager = saved.handler.risk.risk_manager if saved.handler.risk else None
+                # The account saved before this symbol did: give it the symbol's last close,
+                # which its replay (from after that close) will not repeat.
+                tripped = (
+                    account is not None
+                    and manager is not None
+                    and manager.started
+                    and account.on_close(symbol, saved.handler.done_ts, manager.last_equity)
+                )
+                if tripped:
+                    halt_all()
         if account is not None and account.halted and isinstance(handler, RiskHandler):
             # A trip saved before this symbol's own state was: halt it again (idempotent).
             handler.halt(account.halted_ts, account_drawdown=account.halted_drawdown)
