@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import time
@@ -13,11 +14,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("ccxt")
 
 from colmena.cli import main
-from colmena.data.exchange import ExchangeUnavailableError, download_ohlcv, make_client
+from colmena.data.exchange import (
+    CircuitOpenError,
+    ExchangeCircuitBreaker,
+    ExchangeUnavailableError,
+    download_ohlcv,
+    make_client,
+)
 from fake_exchange import FakeBinance
 
 MINUTE = 60_000
@@ -222,3 +231,89 @@ def test_download_cli_on_a_read_only_or_full_cache(
     assert "No space left on device" in lines[0]
     assert server.requests  # the download happened
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+# ---------------------------------------------------------------- the circuit breaker
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.ns = 1_000 * 10**9
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+class _TransientError(Exception):
+    """An error the breaker counts (an exchange failure)."""
+
+
+class _AnswerError(Exception):
+    """An error the breaker does not count (the exchange answered: e.g. an unknown symbol)."""
+
+
+@given(steps=st.lists(st.tuples(st.integers(0, 3_000), st.sampled_from(["ok", "fail", "other"])),
+                      max_size=40))  # fmt: skip
+@settings(max_examples=150, deadline=None)
+def test_circuit_breaker_follows_the_design_documents_state_machine(
+    steps: list[tuple[int, str]],
+) -> None:
+    """Against a reference model of SPEC "Resilience": 3 consecutive failures open it; while
+    open nothing is called; 2 s after opening one trial call (half-open), whose success closes
+    it and whose failure opens it again; an error that is not a failure resets the count."""
+    clock = _Clock()
+    changes: list[tuple[str, str]] = []
+    breaker = ExchangeCircuitBreaker(
+        "fake", clock=clock, is_failure=lambda exc: isinstance(exc, _TransientError),
+        on_change=lambda old, new: changes.append((old, new)),
+    )  # fmt: skip
+    state, count, opened_ns = "closed", 0, 0
+    expected_changes: list[tuple[str, str]] = []
+
+    def move(new: str) -> None:
+        nonlocal state
+        expected_changes.append((state, new))
+        state = new
+
+    async def run() -> None:
+        nonlocal count, opened_ns
+        for advance_ms, outcome in steps:
+            clock.ns += advance_ms * 1_000_000
+            called: list[bool] = []
+
+            async def call(outcome: str = outcome, called: list[bool] = called) -> str:
+                called.append(True)
+                if outcome == "fail":
+                    raise _TransientError("503")
+                if outcome == "other":
+                    raise _AnswerError("bad symbol")
+                return "candles"
+
+            if state == "open" and clock.ns - opened_ns < 2 * 10**9:
+                with pytest.raises(CircuitOpenError, match="circuit breaker open after 3"):
+                    await breaker.call(call)
+                assert called == []  # fails fast: the exchange is not called
+                assert breaker.state == "open"
+                continue
+            if state == "open":
+                assert breaker.state == "half-open"  # the trial is due
+                move("half-open")
+            if outcome == "ok":
+                assert await breaker.call(call) == "candles"
+            else:
+                with pytest.raises(_TransientError if outcome == "fail" else _AnswerError):
+                    await breaker.call(call)
+            assert called == [True]
+            if outcome == "fail":
+                count += 1
+                if state == "half-open" or count >= 3:
+                    move("open")
+                    opened_ns = clock.ns
+            else:
+                count = 0
+                if state == "half-open":
+                    move("closed")
+            assert breaker.state == state
+
+    asyncio.run(run())
+    assert changes == expected_changes

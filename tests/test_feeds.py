@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import subprocess
 import sys
@@ -634,7 +635,9 @@ def test_a_persistent_failure_keeps_the_feed_polling(
     tries: int,
 ) -> None:
     """An exchange that keeps failing (transient errors retried until the tries run out, or an
-    error that is not worth retrying) costs polls, never the service."""
+    error that is not worth retrying) costs polls, never the service. Transient errors open the
+    circuit breaker after 3 failed requests: the other symbol is not asked, and each later poll
+    sends one trial request; an answer such as an unknown symbol never opens it."""
     driver = Driver(exchange, _minute(100))
     exchange.fail_status, exchange.fail_code = status, code
     reports: list[PollReport] = []
@@ -649,7 +652,9 @@ def test_a_persistent_failure_keeps_the_feed_polling(
 
     async def sleep(seconds: float) -> None:
         driver.waits.append(seconds)
-        driver.now_ms += 1_000  # every wait takes a second of the test's clock
+        # Every wait takes the time asked for on the test's clock, in whole seconds and at
+        # least one (each backoff wait, below 2 s here, takes one).
+        driver.now_ms += 1_000 * max(1, math.ceil(seconds))
 
     async def run() -> int:
         bus = await Bus.connect(server.url)
@@ -663,17 +668,91 @@ def test_a_persistent_failure_keeps_the_feed_polling(
 
     published = asyncio.run(run())
     assert [r.published for r in reports] == [0, 0, 0, 98]
-    for r in reports[:3]:
-        assert [(s.attempts, (s.error or "").split(":")[0]) for s in r.symbols] == [
-            (tries, error)
-        ] * 2
+    polled = [[(s.attempts, (s.error or "").split(":")[0], s.circuit_open) for s in r.symbols]
+              for r in reports[:3]]  # fmt: skip
+    if error == "BadSymbol":  # an answer: the breaker stays closed, every symbol is asked
+        assert polled == [[(1, error, False)] * 2] * 3
+        assert feed_log.text.count(f"poll failed after 1 tries: {error}") == 3 * 2
+        assert "circuit breaker" not in feed_log.text
+    else:  # three tries of BTC open it; later polls: one trial each, ETH never asked
+        opened = [(0, "CircuitOpenError", True)]
+        assert polled == [[(3, error, False), *opened]] + [[(1, error, False), *opened]] * 2
+        assert feed_log.text.count(f"poll failed after 3 tries: {error}") == 1
+        assert feed_log.text.count(f"poll failed after 1 tries: {error}") == 2
+        assert feed_log.text.count("circuit breaker open: ETH/USDT not polled") == 3
+        assert "circuit breaker closed: the exchange answers again" in feed_log.text
+    assert [s.error for s in reports[3].symbols] == [None, None]
     assert published == 98
-    assert feed_log.text.count(f"poll failed after {tries} tries: {error}") == 3 * 2
     # poll_seconds from the start of one poll to the start of the next: the backoff's waits
-    # (a second each on this clock) are deducted.
-    backoff = 2 * (tries - 1)
-    assert len(driver.waits) == 3 * (backoff + 1)
-    assert [w for w in driver.waits if w > 2] == [60.0 - backoff] * 3
+    # (a second each on this clock; BTC's in the first poll, before the breaker opened) are
+    # deducted.
+    backoff = tries - 1
+    assert len(driver.waits) == 3 + backoff
+    # After the first poll the open breaker stops the retries: no backoff, a full minute.
+    assert [w for w in driver.waits if w > 2] == [60.0 - backoff, 60.0, 60.0]
+
+
+def test_the_circuit_breaker_opens_after_3_failures_and_half_opens_after_2_s(
+    server: EmbeddedNatsServer, exchange: FakeBinance, feed_log: pytest.LogCaptureFixture
+) -> None:
+    """The design documents' breaker on the exchange's calls, on the feed's clock: 3 failed
+    requests in a row open it; while open no request reaches the exchange; 2 s after opening
+    one trial request (half-open): a failure opens it again, a success closes it."""
+    driver = Driver(exchange, _minute(100))
+
+    async def run() -> None:
+        bus = await Bus.connect(server.url)
+        feed = ExchangeFeed(_exchange_config(exchange, max_attempts=1), clock=driver.clock,
+                            sleep=driver.sleep)  # fmt: skip
+        try:
+            await feed.start(bus, asyncio.Event())
+            exchange.fail_always = True
+            first = await feed.poll()  # BTC and ETH fail: 2 in a row
+            assert [s.attempts for s in first.symbols] == [1, 1]
+            assert (feed.breaker.state, feed.breaker.consecutive_failures) == ("closed", 2)
+            second = await feed.poll()  # BTC fails: the third, it opens; ETH is not asked
+            assert len(exchange.requests) == 3
+            assert [(s.attempts, s.circuit_open) for s in second.symbols] == [(1, False), (0, True)]
+            assert feed.breaker.state == "open"
+            opened_ms = driver.now_ms
+            driver.now_ms = opened_ms + 1_999  # not yet: every request fails fast
+            third = await feed.poll()
+            assert [(s.attempts, s.circuit_open) for s in third.symbols] == [(0, True)] * 2
+            assert len(exchange.requests) == 3
+            assert "trial call in 0.0 s" in (third.of("BTC/USDT").error or "")
+            driver.now_ms = opened_ms + 2_000  # half-open: one trial, which fails: open again
+            assert feed.breaker.state == "half-open"
+            fourth = await feed.poll()
+            assert [(s.attempts, s.circuit_open) for s in fourth.symbols] == [(1, False), (0, True)]
+            assert len(exchange.requests) == 4
+            assert feed.breaker.state == "open"
+            exchange.fail_always = False  # the exchange is back, the breaker still open
+            driver.now_ms = opened_ms + 3_999
+            fifth = await feed.poll()
+            assert [s.circuit_open for s in fifth.symbols] == [True, True]
+            assert len(exchange.requests) == 4
+            driver.now_ms = opened_ms + 4_000  # the trial succeeds: closed, ETH asked again
+            sixth = await feed.poll()
+            assert feed.breaker.state == "closed"
+            assert [(s.attempts, s.circuit_open, s.error) for s in sixth.symbols] == [
+                (1, False, None)
+            ] * 2
+            assert sixth.published == 2 * 49
+            assert len(exchange.requests) == 6
+        finally:
+            await feed.close()
+            await bus.close()
+
+    asyncio.run(run())
+    assert driver.waits == []  # one try per request: no backoff
+    text = feed_log.text
+    assert text.count("binance: circuit breaker open (3 consecutive failures): requests fail "
+                      "fast without calling the exchange; one trial call in 2 s") == 1  # fmt: skip
+    assert text.count("binance: circuit breaker half-open: one trial call") == 2
+    assert text.count("binance: circuit breaker open (the trial call failed)") == 1
+    assert text.count("binance: circuit breaker closed: the exchange answers again") == 1
+    assert text.count("circuit breaker open: ETH/USDT not polled") == 2
+    assert text.count("circuit breaker open: BTC/USDT, ETH/USDT not polled") == 2
 
 
 def test_stop_ends_the_loop_during_the_wait_and_during_a_request(

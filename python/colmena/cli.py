@@ -2,7 +2,8 @@
 
 Commands: ``colmena features`` (market features of a candle file), ``colmena info`` (what this
 build contains), ``colmena train``, ``colmena backtest``, ``colmena report``, ``colmena download``,
-``colmena serve``, ``colmena up``, ``colmena replay-audit``.
+``colmena serve``, ``colmena up``, ``colmena replay-audit``, ``colmena backup``,
+``colmena restore``.
 
 Exit status (:data:`EXIT_USER_ERROR`, :data:`EXIT_OUTPUT_ERROR`): 0 done; 2 a user error found
 before any work (a bad file, path, option or setting; an output folder that is not writable, has
@@ -1448,3 +1449,86 @@ def replay_audit(dsn: str, start: str, end: str, symbol: str | None) -> None:
     console.print(f"replay-audit: {verdict}  {time.perf_counter() - started:.1f} s")
     if differences:
         sys.exit(1)
+
+
+@main.command("backup")
+@click.option("--db", "dsn", required=True, help="PostgreSQL DSN of the records' database.")
+@click.option(
+    "--checkpoints",
+    "checkpoints",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="A checkpoint folder (or file) to back up; repeat for several.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The backup folder to create (must not exist, or be empty).",
+)
+def backup_command(dsn: str, checkpoints: tuple[Path, ...], out: Path) -> None:
+    """Back up the records (pg_dump, custom format) and the checkpoint files into a new folder
+    with a manifest of SHA-256 checksums; written atomically (a temporary folder renamed at the
+    end). The DSN's password is passed to pg_dump in its environment, never on its command line.
+    """
+    from colmena.atomic_write import FolderLockedError
+    from colmena.services.backup import BackupDatabaseError, BackupError, backup
+
+    started = time.perf_counter()
+    try:
+        result = backup(dsn, list(checkpoints), out)
+    except (BackupError, FolderLockedError) as exc:
+        raise UserError(str(exc) if not isinstance(exc, OSError) else str(exc.strerror)) from None
+    except BackupDatabaseError as exc:
+        raise OutputError(f"{exc}; nothing written to {out}") from None
+    except OSError as exc:
+        raise OutputError(
+            f"{out}: the backup cannot be written ({exc.strerror or exc}); nothing left there"
+        ) from None
+    click.echo(
+        f"backup: {result.path}: {result.tables} tables, {result.files} files, "
+        f"{result.bytes:,} bytes  {time.perf_counter() - started:.1f} s",
+        err=True,
+    )
+
+
+@main.command("restore")
+@click.argument("backup_dir", type=click.Path(path_type=Path))
+@click.option("--db", "dsn", required=True, help="PostgreSQL DSN of the target database.")
+@click.option(
+    "--checkpoints",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Restore the checkpoint files into this folder (existing files are never replaced).",
+)
+@click.option("--force", is_flag=True, help="Restore into a database that already has tables.")
+def restore_command(backup_dir: Path, dsn: str, checkpoints: Path | None, force: bool) -> None:
+    """Restore a backup made by `colmena backup`: every checksum is verified first (a changed
+    file is refused, named); the target database must be empty unless --force; the dump is
+    restored in one transaction (all or nothing); checkpoint files never overwrite a user's.
+    """
+    from colmena.services.backup import BackupDatabaseError, BackupError, restore
+
+    started = time.perf_counter()
+    try:
+        result = restore(backup_dir, dsn, checkpoints=checkpoints, force=force)
+    except BackupError as exc:
+        raise UserError(str(exc)) from None
+    except BackupDatabaseError as exc:
+        raise OutputError(str(exc)) from None
+    except OSError as exc:
+        raise OutputError(
+            f"{checkpoints}: the database is restored, but a checkpoint file cannot be written "
+            f"({exc.strerror or exc})"
+        ) from None
+    where = (
+        f"; {result.checkpoint_files} checkpoint files written to {checkpoints}"
+        + (f" ({result.unchanged} already there)" if result.unchanged else "")
+        if checkpoints is not None
+        else "; checkpoints not restored (no --checkpoints)"
+    )
+    click.echo(
+        f"restore: {result.tables} tables{where}  {time.perf_counter() - started:.1f} s", err=True
+    )

@@ -9,15 +9,20 @@ cache and fetches only what is missing (resume). Gaps the exchange publishes (mi
 trades) stay gaps. Without a network the first request fails fast with
 :class:`ExchangeUnavailableError`, which says to pass a file instead.
 
+:class:`ExchangeCircuitBreaker` is the design documents' circuit breaker on an exchange's calls
+(closed / open / half-open; 3 consecutive failures open it, a trial call after 2 s), shared by
+every caller that talks to a venue; the live feed (:class:`colmena.services.feeds.ExchangeFeed`)
+puts it under its retries.
+
 Needs the ``exchange`` extra: ``pip install 'colmena-swarm[exchange]'``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +34,10 @@ from colmena.atomic_write import write_parquet_atomically
 from colmena.units import SECONDS_PER_DAY
 
 __all__ = [
+    "BREAKER_FAILURES",
+    "BREAKER_RESET_SECONDS",
+    "CircuitOpenError",
+    "ExchangeCircuitBreaker",
     "ExchangeUnavailableError",
     "cache_path",
     "download_ohlcv",
@@ -41,6 +50,166 @@ MS = 1_000_000  # ns per ms
 
 class ExchangeUnavailableError(RuntimeError):
     """The exchange could not be reached (offline, DNS, refused) or kept failing."""
+
+
+class CircuitOpenError(ExchangeUnavailableError):
+    """A call refused without being made: the exchange's circuit breaker is open (the message
+    names the exchange, the failures that opened it and when the trial call comes)."""
+
+
+#: Consecutive failed calls that open the breaker (the design documents: "3 fallos").
+BREAKER_FAILURES: Final = 3
+#: Seconds an open breaker waits before it lets one trial call through (half-open).
+BREAKER_RESET_SECONDS: Final = 2.0
+
+_T = TypeVar("_T")
+BreakerState = Literal["closed", "open", "half-open"]
+
+
+class ExchangeCircuitBreaker:
+    """Closed / open / half-open circuit breaker on the calls to one exchange.
+
+    Closed: calls go through; ``failures`` consecutive failed calls (those ``is_failure``
+    accepts; any other outcome, a success or an error that is not the exchange's fault, resets
+    the count) open it. Open: calls fail fast with :class:`CircuitOpenError`, the exchange is not
+    called. Once ``reset_seconds`` have passed on ``clock`` the next call is the trial
+    (half-open): a success closes the breaker, a failure opens it again for ``reset_seconds``.
+    The defaults are the design documents' numbers (SPEC "Resilience").
+
+    The state machine is pybreaker's (``pybreaker.CircuitBreaker``, Nygard's pattern, BSD). Its
+    own reset timer reads the wall clock (``datetime.now``) and cannot be given another, so it
+    is set out of reach and the move to half-open is made here on ``clock``, through
+    pybreaker's public ``half_open()``: the caller's clock (a test's, or the live feed's) decides,
+    and tests need not sleep. Not for concurrent callers: a half-open breaker lets through what
+    comes before the trial's answer (the live feed polls one call at a time).
+
+    Parameters
+    ----------
+    name : str
+        The exchange, for messages.
+    clock : callable, default time.monotonic_ns
+        Now, in ns (any origin: only differences are used).
+    failures : int, default 3
+        Consecutive failures that open the breaker (>= 1).
+    reset_seconds : float, default 2.0
+        Seconds from opening to the trial call (> 0).
+    is_failure : callable, default every exception
+        ``is_failure(exc)``: whether an exception a call raised counts as a failure of the
+        exchange (e.g. ``ccxt.NetworkError``: timeouts, HTTP 5xx, rate limits).
+    on_change : callable, optional
+        ``on_change(old, new)`` after every change of state (``"closed"``, ``"open"``,
+        ``"half-open"``), e.g. to log it.
+
+    Raises
+    ------
+    ImportError
+        pybreaker is not installed (the ``exchange`` extra).
+    ValueError
+        ``failures`` < 1 or ``reset_seconds`` <= 0.
+    """
+
+    #: pybreaker's own (wall-clock) reset timeout, out of reach: this class half-opens.
+    _NEVER: Final = 10 * 365 * 86_400.0
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        clock: Callable[[], int] = time.monotonic_ns,
+        failures: int = BREAKER_FAILURES,
+        reset_seconds: float = BREAKER_RESET_SECONDS,
+        is_failure: Callable[[BaseException], bool] = lambda exc: True,
+        on_change: Callable[[str, str], None] | None = None,
+    ) -> None:
+        try:
+            import pybreaker
+        except ImportError as exc:
+            raise ImportError(
+                "the exchange circuit breaker needs pybreaker: pip install "
+                "'colmena-swarm[exchange]'"
+            ) from exc
+        if failures < 1:
+            raise ValueError(f"failures={failures} must be >= 1")
+        if not reset_seconds > 0:
+            raise ValueError(f"reset_seconds={reset_seconds} must be > 0")
+        self.name = name
+        self.failures = failures
+        self.reset_seconds = reset_seconds
+        self._clock = clock
+        self._opened_ns = 0
+        self._on_change = on_change
+        self._last_failure: str | None = None
+        self._pybreaker = pybreaker
+        breaker = self
+
+        class Listener(pybreaker.CircuitBreakerListener):
+            def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+                breaker._changed(
+                    None if old_state is None else str(old_state.name), str(new_state.name)
+                )
+
+            def failure(self, cb: Any, exc: BaseException) -> None:
+                breaker._last_failure = f"{type(exc).__name__}: {exc}"[:200]
+
+        self._breaker = pybreaker.CircuitBreaker(
+            fail_max=failures,
+            reset_timeout=self._NEVER,
+            exclude=[lambda exc: not is_failure(exc)],
+            listeners=[Listener()],
+            name=name,
+            throw_new_error_on_trip=False,  # the error that tripped it propagates as it was
+        )
+
+    def _changed(self, old: str | None, new: str) -> None:
+        if new == "open":
+            self._opened_ns = self._clock()
+        if self._on_change is not None and old is not None and old != new:
+            self._on_change(old, new)
+
+    def _elapsed(self) -> float:
+        return (self._clock() - self._opened_ns) / 1e9
+
+    @property
+    def state(self) -> BreakerState:
+        """``"closed"``, ``"open"`` or ``"half-open"`` (also once the reset time has passed
+        and the trial call is due)."""
+        state = str(self._breaker.current_state)
+        if state == "open" and self._elapsed() >= self.reset_seconds:
+            return "half-open"
+        return "open" if state == "open" else "half-open" if state == "half-open" else "closed"
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Failed calls since the last success (or since the breaker closed)."""
+        return int(self._breaker.fail_counter)
+
+    @property
+    def seconds_to_trial(self) -> float:
+        """Seconds until an open breaker lets the trial call through (0 when not open)."""
+        if str(self._breaker.current_state) != "open":
+            return 0.0
+        return max(0.0, self.reset_seconds - self._elapsed())
+
+    async def call(self, call: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:
+        """``await call(*args, **kwargs)`` through the breaker.
+
+        Raises
+        ------
+        CircuitOpenError
+            The breaker is open and the trial is not due: ``call`` is not made.
+        Exception
+            Whatever ``call`` raises (counted as a failure when ``is_failure`` says so).
+        """
+        if str(self._breaker.current_state) == "open":
+            if self._elapsed() < self.reset_seconds:
+                raise CircuitOpenError(
+                    f"{self.name}: circuit breaker open after {self.failures} consecutive "
+                    f"failures (last: {self._last_failure}); not called, trial call in "
+                    f"{self.seconds_to_trial:.1f} s"
+                )
+            self._breaker.half_open()
+        with self._breaker.calling():
+            return await call(*args, **kwargs)
 
 
 def cache_path(exchange: str, symbol: str, timeframe: str, cache_dir: Path | None = None) -> Path:

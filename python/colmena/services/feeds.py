@@ -37,6 +37,15 @@ tries in all; a request that keeps failing, or any other exchange error, is logg
 symbol waits for the next poll: the service stays up (its supervisor sees no crash for a flaky
 exchange). The stop event ends the loop promptly, a request in flight included.
 
+Every request goes through the exchange's circuit breaker
+(:class:`colmena.data.exchange.ExchangeCircuitBreaker`, under the retries: each try is one call
+through it), with the design documents' numbers (SPEC "Resilience"): 3 consecutive failed
+requests (network errors, timeouts, HTTP 5xx, rate limits; not an answer such as an unknown
+symbol) open it; while open, requests fail fast without calling the exchange (no retries: a
+poll skips every symbol, logged once per poll); 2 s after opening (on the feed's clock) the next
+request is the one trial call (half-open): a success closes the breaker, a failure opens it
+again. Every change of state is logged. :attr:`ExchangeFeed.breaker` shows the state.
+
 Time is injectable: ``clock()`` is now, in ns since the epoch (UTC); ``sleep(seconds)`` waits
 (by default until the stop event or the time, whichever comes first), so tests drive polls
 without waiting. :meth:`ExchangeFeed.poll` runs one poll and returns its :class:`PollReport`.
@@ -61,6 +70,7 @@ import nats.js.errors
 import numpy as np
 
 from colmena import _core
+from colmena.data.exchange import CircuitOpenError, ExchangeCircuitBreaker
 from colmena.data.ohlcv import (
     MAX_TIMESTAMP_NS,
     MIN_TIMESTAMP_NS,
@@ -273,7 +283,11 @@ class SymbolPoll:
         Candles sent that the stream already held (its ``Nats-Msg-Id`` duplicate window, the
         second guard: another feed published them first); not counted in ``published``.
     error : str or None
-        Why the poll gave up on this symbol (the exchange kept failing, or a publish failed).
+        Why the poll gave up on this symbol (the exchange kept failing, the circuit breaker is
+        open, or a publish failed).
+    circuit_open : bool
+        The circuit breaker was open: the exchange was not asked (``attempts`` counts only the
+        requests sent before it opened).
     """
 
     symbol: str
@@ -287,6 +301,7 @@ class SymbolPoll:
     missing_bars: int = 0
     stream_duplicates: int = 0
     error: str | None = None
+    circuit_open: bool = False
 
 
 @dataclass(frozen=True)
@@ -478,8 +493,8 @@ class ExchangeFeed:
     Raises
     ------
     FeedError
-        No symbols, ccxt or tenacity not installed, an exchange ccxt does not know, or one
-        without candles of ``bar_seconds``.
+        No symbols, ccxt, tenacity or pybreaker not installed, an exchange ccxt does not
+        know, or one without candles of ``bar_seconds``.
     """
 
     def __init__(
@@ -496,6 +511,7 @@ class ExchangeFeed:
         settings = config.feed
         try:
             import ccxt
+            import pybreaker  # noqa: F401 (the circuit breaker's state machine)
             import tenacity  # noqa: F401 (the retries, imported where they run)
         except ImportError as exc:
             raise FeedError(
@@ -527,6 +543,12 @@ class ExchangeFeed:
         self._sleep: Sleep = sleep or (lambda seconds: asyncio.sleep(seconds))
         self._on_poll = on_poll
         self._timeframe = self._find_timeframe()
+        self._breaker = ExchangeCircuitBreaker(
+            self._name,
+            clock=clock,
+            is_failure=lambda exc: isinstance(exc, ccxt.NetworkError),
+            on_change=self._breaker_changed,
+        )
         self._newest: dict[str, int | None] = dict.fromkeys(self._symbols)
         self._bus: Bus | None = None
         self._stop = asyncio.Event()
@@ -544,6 +566,28 @@ class ExchangeFeed:
             f"feed.exchange: {self._name} has no {self._bar_seconds} s candles (bar_seconds); "
             f"it has {', '.join(timeframes) or 'none'}"
         )
+
+    def _breaker_changed(self, old: str, new: str) -> None:
+        breaker = self._breaker
+        if new == "open":
+            log.warning(
+                "ingest: %s: circuit breaker open (%s): requests fail fast without calling the "
+                "exchange; one trial call in %g s", self._name,
+                "the trial call failed" if old == "half-open"
+                else f"{breaker.failures} consecutive failures",
+                breaker.reset_seconds,
+            )  # fmt: skip
+        elif new == "half-open":
+            log.info("ingest: %s: circuit breaker half-open: one trial call", self._name)
+        else:
+            log.info("ingest: %s: circuit breaker closed: the exchange answers again", self._name)
+
+    @property
+    def breaker(self) -> ExchangeCircuitBreaker:
+        """The exchange's circuit breaker (:class:`colmena.data.exchange.ExchangeCircuitBreaker`):
+        its ``state`` (``"closed"``, ``"open"``, ``"half-open"``), ``consecutive_failures`` and
+        ``seconds_to_trial``."""
+        return self._breaker
 
     @property
     def timeframe(self) -> str:
@@ -617,7 +661,7 @@ class ExchangeFeed:
         from tenacity import (
             AsyncRetrying,
             RetryCallState,
-            retry_if_exception_type,
+            retry_if_exception,
             stop_after_attempt,
             wait_random_exponential,
         )
@@ -630,9 +674,16 @@ class ExchangeFeed:
             def __call__(self, retry_state: RetryCallState) -> bool:
                 return stop_event.is_set()
 
+        async def guarded() -> _T:
+            report.attempts += 1  # the breaker let it through: a request is sent
+            return await call(*args, **kwargs)
+
         async def attempt() -> _T:
-            report.attempts += 1
-            return await self._unless_stopped(call(*args, **kwargs))
+            return await self._unless_stopped(self._breaker.call(guarded))
+
+        def transient(exc: BaseException) -> bool:
+            # Timeouts, 5xx, 429; not once the breaker is open (it fails fast).
+            return isinstance(exc, self._ccxt.NetworkError) and self._breaker.state != "open"
 
         def before_sleep(state: RetryCallState) -> None:
             outcome = state.outcome
@@ -649,7 +700,7 @@ class ExchangeFeed:
             wait=wait_random_exponential(
                 multiplier=settings.backoff_seconds, max=MAX_BACKOFF_SECONDS
             ),
-            retry=retry_if_exception_type(self._ccxt.NetworkError),  # timeouts, 5xx, 429
+            retry=retry_if_exception(transient),
             sleep=self._sleep,
             before_sleep=before_sleep,
             reraise=True,
@@ -669,6 +720,7 @@ class ExchangeFeed:
             raise RuntimeError("ExchangeFeed.poll before start")
         started = self._clock()
         reports = []
+        not_called: list[str] = []
         for symbol in self._symbols:
             if self._stop.is_set():
                 break
@@ -681,6 +733,10 @@ class ExchangeFeed:
                 )  # fmt: skip
             except _StopRequestedError:
                 break
+            except CircuitOpenError as exc:
+                report.error, report.circuit_open = _one_line(exc), True
+                not_called.append(symbol)
+                continue
             except Exception as exc:  # a flaky or broken exchange never stops the service
                 if self._stop.is_set():
                     break  # told to stop during the backoff: not a failure
@@ -693,6 +749,12 @@ class ExchangeFeed:
                 continue
             bars = self._screen(symbol, rows, self._clock(), report)
             await self._publish(symbol, bars, report)
+        if not_called:
+            log.warning(
+                "ingest: %s: circuit breaker open: %s not polled (the exchange was not called); "
+                "trial call in %.1f s", self._name, ", ".join(not_called),
+                self._breaker.seconds_to_trial,
+            )  # fmt: skip
         return PollReport(started_ns=started, symbols=tuple(reports))
 
     def _screen(self, symbol: str, rows: Any, now: int, report: SymbolPoll) -> list[Bar]:
