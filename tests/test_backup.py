@@ -145,6 +145,14 @@ def test_a_tampered_backup_is_refused_naming_the_file(
                     "--out", str(out)]).returncode == 0  # fmt: skip
     target = fresh_database(postgres_server, "colmena_backup_tampered")
     restored = tmp_path / "restored"
+    # An unreachable target: one line, exit 3, the password not in it, nothing restored.
+    unreachable = "postgresql://colmena:s3cret-pw@127.0.0.1:1/records?connect_timeout=5"
+    line = _one_line_error(
+        run_cli(["restore", str(out), "--db", unreachable, "--checkpoints", str(restored)]), 3
+    )
+    assert "cannot connect to PostgreSQL (database records on 127.0.0.1)" in line
+    assert "s3cret" not in line
+    assert not restored.exists()
     victim = out / "checkpoints" / "0" / "older" / "gen-0000.ckpt"
     original = victim.read_bytes()
     data = bytearray(original)
@@ -205,12 +213,17 @@ def test_existing_folders_are_refused_and_never_written_into(
     assert (checkpoints / "gen-0002.ckpt").read_bytes() == b"the user's own"
 
 
-def test_an_unreachable_database_is_one_line_without_the_password(tmp_path: Path) -> None:
+def test_an_unreachable_database_is_one_line_without_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dsn = "postgresql://colmena:s3cret-pw@127.0.0.1:1/records?connect_timeout=5"
     out = tmp_path / "backup"
     line = _one_line_error(run_cli(["backup", "--db", dsn, "--out", str(out)]), 3)
     assert "cannot connect to PostgreSQL (database records on 127.0.0.1)" in line
     assert "s3cret" not in line
+    # The DSN may come from the environment instead (off colmena's own command line too).
+    monkeypatch.setenv("COLMENA_DB_DSN", dsn)
+    assert _one_line_error(run_cli(["backup", "--out", str(out)]), 3) == line
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 

@@ -1452,7 +1452,14 @@ def replay_audit(dsn: str, start: str, end: str, symbol: str | None) -> None:
 
 
 @main.command("backup")
-@click.option("--db", "dsn", required=True, help="PostgreSQL DSN of the records' database.")
+@click.option(
+    "--db",
+    "dsn",
+    required=True,
+    envvar="COLMENA_DB_DSN",
+    help="PostgreSQL DSN of the records' database (else $COLMENA_DB_DSN; a password may also "
+    "come from PGPASSWORD or ~/.pgpass).",
+)
 @click.option(
     "--checkpoints",
     "checkpoints",
@@ -1495,7 +1502,14 @@ def backup_command(dsn: str, checkpoints: tuple[Path, ...], out: Path) -> None:
 
 @main.command("restore")
 @click.argument("backup_dir", type=click.Path(path_type=Path))
-@click.option("--db", "dsn", required=True, help="PostgreSQL DSN of the target database.")
+@click.option(
+    "--db",
+    "dsn",
+    required=True,
+    envvar="COLMENA_DB_DSN",
+    help="PostgreSQL DSN of the target database, which must exist (else $COLMENA_DB_DSN; a "
+    "password may also come from PGPASSWORD or ~/.pgpass).",
+)
 @click.option(
     "--checkpoints",
     type=click.Path(path_type=Path),

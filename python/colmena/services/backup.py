@@ -16,7 +16,8 @@ Written atomically: everything goes into a temporary folder beside ``--out``
 (``.NAME.<random>.tmp``), each file fsync'd, then the folder is renamed to ``NAME`` and its
 parent fsync'd; a failure removes the temporary folder (which holds only what the backup wrote)
 and leaves nothing at ``NAME``. ``--out`` must not exist or be an empty folder: an existing
-backup is never replaced and a user's folder never written into.
+backup is never replaced and a user's folder never written into. The folder is readable by its
+owner only (0700: the records are the user's trading history).
 
 Restore verifies every checksum of the manifest first (a tampered or damaged file is refused,
 named, before anything is touched), checks that the target database is empty (no table outside
@@ -50,6 +51,9 @@ from typing import Any, Final
 
 from colmena.atomic_write import (
     FolderLock,
+    UnwritableFolderError,
+    check_free_space,
+    check_writable,
     fsync_directory,
     fsync_file,
     write_atomically,
@@ -334,8 +338,9 @@ def backup(dsn: str, checkpoints: Sequence[Path], out: Path) -> BackupResult:
     Raises
     ------
     BackupError
-        ``out`` exists and is not empty (or is a file), a checkpoint path is missing, the DSN
-        is malformed; nothing written.
+        ``out`` exists and is not empty (or is a file), its folder is not writable or has less
+        free space than the database's size and the checkpoints', a checkpoint path is
+        missing, the DSN is malformed; nothing written.
     BackupToolError
         No usable pg_dump.
     BackupDatabaseError
@@ -350,14 +355,28 @@ def backup(dsn: str, checkpoints: Sequence[Path], out: Path) -> BackupResult:
     missing = [str(p) for p in checkpoints if not Path(p).exists()]
     if missing:
         raise BackupError(f"--checkpoints: {', '.join(missing)}: no such file or folder")
+    try:
+        check_writable(out.absolute().parent)
+    except UnwritableFolderError as exc:
+        raise BackupError(f"--out: {exc.strerror}") from None
     plain, env, where = _split_dsn(dsn)
     with _connect(dsn, where) as conn:
         server = int(conn.info.server_version)
         tables = _user_tables(conn)
         dbname = str(conn.info.dbname)
         host = str(conn.info.host)
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        database_bytes = int(row[0]) if row is not None else 0
     major = server // 10_000
     pg_dump = find_pg_tool("pg_dump", major)
+    # The dump is compressed: the database's size on disk is a generous estimate of it.
+    needed = database_bytes + sum(
+        path.stat().st_size for source in checkpoints for path, _ in _checkpoint_files(Path(source))
+    )
+    try:
+        check_free_space(out.absolute().parent, needed)
+    except UnwritableFolderError as exc:
+        raise BackupError(f"--out: {exc.strerror}") from None
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     with FolderLock(out):
         _check_out(out)  # again, under the lock
