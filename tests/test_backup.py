@@ -259,3 +259,25 @@ def test_no_pg_dump_anywhere_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(backup_module, "_candidates", lambda tool: iter(()))
     with pytest.raises(BackupToolError, match=r"pg_dump not found: neither the pgserver package"):
         find_pg_tool("pg_dump", 16)
+
+
+def test_a_backup_that_fails_midway_leaves_nothing(
+    source: str, checkpoints: Path, tmp_path: Path
+) -> None:
+    """The disk fills while the manifest is written (the last file, after the dump and the
+    checkpoint copies): the error propagates, and neither the backup folder nor its temporary
+    folder nor the lock file is left."""
+    import errno
+
+    from colmena.atomic_write import observe_steps
+
+    out = tmp_path / "backups" / "b"
+
+    def full_disk(step: str, path: Path) -> None:
+        if step == "temporary_opened" and path.name == MANIFEST_FILE:
+            assert (path.parent / DUMP_FILE).is_file()  # the dump was written by then
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with observe_steps(full_disk), pytest.raises(OSError, match="No space left"):
+        backup_module.backup(source, [checkpoints], out)
+    assert list((tmp_path / "backups").iterdir()) == []
