@@ -10,12 +10,14 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 pytest.importorskip("aiohttp")
@@ -372,6 +374,64 @@ def test_exchange_calls_are_timed_and_a_network_error_disconnects() -> None:
         )
         == 4
     )
+
+
+def test_the_ingest_daemon_reports_the_exchange(nats_url: str) -> None:
+    """The exchange feed against a local Binance-format server (tests/fake_exchange.py): the
+    calls are timed, the candles published counted, and an exchange that answers HTTP 500 shows
+    as disconnected."""
+    pytest.importorskip("ccxt")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_exchange import MINUTE_MS, FakeBinance, kline
+
+    start_ms = 1_677_628_800_000  # long closed on the real clock
+    fake = FakeBinance([kline(start_ms + i * MINUTE_MS, 100.0, 101.0, 99.0, 100.5, 5.0)
+                        for i in range(30)])  # fmt: skip
+    config = msgspec.convert({
+        "symbols": [{"symbol": SYMBOL, "checkpoint": "unused"}],
+        "feed": {"kind": "exchange", "exchange": "binance", "api_url": fake.url, "limit": 30,
+                 "poll_seconds": 1.0, "max_attempts": 1},
+    }, LiveConfig)  # fmt: skip
+
+    async def run() -> None:
+        health = Health("ingest", config.health, [SYMBOL])
+        sample = health.metrics.registry.get_sample_value
+        async with health:
+            stop = asyncio.Event()
+            service = asyncio.create_task(run_role("ingest", config, nats_url, stop, health=health))
+            try:
+
+                async def until(condition: Callable[[], bool]) -> None:
+                    while not condition():  # the daemon's own counters (hang detection)
+                        assert not service.done(), service
+                        await asyncio.sleep(0.05)
+
+                labels = {"role": "ingest", "kind": "candle"}
+                await asyncio.wait_for(until(lambda: sample(
+                    "colmena_messages_published_total", labels) == 30), HANG_SECONDS)  # fmt: skip
+                samples = _samples((await _aget(health.port or 0, "/metrics"))[2])
+                assert _value(samples, "colmena_exchange_connected", exchange="binance") == 1
+                calls = _value(samples, "colmena_exchange_api_latency_seconds_count",
+                               exchange="binance")  # fmt: skip
+                assert calls >= 2  # the markets, then the candles
+                assert _value(samples, "colmena_newest_candle_timestamp_seconds",
+                              symbol=SYMBOL) == (start_ms + 30 * MINUTE_MS) / 1e3  # fmt: skip
+                fake.fail_always = True  # HTTP 500 from now on
+                exchange = {"exchange": "binance"}
+                down = lambda: sample("colmena_exchange_connected", exchange) == 0  # noqa: E731
+                await asyncio.wait_for(until(down), HANG_SECONDS)
+                samples = _samples((await _aget(health.port or 0, "/metrics"))[2])
+                assert _value(samples, "colmena_exchange_connected", exchange="binance") == 0
+                assert _value(samples, "colmena_exchange_api_latency_seconds_count",
+                              exchange="binance") > calls  # fmt: skip
+            finally:
+                stop.set()
+                await service
+
+    try:
+        asyncio.run(run())
+    finally:
+        fake.close()
 
 
 # -- the alert rules -------------------------------------------------------------------------
