@@ -216,6 +216,11 @@ class Bus:
         """The JetStream context (for stream and consumer information)."""
         return self._js
 
+    @property
+    def connected(self) -> bool:
+        """The connection to the server is up (False while reconnecting, and once closed)."""
+        return bool(self._client.is_connected)
+
     @classmethod
     async def connect(
         cls,

@@ -51,10 +51,20 @@ Example::
 
     [execution]
     fee_bps = 10.0
+
+    [health]
+    host = "127.0.0.1"                 # /health and /metrics of every daemon (the default)
+    port = 9400                        # base port (0, the default: each picks a free one)
+
+The ``[health]`` section (:class:`HealthSettings`, served by :mod:`colmena.services.health`):
+with ``port = P`` the daemons listen on P (ingest), P+1 (risk), P+2 (execution), P+3
+(recorder) and P+3+I (strategy instance I of ``--partition I/N``); ``port = 0`` lets each
+daemon pick a free port, which it logs.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -74,6 +84,7 @@ __all__ = [
     "ConfigError",
     "DatabaseSettings",
     "FeedSettings",
+    "HealthSettings",
     "LiveConfig",
     "NatsSettings",
     "StreamSettings",
@@ -238,6 +249,45 @@ class FeedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("; ".join(problems))
 
 
+class HealthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[health]``: the HTTP endpoints ``/health`` and ``/metrics`` of every daemon
+    (:mod:`colmena.services.health`).
+
+    Attributes
+    ----------
+    enabled : bool
+        Serve them (default True).
+    host : str
+        IP address to listen on (default ``127.0.0.1``: reachable from this machine only; a
+        wider address such as ``0.0.0.0`` must be asked for).
+    port : int
+        Base port in [0, 65535]; the roles take fixed offsets from it (the module's text).
+        0 (default): every daemon picks a free port and logs it.
+    max_consumer_lag : int
+        Ready only while every durable consumer of the daemon has at most this many messages
+        pending, in [0, 1e9] (default 1000).
+    max_candle_age_seconds : float
+        With the exchange feed, ready only while the newest candle in the stream closed at most
+        this many seconds ago, in (0, 86400] (default 300, the design documents' "no candle for
+        5 minutes"); a replay's candles are old by nature and not checked.
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = 0
+    max_consumer_lag: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)] = 1_000
+    max_candle_age_seconds: Annotated[float, msgspec.Meta(gt=0.0, le=86_400.0)] = 300.0
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            raise ValueError(
+                f"host must be an IP address to listen on (127.0.0.1, ::1, 0.0.0.0), "
+                f"got {self.host!r}"
+            ) from None
+
+
 class LiveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole file. ``bar_seconds``: candle length (60: one-minute candles).
     ``strategy_instances``: how many strategy processes ``colmena up`` splits the symbols over
@@ -255,6 +305,7 @@ class LiveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     feed: FeedSettings = msgspec.field(default_factory=FeedSettings)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     execution: ExecutionSettings = msgspec.field(default_factory=ExecutionSettings)
+    health: HealthSettings = msgspec.field(default_factory=HealthSettings)
 
     def __post_init__(self) -> None:
         problems = []

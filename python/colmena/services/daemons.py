@@ -9,6 +9,8 @@
 - ``strategy``, ``risk``, ``execution``: the handlers of :mod:`colmena.live.handlers` for every
   configured symbol, on :func:`colmena.services.runner.serve`.
 - ``recorder``: :class:`colmena.services.recorder.Recorder`.
+
+Every role serves ``/health`` and ``/metrics`` (:mod:`colmena.services.health`, ``[health]``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from colmena.services import runner
 from colmena.services.bus import Bus, StreamLimits
 from colmena.services.config import LiveConfig
 from colmena.services.feeds import ExchangeFeed, FeedError, ReplayFeed, make_feed
+from colmena.services.health import Health, HealthError, instrument_exchange_client
 from colmena.services.recorder import Recorder, StrategyRecordError
 from colmena.services.runner import Handler, SavedStateMismatchError
 from colmena.services.state import StateError, StateStore
@@ -53,10 +56,28 @@ def _limits(config: LiveConfig) -> StreamLimits:
     )
 
 
-def _feed(config: LiveConfig) -> ReplayFeed | ExchangeFeed:
+def _feed(config: LiveConfig, health: Health | None) -> ReplayFeed | ExchangeFeed:
     try:
-        return make_feed(config)
+        if health is None or config.feed.kind != "exchange":
+            return make_feed(config)
+        feed = make_feed(config, on_poll=health.metrics.on_poll)
     except FeedError as exc:
+        raise ServiceError(str(exc)) from None
+    # The feed's ccxt client, timed for the metrics (ExchangeFeed has no public accessor).
+    assert isinstance(feed, ExchangeFeed)
+    instrument_exchange_client(feed._client, health.metrics, config.feed.exchange)
+    return feed
+
+
+def _health(role: str, config: LiveConfig, symbols: list[str], instance: int) -> Health | None:
+    """The role's health server as ``[health]`` sets it (None: disabled)."""
+    if not config.health.enabled:
+        return None
+    try:
+        return Health(role, config.health, symbols, bar_seconds=config.bar_seconds,
+                      check_candle_age=config.feed.kind == "exchange",
+                      instance=instance)  # fmt: skip
+    except HealthError as exc:
         raise ServiceError(str(exc)) from None
 
 
@@ -115,12 +136,16 @@ async def run_role(
     *,
     db_dsn: str | None = None,
     partition: tuple[int, int] = (1, 1),
+    health: Health | None = None,
 ) -> int:
     """Run ``role`` until ``stop`` is set (``ingest`` with a replay feed: until its files are
     done); returns the number of messages it published (ingest) or handled.
 
     ``partition=(i, n)``: a trading role handles only the symbols of instance ``i`` of ``n``
     (:func:`colmena.services.runner.partition`); the others run in other processes.
+
+    ``health``: a health server the caller started and stops (this function gives it the bus
+    and the metrics); None: one made from ``[health]``, serving while the role runs.
 
     Raises
     ------
@@ -152,13 +177,26 @@ async def run_role(
             "run fewer instances"
         )
     handlers = _handlers(role, config, mine) if trading else {}
-    feed = _feed(config) if role == "ingest" else None  # checked before connecting
+    owned = health is None
+    if health is None:
+        watched = mine if trading else [s.symbol for s in config.symbols]
+        health = _health(role, config, watched, partition[0])
+    feed = _feed(config, health) if role == "ingest" else None  # checked before connecting
     try:
+        if owned and health is not None:
+            try:
+                await health.start()
+            except HealthError as exc:
+                raise ServiceError(str(exc)) from None
         bus = await Bus.connect(nats_url, limits=_limits(config), name=f"colmena-{role}")
     except BaseException:
         if feed is not None:
             await feed.close()
+        if owned and health is not None:
+            await health.stop()
         raise
+    if health is not None:
+        health.attach(bus)
     try:
         if feed is not None:
             try:
@@ -194,8 +232,14 @@ async def run_role(
                 account=account_guard(config)
                 if role == "risk" and len(config.symbols) > 1
                 else None,
+                on_handled=health.metrics.on_handled if health is not None else None,
+                on_latency=health.metrics.on_latency if health is not None else None,
             )
         except (StateError, SavedStateMismatchError) as exc:
             raise ServiceError(str(exc)) from None
     finally:
+        if health is not None:
+            health.attach(None)
+            if owned:
+                await health.stop()
         await bus.close()

@@ -176,6 +176,7 @@ async def serve(
     on_lease_wait: Callable[[str, str], None] | None = None,
     state: StateStore | None = None,
     account: AccountGuard | None = None,
+    on_latency: Callable[[wire.WireMessage, float], None] | None = None,
 ) -> int:
     """Run ``role`` for every symbol of ``handlers`` until ``stop`` is set; returns the number
     of messages handled (replay excluded).
@@ -191,6 +192,8 @@ async def serve(
     restored from at the start (:mod:`colmena.services.state`); None: rebuilt from the stream.
     ``account`` (the risk role): the account's kill switch over every symbol of ``handlers``;
     when it trips, every symbol is halted (its state kept with ``state``).
+    ``on_latency(message, seconds)``: the time one message took, from its delivery to its ack
+    (handler, outputs published, state saved), for the metrics (:mod:`colmena.services.health`).
 
     Raises
     ------
@@ -216,8 +219,9 @@ async def serve(
     keeper = asyncio.create_task(leases.keep()) if leases is not None else None
     try:
         return await _serve_owned(
-            bus, role, handlers, stop, keeper, on_handled, ack_wait_seconds, state, account
-        )
+            bus, role, handlers, stop, keeper, on_handled, ack_wait_seconds, state, account,
+            on_latency,
+        )  # fmt: skip
     finally:
         if keeper is not None:
             keeper.cancel()
@@ -236,6 +240,7 @@ async def _serve_owned(
     ack_wait_seconds: float,
     store: StateStore | None,
     account: AccountGuard | None,
+    on_latency: Callable[[wire.WireMessage, float], None] | None = None,
 ) -> int:
     kinds = ROLE_INPUTS[role]
     if account is not None and (role != "risk" or set(account.symbols) != set(handlers)):
@@ -383,6 +388,7 @@ async def _serve_owned(
         handler = handlers[symbol]
         while not (stop.is_set() or finishing.is_set()):
             for delivery in await consumer.fetch(1, timeout=0.25):
+                received = loop.time()
                 async with locks[symbol]:
                     message = delivery.message
                     if isinstance(message, wire.CandleMessage):
@@ -396,6 +402,8 @@ async def _serve_owned(
                     released = await resume_all(message) if account_moved else []
                     await delivery.ack(confirm=False)
                     handled += 1
+                    if on_latency is not None:
+                        on_latency(message, loop.time() - received)
                     if on_handled is not None and (outputs or not released):
                         on_handled(delivery.message, outputs)
 
