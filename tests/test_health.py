@@ -50,9 +50,10 @@ from colmena.services.health import (
 from colmena.services.nats_server import EmbeddedNatsServer
 
 ROOT = Path(__file__).resolve().parents[1]
-RULES = ROOT / "deploy" / "prometheus" / "colmena-alerts.yml"
-RULE_TESTS = ROOT / "deploy" / "prometheus" / "colmena-alerts.test.yml"
-DASHBOARD = ROOT / "deploy" / "grafana" / "colmena-dashboard.json"
+MONITORING = ROOT / "python" / "colmena" / "services" / "monitoring"
+RULES = MONITORING / "prometheus" / "colmena-alerts.yml"
+RULE_TESTS = MONITORING / "prometheus" / "colmena-alerts.test.yml"
+DASHBOARD = MONITORING / "grafana" / "colmena-dashboard.json"
 
 SYMBOL = "BTC/USDT"
 SHA = "cd" * 32

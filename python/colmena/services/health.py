@@ -42,8 +42,8 @@ the services already have, nothing of the trading logic is computed again here:
   1 when ``/health`` last said ready.
 
 plus the ``process_*`` and ``python_*`` collectors of prometheus-client. The alert rules on these
-are in ``deploy/prometheus/colmena-alerts.yml``, the Grafana dashboard in
-``deploy/grafana/colmena-dashboard.json``.
+and a Grafana dashboard ship in the package, in ``colmena/services/monitoring/``
+(``prometheus/colmena-alerts.yml``, ``grafana/colmena-dashboard.json``).
 """
 
 from __future__ import annotations
