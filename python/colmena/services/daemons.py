@@ -63,9 +63,9 @@ def _feed(config: LiveConfig, health: Health | None) -> ReplayFeed | ExchangeFee
         feed = make_feed(config, on_poll=health.metrics.on_poll)
     except FeedError as exc:
         raise ServiceError(str(exc)) from None
-    # The feed's ccxt client, timed for the metrics (ExchangeFeed has no public accessor).
+    # The feed's ccxt client, timed for the metrics.
     assert isinstance(feed, ExchangeFeed)
-    instrument_exchange_client(feed._client, health.metrics, config.feed.exchange)
+    instrument_exchange_client(feed.client, health.metrics, config.feed.exchange)
     return feed
 
 

@@ -583,6 +583,11 @@ class ExchangeFeed:
             log.info("ingest: %s: circuit breaker closed: the exchange answers again", self._name)
 
     @property
+    def client(self) -> Any:
+        """The ccxt async client the feed polls (the health metrics time its calls)."""
+        return self._client
+
+    @property
     def breaker(self) -> ExchangeCircuitBreaker:
         """The exchange's circuit breaker (:class:`colmena.data.exchange.ExchangeCircuitBreaker`):
         its ``state`` (``"closed"``, ``"open"``, ``"half-open"``), ``consecutive_failures`` and
