@@ -43,3 +43,32 @@ def test_every_pipeline_stage_is_a_package_in_the_layers() -> None:
     packages = {p.parent.name for p in package.glob("*/__init__.py")}
     # every subpackage and module of colmena sits in a layer (the compiled core is a leaf)
     assert (modules | packages) - {"_core"} <= layered, sorted((modules | packages) - layered)
+
+
+def test_nothing_in_the_package_can_unpickle() -> None:
+    """Nothing colmena reads (checkpoints, messages, saved state, records, configuration) goes
+    through a format that runs code when loaded: no pickle, marshal, shelve or dill, no
+    ``torch.load`` (whose default unpickles) and no ``allow_pickle``."""
+    import ast
+
+    banned_modules = {"pickle", "cPickle", "_pickle", "marshal", "shelve", "dill", "cloudpickle",
+                      "joblib"}  # fmt: skip
+    found = []
+    root = Path(__file__).resolve().parents[1] / "python" / "colmena"
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module.split(".")[0]]
+            found += [f"{path.name}:{node.lineno} imports {n}" for n in names
+                      if n in banned_modules]  # fmt: skip
+            if isinstance(node, ast.Attribute) and node.attr == "load":
+                base = node.value
+                if isinstance(base, ast.Name) and base.id in {"torch", "np", "numpy"}:
+                    found.append(f"{path.name}:{node.lineno} calls {base.id}.load")
+            if isinstance(node, ast.keyword) and node.arg == "allow_pickle":
+                found.append(f"{path.name}:{node.lineno} passes allow_pickle")
+    assert found == []
