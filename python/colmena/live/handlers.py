@@ -250,6 +250,7 @@ class RiskHandler:
 
     @property
     def stage(self) -> RiskStage:
+        """The risk stage this handler steps (its risk manager, snapshot and halt)."""
         return self._stage
 
     def state(self) -> HandlerState | None:
@@ -447,6 +448,7 @@ class ExecutionHandler:
 
     @property
     def stage(self) -> ExecutionStage:
+        """The execution stage this handler steps (its paper account)."""
         return self._stage
 
     @property

@@ -149,10 +149,12 @@ class AuditResult:
 
     @property
     def differences(self) -> list[Difference]:
+        """Every symbol's differences, symbol by symbol."""
         return [d for s in self.symbols for d in s.differences]
 
     @property
     def identical(self) -> bool:
+        """No difference in any symbol (the exit status 0 of ``colmena replay-audit``)."""
         return not self.differences
 
 

@@ -69,6 +69,9 @@ class SavedStateMismatchError(ValueError):
 
 
 class Handler(Protocol):
+    """What :func:`serve` runs: a handler of :mod:`colmena.live.handlers` for one ``symbol``,
+    whose ``handle(message)`` returns the messages it made ready (see there)."""
+
     symbol: str
 
     def handle(self, message: wire.WireMessage) -> list[wire.WireMessage]: ...
