@@ -367,13 +367,18 @@ void register_loop(py::module_& m) {
           "execution"_a, "min_trade_fraction"_a, "bar_ns"_a)
       .def(
           "open",
-          [](RiskStage& self, const Bar& bar, bool new_model) {
+          [](RiskStage& self, const Bar& bar, bool new_model, const py::handle& received_ts) {
             check_bar(bar, newest(self.bars(), self.last_open_ts()), "RiskStage.open");
+            const std::int64_t received = int_arg(received_ts, "RiskStage.open: received_ts");
+            if (received < 0) {
+              throw py::value_error("RiskStage.open: received_ts must be >= 0 (0: unknown), got " +
+                                    std::to_string(received));
+            }
             std::vector<RiskEvent> events;
-            const TradingState state = self.open(bar, new_model, events);
+            const TradingState state = self.open(bar, new_model, events, received);
             return std::make_tuple(trading_state_name(state), std::move(events));
           },
-          "bar"_a, "new_model"_a = false)
+          "bar"_a, "new_model"_a = false, "received_ts"_a = 0)
       .def("on_execution", &RiskStage::on_execution, "report"_a)
       .def(
           "close",

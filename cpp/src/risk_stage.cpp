@@ -83,7 +83,8 @@ double RiskStage::clamp_signal(double signal) const noexcept {
   return std::clamp(signal, lo, 1.0);
 }
 
-TradingState RiskStage::open(const Bar& bar, bool new_model, std::vector<RiskEvent>& events) {
+TradingState RiskStage::open(const Bar& bar, bool new_model, std::vector<RiskEvent>& events,
+                             std::int64_t received_ts) {
   if (opened_) {
     throw std::logic_error("RiskStage.open: bar " + format_timestamp_ns(open_ts_) +
                            " was opened but not closed");
@@ -94,7 +95,13 @@ TradingState RiskStage::open(const Bar& bar, bool new_model, std::vector<RiskEve
                                 format_timestamp_ns(bar.ts) + " after " +
                                 format_timestamp_ns(last_ts_) + ")");
   }
-  if (risk_ && bars_ > 0) risk_->observe_data_age(bar.ts, last_ts_ + bar_ns_, events);
+  if (risk_ && bars_ > 0) {
+    // At receipt the newest candle before this one closed at last_ts_ + bar_ns_ (bar.ts when
+    // the bars are contiguous); the open is processed when this candle arrives, a bar later.
+    const std::int64_t now =
+        received_ts > bar_ns_ ? std::max(bar.ts, received_ts - bar_ns_) : bar.ts;
+    risk_->observe_data_age(now, last_ts_ + bar_ns_, events);
+  }
   if (new_model && risk_) {
     risk_->reset_model_estimates();
     shadow_ = PaperExecutor(shadow_config());

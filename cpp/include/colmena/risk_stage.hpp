@@ -105,7 +105,10 @@ class RiskStage {
   /// The open of `bar` (see the file comment). `new_model` restarts the model-bound estimators
   /// (ignored in pass-through mode). Events are appended. Returns the trading state at the open.
   /// Throws std::invalid_argument when bar.ts does not increase.
-  TradingState open(const Bar& bar, bool new_model, std::vector<RiskEvent>& events);
+  /// `received_ts` (ns; 0: not known) as in close(): the data age at the open is the later of
+  /// the gap since the previous bar and the candle's delay after its close.
+  TradingState open(const Bar& bar, bool new_model, std::vector<RiskEvent>& events,
+                    std::int64_t received_ts = 0);
 
   /// The execution of the outstanding order. Throws std::invalid_argument when no order is
   /// outstanding, when the report is for another order or another bar, or when it is

@@ -1014,7 +1014,7 @@ class RiskStage:
         """The stage without risk sizing: ``RiskStage(execution, None, ...)``."""
         return cls(execution, None, bar_seconds=bar_seconds, min_trade_fraction=min_trade_fraction)
 
-    def open(self, bar: Bar, *, new_model: bool = False) -> RiskGate:
+    def open(self, bar: Bar, *, new_model: bool = False, received_ts: int = 0) -> RiskGate:
         """The open of ``bar``: data age, model change, the shadow book's fill.
 
         Parameters
@@ -1023,6 +1023,10 @@ class RiskStage:
             The next bar; its ``ts`` must be after the previous bar's.
         new_model : bool
             A new model takes over: the Kelly window and the shadow book restart.
+        received_ts : int, default 0
+            When the candle of ``bar`` was received, ns since the epoch (0: not known), as in
+            :meth:`close`: the data age at this open is its delay after the bar's close (or the
+            gap since the previous bar, whichever is older).
 
         Returns
         -------
@@ -1032,11 +1036,12 @@ class RiskStage:
         Raises
         ------
         ValueError
-            ``ts`` not after the previous bar's, or a bar breaking the candle rules.
+            ``ts`` not after the previous bar's, a bar breaking the candle rules, or a negative
+            ``received_ts``.
         RuntimeError
             The previous bar was opened and not closed.
         """
-        state, events = self._core.open(_core_bar(bar), new_model)
+        state, events = self._core.open(_core_bar(bar), new_model, received_ts)
         return RiskGate(bar.ts, cast(TradingStateName, state), _events(events))
 
     def on_execution(self, report: ExecutionReport) -> None:

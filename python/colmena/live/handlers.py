@@ -452,7 +452,7 @@ class RiskHandler:
                 slot.events.extend(self._halt_events)
                 self._halt_events.clear()
                 slot.events.extend(self._apply_controls(ts))
-                gate = self._stage.open(slot.candle.bar)
+                gate = self._stage.open(slot.candle.bar, received_ts=slot.candle.received_ns)
                 slot.gate = gate
                 slot.events.extend(gate.events)
                 self._open_ts = ts
