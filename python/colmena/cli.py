@@ -1532,7 +1532,13 @@ def ctl(
 
 
 @main.command("replay-audit")
-@click.option("--db", "dsn", required=True, help="PostgreSQL DSN of the recorder's database.")
+@click.option(
+    "--db",
+    "dsn",
+    required=True,
+    envvar="COLMENA_DB_DSN",
+    help="PostgreSQL DSN of the recorder's database (else $COLMENA_DB_DSN).",
+)
 @click.option("--from", "start", required=True, help="First bar (open time), ISO-8601; UTC.")
 @click.option("--to", "end", required=True, help="Last bar (open time), ISO-8601; UTC.")
 @click.option("--symbol", default=None, help="Audit this symbol only (default: every one).")
