@@ -26,8 +26,9 @@ def _text() -> str:
 
 
 def _commands() -> list[str]:
-    """Every code span that is a ``colmena`` command with arguments (spans paired per line)."""
-    spans = [c for line in _text().splitlines() for c in re.findall(r"`([^`]+)`", line)]
+    """Every ``colmena`` command of the steps (the tables' rows; prose only names them)."""
+    spans = [c for line in _text().splitlines() if line.startswith("| ")
+             for c in re.findall(r"`([^`]+)`", line)]  # fmt: skip
     return [c for c in spans if c.startswith("colmena ")]
 
 
