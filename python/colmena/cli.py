@@ -1160,8 +1160,19 @@ _live_config_option = click.option(
     metavar="I/N",
     help="Strategy, risk or execution: handle only instance I's share of N of the symbols.",
 )
+@click.option(
+    "--credentials",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The service's NATS credentials file (overrides [nats] credentials).",
+)
 def serve(
-    role: str, config_path: Path, nats_url: str | None, db: str | None, partition: str
+    role: str,
+    config_path: Path,
+    nats_url: str | None,
+    db: str | None,
+    partition: str,
+    credentials: Path | None,
 ) -> None:
     """Run one service of the live system (paper trading on NATS) until SIGTERM or Ctrl-C.
 
@@ -1181,6 +1192,11 @@ def serve(
         config = load_config(config_path)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    if credentials is not None:
+        import msgspec
+
+        nats = msgspec.structs.replace(config.nats, credentials=str(credentials))
+        config = msgspec.structs.replace(config, nats=nats)
     url = nats_url or config.nats.url
     if url is None:
         raise UserError("no NATS server: give --nats URL or [nats] url in the configuration")
@@ -1346,7 +1362,15 @@ def up(
                        "state", "lag (bars)"):  # fmt: skip
             grid.add_column(column)
         try:
-            rows = asyncio.run(symbol_status(endpoints["nats"], names, config.bar_seconds))
+            operator = endpoints.get("operator_credentials")
+            rows = asyncio.run(
+                symbol_status(
+                    endpoints["nats"],
+                    names,
+                    config.bar_seconds,
+                    credentials=None if operator is None else Path(operator),
+                )
+            )
         except (ConnectionError, OSError):
             rows = []
         for r in rows:
