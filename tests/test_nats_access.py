@@ -35,6 +35,7 @@ from colmena.services.leases import Leases
 from colmena.services.nats_server import EmbeddedNatsServer
 from colmena.services.runner import ROLE_INPUTS, durable_name, serve
 from colmena.services.state import StateStore
+from helpers import run_cli
 from test_wire import _session
 
 SYMBOL = "BTC/USDT"
@@ -196,6 +197,22 @@ def test_bad_credentials_are_connection_errors_naming_the_problem(tmp_path: Path
                 await Bus.connect(url, connect_timeout=HANG)
 
         asyncio.run(run())
+
+
+def test_serve_with_bad_credentials_is_a_one_line_user_error(tmp_path: Path) -> None:
+    config = tmp_path / "colmena.toml"
+    config.write_text('[[symbols]]\nsymbol = "BTC/USDT"\ncheckpoint = "x"\n')
+    shared = tmp_path / "shared.json"
+    files = access.prepare(tmp_path, [SYMBOL], durable_name)
+    shared.write_bytes(files.credentials["execution"].read_bytes())
+    shared.chmod(0o644)
+    for path, problem in [(tmp_path / "none.json", "no such file"), (shared, "mode 0644")]:
+        done = run_cli(["serve", "execution", "--config", str(config), "--nats",
+                        "nats://127.0.0.1:9", "--credentials", str(path)], timeout=60)  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert problem in done.stderr
+        assert str(path) in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
 
 
 # ---------------------------------------------------------------- own work
@@ -376,9 +393,11 @@ def test_identity_is_refused_other_subjects_and_control(tmp_path: Path, identity
                     for op in ("UPDATE", "DELETE", "PURGE")
                 ]
                 refused.append((f"$JS.API.CONSUMER.DELETE.{STREAM}.x", "publish"))
+                other = "execution" if identity == "risk" else "risk"
                 for bucket in (state.STATE_BUCKET, leases.LEASE_BUCKET):
+                    refused.append((f"$KV.{bucket}.{other}.probe", "publish"))  # not its key
                     if bucket not in grant.buckets:
-                        refused.append((f"$KV.{bucket}.{identity}", "publish"))
+                        refused.append((f"$KV.{bucket}.{identity}.probe", "publish"))
                 for subject, operation in refused:
                     if operation == "publish":
                         await client.publish(subject, b"x")

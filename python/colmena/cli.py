@@ -1185,6 +1185,7 @@ def serve(
     import asyncio
     import signal
 
+    from colmena.services.access import CredentialsError
     from colmena.services.config import ConfigError, load_config
     from colmena.services.daemons import ServiceError, run_role
 
@@ -1214,7 +1215,7 @@ def serve(
 
     try:
         count = asyncio.run(main_loop())
-    except ServiceError as exc:
+    except (ServiceError, CredentialsError) as exc:  # a bad credentials file: the user's
         raise UserError(str(exc)) from None
     except ConnectionError as exc:
         raise OutputError(str(exc)) from None

@@ -25,9 +25,10 @@ it produces (``colmena.v1.<kind>.*``) and read only the kinds it consumes, throu
   replay at start) only with a filter of its own kinds, and never under another identity's
   durable name (deny lists); ``$JS.API.CONSUMER.INFO`` of any consumer (read-only, for the
   health endpoint's lag);
-- key-value buckets (``$KV.<bucket>.>`` and the bucket stream's create, info and get API) only
-  for the identities that keep state (``risk``, ``execution``: ``colmena_state``; the trading
-  roles: ``colmena_leases``); the operator reads them;
+- key-value buckets only for the identities that keep state (``risk``, ``execution``:
+  ``colmena_state``; the trading roles: ``colmena_leases``): the bucket stream's create, info
+  and get API, and writes only of its own keys (``$KV.<bucket>.<identity>.>``: every key starts
+  with the role); the operator reads them;
 - core subscriptions only on the identity's own reply inbox (``_INBOX_<identity>.>``, given to
   nats-py as ``inbox_prefix``), so no identity reads another's replies;
 - control: only ``operator`` may publish on ``colmena.control.>``; only ``risk`` subscribes there
@@ -139,7 +140,8 @@ class Grant:
         Message kinds it reads through durable consumers (one per kind and symbol, named by
         :func:`colmena.services.runner.durable_name`; the recorder: ``recorder-<kind>``).
     buckets : tuple of str
-        Key-value buckets it reads and writes (and may create).
+        Key-value buckets it reads, may create, and writes its own keys of
+        (``<identity>.<...>``).
     read_buckets : tuple of str
         Key-value buckets it only reads.
     reads_messages : bool
@@ -165,7 +167,7 @@ GRANTS: Final[Mapping[str, Grant]] = {
     "strategy": Grant(publishes=("signal",), consumes=("candle",), buckets=(_LEASE_BUCKET,)),
     "risk": Grant(
         publishes=("gate", "order", "audit", "risk_state", "event", "control"),
-        consumes=("candle", "signal", "account", "execution", "reconciliation"),
+        consumes=("control", "candle", "signal", "account", "execution", "reconciliation"),
         buckets=(_STATE_BUCKET, _LEASE_BUCKET),
         serves_control=True,
     ),
@@ -297,7 +299,9 @@ def permissions(
             f"{api}.DIRECT.GET.{kv}.>",
         ]
         if bucket in grant.buckets:
-            allow += [f"{api}.STREAM.CREATE.{kv}", f"$KV.{bucket}.>"]
+            # Every key is <role>.<...> (colmena.services.leases.symbol_key, state.ACCOUNT_KEY):
+            # an identity writes only its own.
+            allow += [f"{api}.STREAM.CREATE.{kv}", f"$KV.{bucket}.{identity}.>"]
     if identity == OPERATOR:
         allow += [
             f"{api}.STREAM.NAMES",
