@@ -429,6 +429,8 @@ def test_risk_and_execution_run_under_their_identities(
     reference session, and publish its orders and accounts; execution is restarted halfway (its
     saved state and the replay of the stream, both under its identity)."""
     settings = ExecutionSettings(market="margin", max_participation=0.5)
+    # The trading session (the operator's control and the venue's reconciliation aside).
+    session = [m for m in session if _kind(m) not in ("control", "reconciliation")]
     candles = [m for m in session if isinstance(m, wire.CandleMessage)]
     signals = [m for m in session if isinstance(m, wire.SignalMessage)]
     orders = [m for m in session if isinstance(m, wire.OrderMessage)]
@@ -498,3 +500,38 @@ def test_risk_and_execution_run_under_their_identities(
 
         asyncio.run(run())
     _no_refusal(caplog)
+
+
+def test_colmena_ctl_reaches_the_risk_service_as_the_operator(tmp_path: Path) -> None:
+    """``colmena ctl --data-dir`` takes the operator's identity that ``colmena up`` made; the
+    risk service, under its own, answers and records the accepted action in the stream."""
+    with _system(tmp_path) as (url, files):
+        (tmp_path / "endpoints.json").write_text(json.dumps({"nats": url}))
+
+        async def run() -> None:
+            b = await Bus.connect(url, credentials=files.credentials["risk"], name="risk")
+            stop = asyncio.Event()
+            handler = RiskHandler(SYMBOL, RiskConfig(), ExecutionSettings(market="margin"))
+            risk = asyncio.create_task(serve(b, "risk", {SYMBOL: handler}, stop))
+            try:
+                ctl = ["--data-dir", str(tmp_path), "--json", "--timeout", str(HANG)]
+                status, pause = [
+                    await asyncio.to_thread(run_cli, ["ctl", action, *ctl], timeout=2 * HANG)
+                    for action in ("status", "pause")
+                ]
+            finally:
+                stop.set()
+                await asyncio.wait_for(risk, HANG)
+                await b.close()
+            assert status.returncode == 0, status.stderr
+            assert json.loads(status.stdout)["ok"]
+            assert pause.returncode == 0, pause.stderr
+            assert json.loads(pause.stdout)["accepted"]
+            operator = await Bus.connect(url, credentials=files.credentials[access.OPERATOR])
+            try:
+                raw = await operator.jetstream.get_last_msg(STREAM, wire.subject("control", SYMBOL))
+                assert wire.decode("control", raw.data or b"").action == "pause"  # type: ignore[attr-defined]
+            finally:
+                await operator.close()
+
+        asyncio.run(run())

@@ -1475,17 +1475,26 @@ def ctl(
     risk service answered.
     """
     import asyncio
+    import os
     from datetime import datetime, timezone
 
     import msgspec
 
+    from colmena.services import access
     from colmena.services.control import ControlError, ControlUnavailableError, send_control
 
     url = _nats_url(nats_url, data_dir)
+    # The operator's NATS identity: $COLMENA_NATS_CREDENTIALS, else the one `colmena up` made.
+    named = os.environ.get(access.CREDENTIALS_ENV)
+    credentials = Path(named) if named else access.operator_credentials(data_dir)
+    try:
+        options = access.client_options(credentials) if named or credentials.exists() else {}
+    except access.CredentialsError as exc:
+        raise UserError(f"ctl {action}: {exc}") from None
     try:
         reply = asyncio.run(
             send_control(url, action, symbol=symbol, reason=reason, operator=operator,
-                         timeout=timeout)
+                         timeout=timeout, connect_options=options)
         )  # fmt: skip
     except ControlError as exc:
         raise UserError(f"ctl {action}: {exc}") from None

@@ -85,6 +85,7 @@ __all__ = [
     "Credentials",
     "CredentialsError",
     "Grant",
+    "client_options",
     "credentials_path",
     "durables",
     "inbox_prefix",
@@ -413,6 +414,20 @@ def load_credentials(path: str | os.PathLike[str]) -> Credentials:
     if public != creds.public_key:
         raise CredentialsError(f"NATS credentials {file}: seed does not match public_key")
     return creds
+
+
+def client_options(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``nats.connect`` keyword arguments of the credentials file at ``path``
+    (``nkeys_seed_str``, ``inbox_prefix``), for a client that connects without
+    :class:`colmena.services.bus.Bus` (``colmena ctl``).
+
+    Raises
+    ------
+    CredentialsError
+        As :func:`load_credentials`.
+    """
+    creds = load_credentials(path)
+    return {"nkeys_seed_str": creds.seed, "inbox_prefix": creds.inbox_prefix}
 
 
 def credentials_path(data_dir: Path, identity: str) -> Path:
