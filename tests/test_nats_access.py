@@ -199,6 +199,32 @@ def test_bad_credentials_are_connection_errors_naming_the_problem(tmp_path: Path
         asyncio.run(run())
 
 
+def test_credentials_from_the_configuration_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from colmena.services.config import LiveConfig, NatsSettings
+
+    monkeypatch.delenv(access.CREDENTIALS_ENV, raising=False)
+    assert LiveConfig().nats.credentials_path() is None
+    monkeypatch.setenv(access.CREDENTIALS_ENV, "/env/risk.json")
+    assert LiveConfig().nats.credentials_path() == Path("/env/risk.json")
+    assert NatsSettings(credentials="/file/risk.json").credentials_path() == Path("/file/risk.json")
+    with pytest.raises(ValueError, match="credentials must name a credentials file"):
+        NatsSettings(credentials="")
+    # Bus.connect without a file takes the environment's.
+    with _system(tmp_path) as (url, files):
+        monkeypatch.setenv(access.CREDENTIALS_ENV, str(files.credentials["risk"]))
+
+        async def run() -> None:
+            b = await Bus.connect(url)
+            try:  # the identity of risk: its reply inboxes
+                assert b.client.new_inbox().startswith("_INBOX_risk.")
+            finally:
+                await b.close()
+
+        asyncio.run(run())
+
+
 def test_serve_with_bad_credentials_is_a_one_line_user_error(tmp_path: Path) -> None:
     config = tmp_path / "colmena.toml"
     config.write_text('[[symbols]]\nsymbol = "BTC/USDT"\ncheckpoint = "x"\n')
