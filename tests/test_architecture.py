@@ -72,3 +72,39 @@ def test_nothing_in_the_package_can_unpickle() -> None:
             if isinstance(node, ast.keyword) and node.arg == "allow_pickle":
                 found.append(f"{path.name}:{node.lineno} passes allow_pickle")
     assert found == []
+
+
+def test_sql_is_only_parameterised() -> None:
+    """No SQL text is built from values: every query the package sends (``execute``,
+    ``executemany``, ``psycopg.sql.SQL``) is a literal, a name bound to one, or composed with
+    psycopg.sql (identifiers quoted by the library); never an f-string, ``%`` or ``.format``
+    of a string, so every value goes as a parameter."""
+    import ast
+
+    def built(arg: ast.expr) -> bool:
+        if isinstance(arg, ast.JoinedStr):
+            return True
+        if isinstance(arg, ast.BinOp) and isinstance(arg.op, ast.Mod | ast.Add):
+            return built(arg.left) or built(arg.right) or isinstance(arg.op, ast.Mod)
+        return (
+            isinstance(arg, ast.Call)
+            and isinstance(arg.func, ast.Attribute)
+            and arg.func.attr == "format"
+            and isinstance(arg.func.value, ast.Constant)
+        )
+
+    found = []
+    calls = 0
+    root = Path(__file__).resolve().parents[1] / "python" / "colmena"
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr not in {"execute", "executemany", "SQL"} or not node.args:
+                continue
+            calls += 1
+            if built(node.args[0]):
+                found.append(f"{path.name}:{node.lineno} {node.func.attr} of a built string")
+    assert calls > 20
+    assert found == []

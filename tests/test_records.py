@@ -89,6 +89,7 @@ def test_migrations_apply_once(dsn: str) -> None:
             "0003_live_records.sql",
             "0004_live_strategies.sql",
             "0005_live_risk_state.sql",
+            "0006_live_control.sql",
         ],
     )
     assert {"backtest_runs", "backtest_fills", "colmena_schema_migrations"} <= tables
@@ -121,6 +122,7 @@ def test_migration_0002_keeps_the_rows_recorded_before_it(postgres_server: str) 
             "0003_live_records.sql",
             "0004_live_strategies.sql",
             "0005_live_risk_state.sql",
+            "0006_live_control.sql",
         ]
         rows = conn.execute("SELECT idempotency_key, run_uuid FROM backtest_runs").fetchall()
         assert rows == [("k", None)]

@@ -1433,6 +1433,37 @@ def _nats_url(nats_url: str | None, data_dir: Path) -> str:
         raise UserError(f"{path}: not a `colmena up` endpoints file ({_reason(exc)})") from None
 
 
+@main.command("down")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("colmena-live"),
+    show_default=True,
+    help="The data folder of the `colmena up` to stop.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1.0),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for it to stop.",
+)
+def down(data_dir: Path, timeout: float) -> None:
+    """Stop the `colmena up` running on --data-dir, gracefully: each service finishes the
+    message in hand and saves its state, then the embedded servers stop (their data stay).
+    Pause first (`colmena ctl pause`) to stop with no order in flight. Exit status: 0 stopped,
+    2 none running, 3 still stopping after --timeout."""
+    from colmena.services.up import UpNotRunningError, stop_up
+
+    try:
+        pid = stop_up(data_dir, timeout=timeout)
+    except UpNotRunningError as exc:
+        raise UserError(str(exc)) from None
+    except TimeoutError as exc:
+        raise OutputError(str(exc)) from None
+    click.echo(f"stopped `colmena up` (pid {pid}); data in {data_dir}", err=True)
+
+
 @main.command("ctl")
 @click.argument("action", type=click.Choice(["status", "pause", "resume", "flatten", "halt",
                                              "reset"]))  # fmt: skip
@@ -1516,7 +1547,8 @@ def ctl(
             f"{st.symbol}: {st.trading_state}"
             + (" (a person's pause)" if st.operator_paused else "")
             + f", newest bar {when(st.closed_ts)} UTC, equity {st.equity:,.2f}, drawdown "
-            f"{st.drawdown:.2%}, pending: {', '.join(st.pending) or '-'}"
+            f"{st.drawdown:.2%}, open order: {st.open_order:.8g}, pending: "
+            f"{', '.join(st.pending) or '-'}"
             + (f", applies from {when(st.applies_from_ts)} UTC" if st.applies_from_ts else "")
         )
         out.print(line, highlight=False, soft_wrap=True)
@@ -1534,7 +1566,13 @@ def ctl(
 
 
 @main.command("replay-audit")
-@click.option("--db", "dsn", required=True, help="PostgreSQL DSN of the recorder's database.")
+@click.option(
+    "--db",
+    "dsn",
+    required=True,
+    envvar="COLMENA_DB_DSN",
+    help="PostgreSQL DSN of the recorder's database (else $COLMENA_DB_DSN).",
+)
 @click.option("--from", "start", required=True, help="First bar (open time), ISO-8601; UTC.")
 @click.option("--to", "end", required=True, help="Last bar (open time), ISO-8601; UTC.")
 @click.option("--symbol", default=None, help="Audit this symbol only (default: every one).")

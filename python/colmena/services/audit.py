@@ -242,14 +242,20 @@ def _connect(dsn: str) -> Any:
         raise DatabaseUnreachableError(f"cannot connect to PostgreSQL: {reason}") from None
 
 
-def _select(table: str, columns: tuple[str, ...]) -> str:
-    listed = ", ".join(f"{table}.{c}" for c in columns)
+def _select(table: str, columns: tuple[str, ...]) -> Any:
+    """The rows of ``table`` of one symbol in a period (parameters: symbol, t0, t1), each with
+    its bar's open time last; identifiers quoted by psycopg.sql."""
+    from psycopg import sql
+
+    listed = sql.SQL(", ").join(sql.Identifier(table, c) for c in columns)
     if table == "live_trades":
-        return (
-            f"SELECT {listed}, f.ts_ns FROM live_trades JOIN live_fills f USING (msg_key) "
+        return sql.SQL(
+            "SELECT {listed}, f.ts_ns FROM live_trades JOIN live_fills f USING (msg_key) "
             "WHERE f.symbol = %s AND f.ts_ns BETWEEN %s AND %s"
-        )
-    return f"SELECT {listed}, ts_ns FROM {table} WHERE symbol = %s AND ts_ns BETWEEN %s AND %s"
+        ).format(listed=listed)
+    return sql.SQL(
+        "SELECT {listed}, ts_ns FROM {table} WHERE symbol = %s AND ts_ns BETWEEN %s AND %s"
+    ).format(listed=listed, table=sql.Identifier(table))
 
 
 def _row_key(table: str, row: tuple[Any, ...]) -> str:
@@ -318,11 +324,12 @@ def _audit_symbol(conn: Any, symbol: str, t0: int, t1: int) -> SymbolAudit:
     candles: list[wire.WireMessage] = []
     differences: list[Difference] = []
     compared: dict[str, int] = {"candle": 0}
-    for row in conn.execute(
-        f"SELECT {', '.join(columns)} FROM live_candles WHERE symbol = %s AND ts_ns <= %s "
-        "ORDER BY ts_ns",
-        (symbol, t1),
-    ):
+    from psycopg import sql
+
+    query = sql.SQL(
+        "SELECT {columns} FROM live_candles WHERE symbol = %s AND ts_ns <= %s ORDER BY ts_ns"
+    ).format(columns=sql.SQL(", ").join(map(sql.Identifier, columns)))
+    for row in conn.execute(query, (symbol, t1)):
         candle = wire.decode("candle", bytes(row[-1]))
         candles.append(candle)
         if candle.ts < t0:

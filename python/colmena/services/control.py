@@ -136,6 +136,9 @@ class SymbolControlStatus(msgspec.Struct, frozen=True):
         Actions accepted and not yet applied (they apply at the next bar's open).
     applies_from_ts : int or None
         For an accepted action: the open time from which it applies (the next bar).
+    open_order : float
+        The order sent to execution and not yet reported on, signed base units (0: none);
+        it fills or is cancelled at the next bar's open.
     """
 
     symbol: str
@@ -146,6 +149,7 @@ class SymbolControlStatus(msgspec.Struct, frozen=True):
     drawdown: float
     pending: tuple[str, ...] = ()
     applies_from_ts: int | None = None
+    open_order: float = 0.0
 
 
 class AccountControlStatus(msgspec.Struct, frozen=True):
@@ -322,6 +326,7 @@ class ControlResponder:
         handler = self._handlers[symbol]
         manager = handler.stage.risk_manager
         assert manager is not None  # a live risk handler always has one
+        outstanding = handler.stage.outstanding
         return SymbolControlStatus(
             symbol=symbol,
             trading_state=manager.state,
@@ -331,6 +336,7 @@ class ControlResponder:
             drawdown=manager.drawdown,
             pending=tuple(c.action for c in handler.pending_controls),
             applies_from_ts=applies_from,
+            open_order=0.0 if outstanding is None else outstanding.quantity,
         )
 
     def _account_status(self) -> AccountControlStatus | None:

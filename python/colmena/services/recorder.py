@@ -24,6 +24,7 @@ sent with psycopg's pipelined ``executemany`` (``bench/`` compares it with a pla
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections import defaultdict
@@ -88,15 +89,23 @@ TABLES: Final[dict[str, tuple[str, ...]]] = {
 # Children are inserted after their parents (live_trades references live_fills).
 _ORDER: Final = tuple(TABLES)
 
-_SQL: Final = {
-    table: (
-        f"INSERT INTO {table} ({', '.join(columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))}) "
-        + ("ON CONFLICT (msg_key, seq) DO NOTHING" if table == "live_trades"
-           else "ON CONFLICT (msg_key) DO NOTHING")
+
+@functools.cache
+def _insert_sql(table: str) -> Any:
+    """The insert of one row of ``table``, composed with psycopg.sql (identifiers quoted by the
+    library; every value a parameter)."""
+    from psycopg import sql
+
+    columns = TABLES[table]
+    key = ("msg_key", "seq") if table == "live_trades" else ("msg_key",)
+    return sql.SQL(
+        "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT ({key}) DO NOTHING"
+    ).format(
+        table=sql.Identifier(table),
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        values=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        key=sql.SQL(", ").join(map(sql.Identifier, key)),
     )
-    for table, columns in TABLES.items()
-}  # fmt: skip
 
 
 def rows_of(
@@ -391,7 +400,7 @@ class Recorder:
                 table_rows = by_table.get(table)
                 if not table_rows:
                     continue
-                await cur.executemany(_SQL[table], table_rows, returning=False)
+                await cur.executemany(_insert_sql(table), table_rows, returning=False)
                 inserted[table] = max(cur.rowcount, 0)
         return Recorded(messages=count, rows=inserted)
 
