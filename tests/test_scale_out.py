@@ -279,7 +279,8 @@ def _records(config: Path, data_dir: Path, expected_orders: int) -> dict[str, li
             except psycopg.errors.UndefinedTable:  # the recorder has not created them yet
                 time.sleep(0.2)
                 continue
-            in_stream = asyncio.run(_stream_count(endpoints["nats"]))
+            operator = Path(endpoints["operator_credentials"])  # NATS access is on
+            in_stream = asyncio.run(_stream_count(endpoints["nats"], operator))
             if orders == expected_orders and sum(counts) == in_stream:
                 break
             assert up.poll() is None, up.communicate()
@@ -300,8 +301,8 @@ def _records(config: Path, data_dir: Path, expected_orders: int) -> dict[str, li
     return out
 
 
-async def _stream_count(url: str) -> int:
-    bus = await Bus.connect(url)
+async def _stream_count(url: str, credentials: Path | None = None) -> int:
+    bus = await Bus.connect(url, credentials=credentials)
     try:
         return await bus.stream_messages()
     finally:

@@ -138,7 +138,10 @@ def _paper_trade(args: list[str], data_dir: Path, last_ts: int, *, control: bool
             time.sleep(0.1)
         endpoints = json.loads(endpoints_file.read_text())
         for _ in range(3_000):  # until the last candle is decided
-            (status,) = asyncio.run(symbol_status(endpoints["nats"], ["BTC/USDT"], 60))
+            operator = Path(endpoints["operator_credentials"])  # NATS access is on
+            (status,) = asyncio.run(
+                symbol_status(endpoints["nats"], ["BTC/USDT"], 60, credentials=operator)
+            )
             if status.candle_ts == last_ts and status.lag_bars == 0:
                 break
             assert up.poll() is None, up.communicate()

@@ -1160,8 +1160,19 @@ _live_config_option = click.option(
     metavar="I/N",
     help="Strategy, risk or execution: handle only instance I's share of N of the symbols.",
 )
+@click.option(
+    "--credentials",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The service's NATS credentials file (overrides [nats] credentials).",
+)
 def serve(
-    role: str, config_path: Path, nats_url: str | None, db: str | None, partition: str
+    role: str,
+    config_path: Path,
+    nats_url: str | None,
+    db: str | None,
+    partition: str,
+    credentials: Path | None,
 ) -> None:
     """Run one service of the live system (paper trading on NATS) until SIGTERM or Ctrl-C.
 
@@ -1174,6 +1185,7 @@ def serve(
     import asyncio
     import signal
 
+    from colmena.services.access import CredentialsError
     from colmena.services.config import ConfigError, load_config
     from colmena.services.daemons import ServiceError, run_role
 
@@ -1181,6 +1193,11 @@ def serve(
         config = load_config(config_path)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    if credentials is not None:
+        import msgspec
+
+        nats = msgspec.structs.replace(config.nats, credentials=str(credentials))
+        config = msgspec.structs.replace(config, nats=nats)
     url = nats_url or config.nats.url
     if url is None:
         raise UserError("no NATS server: give --nats URL or [nats] url in the configuration")
@@ -1198,7 +1215,7 @@ def serve(
 
     try:
         count = asyncio.run(main_loop())
-    except ServiceError as exc:
+    except (ServiceError, CredentialsError) as exc:  # a bad credentials file: the user's
         raise UserError(str(exc)) from None
     except ConnectionError as exc:
         raise OutputError(str(exc)) from None
@@ -1346,7 +1363,15 @@ def up(
                        "state", "lag (bars)"):  # fmt: skip
             grid.add_column(column)
         try:
-            rows = asyncio.run(symbol_status(endpoints["nats"], names, config.bar_seconds))
+            operator = endpoints.get("operator_credentials")
+            rows = asyncio.run(
+                symbol_status(
+                    endpoints["nats"],
+                    names,
+                    config.bar_seconds,
+                    credentials=None if operator is None else Path(operator),
+                )
+            )
         except (ConnectionError, OSError):
             rows = []
         for r in rows:
@@ -1481,17 +1506,26 @@ def ctl(
     risk service answered.
     """
     import asyncio
+    import os
     from datetime import datetime, timezone
 
     import msgspec
 
+    from colmena.services import access
     from colmena.services.control import ControlError, ControlUnavailableError, send_control
 
     url = _nats_url(nats_url, data_dir)
+    # The operator's NATS identity: $COLMENA_NATS_CREDENTIALS, else the one `colmena up` made.
+    named = os.environ.get(access.CREDENTIALS_ENV)
+    credentials = Path(named) if named else access.operator_credentials(data_dir)
+    try:
+        options = access.client_options(credentials) if named or credentials.exists() else {}
+    except access.CredentialsError as exc:
+        raise UserError(f"ctl {action}: {exc}") from None
     try:
         reply = asyncio.run(
             send_control(url, action, symbol=symbol, reason=reason, operator=operator,
-                         timeout=timeout)
+                         timeout=timeout, connect_options=options)
         )  # fmt: skip
     except ControlError as exc:
         raise UserError(f"ctl {action}: {exc}") from None

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import nats
@@ -34,6 +36,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from colmena.live import wire
+from colmena.services import access
 
 __all__ = [
     "STREAM",
@@ -234,22 +237,49 @@ class Bus:
         limits: StreamLimits | None = None,
         name: str = "colmena",
         connect_timeout: float = 5.0,
+        credentials: Path | None = None,
     ) -> Bus:
         """Connect to ``url`` and create (or update) :data:`STREAM`.
+
+        ``credentials``: a colmena credentials file (:mod:`colmena.services.access`; None:
+        ``$COLMENA_NATS_CREDENTIALS`` if set, else none, for a server without authorization).
+        With credentials the client authenticates with the identity's NKey, takes its reply
+        inboxes under the identity's prefix, and treats the stream as the identity may
+        (:func:`colmena.services.access.stream_rights`): ``admin`` creates or updates it; a
+        daemon creates it when absent and leaves an existing one as it is; the operator only
+        checks it exists.
 
         Raises
         ------
         ConnectionError
-            The server cannot be reached within ``connect_timeout`` seconds or has no JetStream.
+            The server cannot be reached within ``connect_timeout`` seconds or has no JetStream;
+            with credentials also (messages naming the file and the identity): a credentials
+            file that cannot be used (:class:`colmena.services.access.CredentialsError`), a key
+            the server refuses, the identity's permissions refusing the stream set-up, or no
+            stream yet for an identity that may not create it.
         """
+        path = credentials
+        if path is None and os.environ.get(access.CREDENTIALS_ENV):
+            path = Path(os.environ[access.CREDENTIALS_ENV])
+        creds = access.load_credentials(path) if path is not None else None
+        who = "" if creds is None else f" as {creds.identity!r} ({path})"
+        refusals: list[str] = []
+        unauthorized = asyncio.Event()
 
         async def on_error(exc: Exception) -> None:
-            log.warning("NATS connection to %s: %s", url, exc)
+            text = str(exc).lower()
+            if "permissions violation" in text:
+                refusals.append(str(exc))
+            elif isinstance(exc, nats.errors.AuthorizationError) or "authorization" in text:
+                unauthorized.set()  # the server refused the key: retrying will not help
+            log.warning("NATS connection to %s%s: %s", url, who, exc)
 
-        # Once connected, the client reconnects without limit (a restarted server is found
-        # again); the first connection is bounded by connect_timeout.
-        try:
-            client = await asyncio.wait_for(
+        auth: dict[str, Any] = {}
+        if creds is not None:
+            auth = {"nkeys_seed_str": creds.seed, "inbox_prefix": creds.inbox_prefix}
+
+        async def first_connection() -> Client:
+            connecting = asyncio.ensure_future(
                 nats.connect(
                     url,
                     name=name,
@@ -258,15 +288,49 @@ class Bus:
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
                     error_cb=on_error,
-                ),
-                timeout=connect_timeout,
+                    **auth,
+                )
             )
+            refused = asyncio.ensure_future(unauthorized.wait())
+            try:
+                await asyncio.wait((connecting, refused), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (connecting, refused):
+                    task.cancel()
+                await asyncio.gather(connecting, refused, return_exceptions=True)
+            if not connecting.cancelled():
+                return connecting.result()
+            raise nats.errors.AuthorizationError()
+
+        # Once connected, the client reconnects without limit (a restarted server is found
+        # again); the first connection is bounded by connect_timeout, and ends at once when
+        # the server refuses the credentials.
+        try:
+            client = await asyncio.wait_for(first_connection(), timeout=connect_timeout)
+        except nats.errors.AuthorizationError:
+            raise ConnectionError(
+                f"NATS at {url} refused the credentials{who}: authorization violation (the "
+                "server does not know this key: start the system with colmena up, which "
+                "writes the server's configuration with it)"
+                if creds is not None
+                else f"NATS at {url} needs credentials: authorization violation (give the "
+                "identity's file with --credentials, [nats] credentials or "
+                f"${access.CREDENTIALS_ENV})"
+            ) from None
         except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
-            raise ConnectionError(f"cannot connect to NATS at {url}: {reason}") from None
+            raise ConnectionError(f"cannot connect to NATS at {url}{who}: {reason}") from None
         bus = cls(client, limits or StreamLimits())
+        rights = "manage" if creds is None else access.stream_rights(creds.identity)
         try:
-            await bus._ensure_stream()
+            await bus._ensure_stream(rights)
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            await client.close()
+            if refusals:
+                raise ConnectionError(
+                    f"NATS at {url} refused the stream set-up{who}: {refusals[-1]}"
+                ) from None
+            raise
         except Exception:
             await client.close()
             raise
@@ -285,16 +349,21 @@ class Bus:
             duplicate_window=self.limits.duplicate_window_seconds,
         )
 
-    async def _ensure_stream(self) -> None:
+    async def _ensure_stream(self, rights: str = "manage") -> None:
         config = self._stream_config()
         try:
             await self._js.stream_info(STREAM)
         except nats.js.errors.NotFoundError:
+            if rights == "read":
+                raise ConnectionError(
+                    f"the NATS server has no stream {STREAM} yet: start the system first"
+                ) from None
             await self._js.add_stream(config)
             return
         except nats.errors.NoRespondersError:
             raise ConnectionError("the NATS server has no JetStream (start it with -js)") from None
-        await self._js.update_stream(config)
+        if rights == "manage":
+            await self._js.update_stream(config)
 
     async def publish(self, message: wire.WireMessage, *, timeout: float = 5.0) -> PublishResult:
         """Publish ``message`` on its subject with its idempotency key.

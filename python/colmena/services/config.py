@@ -106,13 +106,28 @@ class ConfigError(ValueError):
 
 class NatsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``[nats]``: ``url`` of the server (``nats://host:port``); None: ``colmena up`` starts an
-    embedded one."""
+    embedded one. ``credentials``: the path of the service's NATS credentials file
+    (:mod:`colmena.services.access`; ``colmena serve --credentials`` overrides it, and
+    ``colmena up`` gives each service its own); None: ``$COLMENA_NATS_CREDENTIALS``, else none
+    (a server without authorization). The file holds a secret: it is named here, never
+    copied here."""
 
     url: str | None = None
+    credentials: str | None = None
 
     def __post_init__(self) -> None:
         if self.url is not None and not self.url.startswith(("nats://", "tls://")):
             raise ValueError(f"url must start with nats:// or tls://, got {self.url!r}")
+        if self.credentials is not None and not self.credentials:
+            raise ValueError("credentials must name a credentials file (or be left out)")
+
+    def credentials_path(self) -> Path | None:
+        """The credentials file to use: ``credentials``, else ``$COLMENA_NATS_CREDENTIALS``,
+        else None."""
+        from colmena.services.access import CREDENTIALS_ENV
+
+        named = self.credentials or os.environ.get(CREDENTIALS_ENV)
+        return Path(named) if named else None
 
 
 class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -188,7 +188,12 @@ async def run_role(
                 await health.start()
             except HealthError as exc:
                 raise ServiceError(str(exc)) from None
-        bus = await Bus.connect(nats_url, limits=_limits(config), name=f"colmena-{role}")
+        bus = await Bus.connect(
+            nats_url,
+            limits=_limits(config),
+            name=f"colmena-{role}",
+            credentials=config.nats.credentials_path(),
+        )
     except BaseException:
         if feed is not None:
             await feed.close()

