@@ -336,15 +336,17 @@ async def _publish(url: str, bars: list[Bar]) -> None:
 
 
 async def _stream(url: str, kind: wire.MessageKind) -> list[wire.WireMessage]:
+    """Every ``kind`` message of the symbol in the stream, in order (a pull consumer: its
+    pending count is exact before the first fetch)."""
     bus = await Bus.connect(url, name="reader")
     try:
-        sub = await bus.jetstream.subscribe(wire.subject(kind, SYMBOL), stream=STREAM,
-                                            ordered_consumer=True)  # fmt: skip
+        sub = await bus.jetstream.pull_subscribe(wire.subject(kind, SYMBOL), stream=STREAM)
+        pending = int((await sub.consumer_info()).num_pending or 0)
         out: list[wire.WireMessage] = []
-        pending = (await sub.consumer_info()).num_pending
-        for _ in range(pending or 0):
-            msg = await sub.next_msg(timeout=HANG)
-            out.append(wire.decode(kind, msg.data))
+        while len(out) < pending:
+            for msg in await sub.fetch(pending - len(out), timeout=HANG):
+                out.append(wire.decode(kind, msg.data))
+                await msg.ack()
         await sub.unsubscribe()
         return out
     finally:
