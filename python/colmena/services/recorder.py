@@ -429,16 +429,23 @@ class Recorder:
             for kind in wire.MESSAGE_TYPES
         ]
         total = 0
+        failed = asyncio.Event()  # one kind failed: every drain stops
 
         async def drain(consumer: Consumer) -> None:
             nonlocal total
-            while not stop.is_set():
-                deliveries = await consumer.fetch(batch, timeout=poll_seconds)
-                if deliveries:
-                    total += (await self.record_deliveries(deliveries)).messages
+            try:
+                while not (stop.is_set() or failed.is_set()):
+                    deliveries = await consumer.fetch(batch, timeout=poll_seconds)
+                    if deliveries:
+                        total += (await self.record_deliveries(deliveries)).messages
+            except BaseException:
+                failed.set()
+                raise
 
         # One task per kind; the first error stops the others (the messages not yet committed
-        # are delivered again to the restarted recorder).
+        # are delivered again to the restarted recorder). Each drain also checks `failed` at
+        # every fetch, so one whose cancellation was lost (asyncio.wait_for before Python 3.12
+        # can drop it when its result is ready) still ends within a poll.
         tasks = [asyncio.create_task(drain(c)) for c in consumers]
         try:
             await asyncio.gather(*tasks)
