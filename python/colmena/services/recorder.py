@@ -418,12 +418,29 @@ class Recorder:
         return recorded
 
     async def run(
-        self, bus: Bus, stop: asyncio.Event, *, batch: int = 500, poll_seconds: float = 0.2
+        self,
+        bus: Bus,
+        stop: asyncio.Event,
+        *,
+        batch: int = 500,
+        poll_seconds: float = 0.2,
+        max_backoff_seconds: float = 5.0,
     ) -> int:
         """Record every kind of message until ``stop`` is set; returns the messages recorded.
 
         Durable consumers ``recorder-<kind>``: a restarted recorder resumes where it stopped.
+        Outages are waited out, not fatal: a fetch that fails because NATS is away (a server
+        restart: the connection comes back by itself) is tried again, and a batch whose
+        transaction failed because PostgreSQL is away (nothing of it was committed, nothing
+        acknowledged) is recorded again, each after a growing pause (0.1 s doubling to
+        ``max_backoff_seconds``) and logged. Any other error stops every kind and propagates.
         """
+        import nats.errors
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        transient_nats = (nats.errors.Error, ConnectionError, TimeoutError)
+        transient_db = (psycopg.OperationalError, PoolTimeout)
         consumers: list[Consumer] = [
             await bus.consumer(kind, f"recorder-{kind}", ordered=False)
             for kind in wire.MESSAGE_TYPES
@@ -431,13 +448,37 @@ class Recorder:
         total = 0
         failed = asyncio.Event()  # one kind failed: every drain stops
 
-        async def drain(consumer: Consumer) -> None:
+        async def pause(backoff: float) -> float:
+            await asyncio.sleep(backoff)
+            return min(backoff * 2.0, max_backoff_seconds)
+
+        async def drain(consumer: Consumer, kind: str) -> None:
             nonlocal total
+            backoff = 0.1
             try:
                 while not (stop.is_set() or failed.is_set()):
-                    deliveries = await consumer.fetch(batch, timeout=poll_seconds)
-                    if deliveries:
-                        total += (await self.record_deliveries(deliveries)).messages
+                    try:
+                        deliveries = await consumer.fetch(batch, timeout=poll_seconds)
+                    except transient_nats as exc:
+                        log.warning("recorder %s: fetch failed (%s); again in %.1f s", kind,
+                                    exc or type(exc).__name__, backoff)  # fmt: skip
+                        backoff = await pause(backoff)
+                        continue
+                    while deliveries and not (stop.is_set() or failed.is_set()):
+                        try:
+                            total += (await self.record_deliveries(deliveries)).messages
+                            backoff = 0.1
+                            break
+                        except transient_db as exc:
+                            log.error("recorder %s: %d messages not recorded (%s); again in "
+                                      "%.1f s", kind, len(deliveries), exc, backoff)  # fmt: skip
+                            backoff = await pause(backoff)
+                        except transient_nats as exc:  # committed; an ack lost: redelivered
+                            log.warning(
+                                "recorder %s: acknowledgement failed (%s); the messages come "
+                                "again and record nothing", kind, exc,
+                            )  # fmt: skip
+                            break
             except BaseException:
                 failed.set()
                 raise
@@ -446,7 +487,8 @@ class Recorder:
         # are delivered again to the restarted recorder). Each drain also checks `failed` at
         # every fetch, so one whose cancellation was lost (asyncio.wait_for before Python 3.12
         # can drop it when its result is ready) still ends within a poll.
-        tasks = [asyncio.create_task(drain(c)) for c in consumers]
+        tasks = [asyncio.create_task(drain(c, k)) for c, k in zip(consumers, wire.MESSAGE_TYPES,
+                                                                   strict=True)]  # fmt: skip
         try:
             await asyncio.gather(*tasks)
         finally:
