@@ -38,11 +38,14 @@ class DeviceGuard {
   int previous_ = 0;
 };
 
-// The device that holds the current context's work (the device of the data, set by the caller).
-inline int current_device() {
-  int device = 0;
-  check(cudaGetDevice(&device), "cudaGetDevice");
-  return device;
+// The device whose memory holds p (the current device for host memory, which the dispatch of
+// device_ops.hpp has already refused).
+inline int device_of(const void* p) {
+  const int device = pointer_device(p);
+  if (device >= 0) return device;
+  int current = 0;
+  check(cudaGetDevice(&current), "cudaGetDevice");
+  return current;
 }
 
 // Device memory freed on scope exit (stream-ordered allocation on the current stream).

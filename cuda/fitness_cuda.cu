@@ -66,6 +66,7 @@ void proxy_scores(const float* signals, std::size_t n_agents, std::size_t n_step
                   const double* returns, const unsigned char* tradable, double cost,
                   bool long_only, double periods_per_year, double* scores) {
   if (n_agents == 0) return;
+  const detail::DeviceGuard guard(detail::device_of(signals));
   const cudaStream_t stream = detail::stream();
   if (n_steps < 2) {
     detail::check(cudaMemsetAsync(scores, 0, n_agents * sizeof(double), stream),

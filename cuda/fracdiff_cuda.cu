@@ -243,6 +243,7 @@ void fracdiff_ffd(const double* x, std::size_t n, const double* w, std::size_t w
   if (n > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
     throw std::invalid_argument("fracdiff_ffd: the GPU path takes at most 2**31 - 1 values");
   }
+  const detail::DeviceGuard guard(detail::device_of(x));
   ffd(x, n, w, window, y, use_fft(method, window, "fracdiff_ffd"));
 }
 
@@ -256,6 +257,7 @@ void fracdiff_expanding(const double* x, std::size_t n, double d, double thresho
     throw std::invalid_argument("fracdiff_expanding: the series is too long for the GPU path");
   }
   const std::vector<double> full = fracdiff_weights(d, 0.0, n);  // exactly n weights
+  const detail::DeviceGuard guard(detail::device_of(x));
   const bool fft = use_fft(method, n, "fracdiff_expanding");
   const cudaStream_t stream = detail::stream();
   DeviceBuffer<double> padded(2 * n - 1);

@@ -33,23 +33,15 @@ namespace {
 
 using detail::check;
 using detail::check_launch;
+using detail::dense_unit;
+using detail::LayerDesc;
 
 constexpr int kMaxLayers = 16;        // trunk and heads together
 constexpr int kMaxFusedWidth = 128;   // widest layer the rows kernel keeps in thread registers
 constexpr int kRowsThreads = 128;     // threads per block of the rows kernel
 constexpr int kStateThreads = 128;    // threads per block of the state kernel
 constexpr std::size_t kRowsMinRows = 64;  // fewer rows: the state kernel
-constexpr int kSplit = 16;            // partial sums of a narrow layer (mlp.hpp)
-constexpr int kNarrowWidth = static_cast<int>(DenseLayout::kNarrowWidth);
 
-struct LayerDesc {
-  int n_in;
-  int n_out;
-  int activation;
-  int head;              // -1 for a trunk layer, else the head's index
-  long long w_offset;    // floats from the storage base: W [n_nets, n_in, n_out]
-  long long b_offset;    // b [n_nets, n_out]
-};
 
 struct NetDesc {
   int n_layers;
@@ -63,36 +55,6 @@ struct NetDesc {
 struct Outputs {
   float* head[kMaxLayers];
 };
-
-// One output unit j of one dense layer for one input vector a (n_in values), reading the
-// layer's weights of one network: W [n_in, n_out] at w, b [n_out] at b.
-__device__ __forceinline__ float dense_unit(const LayerDesc& L, const float* __restrict__ w,
-                                            const float* __restrict__ b, const float* a, int j) {
-  if (L.n_out >= kNarrowWidth) {
-    float acc = b[j];
-    for (int k = 0; k < L.n_in; ++k) acc = __fmaf_rn(a[k], w[k * L.n_out + j], acc);
-    return detail::activate(L.activation, acc);
-  }
-  float s[kSplit];
-#pragma unroll
-  for (int l = 0; l < kSplit; ++l) s[l] = 0.0f;
-  const int padded = (L.n_in + kSplit - 1) / kSplit * kSplit;
-  for (int k0 = 0; k0 < padded; k0 += kSplit) {
-#pragma unroll
-    for (int l = 0; l < kSplit; ++l) {
-      const int k = k0 + l;
-      const float av = k < L.n_in ? a[k] : 0.0f;
-      const float wv = k < L.n_in ? w[k * L.n_out + j] : 0.0f;
-      s[l] = __fmaf_rn(av, wv, s[l]);
-    }
-  }
-#pragma unroll
-  for (int half = kSplit / 2; half >= 1; half /= 2) {
-#pragma unroll
-    for (int l = 0; l < half; ++l) s[l] = __fadd_rn(s[l], s[l + half]);
-  }
-  return detail::activate(L.activation, __fadd_rn(s[0], b[j]));
-}
 
 // Rows kernel: grid (row blocks, n_nets); thread = one row of one network.
 template <bool kShared>
@@ -260,7 +222,6 @@ class CudaNetworkWeights final : public NetworkWeights {
   const void* storage_address() const noexcept override { return storage_; }
 
   const NeuralBackend* owner() const noexcept { return owner_; }
-  int device() const noexcept { return device_; }
   const NetDesc& desc() const noexcept { return desc_; }
   const float* storage() const noexcept { return storage_; }
 
@@ -349,15 +310,17 @@ class CudaNeuralBackend final : public NeuralBackend {
       throw std::invalid_argument("the row stride ldx is smaller than the input width");
     }
     detail::DeviceGuard guard(device_);
-    cudaDeviceProp prop{};
-    check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
+    int smem_optin = 0;
+    check(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_),
+          "cudaDeviceGetAttribute");
+    const auto smem_limit = static_cast<std::size_t>(smem_optin);
     const auto rows = static_cast<long long>(n_rows);
     const auto stride = static_cast<long long>(ldx);
     const cudaStream_t stream = detail::stream();
-    if (n_rows >= kRowsMinRows && desc.max_width <= kMaxFusedWidth) {
+    if (n_rows >= kRowsMinRows && desc.max_width <= kMaxFusedWidth && desc.n_nets <= 65535) {
       const dim3 grid(detail::blocks_for(n_rows, kRowsThreads), static_cast<unsigned>(desc.n_nets));
       const std::size_t smem = static_cast<std::size_t>(desc.smem_floats) * sizeof(float);
-      if (smem <= prop.sharedMemPerBlockOptin) {
+      if (smem <= smem_limit) {
         if (smem > 48 * 1024) {
           check(cudaFuncSetAttribute(swarm_rows_kernel<true>,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -374,7 +337,7 @@ class CudaNeuralBackend final : public NeuralBackend {
       return;
     }
     const std::size_t smem = 2 * static_cast<std::size_t>(desc.max_width) * sizeof(float);
-    if (smem > prop.sharedMemPerBlockOptin) {
+    if (smem > smem_limit) {
       throw std::invalid_argument("a layer of " + std::to_string(desc.max_width) +
                                   " units is too wide for the CUDA backend");
     }
