@@ -404,6 +404,22 @@ void register_cuda(py::module_& m) {
 #endif
   });
   m.def(
+      "cuda_synchronize",
+      [](int device, std::uintptr_t stream) {
+        guarded("cuda_synchronize", [&] {
+          require_cuda("cuda_synchronize", device);
+#ifdef COLMENA_WITH_CUDA
+          Stream scope(stream);
+          cuda::synchronize_stream();
+#else
+          (void)stream;
+#endif
+        });
+      },
+      py::arg("device") = 0, py::arg("stream") = 0,
+      "Wait for the work enqueued on `stream` (0: the legacy default stream, which waits for "
+      "every blocking stream).");
+  m.def(
       "cuda_require",
       [](const std::string& what, int device) {
         guarded(what, [&] { require_cuda(what, device); });

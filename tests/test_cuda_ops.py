@@ -57,13 +57,7 @@ def on_device(x: np.ndarray) -> dv.DeviceNDArray:
     return dv.to_device(x)
 
 
-def host(x: Any) -> np.ndarray:
-    """A host copy of a device result (CuPy, torch or DeviceNDArray)."""
-    if isinstance(x, dv.DeviceNDArray):
-        return x.get()
-    if hasattr(x, "get"):  # CuPy
-        return np.asarray(x.get())
-    return np.asarray(x.cpu().numpy())  # torch
+host = dv.host_copy
 
 
 # ---------------------------------------------------------------- swarm (GPU)
@@ -348,6 +342,7 @@ def test_cuda_entry_points_name_what_is_missing() -> None:
         lambda: dv.DeviceNDArray((3,), np.float64),
         lambda: dv.to_device(np.ones(3)),
         lambda: dv.require_cuda("colmena train --device cuda"),
+        lambda: dv.synchronize(),
     ]
     for call in calls:
         with pytest.raises(dv.CudaUnavailableError, match=expected):
@@ -355,6 +350,7 @@ def test_cuda_entry_points_name_what_is_missing() -> None:
     for raw in (
         lambda: _core.CudaSwarm(2, [4, 8, 1]),
         lambda: _core.CudaBuffer(16),
+        lambda: _core.cuda_synchronize(0, 0),
         lambda: _core.cuda_fracdiff_ffd(0, 10, np.ones(3), 0, "auto", 0, 0),
         lambda: _core.cuda_fracdiff_expanding(0, 10, 0.4, 0.01, 0, "auto", 0, 0),
         lambda: _core.cuda_proxy_scores(0, 1, 2, 0, 0, 0.0, False, 1.0, 0, 0, 0),

@@ -50,9 +50,11 @@ __all__ = [
     "fracdiff",
     "fracdiff_expanding",
     "generation_scores",
+    "host_copy",
     "proxy_scores",
     "require_cuda",
     "swarm_forward",
+    "synchronize",
     "to_device",
     "vae_encode",
 ]
@@ -79,7 +81,7 @@ def cuda_unavailable_reason(device: int = 0) -> str | None:
     try:
         _core.cuda_require("CUDA", device)
     except RuntimeError as exc:
-        return str(exc)
+        return str(exc).removeprefix("CUDA: ")
     return None
 
 
@@ -95,6 +97,19 @@ def require_cuda(what: str, device: int = 0) -> None:
         _core.cuda_require(what, device)
     except RuntimeError as exc:
         raise CudaUnavailableError(str(exc)) from None
+
+
+def synchronize(*, device: int = 0, stream: Any = None) -> None:
+    """Wait for the GPU work enqueued on ``stream`` (an int ``cudaStream_t``, a CuPy or torch
+    stream; default: the legacy default stream, which waits for every blocking stream).
+
+    Raises
+    ------
+    CudaUnavailableError
+        Without a CUDA build or device.
+    """
+    require_cuda("synchronize", device)
+    _core.cuda_synchronize(device, 0 if stream is None else _stream_handle(stream))
 
 
 @dataclass(frozen=True)
@@ -181,6 +196,27 @@ class DeviceNDArray:
         out = np.empty(self.shape, dtype=self.dtype)
         self._buffer.download(out, 0 if stream is None else _stream_handle(stream))
         return out
+
+
+def host_copy(x: Any) -> NDArray[Any]:
+    """A numpy copy of a device array (DeviceNDArray, CuPy, torch), after the work enqueued on
+    its stream; a host array is returned as numpy without a copy.
+
+    Raises
+    ------
+    TypeError
+        For a CUDA array of another library (copy it with that library).
+    """
+    if isinstance(x, DeviceNDArray):
+        return x.get()
+    arr = describe_array(x)
+    if arr is None:
+        return np.asarray(x)
+    if arr.library == "cupy":
+        return np.asarray(x.get())
+    if arr.library == "torch":
+        return np.asarray(x.detach().cpu().numpy())
+    raise TypeError(f"cannot copy a {type(x).__name__} to the host; use its own library")
 
 
 def to_device(x: Any, *, device: int = 0) -> DeviceNDArray:
