@@ -35,9 +35,15 @@ def main() -> None:
             "| vs torch CUDA |"
         )
         print("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
-        torch_rows = [r for r in rows if "torch" in r["name"]]
-        torch_median = torch_rows[0]["stats"]["median"] if len(torch_rows) == 1 else None
+
+        def param(name: str) -> str:
+            return name[name.index("[") :] if "[" in name else ""
+
         for row in rows:
+            peers = [
+                r for r in rows if "torch" in r["name"] and param(r["name"]) == param(row["name"])
+            ]
+            torch_median = peers[0]["stats"]["median"] if len(peers) == 1 else None
             median = row["stats"]["median"]
             info = row.get("extra_info", {})
             flop = float(info.get("flop", 0.0))

@@ -23,6 +23,9 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from colmena import _core
 from colmena.cli import main
@@ -31,6 +34,7 @@ from colmena.features.fractional_diff import fracdiff_expanding as cpu_expanding
 from colmena.features.fractional_diff import fracdiff_weights
 from colmena.model import device as dv
 from colmena.model.nn import MLP, Swarm, VAEEncoder
+from fuzzing import fuzz_settings
 
 REASON = dv.cuda_unavailable_reason()
 REQUIRE_GPU = os.environ.get("COLMENA_REQUIRE_GPU") == "1"
@@ -425,3 +429,36 @@ def test_cli_device_cuda_without_cuda_is_one_line_and_exit_2(command: str, tmp_p
     assert REASON is not None
     assert REASON.split(";")[0] in errors[0]
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+@pytest.mark.fuzz
+@fuzz_settings()
+@given(
+    signals=st.one_of(
+        hnp.arrays(
+            st.sampled_from([np.float32, np.float64, np.int32]),
+            hnp.array_shapes(min_dims=0, max_dims=3, max_side=6),
+        ),
+        st.just([[0.5]]),
+        st.none(),
+    ),
+    returns=st.one_of(
+        hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=2, max_side=6)),
+        st.just("r"),
+    ),
+    tradable=st.one_of(
+        hnp.arrays(st.sampled_from([np.bool_, np.uint8, np.float64]), st.integers(0, 6)),
+        st.none(),
+    ),
+    cost=st.floats(allow_nan=True, allow_infinity=True),
+    periods=st.floats(allow_nan=True, allow_infinity=True),
+)
+def test_cpu_proxy_scores_fuzz_return_or_raise_a_documented_error(
+    signals: Any, returns: Any, tradable: Any, cost: float, periods: float
+) -> None:
+    try:
+        out = _core.proxy_scores(signals, returns, tradable, cost, False, periods)
+    except (TypeError, ValueError):
+        return
+    assert out.dtype == np.float64
+    assert out.shape == (np.asarray(signals).shape[0],)
