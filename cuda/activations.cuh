@@ -164,13 +164,13 @@ struct LayerDesc {
 inline constexpr int kSplit = 16;  // partial sums of a narrow layer (mlp.hpp)
 inline constexpr int kNarrowWidth = static_cast<int>(DenseLayout::kNarrowWidth);
 
-// Output unit j of a dense layer for one input vector a (n_in values): W [n_in, n_out] at w,
-// b [n_out] at b, in the CPU kernels' order (mlp.hpp, "Determinism").
+// Output unit j of a dense layer for one input vector a (n_in values, a[k] at a[k * as]):
+// W [n_in, n_out] at w, b [n_out] at b, in the CPU kernels' order (mlp.hpp, "Determinism").
 COLMENA_HD float dense_unit(const LayerDesc& L, const float* __restrict__ w,
-                            const float* __restrict__ b, const float* a, int j) {
+                            const float* __restrict__ b, const float* a, int as, int j) {
   if (L.n_out >= kNarrowWidth) {  // wide: b[j], then fused multiply-adds in k order
     float acc = b[j];
-    for (int k = 0; k < L.n_in; ++k) acc = f_fma(a[k], w[k * L.n_out + j], acc);
+    for (int k = 0; k < L.n_in; ++k) acc = f_fma(a[k * as], w[k * L.n_out + j], acc);
     return activate(L.activation, acc);
   }
   // narrow: 16 partials over k = l, l + 16, ... (zero-padded), the halving tree, then + b[j]
@@ -180,7 +180,7 @@ COLMENA_HD float dense_unit(const LayerDesc& L, const float* __restrict__ w,
   for (int k0 = 0; k0 < padded; k0 += kSplit) {
     for (int l = 0; l < kSplit; ++l) {
       const int k = k0 + l;
-      const float av = k < L.n_in ? a[k] : 0.0f;
+      const float av = k < L.n_in ? a[k * as] : 0.0f;
       const float wv = k < L.n_in ? w[k * L.n_out + j] : 0.0f;
       s[l] = f_fma(av, wv, s[l]);
     }
@@ -189,6 +189,87 @@ COLMENA_HD float dense_unit(const LayerDesc& L, const float* __restrict__ w,
     for (int l = 0; l < half; ++l) s[l] = f_add(s[l], s[l + half]);
   }
   return activate(L.activation, f_add(s[0], b[j]));
+}
+
+// A wide layer of exactly H outputs with its H accumulators in registers: for each k in order,
+// a[k] once, then acc[j] = fma(a[k], W[k, j], acc[j]) for every j. Each output sees the same
+// operations in the same order as dense_unit (b[j], then k = 0, 1, ...), so the same bits; the
+// loop order only lets one a[k] and one row of W feed H accumulators. out[j * os]; out may be
+// the input buffer (every a[k] is read before any output is written). When W lives in shared
+// memory 16-byte aligned (w4), its rows are read four floats at a time.
+template <int H>
+COLMENA_HD void wide_layer(const LayerDesc& L, const float* __restrict__ w,
+                           const float* __restrict__ b, const float* a, int as, float* out,
+                           int os, bool w_aligned) {
+  float acc[H];
+#pragma unroll
+  for (int j = 0; j < H; ++j) acc[j] = b[j];
+  for (int k = 0; k < L.n_in; ++k) {
+    const float ak = a[k * as];
+    const float* wk = w + k * H;
+#if defined(__CUDA_ARCH__)
+    if (w_aligned) {
+      const float4* wk4 = reinterpret_cast<const float4*>(wk);
+#pragma unroll
+      for (int q = 0; q < H / 4; ++q) {
+        const float4 v = wk4[q];
+        acc[4 * q] = f_fma(ak, v.x, acc[4 * q]);
+        acc[4 * q + 1] = f_fma(ak, v.y, acc[4 * q + 1]);
+        acc[4 * q + 2] = f_fma(ak, v.z, acc[4 * q + 2]);
+        acc[4 * q + 3] = f_fma(ak, v.w, acc[4 * q + 3]);
+      }
+      continue;
+    }
+#endif
+#pragma unroll
+    for (int j = 0; j < H; ++j) acc[j] = f_fma(ak, wk[j], acc[j]);
+  }
+#pragma unroll
+  for (int j = 0; j < H; ++j) out[j * os] = activate(L.activation, acc[j]);
+}
+
+// One dense layer for one input vector: the register path for the widths it is compiled for,
+// else one dense_unit per output (out must not alias a there).
+COLMENA_HD void dense_layer(const LayerDesc& L, const float* __restrict__ w,
+                            const float* __restrict__ b, const float* a, int as, float* out,
+                            int os, bool w_aligned) {
+  switch (L.n_out) {
+    case 8:
+      return wide_layer<8>(L, w, b, a, as, out, os, w_aligned);
+    case 16:
+      return wide_layer<16>(L, w, b, a, as, out, os, w_aligned);
+    case 32:
+      return wide_layer<32>(L, w, b, a, as, out, os, w_aligned);
+    case 64:
+      return wide_layer<64>(L, w, b, a, as, out, os, w_aligned);
+    case 128:
+      return wide_layer<128>(L, w, b, a, as, out, os, w_aligned);
+    default:
+      for (int j = 0; j < L.n_out; ++j) out[j * os] = dense_unit(L, w, b, a, as, j);
+  }
+}
+
+// Every layer of one network for one input row x (x[k], k < n_in of layer 0): the trunk into
+// the ping-pong buffers act0 / act1 (element k at [k * stride]), each head h into
+// head_out[h][0 .. n_out) (skipped when null). w[l], b[l]: layer l's weights of this network.
+// The rows kernel runs this per thread; tests/cuda_emulation.cpp runs it on the host.
+COLMENA_HD void forward_row(const LayerDesc* layers, int n_layers, const float* const* w,
+                            const float* const* b, bool w_aligned, const float* x, float* act0,
+                            float* act1, int stride, float* const* head_out) {
+  const float* a = x;
+  int as = 1;
+  float* next = act0;
+  for (int l = 0; l < n_layers; ++l) {
+    const LayerDesc& L = layers[l];
+    if (L.head < 0) {
+      dense_layer(L, w[l], b[l], a, as, next, stride, w_aligned);
+      a = next;
+      as = stride;
+      next = next == act0 ? act1 : act0;
+    } else if (head_out[L.head] != nullptr) {
+      dense_layer(L, w[l], b[l], a, as, head_out[L.head], 1, w_aligned);
+    }
+  }
 }
 
 }  // namespace colmena::cuda::detail

@@ -37,8 +37,8 @@ using detail::dense_unit;
 using detail::LayerDesc;
 
 constexpr int kMaxLayers = 16;        // trunk and heads together
-constexpr int kMaxFusedWidth = 128;   // widest layer the rows kernel keeps in thread registers
-constexpr int kRowsThreads = 128;     // threads per block of the rows kernel
+constexpr int kMaxFusedWidth = 256;   // widest trunk layer of the rows kernel
+constexpr int kRowsThreads = 64;      // threads per block of the rows kernel
 constexpr int kStateThreads = 128;    // threads per block of the state kernel
 constexpr std::size_t kRowsMinRows = 64;  // fewer rows: the state kernel
 
@@ -47,8 +47,9 @@ struct NetDesc {
   int n_layers;
   int n_trunk;
   int n_nets;
-  int max_width;
-  long long smem_floats;  // one network's weights, all layers (the rows kernel's shared memory)
+  int max_width;          // widest layer, the input included (the state kernel's buffers)
+  int max_trunk;          // widest trunk output, at least 1 (the rows kernel's buffers)
+  long long smem_floats;  // one network's weights, each layer's W and b padded to 4 floats
   LayerDesc layer[kMaxLayers];
 };
 
@@ -56,61 +57,55 @@ struct Outputs {
   float* head[kMaxLayers];
 };
 
-// Rows kernel: grid (row blocks, n_nets); thread = one row of one network.
+// Rows kernel: grid (row blocks, n_nets); thread = one row of one network (forward_row). Shared
+// memory: the trunk's ping-pong activations [2][max_trunk][blockDim.x] (element k of thread t
+// at [k * blockDim.x + t]: no bank conflicts), then, with kShared, this network's weights, each
+// layer's W and b 16-byte aligned (rows of W read four floats at a time).
 template <bool kShared>
 __global__ void swarm_rows_kernel(NetDesc desc, const float* __restrict__ storage,
                                   const float* __restrict__ x, long long n_rows, long long ldx,
                                   Outputs out) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   const int net = blockIdx.y;
-  // Stage this network's weights: per layer W then b, packed.
-  long long local_w[kMaxLayers];
-  long long local_b[kMaxLayers];
+  const int threads = blockDim.x;
+  float* act0 = smem;
+  float* act1 = smem + static_cast<long long>(desc.max_trunk) * threads;
+  float* wsm = smem + 2LL * desc.max_trunk * threads;
+  const float* w[kMaxLayers];
+  const float* b[kMaxLayers];
   long long offset = 0;
   for (int l = 0; l < desc.n_layers; ++l) {
     const LayerDesc& L = desc.layer[l];
-    local_w[l] = offset;
-    offset += static_cast<long long>(L.n_in) * L.n_out;
-    local_b[l] = offset;
-    offset += L.n_out;
-  }
-  if (kShared) {
-    for (int l = 0; l < desc.n_layers; ++l) {
-      const LayerDesc& L = desc.layer[l];
-      const long long nw = static_cast<long long>(L.n_in) * L.n_out;
-      const float* w = storage + L.w_offset + net * nw;
-      const float* b = storage + L.b_offset + static_cast<long long>(net) * L.n_out;
-      for (long long i = threadIdx.x; i < nw; i += blockDim.x) smem[local_w[l] + i] = w[i];
-      for (long long i = threadIdx.x; i < L.n_out; i += blockDim.x) smem[local_b[l] + i] = b[i];
+    const long long nw = static_cast<long long>(L.n_in) * L.n_out;
+    const float* gw = storage + L.w_offset + net * nw;
+    const float* gb = storage + L.b_offset + static_cast<long long>(net) * L.n_out;
+    if (kShared) {
+      float* sw = wsm + offset;
+      offset += (nw + 3) / 4 * 4;
+      float* sb = wsm + offset;
+      offset += (L.n_out + 3) / 4 * 4;
+      for (long long i = threadIdx.x; i < nw; i += threads) sw[i] = gw[i];
+      for (long long i = threadIdx.x; i < L.n_out; i += threads) sb[i] = gb[i];
+      w[l] = sw;
+      b[l] = sb;
+    } else {
+      w[l] = gw;
+      b[l] = gb;
     }
-    __syncthreads();
   }
-  const long long row = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (kShared) __syncthreads();
+  const long long row = static_cast<long long>(blockIdx.x) * threads + threadIdx.x;
   if (row >= n_rows) return;
-  float buf[2][kMaxFusedWidth];
-  const float* xr = x + row * ldx;
-  const int n_in0 = desc.layer[0].n_in;
-  for (int k = 0; k < n_in0; ++k) buf[0][k] = xr[k];
-  int cur = 0;
+  float* head_out[kMaxLayers];
   for (int l = 0; l < desc.n_layers; ++l) {
     const LayerDesc& L = desc.layer[l];
-    const float* w;
-    const float* b;
-    if (kShared) {
-      w = smem + local_w[l];
-      b = smem + local_b[l];
-    } else {
-      w = storage + L.w_offset + static_cast<long long>(net) * L.n_in * L.n_out;
-      b = storage + L.b_offset + static_cast<long long>(net) * L.n_out;
-    }
-    if (L.head < 0) {
-      for (int j = 0; j < L.n_out; ++j) buf[cur ^ 1][j] = dense_unit(L, w, b, buf[cur], j);
-      cur ^= 1;
-    } else if (out.head[L.head] != nullptr) {
-      float* y = out.head[L.head] + (static_cast<long long>(net) * n_rows + row) * L.n_out;
-      for (int j = 0; j < L.n_out; ++j) y[j] = dense_unit(L, w, b, buf[cur], j);
-    }
+    if (L.head < 0) continue;
+    float* base = out.head[L.head];
+    head_out[L.head] =
+        base == nullptr ? nullptr : base + (static_cast<long long>(net) * n_rows + row) * L.n_out;
   }
+  detail::forward_row(desc.layer, desc.n_layers, w, b, kShared, x + row * ldx,
+                      act0 + threadIdx.x, act1 + threadIdx.x, threads, head_out);
 }
 
 // State kernel: grid (n_nets, row slots); block = one (network, row), thread = output units.
@@ -130,14 +125,14 @@ __global__ void swarm_state_kernel(NetDesc desc, const float* __restrict__ stora
       const float* w = storage + L.w_offset + static_cast<long long>(net) * L.n_in * L.n_out;
       const float* b = storage + L.b_offset + static_cast<long long>(net) * L.n_out;
       if (L.head < 0) {
-        for (int j = threadIdx.x; j < L.n_out; j += blockDim.x) a1[j] = dense_unit(L, w, b, a0, j);
+        for (int j = threadIdx.x; j < L.n_out; j += blockDim.x) a1[j] = dense_unit(L, w, b, a0, 1, j);
         __syncthreads();
         float* t = a0;
         a0 = a1;
         a1 = t;
       } else if (out.head[L.head] != nullptr) {
         float* y = out.head[L.head] + (static_cast<long long>(net) * n_rows + row) * L.n_out;
-        for (int j = threadIdx.x; j < L.n_out; j += blockDim.x) y[j] = dense_unit(L, w, b, a0, j);
+        for (int j = threadIdx.x; j < L.n_out; j += blockDim.x) y[j] = dense_unit(L, w, b, a0, 1, j);
       }
     }
     __syncthreads();  // a0 is rewritten by the next row
@@ -157,6 +152,7 @@ class CudaNetworkWeights final : public NetworkWeights {
     desc_.n_trunk = static_cast<int>(shape_.n_trunk());
     desc_.n_nets = static_cast<int>(shape_.n_nets);
     desc_.max_width = static_cast<int>(shape_.n_inputs());
+    desc_.max_trunk = 1;
     long long offset = 0;
     long long per_net = 0;
     for (std::size_t l = 0; l < shape_.n_layers(); ++l) {
@@ -170,8 +166,9 @@ class CudaNetworkWeights final : public NetworkWeights {
       offset += static_cast<long long>(shape_.n_nets) * L.n_in * L.n_out;
       L.b_offset = offset;
       offset += static_cast<long long>(shape_.n_nets) * L.n_out;
-      per_net += static_cast<long long>(L.n_in) * L.n_out + L.n_out;
+      per_net += (static_cast<long long>(L.n_in) * L.n_out + 3) / 4 * 4 + (L.n_out + 3) / 4 * 4;
       desc_.max_width = std::max(desc_.max_width, L.n_out);
+      if (L.head < 0) desc_.max_trunk = std::max(desc_.max_trunk, L.n_out);
     }
     desc_.smem_floats = per_net;
     floats_ = static_cast<std::size_t>(offset);
@@ -317,22 +314,22 @@ class CudaNeuralBackend final : public NeuralBackend {
     const auto rows = static_cast<long long>(n_rows);
     const auto stride = static_cast<long long>(ldx);
     const cudaStream_t stream = detail::stream();
-    if (n_rows >= kRowsMinRows && desc.max_width <= kMaxFusedWidth && desc.n_nets <= 65535) {
+    const std::size_t act_bytes =
+        2 * static_cast<std::size_t>(desc.max_trunk) * kRowsThreads * sizeof(float);
+    if (n_rows >= kRowsMinRows && desc.max_trunk <= kMaxFusedWidth && desc.n_nets <= 65535 &&
+        act_bytes <= smem_limit) {
       const dim3 grid(detail::blocks_for(n_rows, kRowsThreads), static_cast<unsigned>(desc.n_nets));
-      const std::size_t smem = static_cast<std::size_t>(desc.smem_floats) * sizeof(float);
-      if (smem <= smem_limit) {
-        if (smem > 48 * 1024) {
-          check(cudaFuncSetAttribute(swarm_rows_kernel<true>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(smem)),
-                "cudaFuncSetAttribute");
-        }
-        swarm_rows_kernel<true><<<grid, kRowsThreads, smem, stream>>>(desc, weights.storage(), x,
-                                                                      rows, stride, outputs);
-      } else {
-        swarm_rows_kernel<false><<<grid, kRowsThreads, 0, stream>>>(desc, weights.storage(), x,
-                                                                    rows, stride, outputs);
+      const std::size_t weight_bytes = static_cast<std::size_t>(desc.smem_floats) * sizeof(float);
+      const bool shared = act_bytes + weight_bytes <= smem_limit;
+      const std::size_t smem = act_bytes + (shared ? weight_bytes : 0);
+      auto kernel = shared ? swarm_rows_kernel<true> : swarm_rows_kernel<false>;
+      if (smem > 48 * 1024) {
+        check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   static_cast<int>(smem)),
+              "cudaFuncSetAttribute");
       }
+      kernel<<<grid, kRowsThreads, smem, stream>>>(desc, weights.storage(), x, rows, stride,
+                                                   outputs);
       check_launch("swarm_rows_kernel");
       return;
     }

@@ -189,6 +189,22 @@ def test_issue_swarm_shape_equals_cpu_bit_for_bit(emu: ctypes.CDLL) -> None:
         np.testing.assert_array_equal(got[:, :, 0], expected)
 
 
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_every_register_width_equals_cpu_bit_for_bit(emu: ctypes.CDLL, activation: str) -> None:
+    """Trunk widths 8, 16, 32, 64 and 128 (the register path, wide_layer) and 5, 48 (one
+    dense_unit per output), before a narrow head."""
+    rng = np.random.default_rng(7)
+    sizes = [11, 8, 16, 5, 32, 64, 48, 128, 1]
+    layers = make_layers(rng, sizes, 3)
+    x = rng.normal(0, 2, (50, 11)).astype(np.float32)
+    act = ACTIVATIONS[activation]
+    (got,) = emulate(
+        emu, layers, [act] * (len(layers) - 1) + [1], [-1] * (len(layers) - 1) + [0], x
+    )
+    for expected in at_every_level(lambda: Swarm(layers, activation).forward(x)):  # type: ignore[arg-type]
+        np.testing.assert_array_equal(got[:, :, 0], expected)
+
+
 @pytest.mark.parametrize("latent", [3, 8, 16])
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 def test_vae_encoder_heads_equal_cpu_bit_for_bit(

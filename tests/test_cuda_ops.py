@@ -73,7 +73,9 @@ host = dv.host_copy
         ([32, 64, 64, 1], 1),  # the live state: the state kernel
         ([32, 64, 64, 1], 5000),  # a series: the fused rows kernel
         ([7, 5, 1], 333),  # narrow layers, widths not multiples of 16
-        ([20, 200, 1], 100),  # wider than the rows kernel: the state kernel on a series
+        ([20, 200, 1], 100),  # a width without a register path: dense_unit per output
+        ([10, 300, 1], 100),  # wider than the rows kernel: the state kernel on a series
+        ([11, 8, 16, 32, 64, 128, 1], 500),  # every register width
         ([3, 1], 64),
     ],
 )
