@@ -31,15 +31,20 @@ namespace {
 
 using FloatArray = py::array_t<float, py::array::c_style>;
 
+// "<where>: <message>", unless the message already starts with where.
+std::string prefixed(const std::string& where, const std::string& message) {
+  return message.rfind(where + ":", 0) == 0 ? message : where + ": " + message;
+}
+
 [[noreturn]] void rethrow(const std::string& where) {
   try {
     throw;
   } catch (const CudaUnavailable& e) {
     throw std::runtime_error(e.what());
   } catch (const std::invalid_argument& e) {
-    throw py::value_error(where + ": " + e.what());
+    throw py::value_error(prefixed(where, e.what()));
   } catch (const std::out_of_range& e) {
-    throw py::index_error(where + ": " + e.what());
+    throw py::index_error(prefixed(where, e.what()));
   }
 }
 
