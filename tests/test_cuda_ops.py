@@ -392,6 +392,15 @@ def test_host_arrays_take_the_cpu_path_unchanged() -> None:
     assert dv.describe_array(xs) is None
 
 
+def test_a_cpu_dlpack_array_takes_the_cpu_path() -> None:
+    """A torch CPU tensor (DLPack device type 1, no __cuda_array_interface__) is host memory."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    x = np.cumsum(np.random.default_rng(3).normal(size=300))
+    t = torch.from_numpy(x)
+    assert dv.describe_array(t) is None
+    np.testing.assert_array_equal(dv.fracdiff(t, 0.4, window=12), cpu_fracdiff(x, 0.4, window=12))
+
+
 def test_cpu_proxy_scores_equal_a_numpy_reference() -> None:
     rng = np.random.default_rng(2)
     s = rng.uniform(-1, 1, (7, 300)).astype(np.float32)
