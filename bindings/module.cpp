@@ -40,5 +40,6 @@ PYBIND11_MODULE(_core, m) {
   colmena::bindings::register_risk(m);
   colmena::bindings::register_loop(m);
   colmena::bindings::register_nn(m);
+  colmena::bindings::register_cuda(m);
   refuse_bare_new(m);
 }

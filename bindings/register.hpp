@@ -10,4 +10,5 @@ void register_state(pybind11::module_& m);
 void register_risk(pybind11::module_& m);
 void register_loop(pybind11::module_& m);
 void register_nn(pybind11::module_& m);
+void register_cuda(pybind11::module_& m);
 }  // namespace colmena::bindings

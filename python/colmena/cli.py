@@ -392,6 +392,36 @@ def _exchange_options(f: Any) -> Any:
     return f
 
 
+def _device_option(f: Any) -> Any:
+    """--device (train and backtest): where the swarm's numbers run."""
+    return click.option(
+        "--device",
+        type=click.Choice(["cpu", "cuda"]),
+        default="cpu",
+        show_default=True,
+        help="Where the neural forward passes run: the CPU core, or its CUDA twins "
+        "(needs a build with COLMENA_CUDA=ON and a visible GPU).",
+    )(f)
+
+
+def _check_device(command: str, device: str) -> None:
+    """UserError (one line, exit 2) unless ``device`` can run ``command`` here."""
+    if device == "cpu":
+        return
+    from colmena.model.device import cuda_unavailable_reason
+
+    reason = cuda_unavailable_reason()
+    if reason is not None:
+        raise UserError(f"--device cuda: {reason}")
+    # The CUDA twins exist (colmena.model.device), but the training loop and the backtest engine
+    # do not call them yet: refuse rather than silently run on the CPU.
+    raise UserError(
+        f"--device cuda: colmena {command} does not run on the GPU yet (issue 13: the CUDA twins "
+        "are in colmena.model.device; the training loop and the backtest engine are not wired "
+        "to them); use --device cpu"
+    )
+
+
 def _decision_options(f: Any) -> Any:
     """Decision interval and market type (shared by train and backtest)."""
     options = [
@@ -457,6 +487,7 @@ def _decision_options(f: Any) -> Any:
     "the same DATA; options not given come from the checkpoint, --generations may grow.",
 )
 @_exchange_options
+@_device_option
 def train(
     data: Path | None,
     out_dir: Path,
@@ -477,6 +508,7 @@ def train(
     until: str | None,
     api_url: str | None,
     cache_dir: Path | None,
+    device: str,
 ) -> None:
     """Train the VAE and evolve a swarm of agents on the candles in DATA, checkpointing every
     generation into --out. DATA may be replaced by an exchange source (--exchange binance
@@ -503,6 +535,7 @@ def train(
         raise click.UsageError("give a candle file DATA or --exchange, not both")
     if data is None and exchange is None:
         raise click.UsageError("give a candle file DATA (Parquet or CSV) or --exchange")
+    _check_device("train", device)
     ctx = click.get_current_context()
 
     def given(name: str) -> bool:
@@ -773,6 +806,7 @@ def _fetch(
     "options given on the command line override it.",
 )
 @_exchange_options
+@_device_option
 def backtest(
     data: Path | None,
     checkpoint: Path | None,
@@ -797,6 +831,7 @@ def backtest(
     until: str | None,
     api_url: str | None,
     cache_dir: Path | None,
+    device: str,
 ) -> None:
     """Backtest the swarm on the candles in DATA, out of sample, with risk and paper execution.
 
@@ -832,6 +867,7 @@ def backtest(
         raise click.UsageError("give a candle file DATA or --exchange, not both")
     if data is None and exchange is None:
         raise click.UsageError("give a candle file DATA (Parquet or CSV) or --exchange")
+    _check_device("backtest", device)
     ctx = click.get_current_context()
 
     def given(name: str) -> bool:
