@@ -56,6 +56,21 @@ Example::
     host = "127.0.0.1"                 # /health and /metrics of every daemon (the default)
     port = 9400                        # base port (0, the default: each picks a free one)
 
+The ``[venue]`` section (:class:`colmena.live.venue.VenueSettings`): ``mode = "exchange"``
+makes the execution service place real spot orders through ccxt
+(:class:`colmena.live.venue.VenueExecutionHandler`) instead of paper trading, and reconcile with
+the venue every ``reconcile_seconds`` (:mod:`colmena.services.reconcile`). The API key and secret
+are read from the environment variables it names, never from this file::
+
+    [venue]
+    mode = "exchange"
+    exchange = "binance"
+    sandbox = true                     # the exchange's testnet
+    api_key_env = "COLMENA_VENUE_API_KEY"
+    api_secret_env = "COLMENA_VENUE_API_SECRET"
+    reserves = { BTC = 0.0 }           # base units at the venue that are not the sleeves'
+    reconcile_seconds = 60.0
+
 The ``[health]`` section (:class:`HealthSettings`, served by :mod:`colmena.services.health`):
 with ``port = P`` the daemons listen on P (ingest), P+1 (risk), P+2 (execution), P+3
 (recorder) and P+3+I (strategy instance I of ``--partition I/N``); ``port = 0`` lets each
@@ -76,6 +91,7 @@ import msgspec
 
 from colmena.execution.simulation import ExecutionSettings
 from colmena.live import wire
+from colmena.live.venue import VenueSettings
 from colmena.risk.config import RiskConfig
 
 __all__ = [
@@ -321,6 +337,7 @@ class LiveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     execution: ExecutionSettings = msgspec.field(default_factory=ExecutionSettings)
     health: HealthSettings = msgspec.field(default_factory=HealthSettings)
+    venue: VenueSettings = msgspec.field(default_factory=VenueSettings)
 
     def __post_init__(self) -> None:
         problems = []

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, Protocol
 
 import nats.errors
@@ -77,6 +77,15 @@ class Handler(Protocol):
     symbol: str
 
     def handle(self, message: wire.WireMessage) -> list[wire.WireMessage]: ...
+
+
+async def _handle(handler: Handler, message: wire.WireMessage) -> list[wire.WireMessage]:
+    """``handler.handle(message)``; in a worker thread for a handler whose class sets
+    ``BLOCKING = True`` (its calls wait on the network: the venue's execution handler), so the
+    event loop (leases, other symbols, health) goes on meanwhile."""
+    if getattr(handler, "BLOCKING", False):
+        return await asyncio.to_thread(handler.handle, message)
+    return handler.handle(message)
 
 
 def durable_name(role: str, kind: str, symbol: str) -> str:
@@ -161,7 +170,7 @@ async def _replay(
                     message = wire.decode(kind, raw.data)
                     if on_message is not None:
                         on_message(message, sequence)
-                    handler.handle(message)
+                    await _handle(handler, message)
                     replayed += 1
         finally:
             await subscription.unsubscribe()
@@ -182,6 +191,7 @@ async def serve(
     state: StateStore | None = None,
     account: AccountGuard | None = None,
     on_latency: Callable[[wire.WireMessage, float], None] | None = None,
+    on_ready: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
     """Run ``role`` for every symbol of ``handlers`` until ``stop`` is set; returns the number
     of messages handled (replay excluded).
@@ -199,6 +209,8 @@ async def serve(
     when it trips, every symbol is halted (its state kept with ``state``).
     ``on_latency(message, seconds)``: the time one message took, from its delivery to its ack
     (handler, outputs published, state saved), for the metrics (:mod:`colmena.services.health`).
+    ``on_ready()`` is awaited once every handler has its state (restored, replayed) and before
+    the first new message (the venue's reconciliation at start).
 
     Raises
     ------
@@ -225,7 +237,7 @@ async def serve(
     try:
         return await _serve_owned(
             bus, role, handlers, stop, keeper, on_handled, ack_wait_seconds, state, account,
-            on_latency,
+            on_latency, on_ready,
         )  # fmt: skip
     finally:
         if keeper is not None:
@@ -246,6 +258,7 @@ async def _serve_owned(
     store: StateStore | None,
     account: AccountGuard | None,
     on_latency: Callable[[wire.WireMessage, float], None] | None = None,
+    on_ready: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
     kinds = ROLE_INPUTS[role]
     if account is not None and (role != "risk" or set(account.symbols) != set(handlers)):
@@ -328,6 +341,8 @@ async def _serve_owned(
         if after or replayed:
             log.info("%s %s: %s, then %d messages from the stream", role, symbol,
                      "restored its saved state" if after else "rebuilt", replayed)  # fmt: skip
+    if on_ready is not None:
+        await on_ready()
     handled = 0
     # One message at a time per symbol; with an account, one at a time for the whole service
     # (a message of one symbol can move every symbol).
@@ -399,7 +414,7 @@ async def _serve_owned(
                     if isinstance(message, wire.CandleMessage):
                         candles[symbol][message.ts] = delivery.stream_sequence
                     account_moved = on_account_close(message)  # the account first
-                    outputs = handler.handle(message)
+                    outputs = await _handle(handler, message)
                     # Every output confirmed by the stream (published together), then the
                     # state saved, then the ack.
                     await asyncio.gather(*(bus.publish(out) for out in outputs))
