@@ -117,6 +117,9 @@ class FakeBinance:
         moved) and then their reply is lost: ``lose_mode = "drop"`` closes the connection
         without an answer; ``"delay"`` holds the answer until :attr:`release` is set (or
         ``hold_seconds`` pass), past the client's timeout.
+    hide_next_lookups : int
+        The next this many order lookups (``GET /api/v3/order``) answer "Order does not exist"
+        whatever the venue holds (so that a placement meets the duplicate refusal).
     orders : dict of int -> dict
         Every order placed, by ``orderId`` (Binance's order JSON).
     order_posts : int
@@ -154,6 +157,7 @@ class FakeBinance:
         self.leave_open = False
         self.reject_next: list[tuple[int, int, str]] = []
         self.fail_orders_next = 0
+        self.hide_next_lookups = 0
         self.lose_next = 0
         self.lose_mode: Literal["drop", "delay"] = "drop"
         self.release = threading.Event()
@@ -272,7 +276,7 @@ class FakeBinance:
             self.signed_requests.append((method, path))
             if self.fail_orders_next > 0:
                 self.fail_orders_next -= 1
-                return _Answer(503, {"code": -1001, "msg": "Internal error; unable to process."})
+                return _Answer(503, {"code": -1001, "msg": "Internal error; unable to process your request."})
             if path == "/api/v3/account":
                 return _Answer(200, self._account())
             if path == "/api/v3/openOrders":
@@ -285,6 +289,9 @@ class FakeBinance:
             if method == "POST":
                 return self._place(query)
             order = self._find(query)
+            if method == "GET" and self.hide_next_lookups > 0:
+                self.hide_next_lookups -= 1
+                order = None  # a lookup that does not see the order (yet)
             if order is None:
                 return _Answer(400, {"code": -2013, "msg": "Order does not exist."})
             if method == "DELETE":

@@ -40,8 +40,9 @@ add up to, and the orders it knows open at the venue; :mod:`colmena.services.rec
 them with the venue at start and periodically.
 
 Every venue call has the client's timeout, is retried for transient errors only (ccxt's
-``NetworkError``: timeouts, lost connections, HTTP 5xx, rate limits) with exponential backoff and
-full jitter (tenacity), and goes through a circuit breaker (pybreaker; 3 consecutive failures open
+``OperationFailed``: timeouts, lost connections, HTTP 5xx, rate limits, and Binance's
+"internal error, execution status unknown" answers, but no refusal of the request) with
+exponential backoff and full jitter (tenacity), and goes through a circuit breaker (pybreaker; 3 consecutive failures open
 it, a trial call after 2 s, the design documents' numbers, as the feed's). API keys are read from
 the environment variables the settings name, never from a file, and never logged.
 
@@ -325,7 +326,7 @@ class VenueClient:
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=BREAKER_FAILURES,
             reset_timeout=BREAKER_RESET_SECONDS,
-            exclude=[lambda exc: not isinstance(exc, ccxt.NetworkError)],
+            exclude=[lambda exc: not isinstance(exc, ccxt.OperationFailed)],
             throw_new_error_on_trip=False,
             name=self.name,
         )
@@ -343,7 +344,7 @@ class VenueClient:
             out = fn(*args, **kwargs)
             ok = True
             return out
-        except self._ccxt.NetworkError:
+        except self._ccxt.OperationFailed:
             raise
         except self._ccxt.BaseError:
             ok = True  # the venue answered (a refusal is not a connection problem)
@@ -374,7 +375,7 @@ class VenueClient:
         ccxt = self._ccxt
 
         def transient(exc: BaseException) -> bool:
-            return isinstance(exc, ccxt.NetworkError) and self.breaker.current_state != "open"
+            return isinstance(exc, ccxt.OperationFailed) and self.breaker.current_state != "open"
 
         def before_sleep(state: RetryCallState) -> None:
             outcome = state.outcome
@@ -397,7 +398,7 @@ class VenueClient:
             return retrying(attempt)
         except CircuitOpenError as exc:
             raise VenueUnavailableError(str(exc)) from None
-        except ccxt.NetworkError as exc:
+        except ccxt.OperationFailed as exc:
             raise VenueUnavailableError(
                 f"{self.name}: {name} failed {self.max_attempts} times: "
                 f"{type(exc).__name__}: {exc}"[:500]
@@ -661,7 +662,8 @@ class VenueExecutionHandler:
         self.reserve = float(settings.reserves.get(self.base, 0.0))
         #: The sleeve by this handler's fills.
         self.records = VenueRecords(position=0.0, cash=execution.initial_cash)
-        #: Set by a reconciliation difference: no order is placed while it is not None.
+        #: Set by a reconciliation difference (:mod:`colmena.services.reconcile`): while it is
+        #: not None no order that adds exposure is placed.
         self.hold_reason: str | None = None
         self.lock = threading.RLock()  # one call at a time: handle, reconcile
         self._bars: dict[int, _Bar] = {}
@@ -796,7 +798,9 @@ class VenueExecutionHandler:
         too_old = self.settings.max_order_age_seconds is not None and (
             self._clock() - order.ts > self.settings.max_order_age_seconds * NS_PER_SECOND
         )
-        may_place = placed.attempted != 0.0 and self.hold_reason is None and not too_old
+        # A reconciliation difference holds orders that add exposure (spot: buys).
+        held = self.hold_reason is not None and placed.attempted > 0.0
+        may_place = placed.attempted != 0.0 and not held and not too_old
         try:
             # Looked up even when it is not to be placed: a replay after a restart finds the
             # orders of an earlier life whatever the position is now.
@@ -820,9 +824,7 @@ class VenueExecutionHandler:
         elif quantity != 0.0 and placed.attempted == 0.0:
             placed.reason = "below_lot_step"
         elif placed.attempted != 0.0:  # not at the venue, and not to be placed
-            placed.reason = (
-                "reconciliation_hold" if self.hold_reason is not None else "order_expired"
-            )
+            placed.reason = "reconciliation_hold" if held else "order_expired"
         return placed
 
     def _clip(self, order: Order) -> float:

@@ -7,7 +7,10 @@
   exchange through ccxt every ``poll_seconds`` for the closed candles until it is told to stop.
   Both resume after the newest candle of each symbol already in the stream.
 - ``strategy``, ``risk``, ``execution``: the handlers of :mod:`colmena.live.handlers` for every
-  configured symbol, on :func:`colmena.services.runner.serve`.
+  configured symbol, on :func:`colmena.services.runner.serve`. With ``[venue] mode =
+  "exchange"`` the execution service places real orders (:mod:`colmena.live.venue`) and
+  reconciles with the venue at start and every ``reconcile_seconds``
+  (:mod:`colmena.services.reconcile`), publishing each result.
 - ``recorder``: :class:`colmena.services.recorder.Recorder`.
 
 Every role serves ``/health`` and ``/metrics`` (:mod:`colmena.services.health`, ``[health]``).
@@ -23,14 +26,22 @@ from typing import Final
 
 import msgspec
 
+from colmena.live import wire
 from colmena.live.account import AccountGuard
 from colmena.live.handlers import ExecutionHandler, RiskHandler, StrategyHandler
+from colmena.live.venue import (
+    VenueClient,
+    VenueExecutionHandler,
+    VenueUnavailableError,
+    make_venue_client,
+)
 from colmena.persistence import checkpoint as checkpoints
 from colmena.services import runner
 from colmena.services.bus import Bus, StreamLimits
 from colmena.services.config import LiveConfig
 from colmena.services.feeds import ExchangeFeed, FeedError, ReplayFeed, make_feed
 from colmena.services.health import Health, HealthError, instrument_exchange_client
+from colmena.services.reconcile import Reconciler, ReconciliationMetrics
 from colmena.services.recorder import Recorder, StrategyRecordError
 from colmena.services.runner import Handler, SavedStateMismatchError
 from colmena.services.state import StateError, StateStore
@@ -114,6 +125,40 @@ def _handlers(role: str, config: LiveConfig, symbols: list[str]) -> dict[str, Ha
     return {
         s: ExecutionHandler(s, config.sleeve(s), bar_seconds=config.bar_seconds) for s in symbols
     }
+
+
+def _venue_handlers(
+    config: LiveConfig, symbols: list[str], health: Health | None
+) -> dict[str, VenueExecutionHandler]:
+    """The execution handlers of ``symbols`` at the real venue of ``[venue]`` (its markets
+    loaded: blocking calls)."""
+    settings = config.venue
+    try:
+        client = make_venue_client(settings)
+    except (ValueError, ImportError) as exc:
+        raise ServiceError(f"venue: {exc}") from None
+    on_call = None
+    if health is not None:
+        metrics = health.metrics
+
+        def on_call(name: str, seconds: float, ok: bool) -> None:
+            metrics.exchange_call(settings.exchange, seconds, connected=ok)
+
+    venue = VenueClient(
+        client,
+        max_attempts=settings.max_attempts,
+        backoff_seconds=settings.backoff_seconds,
+        on_call=on_call,
+    )
+    try:
+        return {
+            s: VenueExecutionHandler(
+                s, config.sleeve(s), venue, settings, bar_seconds=config.bar_seconds
+            )
+            for s in symbols
+        }
+    except (ValueError, VenueUnavailableError) as exc:
+        raise ServiceError(f"venue: {exc}") from None
 
 
 def account_guard(config: LiveConfig) -> AccountGuard:
@@ -225,6 +270,21 @@ async def run_role(
                 await recorder.close()
         # The risk and execution state is kept in the state bucket (a HALT survives anything).
         store = await StateStore.open(bus) if role in ("risk", "execution") else None
+        reconciler: Reconciler | None = None
+        if role == "execution" and config.venue.mode == "exchange":
+            venue_handlers = await asyncio.to_thread(_venue_handlers, config, mine, health)
+            handlers = dict(venue_handlers)
+
+            async def publish(result: wire.ReconciliationMessage) -> None:
+                await bus.publish(result)
+
+            reconciler = Reconciler(
+                venue_handlers,
+                publish,
+                interval_seconds=config.venue.reconcile_seconds,
+                metrics=ReconciliationMetrics(health.metrics.registry) if health else None,
+            )
+        periodic = asyncio.create_task(reconciler.run(stop)) if reconciler else None
         try:
             return await runner.serve(
                 bus,
@@ -239,9 +299,15 @@ async def run_role(
                 else None,
                 on_handled=health.metrics.on_handled if health is not None else None,
                 on_latency=health.metrics.on_latency if health is not None else None,
+                # The venue's reconciliation at start: the records rebuilt, no order placed.
+                on_ready=reconciler.run_once if reconciler is not None else None,
             )
         except (StateError, SavedStateMismatchError) as exc:
             raise ServiceError(str(exc)) from None
+        finally:
+            if periodic is not None:
+                periodic.cancel()
+                await asyncio.gather(periodic, return_exceptions=True)
     finally:
         if health is not None:
             health.attach(None)

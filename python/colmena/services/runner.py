@@ -191,7 +191,7 @@ async def serve(
     state: StateStore | None = None,
     account: AccountGuard | None = None,
     on_latency: Callable[[wire.WireMessage, float], None] | None = None,
-    on_ready: Callable[[], Awaitable[None]] | None = None,
+    on_ready: Callable[[], Awaitable[object]] | None = None,
 ) -> int:
     """Run ``role`` for every symbol of ``handlers`` until ``stop`` is set; returns the number
     of messages handled (replay excluded).
@@ -258,7 +258,7 @@ async def _serve_owned(
     store: StateStore | None,
     account: AccountGuard | None,
     on_latency: Callable[[wire.WireMessage, float], None] | None = None,
-    on_ready: Callable[[], Awaitable[None]] | None = None,
+    on_ready: Callable[[], Awaitable[object]] | None = None,
 ) -> int:
     kinds = ROLE_INPUTS[role]
     if account is not None and (role != "risk" or set(account.symbols) != set(handlers)):
