@@ -276,7 +276,9 @@ class FakeBinance:
             self.signed_requests.append((method, path))
             if self.fail_orders_next > 0:
                 self.fail_orders_next -= 1
-                return _Answer(503, {"code": -1001, "msg": "Internal error; unable to process your request."})
+                return _Answer(
+                    503, {"code": -1001, "msg": "Internal error; unable to process your request."}
+                )
             if path == "/api/v3/account":
                 return _Answer(200, self._account())
             if path == "/api/v3/openOrders":

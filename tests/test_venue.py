@@ -24,7 +24,6 @@ from colmena.live.venue import (
     VenueClient,
     VenueExecutionHandler,
     VenueSettings,
-    VenueUnavailableError,
     client_order_id,
     make_venue_client,
 )
@@ -34,9 +33,9 @@ pytest.importorskip("ccxt")
 pytest.importorskip("pybreaker")
 pytest.importorskip("tenacity")
 
-from checkpoint_forge import synthetic_candles  # noqa: E402
-from fake_exchange import FakeBinance, kline  # noqa: E402
-from helpers import every_agent_votes, make_state  # noqa: E402
+from checkpoint_forge import synthetic_candles
+from fake_exchange import FakeBinance, kline
+from helpers import every_agent_votes, make_state
 
 SYMBOL = "BTC/USDT"
 NS = 60 * 1_000_000_000
@@ -45,8 +44,8 @@ EXECUTION = ExecutionSettings(initial_cash=10_000.0, fee_bps=0.0)
 PRICE = 100.0
 
 
-@pytest.fixture
-def fx() -> Iterator[FakeBinance]:
+def fake_venue() -> Iterator[FakeBinance]:
+    """The local venue: BTC/USDT at 100, 10,000 USDT and no BTC in the account."""
     server = FakeBinance([kline(0, PRICE, PRICE, PRICE, PRICE, 5.0)])
     server.balances = {"USDT": [10_000.0, 0.0], "BTC": [0.0, 0.0]}
     server.prices[SYMBOL] = PRICE
@@ -56,6 +55,11 @@ def fx() -> Iterator[FakeBinance]:
     finally:
         server.release.set()
         server.close()
+
+
+@pytest.fixture
+def fx() -> Iterator[FakeBinance]:
+    yield from fake_venue()
 
 
 def settings(fx: FakeBinance, **changes: object) -> VenueSettings:
@@ -104,11 +108,7 @@ def gate(i: int) -> wire.GateMessage:
 
 
 def order(i: int, quantity: float, *, reduce_only: bool = False) -> wire.OrderMessage:
-    o = (
-        Order(i + 1, i, (i + 1) * NS, quantity, 0.5, "decision", reduce_only)
-        if quantity
-        else None
-    )
+    o = Order(i + 1, i, (i + 1) * NS, quantity, 0.5, "decision", reduce_only) if quantity else None
     decision = Decision(0.5, 0.5, "accepted", quantity != 0.0, 0.25, "ACTIVE")
     return wire.OrderMessage(symbol=SYMBOL, ts=i * NS, decided=RiskDecision(decision, o))
 
@@ -118,7 +118,9 @@ def bar_messages(i: int, quantity: float) -> list[wire.WireMessage]:
     return [candle(i), gate(i), order(i, quantity)]
 
 
-def feed(h: VenueExecutionHandler | ExecutionHandler, messages: list[wire.WireMessage]) -> list[wire.WireMessage]:
+def feed(
+    h: VenueExecutionHandler | ExecutionHandler, messages: list[wire.WireMessage]
+) -> list[wire.WireMessage]:
     out: list[wire.WireMessage] = []
     for m in messages:
         out.extend(h.handle(m))
@@ -167,15 +169,18 @@ def test_orders_fill_and_the_account_comes_from_the_balances(fx: FakeBinance) ->
     h = handler(fx, reserves={"BTC": 0.5})
     out = feed(h, bar_messages(0, -1.0) + bar_messages(1, 0.25) + [candle(2), gate(2)])
     first, second = reports(out)
-    assert first.report.fill is not None and first.report.fill.quantity == pytest.approx(-1.0)
+    assert first.report.fill is not None
+    assert first.report.fill.quantity == pytest.approx(-1.0)
     assert first.report.fill.price == pytest.approx(PRICE)
-    assert second.report.fill is not None and second.report.fill.quantity == pytest.approx(0.25)
+    assert second.report.fill is not None
+    assert second.report.fill.quantity == pytest.approx(0.25)
     assert [e.type for e in first.report.events] == ["trade_executed"]
     snapshots = [a.snapshot for a in accounts(out)]
     # position: the venue's BTC less the reserve; cash: the sleeve's own flows
     assert [s.position for s in snapshots] == pytest.approx([1.5, 0.5, 0.75])
     assert snapshots[-1].cash == pytest.approx(10_000.0 + 100.0 - 25.0)
-    assert snapshots[-1].ts == 3 * NS and snapshots[-1].mark == PRICE
+    assert snapshots[-1].ts == 3 * NS
+    assert snapshots[-1].mark == PRICE
     assert snapshots[-1].equity == pytest.approx(snapshots[-1].cash + 0.75 * PRICE)
     assert fx.balance("BTC") == pytest.approx(1.25)
     assert len(fx.placed) == 2
@@ -187,44 +192,50 @@ def test_a_lost_reply_places_the_order_once_also_after_a_restart(
     fx: FakeBinance, mode: str
 ) -> None:
     fx.lose_next, fx.lose_mode = 1, mode  # type: ignore[assignment]
-    messages = bar_messages(0, 1.5) + [candle(1), gate(1)]
+    messages = [*bar_messages(0, 1.5), candle(1), gate(1)]
     h = handler(fx)
     out = feed(h, messages)
     if mode == "delay":
         fx.release.set()
-    assert len(fx.placed) == 1 and fx.order_posts == 1  # placed once, its reply lost
+    assert len(fx.placed) == 1
+    assert fx.order_posts == 1
     (report,) = reports(out)
-    assert report.report.fill is not None and report.report.fill.quantity == pytest.approx(1.5)
+    assert report.report.fill is not None
+    assert report.report.fill.quantity == pytest.approx(1.5)
     # The same messages again (a redelivery to the same handler): nothing happens.
     assert feed(h, messages) == []
     # A restart: a fresh handler replays the same inputs, finds the order, places nothing.
     again = feed(handler(fx), messages)
-    assert fx.order_posts == 1 and len(fx.placed) == 1
+    assert fx.order_posts == 1
+    assert len(fx.placed) == 1
     assert reports(again)[0].report == report.report
     assert fx.balance("BTC") == pytest.approx(1.5)
 
 
 def test_a_duplicate_refusal_is_taken_as_placed(fx: FakeBinance) -> None:
-    messages = bar_messages(0, 1.0) + [candle(1), gate(1)]
+    messages = [*bar_messages(0, 1.0), candle(1), gate(1)]
     feed(handler(fx), messages)
     assert fx.order_posts == 1
     fx.hide_next_lookups = 1  # the restart's lookup does not see it: it tries to place
     out = feed(handler(fx), messages)
-    assert fx.order_posts == 2 and len(fx.placed) == 1  # refused as a duplicate
+    assert fx.order_posts == 2
+    assert len(fx.placed) == 1
     (report,) = reports(out)
-    assert report.report.fill is not None and report.report.fill.quantity == pytest.approx(1.0)
+    assert report.report.fill is not None
+    assert report.report.fill.quantity == pytest.approx(1.0)
 
 
 def test_transient_failures_are_retried_with_jittered_backoff(fx: FakeBinance) -> None:
     client, s, sleeps = venue(fx, backoff_seconds=0.5, max_attempts=5)
     h = VenueExecutionHandler(SYMBOL, EXECUTION, client, s)
     fx.fail_orders_next = 2  # the first lookup and its first retry answer 503
-    out = feed(h, bar_messages(0, 1.0) + [candle(1), gate(1)])
+    out = feed(h, [*bar_messages(0, 1.0), candle(1), gate(1)])
     assert len(fx.placed) == 1
     assert reports(out)[0].report.fill is not None
     assert len(sleeps) == 2
     # tenacity's full jitter: uniform in [0, min(30, 0.5 * 2**n)]
-    assert 0.0 <= sleeps[0] <= 0.5 and 0.0 <= sleeps[1] <= 1.0
+    assert 0.0 <= sleeps[0] <= 0.5
+    assert 0.0 <= sleeps[1] <= 1.0
 
 
 def test_the_circuit_breaker_opens_after_three_failures(fx: FakeBinance) -> None:
@@ -241,7 +252,8 @@ def test_the_circuit_breaker_opens_after_three_failures(fx: FakeBinance) -> None
     fx.balances["BTC"] = [0.0, 0.0]
     out += feed(h, [candle(1), gate(1)])
     (report,) = reports(out)
-    assert report.report.attempted == 0.0 and report.report.fill is None
+    assert report.report.attempted == 0.0
+    assert report.report.fill is None
     assert [e.code_name for e in report.report.events] == ["venue_unreachable"]
     assert not fx.placed
 
@@ -252,10 +264,12 @@ def test_a_venue_down_for_the_placement_is_asked_again_at_the_report(fx: FakeBin
     feed(h, [candle(0), gate(0)])
     fx.lose_next = 1  # placed, the reply lost, and no second try
     feed(h, [order(0, 1.0)])
-    assert len(h.records.unresolved) == 1 and len(fx.placed) == 1
+    assert len(h.records.unresolved) == 1
+    assert len(fx.placed) == 1
     out = feed(h, [candle(1), gate(1)])
     (report,) = reports(out)
-    assert report.report.fill is not None and report.report.fill.quantity == pytest.approx(1.0)
+    assert report.report.fill is not None
+    assert report.report.fill.quantity == pytest.approx(1.0)
     assert not h.records.unresolved
 
 
@@ -268,11 +282,12 @@ def test_a_partial_fill_reports_what_filled_and_the_rest_goes_on(
 ) -> None:
     fx.fill_ratio, fx.leave_open = 0.4, leave_open
     h = handler(fx)
-    out = feed(h, bar_messages(0, 2.0) + [candle(1), gate(1)])
+    out = feed(h, [*bar_messages(0, 2.0), candle(1), gate(1)])
     (report,) = reports(out)
     r = report.report
     assert r.attempted == pytest.approx(2.0)
-    assert r.fill is not None and r.fill.quantity == pytest.approx(0.8)
+    assert r.fill is not None
+    assert r.fill.quantity == pytest.approx(0.8)
     assert [(e.type, e.code_name) for e in r.events] == [
         ("trade_executed", ""),
         ("alert", "partial_fill"),
@@ -303,28 +318,33 @@ def test_a_rejected_order_reports_nothing_attempted_and_why(
 ) -> None:
     setup(fx)  # type: ignore[operator]
     h = handler(fx)
-    out = feed(h, bar_messages(0, quantity) + [candle(1), gate(1)])
+    out = feed(h, [*bar_messages(0, quantity), candle(1), gate(1)])
     (report,) = reports(out)
     r = report.report
-    assert r.attempted == 0.0 and r.fill is None and r.error is None
+    assert r.attempted == 0.0
+    assert r.fill is None
+    assert r.error is None
     (event,) = r.events
     assert (event.type, event.code_name, event.code) == (
         "error",
         "venue_rejected",
         VENUE_EVENT_CODES["venue_rejected"],
     )
-    assert not fx.placed and fx.order_posts == 1  # refused, never tried again
+    assert not fx.placed
+    assert fx.order_posts == 1
     assert fx.balances["USDT"] == [10_000.0, 0.0]
 
 
 def test_sells_are_clipped_at_flat_and_reduce_only_orders_never_add(fx: FakeBinance) -> None:
     fx.balances["BTC"] = [1.0, 0.0]
     h = handler(fx)
-    out = feed(h, bar_messages(0, -3.0) + [candle(1), gate(1)])
+    out = feed(h, [*bar_messages(0, -3.0), candle(1), gate(1)])
     assert reports(out)[0].report.attempted == pytest.approx(-1.0)  # spot: never below flat
     out = feed(h, [order(1, 1.0, reduce_only=True), candle(2), gate(2)])
     r = reports(out)[0].report
-    assert r.attempted == 0.0 and r.fill is None and r.events == ()
+    assert r.attempted == 0.0
+    assert r.fill is None
+    assert r.events == ()
     assert len(fx.placed) == 1
 
 
@@ -362,7 +382,8 @@ def test_the_venue_section_of_the_configuration(tmp_path: object) -> None:
         "reconcile_seconds = 30.0\n"
     )
     config = load_config(path)
-    assert config.venue.mode == "exchange" and config.venue.reserves == {"BTC": 0.5}
+    assert config.venue.mode == "exchange"
+    assert config.venue.reserves == {"BTC": 0.5}
     path.write_text('[venue]\nmode = "real"\n')
     with pytest.raises(ConfigError, match=r"venue\.mode"):
         load_config(path)

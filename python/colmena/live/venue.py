@@ -42,8 +42,9 @@ them with the venue at start and periodically.
 Every venue call has the client's timeout, is retried for transient errors only (ccxt's
 ``OperationFailed``: timeouts, lost connections, HTTP 5xx, rate limits, and Binance's
 "internal error, execution status unknown" answers, but no refusal of the request) with
-exponential backoff and full jitter (tenacity), and goes through a circuit breaker (pybreaker; 3 consecutive failures open
-it, a trial call after 2 s, the design documents' numbers, as the feed's). API keys are read from
+exponential backoff and full jitter (tenacity), and goes through a circuit breaker (pybreaker;
+3 consecutive failures open it, a trial call after 2 s, the design documents' numbers, as the
+feed's). API keys are read from
 the environment variables the settings name, never from a file, and never logged.
 
 The handler's calls block (HTTP): :attr:`VenueExecutionHandler.BLOCKING` asks the runner to call

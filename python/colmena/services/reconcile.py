@@ -198,5 +198,5 @@ class Reconciler:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=self.interval_seconds)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # the period passed (3.10: not the builtin)
                 await self.run_once()
