@@ -8,14 +8,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from colmena.execution.trading_loop import RiskGate
 from colmena.live import wire
 from colmena.live.handlers import RiskHandler
-from colmena.live.venue import VenueUnavailableError, make_venue_client
+from colmena.live.venue import VenueExecutionHandler, VenueUnavailableError, make_venue_client
+from colmena.services.bus import STREAM, Bus
+from colmena.services.nats_server import EmbeddedNatsServer
 from colmena.services.reconcile import Reconciler, ReconciliationMetrics, reconcile
+from colmena.services.runner import serve
 
 pytest.importorskip("ccxt")
 prometheus_client = pytest.importorskip("prometheus_client")
@@ -196,3 +200,95 @@ def test_a_difference_pauses_the_symbol_at_the_risk_service(fx: FakeBinance) -> 
     (gate_message,) = [m for m in risk.handle(candle(0)) if isinstance(m, wire.GateMessage)]
     assert isinstance(gate_message.gate, RiskGate)
     assert gate_message.gate.state == "PAUSED"
+
+
+# ---------------------------------------------------------------- on a real nats-server
+
+
+def _stream(url: str) -> list[wire.WireMessage]:
+    async def read() -> list[wire.WireMessage]:
+        bus = await Bus.connect(url)
+        try:
+            sub = await bus.jetstream.pull_subscribe(wire.subject_filter(), stream=STREAM)
+            out: list[wire.WireMessage] = []
+            total = await bus.stream_messages()
+            while len(out) < total:
+                for raw in await sub.fetch(1_000, timeout=10.0):
+                    out.append(wire.decode_any(raw.data))
+                    await raw.ack()
+            return out
+        finally:
+            await bus.close()
+
+    return asyncio.run(read())
+
+
+def test_the_execution_service_at_the_venue_on_the_bus(fx: FakeBinance, tmp_path: Path) -> None:
+    """The runner drives the venue handler (off the event loop), reconciles at start before any
+    new order, publishes every result; a restarted service replays its inputs from the stream
+    and places nothing again; a difference found at the second start is in the stream."""
+    pytest.importorskip("nats")
+    inputs = [
+        *bar_messages(0, 1.0), *bar_messages(1, -0.25), *bar_messages(2, 0.5), candle(3), gate(3)
+    ]  # fmt: skip
+
+    async def life(url: str, publish_inputs: bool) -> VenueExecutionHandler:
+        h = handler(fx)
+        bus = await Bus.connect(url, name="execution")
+        stop = asyncio.Event()
+        reports_seen = 0
+
+        def handled(message: wire.WireMessage, outputs: list[wire.WireMessage]) -> None:
+            nonlocal reports_seen
+            reports_seen += sum(isinstance(m, wire.ExecutionMessage) for m in outputs)
+            if reports_seen == 3:
+                stop.set()  # every order reported: a point the service reports
+
+        async def publish(result: wire.ReconciliationMessage) -> None:
+            await bus.publish(result)
+
+        reconciler = Reconciler({SYMBOL: h}, publish, interval_seconds=3_600.0)
+        ready = asyncio.Event()
+
+        async def at_start() -> None:
+            await reconciler.run_once()
+            ready.set()
+
+        try:
+            service = asyncio.create_task(
+                serve(bus, "execution", {SYMBOL: h}, stop, on_handled=handled,
+                      ack_wait_seconds=1.0, lease_seconds=None, on_ready=at_start)
+            )  # fmt: skip
+            await asyncio.wait_for(ready.wait(), timeout=60.0)  # hang detection
+            if publish_inputs:
+                assert not fx.placed  # the reconciliation came before any order
+                feeder = await Bus.connect(url, name="risk")
+                for m in inputs:
+                    await feeder.publish(m)
+                await feeder.close()
+                await asyncio.wait_for(service, timeout=60.0)  # hang detection
+            else:
+                stop.set()
+                await service
+        finally:
+            await bus.close()
+        return h
+
+    with EmbeddedNatsServer(tmp_path / "nats") as server:
+        first = asyncio.run(life(server.url, publish_inputs=True))
+        assert len(fx.placed) == 3
+        assert fx.balance("BTC") == pytest.approx(1.25) == first.records.position
+        posts = fx.order_posts
+        fx.balances["BTC"][0] += 0.1  # a difference while the service was down
+        second = asyncio.run(life(server.url, publish_inputs=False))
+        assert fx.order_posts == posts
+        assert len(fx.placed) == 3
+        assert second.records.position == pytest.approx(1.25)  # rebuilt from the venue
+        stream = _stream(server.url)
+    results = [m for m in stream if isinstance(m, wire.ReconciliationMessage)]
+    assert [r.difference for r in results] == [False, True]
+    assert results[1].venue_position == pytest.approx(1.35)
+    assert results[1].recorded_position == pytest.approx(1.25)
+    assert results[1].ts == 2 * NS  # the newest bar the replay finished
+    reports_in_stream = [m for m in stream if isinstance(m, wire.ExecutionMessage)]
+    assert len(reports_in_stream) == 3  # each once
