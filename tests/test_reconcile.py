@@ -205,18 +205,26 @@ def test_a_difference_pauses_the_symbol_at_the_risk_service(fx: FakeBinance) -> 
 # ---------------------------------------------------------------- on a real nats-server
 
 
+async def _read(bus: Bus) -> list[wire.WireMessage]:
+    """Every message in the stream, in order (a fresh ephemeral consumer)."""
+    sub = await bus.jetstream.pull_subscribe(wire.subject_filter(), stream=STREAM)
+    try:
+        out: list[wire.WireMessage] = []
+        total = await bus.stream_messages()
+        while len(out) < total:
+            for raw in await sub.fetch(1_000, timeout=10.0):
+                out.append(wire.decode_any(raw.data))
+                await raw.ack()
+        return out
+    finally:
+        await sub.unsubscribe()
+
+
 def _stream(url: str) -> list[wire.WireMessage]:
     async def read() -> list[wire.WireMessage]:
         bus = await Bus.connect(url)
         try:
-            sub = await bus.jetstream.pull_subscribe(wire.subject_filter(), stream=STREAM)
-            out: list[wire.WireMessage] = []
-            total = await bus.stream_messages()
-            while len(out) < total:
-                for raw in await sub.fetch(1_000, timeout=10.0):
-                    out.append(wire.decode_any(raw.data))
-                    await raw.ack()
-            return out
+            return await _read(bus)
         finally:
             await bus.close()
 
@@ -292,3 +300,54 @@ def test_the_execution_service_at_the_venue_on_the_bus(fx: FakeBinance, tmp_path
     assert results[1].ts == 2 * NS  # the newest bar the replay finished
     reports_in_stream = [m for m in stream if isinstance(m, wire.ExecutionMessage)]
     assert len(reports_in_stream) == 3  # each once
+
+
+def test_the_execution_role_in_venue_mode(
+    fx: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``colmena serve execution`` with ``[venue] mode = "exchange"``: keys from the
+    environment, the reconciliation at start published, orders placed at the venue."""
+    pytest.importorskip("nats")
+    from colmena.services.config import HealthSettings, LiveConfig, SymbolSettings
+    from colmena.services.daemons import ServiceError, run_role
+
+    config = LiveConfig(
+        symbols=(SymbolSettings(symbol=SYMBOL, checkpoint="unused"),),
+        execution=EXECUTION,
+        health=HealthSettings(enabled=False),
+        venue=settings(fx, reconcile_seconds=3_600.0),
+    )
+    with EmbeddedNatsServer(tmp_path / "nats") as server:
+        stop = asyncio.Event()
+        with pytest.raises(ServiceError, match=r"COLMENA_VENUE_API_KEY"):
+            asyncio.run(run_role("execution", config, server.url, stop))
+        for name, value in ENV.items():
+            monkeypatch.setenv(name, value)
+
+        async def count(bus: Bus, kind: type) -> int:
+            return sum(isinstance(m, kind) for m in await _read(bus))
+
+        async def main() -> None:
+            service = asyncio.create_task(run_role("execution", config, server.url, stop))
+            bus = await Bus.connect(server.url)
+            try:
+
+                async def until(kind: type, n: int) -> None:
+                    while await count(bus, kind) < n:  # the service's own output
+                        await asyncio.sleep(0.05)
+
+                await asyncio.wait_for(until(wire.ReconciliationMessage, 1), 60.0)  # hang det.
+                for m in [*bar_messages(0, 1.0), candle(1), gate(1)]:
+                    await bus.publish(m)
+                await asyncio.wait_for(until(wire.ExecutionMessage, 1), 60.0)  # hang detection
+            finally:
+                stop.set()
+                await bus.close()
+                await service
+
+        asyncio.run(main())
+        stream = _stream(server.url)
+    (result,) = [m for m in stream if isinstance(m, wire.ReconciliationMessage)]
+    assert not result.difference
+    assert len(fx.placed) == 1
+    assert fx.balance("BTC") == pytest.approx(1.0)

@@ -48,9 +48,11 @@ feed's). API keys are read from
 the environment variables the settings name, never from a file, and never logged.
 
 The handler's calls block (HTTP): :attr:`VenueExecutionHandler.BLOCKING` asks the runner to call
-it off the event loop. Its state is rebuilt on a restart by the runner's replay of its inputs:
-every replayed order is looked up by its client order id, never placed twice, and an order older
-than ``max_order_age_seconds`` that the venue does not have is not placed any more.
+it off the event loop. Its state is rebuilt on a restart by the runner's replay of its inputs
+(it is not kept in the state bucket): every replayed order is looked up by its client order id,
+never placed twice, and an order older than ``max_order_age_seconds`` that the venue does not
+have is not placed any more. A replay costs one request per order and one balance request per
+bar. The report's ``closed_trades`` stays empty (the venue keeps no round trips of a sleeve).
 
 Needs the ``exchange`` extra (ccxt, tenacity, pybreaker).
 """
@@ -280,7 +282,8 @@ class VenueClient:
     """The venue's calls for one account: timeouts (the client's), retries of transient errors
     with backoff and jitter, a circuit breaker, and the place-once protocol.
 
-    Thread-safe for one caller at a time per handler (each handler holds its own lock).
+    Thread-safe: the handlers of several symbols may share one (and its breaker); their
+    requests go one at a time.
 
     Parameters
     ----------
@@ -333,16 +336,18 @@ class VenueClient:
         )
         #: Requests sent (each try counts).
         self.requests = 0
+        self._serial = threading.Lock()
         self._markets_loaded = False
 
     # -- plumbing
 
     def _timed(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        self.requests += 1
         started = time.perf_counter()
         ok = False
         try:
-            out = fn(*args, **kwargs)
+            with self._serial:  # one request at a time on the shared ccxt client
+                self.requests += 1
+                out = fn(*args, **kwargs)
             ok = True
             return out
         except self._ccxt.OperationFailed:
