@@ -431,3 +431,54 @@ def test_the_risk_service_gets_the_same_message_kinds_as_in_paper_mode(fx: FakeB
         assert kinds_real[kind] == kinds_paper[kind] == len(messages), kind
     # Every order got its report, and every report answers an order.
     assert kinds_real["ExecutionMessage"] == len(orders) - (orders[-1].ts == messages[-1].ts)
+
+
+# ---------------------------------------------------------------- the records' accounting
+
+
+class _Markets:
+    """A venue client that only knows the market (the records need no request)."""
+
+    name = "stub"
+
+    def market(self, symbol: str) -> dict[str, object]:
+        return {"spot": True, "base": "BTC", "quote": "USDT"}
+
+
+@given(
+    side=st.sampled_from(["buy", "sell"]),
+    steps=st.lists(st.floats(0.0, 5.0), min_size=1, max_size=8),
+    price=st.floats(1.0, 1e5),
+    fee_base=st.booleans(),
+    repeat=st.integers(1, 3),
+)
+def test_the_records_count_each_fill_once_however_often_it_is_seen(
+    side: str, steps: list[float], price: float, fee_base: bool, repeat: int
+) -> None:
+    """Whatever the venue reports of one order, in any number of growing observations each
+    seen ``repeat`` times, the records hold its final fill once: position and cash as one
+    fill of the final quantity (fees in the quote or the base asset)."""
+    h = VenueExecutionHandler(SYMBOL, EXECUTION, _Markets(), VenueSettings())  # type: ignore[arg-type]
+    filled = 0.0
+    for step in steps:
+        filled += step
+        fee = 1e-3 * (filled if fee_base else filled * price)
+        seen = {
+            "side": side, "filled": filled, "cost": filled * price, "status": "open",
+            "fees": [{"cost": fee, "currency": "BTC" if fee_base else "USDT"}],
+        }  # fmt: skip
+        for _ in range(repeat):
+            h.learn("cid", seen)
+    sign = 1.0 if side == "buy" else -1.0
+    fee = 1e-3 * (filled if fee_base else filled * price)
+    expected_position = sign * filled - (fee if fee_base else 0.0)
+    expected_cash = EXECUTION.initial_cash - sign * filled * price - (0.0 if fee_base else fee)
+    assert h.records.position == pytest.approx(expected_position, rel=1e-9, abs=1e-9)
+    assert h.records.cash == pytest.approx(expected_cash, rel=1e-9, abs=1e-6)
+    assert h.records.open_orders == 1
+
+
+def test_the_breaker_has_the_design_documents_numbers(fx: FakeBinance) -> None:
+    client, _, _ = venue(fx)
+    assert client.breaker.fail_max == 3
+    assert client.breaker.reset_timeout == 2.0

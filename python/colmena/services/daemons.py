@@ -282,7 +282,7 @@ async def run_role(
                 venue_handlers,
                 publish,
                 interval_seconds=config.venue.reconcile_seconds,
-                metrics=ReconciliationMetrics(health.metrics.registry) if health else None,
+                metrics=ReconciliationMetrics.of(health.metrics.registry) if health else None,
             )
         periodic = asyncio.create_task(reconciler.run(stop)) if reconciler else None
         try:

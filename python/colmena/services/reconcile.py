@@ -30,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from colmena.live import wire
 from colmena.live.venue import VenueExecutionHandler, VenueUnavailableError
@@ -112,6 +113,19 @@ class ReconciliationMetrics:
     ImportError
         prometheus-client is not installed (the ``live`` extra).
     """
+
+    _of: ClassVar[weakref.WeakKeyDictionary[Any, ReconciliationMetrics]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    @classmethod
+    def of(cls, registry: Any) -> ReconciliationMetrics:
+        """The metrics in ``registry``, made once (a service run again with the same health
+        server finds them there)."""
+        metrics = cls._of.get(registry)
+        if metrics is None:
+            metrics = cls._of[registry] = cls(registry)
+        return metrics
 
     def __init__(self, registry: Any) -> None:
         from prometheus_client import Counter, Gauge
