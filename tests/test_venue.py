@@ -482,3 +482,19 @@ def test_the_breaker_has_the_design_documents_numbers(fx: FakeBinance) -> None:
     client, _, _ = venue(fx)
     assert client.breaker.fail_max == 3
     assert client.breaker.reset_timeout == 2.0
+
+
+def test_a_replay_of_old_bars_asks_only_for_the_orders(fx: FakeBinance) -> None:
+    """A restart long after the bars: their accounts are the records' (no balance request),
+    each order is looked up once and none is placed again."""
+    messages = [*bar_messages(0, 1.0), *bar_messages(1, 0.5), *bar_messages(2, 0.0), candle(3)]
+    messages.append(gate(3))
+    feed(handler(fx), messages)  # the first life (no age limit)
+    client, s, _ = venue(fx, max_order_age_seconds=300.0)
+    late = VenueExecutionHandler(SYMBOL, EXECUTION, client, s, clock=lambda: 10**6 * NS)
+    before, posts = client.requests, fx.order_posts
+    out = feed(late, messages)
+    assert client.requests - before == 2  # one lookup per order, no balance
+    assert fx.order_posts == posts
+    assert late.records.position == pytest.approx(1.5) == fx.balance("BTC")
+    assert [a.snapshot.position for a in accounts(out)] == pytest.approx([0.0, 1.0, 1.5, 1.5])

@@ -33,7 +33,8 @@ so the risk service, the recorder and the replay-audit are the same in both mode
   sleeve per base asset); ``cash`` is the sleeve's own record (its starting capital plus the
   quote flows of its fills, fees included), because the quote balance is shared by every sleeve
   of the account; ``mark`` the bar's close. When the balance cannot be read the recorded position
-  is used and the failure logged.
+  is used and the failure logged; so it is, without a request, for a bar that closed longer than
+  ``max_order_age_seconds`` ago (a replay after a restart).
 
 The records (:attr:`VenueExecutionHandler.records`): the position and cash this handler's fills
 add up to, and the orders it knows open at the venue; :mod:`colmena.services.reconcile` compares
@@ -51,8 +52,9 @@ The handler's calls block (HTTP): :attr:`VenueExecutionHandler.BLOCKING` asks th
 it off the event loop. Its state is rebuilt on a restart by the runner's replay of its inputs
 (it is not kept in the state bucket): every replayed order is looked up by its client order id,
 never placed twice, and an order older than ``max_order_age_seconds`` that the venue does not
-have is not placed any more. A replay costs one request per order and one balance request per
-bar. The report's ``closed_trades`` stays empty (the venue keeps no round trips of a sleeve).
+have is not placed any more. A replay costs one request per order (and one balance request per
+bar younger than ``max_order_age_seconds``). The report's ``closed_trades`` stays empty (the
+venue keeps no round trips of a sleeve).
 
 Needs the ``exchange`` extra (ccxt, tenacity, pybreaker).
 """
@@ -908,21 +910,30 @@ class VenueExecutionHandler:
         )  # fmt: skip
 
     def _account(self, candle: Bar) -> AccountSnapshot:
-        try:
-            position = self.venue_position()
-        except VenueUnavailableError as exc:
+        close_ts = candle.ts + self._bar_ns
+        age = self.settings.max_order_age_seconds
+        if age is not None and self._clock() - close_ts > age * NS_PER_SECOND:
+            # A bar long closed (a replay): its account is the records', no request.
             position = self.records.position
-            log.error("execution %s: the venue's balance could not be read (%s): the account "
-                      "uses the recorded position", self.symbol, exc)  # fmt: skip
+        else:
+            position = self._venue_position_or_records()
         self._position_seen = position
         cash = self.records.cash
         return AccountSnapshot(
-            ts=candle.ts + self._bar_ns,
+            ts=close_ts,
             mark=candle.close,
             cash=cash,
             position=position,
             equity=cash + position * candle.close,
         )
+
+    def _venue_position_or_records(self) -> float:
+        try:
+            return self.venue_position()
+        except VenueUnavailableError as exc:
+            log.error("execution %s: the venue's balance could not be read (%s): the account "
+                      "uses the recorded position", self.symbol, exc)  # fmt: skip
+            return self.records.position
 
     @property
     def newest_ts(self) -> int | None:
