@@ -38,3 +38,27 @@ def test_the_readme_python_block_runs_as_shown(
     printed = capsys.readouterr().out
     assert "GateResult(" in printed
     assert list((clone / "checkpoints").iterdir())
+
+
+def test_the_readme_toml_blocks_are_valid_configurations() -> None:
+    """Each ``toml`` block of the README is a valid part of the live configuration (strict:
+    an unknown or bad field would be named)."""
+    import sys
+    import textwrap
+
+    import msgspec
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    from colmena.services.config import LiveConfig
+
+    blocks = re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        data = tomllib.loads(textwrap.dedent(block))
+        data.setdefault("symbols", [{"symbol": "BTC/USDT", "checkpoint": "ckpt"}])
+        config = msgspec.convert(data, LiveConfig)
+        assert config.symbols

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import click
 import pytest
-import tomllib
 
 from colmena.cli import main
 from colmena.services.config import HealthSettings
 from colmena.services.health import role_port
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "docs" / "runbooks.md"
 ALERTS = (Path(__file__).resolve().parents[1] / "python" / "colmena" / "services" / "monitoring"
