@@ -5,7 +5,8 @@
 #   1. records the device (nvidia-smi, nvcc, python) into $OUT/device.txt;
 #   2. builds colmena with COLMENA_CUDA=ON for this GPU's architecture (and cuFFT from the toolkit,
 #      else from the nvidia-cufft wheel python3 has) into /tmp/colmena-site;
-#   3. runs the GPU tests (tests/test_cuda_*.py, tests/test_build_info.py) with
+#   3. runs the GPU tests (tests/test_cuda_*.py: every operation against its CPU twin, and
+#      train / backtest --device cuda against --device cpu; tests/test_build_info.py) with
 #      COLMENA_REQUIRE_GPU=1 (a skip for want of a device is a failure) -> $OUT/junit-gpu.xml;
 #   4. runs the GPU benchmarks (bench/bench_cuda.py, colmena next to torch CUDA, CuPy and the CPU
 #      core) -> $OUT/bench-cuda.json, and the table with the roofline arithmetic
@@ -95,9 +96,10 @@ if not _core.cuda_built():
     sys.exit("the build has no CUDA backend")') | tee -a "$OUT/device.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 
-step "GPU tests (every GPU operation against its CPU twin)"
+step "GPU tests (every GPU operation against its CPU twin; the pipeline on --device cuda)"
 COLMENA_REQUIRE_GPU=1 timeout 240 "$PY" -m pytest -p no:cacheprovider -q -W default::DeprecationWarning \
-  tests/test_cuda_ops.py tests/test_cuda_emulation.py tests/test_build_info.py \
+  tests/test_cuda_ops.py tests/test_cuda_emulation.py tests/test_cuda_pipeline.py \
+  tests/test_build_info.py \
   --junitxml="$OUT/junit-gpu.xml" -rs || status=1
 
 step "GPU benchmarks (colmena, torch CUDA, CuPy, the CPU core)"

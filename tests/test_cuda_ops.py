@@ -328,20 +328,6 @@ def test_host_pointer_passed_as_device_memory_is_refused() -> None:
         swarm._core.forward_ptr(host_array.ctypes.data, 10, 4, out._buffer.ptr, 0)
 
 
-@gpu
-@pytest.mark.parametrize("command", ["train", "backtest"])
-def test_cli_device_cuda_with_a_gpu_says_it_is_not_wired_yet(command: str, tmp_path: Any) -> None:
-    data = tmp_path / "c.csv"
-    data.write_text("open_time,open,high,low,close,volume\n2023-03-01 00:00:00+00:00,1,1,1,1,1\n")
-    result = CliRunner().invoke(
-        main, [command, str(data), "--device", "cuda", "--out", str(tmp_path / "o")]
-    )
-    assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
-    assert len(errors) == 1, result.output
-    assert "does not run on the GPU yet" in errors[0]
-
-
 # ---------------------------------------------------------------- every build (CPU)
 needs_no_cuda = pytest.mark.skipif(
     REASON is None, reason="CUDA is usable here; these tests cover machines without it"

@@ -399,13 +399,15 @@ def _device_option(f: Any) -> Any:
         type=click.Choice(["cpu", "cuda"]),
         default="cpu",
         show_default=True,
-        help="Where the neural forward passes run: the CPU core, or its CUDA twins "
-        "(needs a build with COLMENA_CUDA=ON and a visible GPU).",
+        help="Where the neural forward passes (VAE encoder, swarm) run: the CPU core, or its "
+        "CUDA twins on GPU 0 (needs a build with COLMENA_CUDA=ON and a visible GPU); the "
+        "results are the same.",
     )(f)
 
 
-def _check_device(command: str, device: str) -> None:
-    """UserError (one line, exit 2) unless ``device`` can run ``command`` here."""
+def _check_device(device: str) -> None:
+    """UserError (one line, exit 2) unless ``device`` can run the forward passes here
+    (a CUDA build and a visible device for "cuda"); checked before any work."""
     if device == "cpu":
         return
     from colmena.model.device import cuda_unavailable_reason
@@ -413,13 +415,6 @@ def _check_device(command: str, device: str) -> None:
     reason = cuda_unavailable_reason()
     if reason is not None:
         raise UserError(f"--device cuda: {reason}")
-    # The CUDA twins exist (colmena.model.device), but the training loop and the backtest engine
-    # do not call them yet: refuse rather than silently run on the CPU.
-    raise UserError(
-        f"--device cuda: colmena {command} does not run on the GPU yet (issue 13: the CUDA twins "
-        "are in colmena.model.device; the training loop and the backtest engine are not wired "
-        "to them); use --device cpu"
-    )
 
 
 def _decision_options(f: Any) -> Any:
@@ -535,7 +530,7 @@ def train(
         raise click.UsageError("give a candle file DATA or --exchange, not both")
     if data is None and exchange is None:
         raise click.UsageError("give a candle file DATA (Parquet or CSV) or --exchange")
-    _check_device("train", device)
+    _check_device(device)
     ctx = click.get_current_context()
 
     def given(name: str) -> bool:
@@ -671,6 +666,7 @@ def train(
                 resume=previous,
                 on_vae_epoch=on_epoch,
                 on_generation=on_generation,
+                device=device,
             )
         except (ValueError, ImportError) as exc:  # ImportError: training without torch
             raise UserError(str(exc)) from exc
@@ -867,7 +863,7 @@ def backtest(
         raise click.UsageError("give a candle file DATA or --exchange, not both")
     if data is None and exchange is None:
         raise click.UsageError("give a candle file DATA (Parquet or CSV) or --exchange")
-    _check_device("backtest", device)
+    _check_device(device)
     ctx = click.get_current_context()
 
     def given(name: str) -> bool:
@@ -1000,7 +996,7 @@ def backtest(
         try:
             run = run_backtest(
                 candles, config, state=ckpt, on_stage=on_stage,
-                on_vae_epoch=on_vae_epoch, on_generation=on_generation,
+                on_vae_epoch=on_vae_epoch, on_generation=on_generation, device=device,
             )  # fmt: skip
         except ImportError as exc:  # walk-forward training without torch
             raise UserError(str(exc)) from exc

@@ -11,6 +11,13 @@ select and gate on the bars before their test segment only; fees, slippage, mark
 volume-limited partial fills and (margin) borrow are charged; the position is closed at the end
 with its costs; the same inputs and seed give the same trades, bit for bit.
 
+Where the forward passes run: ``device`` ("cpu", the default, "cuda", "cuda:N", or a
+:class:`colmena.model.device.ForwardBackend`) chooses the implementation of the VAE encoder and
+the swarm that compute the traded signals (:func:`_on_backend`, the one place) and is handed to
+every fold's training. The market state, the consensus, risk, execution and the trading loop are
+the CPU core's whatever the device; the CUDA forward passes give the CPU's bits, so the trades
+are identical (tests/test_cuda_pipeline.py).
+
 Walk-forward folds are independent experiments: each fold's model starts with a fresh Kelly
 window and shadow book (model-bound estimators), while the account carries over from fold to fold
 (equity, its peaks and the circuit-breaker ladder, a running pause, a HALT: a kill switch in one
@@ -24,7 +31,7 @@ import hashlib
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -48,6 +55,7 @@ from colmena.execution.simulation import WIND_DOWN_BARS, ExecutionSettings, simu
 from colmena.features.market_state import FEATURE_NAMES
 from colmena.features.regime import REGIME_NAMES
 from colmena.model.decision import decision_bars
+from colmena.model.device import ForwardBackend, forward_backend
 from colmena.model.swarm import GateResult, SwarmModel
 from colmena.risk import RiskConfig, stress_test, value_at_risk_report
 from colmena.training.config import TrainConfig
@@ -196,6 +204,17 @@ def _check_state(state: TrainingState) -> None:
         )
 
 
+def _on_backend(model: SwarmModel, state: TrainingState, backend: ForwardBackend) -> SwarmModel:
+    """``model`` (built from ``state``) with its encoder and swarm on ``backend``: the same
+    weights, so the same signals; consensus weights, regime and gate unchanged."""
+    vae = state.vae
+    return replace(
+        model,
+        encoder=backend.encoder(list(vae.layers), vae.mu, vae.logvar),
+        swarm=backend.swarm(list(state.layers), state.config.evolution.activation),
+    )
+
+
 def backtest(
     candles: Candles,
     config: BacktestConfig | None = None,
@@ -204,6 +223,7 @@ def backtest(
     on_stage: Callable[[str], None] | None = None,
     on_vae_epoch: Callable[[int, dict[str, float]], None] | None = None,
     on_generation: Callable[[TrainingState], None] | None = None,
+    device: str | ForwardBackend = "cpu",
 ) -> BacktestRun:
     """Run the whole pipeline on ``candles``.
 
@@ -211,7 +231,9 @@ def backtest(
     ``colmena.checkpoint.load_latest``) the fixed swarm trades every bar of the file after its
     warm-up, if its validation gate passed (the report marks it ``out_of_sample: false`` when
     the state's training data overlaps the file). Without one, walk-forward: train, select and
-    gate on each fold's window, trade its test segment out of sample.
+    gate on each fold's window, trade its test segment out of sample. ``device`` chooses where
+    the encoder's and the swarm's forward passes run, in training and trading (module
+    docstring); the run does not depend on it.
 
     Raises
     ------
@@ -221,7 +243,10 @@ def backtest(
         If the data is too short for the windows, or the state is invalid or unfinished.
     ImportError
         Walk-forward without torch.
+    colmena.model.device.CudaUnavailableError
+        For a CUDA ``device`` without a CUDA build or a visible device (before any work).
     """
+    backend = forward_backend(device)
     config = config or BacktestConfig()
     started = time.perf_counter()
     n = len(candles)
@@ -253,7 +278,7 @@ def backtest(
         interval = model.decision.interval
         if on_stage:
             on_stage("signals")
-        take(model, 0, 0, n, 0)
+        take(_on_backend(model, state, backend), 0, 0, n, 0)
         gate = model.gate or GateResult(False, "not_validated", 0, 0, 0.0, 0.0, 0, 0, 0.0)
         validation = state.validation.to_dict() if state.validation is not None else {}
         folds.append(FoldInfo(0, -1, -1, 0, n, list(state.history), gate, validation))
@@ -277,12 +302,13 @@ def backtest(
                 risk=config.risk,
                 on_vae_epoch=on_vae_epoch,
                 on_generation=on_generation,
+                device=backend,
             )
             training_seconds += time.perf_counter() - t0
             if on_stage:
                 on_stage(f"signals fold {k + 1}/{len(plan)}")
             # Warm-up history before the test segment is read, never anything after it.
-            model = result.model
+            model = _on_backend(result.model, result.state, backend)
             take(model, max(0, test_start - model.lookback_bars), test_start, test_stop, k)
             folds.append(
                 FoldInfo(

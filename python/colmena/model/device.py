@@ -18,6 +18,18 @@ device_ops.hpp): the forward passes repeat the CPU's float32 operations in the s
 same bits are expected; the contract is 2e-6 absolute); FracDiff agrees to 1e-9 times
 ``sum |w| * max |x|``; the proxy scores to 1e-9 relative.
 
+Where the pipeline's forward passes run (``colmena train --device``, ``colmena backtest
+--device``, the ``device`` argument of :func:`colmena.training.trainer.train` and
+:func:`colmena.backtest.engine.backtest`): :func:`forward_backend` picks a
+:class:`ForwardBackend`, the one place that builds the swarm's and the VAE encoder's forward
+implementation (the CPU core's :class:`colmena.Swarm` / :class:`colmena.VAEEncoder`, or
+:class:`CudaSwarm` / :class:`CudaVAEEncoder`). Only the forward passes move: market state,
+consensus, fitness accounting, risk and the trading loop stay the CPU core's. Identical trades
+need identical signals (the fitness ranking, the selection thresholds and the trading loop's
+decisions are discontinuous in them): the pipeline relies on the CUDA forward passes giving the
+CPU's bits, which their kernels are built to do and tests/test_cuda_pipeline.py checks on a
+device (the per-operation contract of 2e-6 absolute alone would not guarantee it).
+
 Errors: :class:`CudaUnavailableError` (a ``RuntimeError``) when the build has no CUDA backend
 or no device is visible, naming which; ``TypeError`` for an array that is neither host nor CUDA
 memory or has the wrong dtype; ``ValueError`` for a wrong shape or layout, or an array on
@@ -28,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,13 +52,18 @@ from colmena.features.fractional_diff import fracdiff_expanding as _cpu_fracdiff
 from colmena.model.nn import ActivationName, LayerWeights, Swarm, VAEEncoder
 
 __all__ = [
+    "CPU_BACKEND",
     "CudaSwarm",
     "CudaUnavailableError",
     "CudaVAEEncoder",
     "DeviceArray",
     "DeviceNDArray",
+    "EncoderForward",
+    "ForwardBackend",
+    "SwarmForward",
     "cuda_unavailable_reason",
     "describe_array",
+    "forward_backend",
     "fracdiff",
     "fracdiff_expanding",
     "generation_scores",
@@ -616,6 +633,127 @@ def vae_encode(
     if return_logvar:
         return encoder.encode(x, return_logvar=True)
     return encoder.encode(x)
+
+
+# ---------------------------------------------------------------- the pipeline's backend
+class SwarmForward(Protocol):
+    """What the pipeline needs of a swarm: :class:`colmena.Swarm` and :class:`CudaSwarm` are
+    both one (host float32 arrays in and out)."""
+
+    @property
+    def n_agents(self) -> int:
+        """Number of agents."""
+        ...
+
+    def forward(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """x [n_steps, n_features] float32 -> every agent's signal [n_agents, n_steps]."""
+        ...
+
+    def set_weights(self, layers: Sequence[LayerWeights]) -> None:
+        """Replace every layer (stacked [n_agents, in, out] / [n_agents, out] float32)."""
+        ...
+
+
+class EncoderForward(Protocol):
+    """What the pipeline needs of a VAE encoder: :class:`colmena.VAEEncoder` and
+    :class:`CudaVAEEncoder` are both one (host float32 arrays in and out)."""
+
+    def encode(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """mu of x [batch, n_features] float32 -> [batch, latent] float32."""
+        ...
+
+
+class ForwardBackend:
+    """Where the training loop's and the backtest's forward passes run: this base class is the
+    CPU core (:class:`colmena.Swarm`, :class:`colmena.VAEEncoder`); :func:`forward_backend`
+    gives the CUDA one. A subclass overrides :meth:`swarm` and :meth:`encoder`; the objects they
+    return take and give host numpy arrays, so nothing else in the pipeline changes.
+
+    Attributes
+    ----------
+    name : str
+        "cpu", "cuda:0", ...
+    """
+
+    name: str = "cpu"
+
+    def swarm(self, layers: Sequence[LayerWeights], activation: ActivationName) -> SwarmForward:
+        """A swarm with these stacked weights (``layers`` as :class:`colmena.Swarm`).
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :class:`colmena.Swarm`.
+        """
+        return Swarm(layers, activation)
+
+    def encoder(
+        self,
+        layers: Sequence[LayerWeights],
+        mu: LayerWeights,
+        logvar: LayerWeights | None = None,
+        activation: ActivationName = "relu",
+    ) -> EncoderForward:
+        """A VAE encoder with these weights (arguments as :class:`colmena.VAEEncoder`).
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :class:`colmena.VAEEncoder`.
+        """
+        return VAEEncoder(layers, mu, logvar, activation)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class _CudaBackend(ForwardBackend):
+    """The forward passes on CUDA device ``device`` (:class:`CudaSwarm`, :class:`CudaVAEEncoder`:
+    host arrays are copied in and out synchronously)."""
+
+    def __init__(self, device: int) -> None:
+        require_cuda(f"device 'cuda:{device}'", device)
+        self.device = device
+        self.name = f"cuda:{device}"
+
+    def swarm(self, layers: Sequence[LayerWeights], activation: ActivationName) -> SwarmForward:
+        return CudaSwarm(layers, activation, device=self.device)
+
+    def encoder(
+        self,
+        layers: Sequence[LayerWeights],
+        mu: LayerWeights,
+        logvar: LayerWeights | None = None,
+        activation: ActivationName = "relu",
+    ) -> EncoderForward:
+        return CudaVAEEncoder(layers, mu, logvar, activation, device=self.device)
+
+
+#: The CPU core (the default everywhere).
+CPU_BACKEND: ForwardBackend = ForwardBackend()
+
+
+def forward_backend(device: str | ForwardBackend = "cpu") -> ForwardBackend:
+    """The forward implementation for ``device``: "cpu" (the CPU core), "cuda" (CUDA device 0)
+    or "cuda:N"; a :class:`ForwardBackend` is returned as it is (tests inject their own).
+
+    Raises
+    ------
+    ValueError
+        For another string.
+    CudaUnavailableError
+        For "cuda" / "cuda:N" without a CUDA build, without a visible device, or for an index
+        out of range (the message says which).
+    """
+    if isinstance(device, ForwardBackend):
+        return device
+    if device == "cpu":
+        return CPU_BACKEND
+    if device == "cuda":
+        return _CudaBackend(0)
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return _CudaBackend(int(device[5:]))
+    raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
 # ---------------------------------------------------------------- features

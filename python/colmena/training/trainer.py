@@ -26,6 +26,15 @@ runs single-threaded and in deterministic mode while the VAE trains and the agen
 every random draw of the evolution comes from one ``numpy.random.Generator(seed)``, the core's
 forward passes and consensus have a fixed summation order).
 
+Where the forward passes run: ``device`` ("cpu", the default, or "cuda" / "cuda:N", or a
+:class:`colmena.model.device.ForwardBackend`) chooses the implementation of the VAE encoder that
+builds the agents' inputs and of the swarm that every generation, the selection and the gate
+run (:func:`colmena.model.device.forward_backend`, built once per run). Everything else (the
+fitness through the executor, the genetic operators, Adam fine-tuning in torch, selection,
+consensus, the gate's trading loop) is the same code on the CPU whatever the device, and the
+returned model and state hold host weights only. The CUDA forward passes give the CPU's bits,
+so a CUDA run gives the same state, byte for byte (tests/test_cuda_pipeline.py).
+
 Resumable: after every generation ``on_generation`` receives the typed
 :class:`colmena.training.state.TrainingState` (``colmena train`` checkpoints it), and
 ``train(candles, resume=state)`` continues from it: the VAE, normalization and regime classifier
@@ -56,6 +65,7 @@ from colmena.execution.simulation import (
 from colmena.features.market_state import FEATURE_NAMES, Normalization, compute_market_state
 from colmena.features.regime import REGIME_NAMES, RegimeClassifier
 from colmena.model.decision import decision_bars
+from colmena.model.device import ForwardBackend, forward_backend
 from colmena.model.swarm import GateResult, SwarmModel
 from colmena.model.vae import TrainedVAE, train_vae
 from colmena.risk import RiskConfig
@@ -384,6 +394,7 @@ def train(
     resume: TrainingState | None = None,
     on_vae_epoch: Callable[[int, dict[str, float]], None] | None = None,
     on_generation: Callable[[TrainingState], None] | None = None,
+    device: str | ForwardBackend = "cpu",
 ) -> TrainResult:
     """Train the VAE, evolve the swarm, select its voters and gate it (module docstring).
 
@@ -410,6 +421,9 @@ def train(
     on_generation : callable, optional
         Called with the :class:`TrainingState` after every evolved generation (before the
         population reproduces): what ``colmena train`` checkpoints, and what ``resume`` takes.
+    device : str or ForwardBackend
+        Where the encoder's and the swarm's forward passes run: "cpu" (default), "cuda",
+        "cuda:N" (module docstring); the result does not depend on it.
 
     Returns
     -------
@@ -421,14 +435,17 @@ def train(
         If ``resume`` was trained on other candles, with other settings (only
         ``evolution.generations`` may differ, and not below the generations already evolved),
         another feature set, or is invalid; the message names the field.
+    colmena.model.device.CudaUnavailableError
+        For a CUDA ``device`` without a CUDA build or a visible device (before any work).
     ValueError
-        If the candles are too short for the feature warm-up, the regime look-back, or leave too
-        few decision bars in one of the three parts.
+        For an unknown ``device``; if the candles are too short for the feature warm-up, the
+        regime look-back, or leave too few decision bars in one of the three parts.
     ImportError
         Without torch (the VAE trains in torch; a resumed run needs torch only to fine-tune).
     """
     from colmena.model.nn import Swarm
 
+    backend = forward_backend(device)
     if config is None:
         config = resume.config if resume is not None else TrainConfig()
     if execution is None:
@@ -484,10 +501,12 @@ def train(
         vae = _trained_vae(resume.vae)
         regime = resume.regime
     vae_state = resume.vae if resume is not None else _vae_state(vae)
+    # The forward passes run on ``backend``; the model keeps host weights (CPU core objects).
     encoder = vae.encoder()
+    latent = backend.encoder(vae.layers, vae.mu, vae.logvar).encode(windows[decision_rows])
     model_inputs = np.ascontiguousarray(
         np.concatenate(
-            [encoder.encode(windows[decision_rows]), state.current(normalization, decision_rows)],
+            [latent, state.current(normalization, decision_rows)],
             axis=1,
         ),
         dtype=np.float32,
@@ -528,7 +547,7 @@ def train(
             versions=versions,
         )
 
-    swarm = Swarm(population.layers, activation=evo.activation)
+    swarm = backend.swarm(population.layers, evo.activation)
     window = min(fit_stop, max(2, round(evo.eval_days * SECONDS_PER_DAY / _bar_seconds(market))))
     band = config.decision.no_trade_band
     periods_per_year = SECONDS_PER_YEAR / config.decision.seconds
@@ -583,7 +602,7 @@ def train(
         feature_spec=spec,
         normalization=normalization,
         encoder=encoder,
-        swarm=swarm,
+        swarm=Swarm(population.layers, activation=evo.activation),
         weights=weights,
         decision=config.decision,
         regime=regime,
