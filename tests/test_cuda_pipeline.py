@@ -175,15 +175,15 @@ class _TwinEncoder:
         return out
 
 
+def _bypassed(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("a forward pass bypassed the device backend")
+
+
 @pytest.fixture
 def cpu_forwards_forbidden(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Any forward pass that does not go through the backend under test fails the test."""
-
-    def bypassed(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a forward pass bypassed the device backend")
-
-    monkeypatch.setattr(Swarm, "forward", bypassed)
-    monkeypatch.setattr(VAEEncoder, "encode", bypassed)
+    monkeypatch.setattr(Swarm, "forward", _bypassed)
+    monkeypatch.setattr(VAEEncoder, "encode", _bypassed)
     return
 
 
@@ -267,10 +267,6 @@ def test_training_routes_every_forward_through_the_backend_and_gives_the_same_ch
     # the returned model holds host weights only, whatever the device
     assert isinstance(result.model.swarm, Swarm)
     assert isinstance(result.model.encoder, VAEEncoder)
-
-
-def _bypassed(*args: Any, **kwargs: Any) -> Any:
-    raise AssertionError("a forward pass bypassed the device backend")
 
 
 @pytest.mark.usefixtures("cpu_forwards_forbidden")
