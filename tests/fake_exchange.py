@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -78,6 +79,9 @@ class FakeBinance:
         rate limit to ccxt; -1121, "invalid symbol", is not worth retrying).
     requests : list of dict
         The query of every kline request, in order.
+    delay_seconds : float
+        Every kline request is answered this much later (a slow exchange; past the client's
+        timeout, a silent one).
     """
 
     def __init__(self, klines: list[list[object]] | dict[str, list[list[object]]]) -> None:
@@ -95,6 +99,7 @@ class FakeBinance:
         self.fail_always = False
         self.fail_status = 500
         self.fail_code = -1003
+        self.delay_seconds = 0.0
         self._lock = threading.Lock()
         server = self
 
@@ -105,6 +110,8 @@ class FakeBinance:
                 if url.path == "/api/v3/exchangeInfo":
                     self.reply(200, server.info)
                 elif url.path == "/api/v3/klines":
+                    if server.delay_seconds > 0:
+                        time.sleep(server.delay_seconds)
                     status, body = server.answer(query)
                     self.reply(status, body)
                 else:
