@@ -236,7 +236,8 @@ void register_loop(py::module_& m) {
       .def_readwrite("daily_loss_paused", &RiskManagerState::daily_loss_paused)
       .def_readwrite("window_ts", &RiskManagerState::window_ts)
       .def_readwrite("window_equity", &RiskManagerState::window_equity)
-      .def_readwrite("kelly_trades", &RiskManagerState::kelly_trades);
+      .def_readwrite("kelly_trades", &RiskManagerState::kelly_trades)
+      .def_readwrite("operator_paused", &RiskManagerState::operator_paused);
   const char* ms = "RiskManagerState";
   number_field(manager_state, ms, "peak_equity", &RiskManagerState::peak_equity);
   number_field(manager_state, ms, "drawdown", &RiskManagerState::drawdown);
@@ -366,25 +367,63 @@ void register_loop(py::module_& m) {
           "execution"_a, "min_trade_fraction"_a, "bar_ns"_a)
       .def(
           "open",
-          [](RiskStage& self, const Bar& bar, bool new_model) {
+          [](RiskStage& self, const Bar& bar, bool new_model, const py::handle& received_ts) {
             check_bar(bar, newest(self.bars(), self.last_open_ts()), "RiskStage.open");
+            const std::int64_t received = int_arg(received_ts, "RiskStage.open: received_ts");
+            if (received < 0) {
+              throw py::value_error("RiskStage.open: received_ts must be >= 0 (0: unknown), got " +
+                                    std::to_string(received));
+            }
             std::vector<RiskEvent> events;
-            const TradingState state = self.open(bar, new_model, events);
+            const TradingState state = self.open(bar, new_model, events, received);
             return std::make_tuple(trading_state_name(state), std::move(events));
           },
-          "bar"_a, "new_model"_a = false)
+          "bar"_a, "new_model"_a = false, "received_ts"_a = 0)
       .def("on_execution", &RiskStage::on_execution, "report"_a)
       .def(
           "close",
           [](RiskStage& self, const Bar& bar, const AccountSnapshot& account,
-             const std::string& action, double signal, bool can_order) {
+             const std::string& action, double signal, bool can_order,
+             const py::handle& received_ts) {
             check_bar(bar, std::nullopt, "RiskStage.close");
             const Action a = parse_action(action);
+            const std::int64_t received = int_arg(received_ts, "RiskStage.close: received_ts");
+            if (received < 0) {
+              throw py::value_error("RiskStage.close: received_ts must be >= 0 (0: unknown), got " +
+                                    std::to_string(received));
+            }
             std::vector<RiskEvent> events;
-            const RiskDecision& d = self.close(bar, account, a, signal, can_order, events);
+            const RiskDecision& d =
+                self.close(bar, account, a, signal, can_order, events, received);
             return std::make_tuple(d, std::move(events));
           },
-          "bar"_a, "account"_a, "action"_a, "signal"_a, "can_order"_a = true)
+          "bar"_a, "account"_a, "action"_a, "signal"_a, "can_order"_a = true,
+          "received_ts"_a = 0)
+      .def(
+          "control",
+          [](RiskStage& self, const std::string& action, const py::handle& ts) {
+            std::vector<RiskEvent> events;
+            const std::int64_t when = int_arg(ts, "RiskStage.control: ts");
+            try {
+              if (action == "pause")
+                self.pause(when, events);
+              else if (action == "resume")
+                self.resume(when, events);
+              else if (action == "flatten")
+                self.flatten(when, events);
+              else if (action == "halt")
+                self.halt(when, events);
+              else if (action == "reset")
+                self.reset_halt(when, events);
+              else
+                throw py::value_error("RiskStage.control: unknown action '" + action +
+                                      "'; expected pause, resume, flatten, halt or reset");
+            } catch (const std::invalid_argument& e) {
+              throw py::value_error(e.what());
+            }
+            return events;
+          },
+          "action"_a, "ts"_a)
       .def(
           "halt",
           [](RiskStage& self, const py::handle& ts, const py::object& account_drawdown) {

@@ -261,6 +261,31 @@ void register_risk(py::module_& m) {
             return events_to_list(events);
           },
           py::arg("ts"), py::arg("equity"))
+      .def(
+          "pause",
+          [](RiskManager& self, const py::handle& ts_obj) {
+            std::vector<RiskEvent> events;
+            self.pause(int_arg(ts_obj, "RiskManager.pause: ts"), events);
+            return events_to_list(events);
+          },
+          py::arg("ts"))
+      .def(
+          "resume",
+          [](RiskManager& self, const py::handle& ts_obj) {
+            std::vector<RiskEvent> events;
+            self.resume(int_arg(ts_obj, "RiskManager.resume: ts"), events);
+            return events_to_list(events);
+          },
+          py::arg("ts"))
+      .def(
+          "flatten",
+          [](RiskManager& self, const py::handle& ts_obj) {
+            std::vector<RiskEvent> events;
+            self.flatten(int_arg(ts_obj, "RiskManager.flatten: ts"), events);
+            return events_to_list(events);
+          },
+          py::arg("ts"))
+      .def_property_readonly("operator_paused", &RiskManager::operator_paused)
       .def("clear_flatten", &RiskManager::clear_flatten)
       .def("snapshot", &RiskManager::snapshot)
       .def(

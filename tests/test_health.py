@@ -48,6 +48,7 @@ from colmena.services.health import (
     role_port,
 )
 from colmena.services.nats_server import EmbeddedNatsServer
+from colmena.services.runner import ROLE_INPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "python" / "colmena" / "services" / "monitoring"
@@ -212,7 +213,7 @@ def test_metrics_follow_the_messages_the_daemons_handle(nats_url: str, tmp_path:
                 assert status == 200, body
                 report = json.loads(body)
                 assert set(report["consumer_lag"].values()) == {0}
-                assert len(report["consumer_lag"]) == len(kinds[role])
+                assert len(report["consumer_lag"]) == len(ROLE_INPUTS[role])
                 status, kind, text = await _aget(h.port or 0, "/metrics")
                 assert status == 200
                 assert kind.startswith("text/plain")

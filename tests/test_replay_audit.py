@@ -321,3 +321,46 @@ def test_a_halt_of_the_accounts_kill_switch_is_replayed_where_it_happened(
     halted = [m for m in produced if isinstance(m, wire.OrderMessage)
               and m.decided.decision.state == "HALTED"]  # fmt: skip
     assert len(halted) == len(session.candles) - halt_at
+
+
+def test_recorded_control_actions_are_replayed_at_their_bars(
+    postgres_server: str, session: Session
+) -> None:
+    """A session with a person's pause, halt and reset (colmena ctl) inside the audited period:
+    the audit applies the recorded live_control rows at the same bars and finds it identical;
+    without those rows every decision they changed is a difference."""
+    model = checkpoints.load_path(session.folder).to_model()
+    risk = RiskHandler(SYMBOL, RISK, EXECUTION)
+    handlers = (StrategyHandler(model, SYMBOL, session.strategy.model_sha256), risk,
+                ExecutionHandler(SYMBOL, EXECUTION))  # fmt: skip
+    schedule = {FIRST + 10: "pause", FIRST + 40: "halt", FIRST + 70: "reset",
+                FIRST + 90: "resume"}  # fmt: skip
+    produced: list[wire.WireMessage] = []
+    for i, candle in enumerate(session.candles):
+        if i in schedule:
+            control = wire.ControlMessage(
+                symbol=SYMBOL, ts=risk.next_open_ts(), action=schedule[i],  # type: ignore[arg-type]
+                request_id=f"r{i}", operator="ops@desk", reason="audit test", requested_ns=i,
+            )  # fmt: skip
+            produced.append(control)
+            risk.handle(control)
+        produced += route(handlers, [candle])
+    states = {m.ts: m.state for m in produced if isinstance(m, wire.RiskStateMessage)}
+    assert states[session.candles[FIRST + 20].ts] == "PAUSED"
+    assert states[session.candles[FIRST + 50].ts] == "HALTED"
+    assert states[session.candles[FIRST + 100].ts] != "HALTED"
+    url = fresh_database(postgres_server, "colmena_audit_controls")
+    controlled = Session.__new__(Session)
+    controlled.__dict__.update(session.__dict__, produced=produced)
+    _record(url, controlled)
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT action, operator, reason, ts_ns FROM live_control ORDER BY ts_ns"
+        ).fetchall()
+    assert [r[0] for r in rows] == ["pause", "halt", "reset", "resume"]
+    assert rows[0][1:3] == ("ops@desk", "audit test")
+    assert rows[0][3] == session.candles[FIRST + 10].ts
+    result = replay_audit(url, session.t0, session.t1)
+    assert result.identical, result.differences[:5]
+    _execute(url, "DELETE FROM live_control")
+    assert len(replay_audit(url, session.t0, session.t1).differences) > 50

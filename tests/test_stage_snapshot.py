@@ -653,10 +653,8 @@ def test_operator_halt_flattens_stays_halted_and_survives_a_restart() -> None:
     assert after_halt is not None
     assert after_halt.state == "HALTED"
     # A person's reset ends it.
-    assert restarted_manager.reset_halt(steps[-1].bar.ts + MIN, account.equity)[0][1:3] == (
-        "regime_changed",
-        0,
-    )
+    reset = restarted_manager.reset_halt(steps[-1].bar.ts + MIN, account.equity)
+    assert [e[1:3] for e in reset] == [("drawdown_threshold", 12), ("regime_changed", 0)]
     assert restarted_manager.state == "ACTIVE"
 
 

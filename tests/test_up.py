@@ -115,10 +115,11 @@ def live_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, A
     return _write_inputs(tmp_path_factory.mktemp("live-inputs"), TRAIN_BARS, LIVE_BARS)
 
 
-def _paper_trade(args: list[str], data_dir: Path, last_ts: int) -> str:
+def _paper_trade(args: list[str], data_dir: Path, last_ts: int, *, control: bool = False) -> str:
     """Run ``colmena up ARGS --data-dir DATA_DIR --quiet`` until BTC/USDT's candle ``last_ts``
     is decided and the recorder has every decision in PostgreSQL, then stop it with Ctrl-C;
-    its stderr."""
+    its stderr. ``control``: ask ``colmena ctl`` for the status and a halt first (recorded in
+    live_control), and stop with ``colmena down``."""
     import psycopg
 
     from test_serve_cli import LIVE_BARS
@@ -154,12 +155,42 @@ def _paper_trade(args: list[str], data_dir: Path, last_ts: int) -> str:
                 break
             time.sleep(0.1)
         assert orders == LIVE_BARS
+        if control:
+            _control(data_dir, endpoints["db"])
+            down = CliRunner().invoke(main, ["down", "--data-dir", str(data_dir)])
+            assert down.exit_code == 0, down.output
+            assert f"stopped `colmena up` (pid {up.pid})" in down.output
+            again = CliRunner().invoke(main, ["down", "--data-dir", str(data_dir)])
+            assert again.exit_code == 2, again.output
+            assert "is not running" in again.output
     finally:
-        up.send_signal(signal.SIGINT)
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
         _out, err = up.communicate(timeout=120)
     assert up.returncode == 0, err
     assert "stopped: ingest 0, strategy 0, risk 0, execution 0, recorder 0" in err, err
     return err
+
+
+def _control(data_dir: Path, dsn: str) -> None:
+    """``colmena ctl`` against the running system, found through DATA_DIR."""
+    import psycopg
+
+    runner = CliRunner()
+    status = runner.invoke(main, ["ctl", "status", "--data-dir", str(data_dir)])
+    assert status.exit_code == 0, status.output
+    assert "BTC/USDT: ACTIVE" in status.output
+    halt = runner.invoke(main, ["ctl", "halt", "--data-dir", str(data_dir), "--operator",
+                                "ops@desk", "--reason", "end of the test"])  # fmt: skip
+    assert halt.exit_code == 0, halt.output
+    assert "pending: halt" in halt.output  # no candle comes after the replay's last
+    for _ in range(600):  # hang detection: until the recorder has written the action
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT action, operator, reason FROM live_control").fetchall()
+        if rows:
+            break
+        time.sleep(0.1)
+    assert rows == [("halt", "ops@desk", "end of the test")]
 
 
 def test_colmena_up_paper_trades_a_replay_end_to_end(
@@ -173,7 +204,7 @@ def test_colmena_up_paper_trades_a_replay_end_to_end(
     config.write_text(CONFIG.replace('[nats]\nurl = "{url}"\n', "").format(
         checkpoints=folder, feed=feed))  # fmt: skip
     data_dir = tmp_path / "live"
-    err = _paper_trade(["--config", str(config)], data_dir, int(candles.ts[-1]))
+    err = _paper_trade(["--config", str(config)], data_dir, int(candles.ts[-1]), control=True)
     assert not (data_dir / CONFIG_FILE).exists()  # a file alone: the services run with it
     assert "configuration:" not in err
 
@@ -571,3 +602,53 @@ def test_a_failed_write_leaves_the_previous_configuration(
         write_config(faster, tmp_path, source=path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [CONFIG_FILE]
+
+
+def test_down_stops_only_a_running_colmena_up(tmp_path: Path) -> None:
+    """``colmena down`` signals the process named in endpoints.json only when it is colmena's,
+    waits for it to exit, and says so; a missing file or a dead process is one line, exit 2."""
+    runner = CliRunner()
+    data_dir = tmp_path / "live"
+    missing = runner.invoke(main, ["down", "--data-dir", str(data_dir)])
+    assert missing.exit_code == 2
+    assert "endpoints.json not found" in missing.output
+    data_dir.mkdir()
+
+    def endpoints(pid: int) -> None:
+        (data_dir / ENDPOINTS_FILE).write_text(json.dumps({"nats": "nats://x", "pid": pid}))
+
+    # Another program under that pid (a reused pid): refused, and left running.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        endpoints(other.pid)
+        refused = runner.invoke(main, ["down", "--data-dir", str(data_dir)])
+        assert refused.exit_code == 2, refused.output
+        assert "is not running" in refused.output
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+    # A colmena process that stops on SIGTERM (the way `colmena up` does).
+    script = ("import signal, sys, time\n"
+              "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(60)\n")  # fmt: skip
+    colmena = subprocess.Popen([sys.executable, "-c", script, "colmena"], stdout=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    try:
+        assert colmena.stdout is not None
+        assert colmena.stdout.readline().strip() == "ready"
+        endpoints(colmena.pid)
+        done = runner.invoke(main, ["down", "--data-dir", str(data_dir)])
+        assert done.exit_code == 0, done.output
+        assert f"stopped `colmena up` (pid {colmena.pid})" in done.output
+        assert colmena.wait(timeout=10) == 0
+    finally:
+        if colmena.poll() is None:
+            colmena.kill()
+            colmena.wait()
+        assert colmena.stdout is not None
+        colmena.stdout.close()
+    dead = runner.invoke(main, ["down", "--data-dir", str(data_dir)])
+    assert dead.exit_code == 2
+    assert "is not running" in dead.output

@@ -96,6 +96,21 @@ def _session(n: int = 120, seed: int = 7) -> list[wire.WireMessage]:
             out.append(wire.EventMessage(symbol=sym, ts=bar.ts, seq=seq, event=event))
         if decided.order is not None:
             execution.submit(decided.order)
+    last = out[-1].ts
+    out.append(
+        wire.ControlMessage(
+            symbol=sym, ts=last + 60_000_000_000, action="reset", request_id="r1",
+            operator="ops@desk", reason="drawdown understood", requested_ns=last + 61_000_000_000,
+            account=True,
+        )
+    )  # fmt: skip
+    out.append(
+        wire.ReconciliationMessage(
+            symbol=sym, ts=last, checked_ns=last + 90_000_000_000, venue_position=0.5,
+            recorded_position=0.0, venue_open_orders=1, recorded_open_orders=0, difference=True,
+            detail="position 0.5 at the venue, 0 in the records",
+        )
+    )  # fmt: skip
     return out
 
 

@@ -139,6 +139,14 @@ const char* event_code_name(EventType type, std::uint8_t code) noexcept {
           return "halted_by_operator";
         case DrawdownCode::account_kill_switch:
           return "account_kill_switch";
+        case DrawdownCode::paused_by_operator:
+          return "paused_by_operator";
+        case DrawdownCode::resumed_by_operator:
+          return "resumed_by_operator";
+        case DrawdownCode::flatten_by_operator:
+          return "flatten_by_operator";
+        case DrawdownCode::halt_reset:
+          return "halt_reset";
       }
       return "unknown";
     case EventType::alert:
@@ -241,7 +249,7 @@ void RiskManager::observe(std::int64_t ts, double equity, double bar_log_return,
                       static_cast<std::uint8_t>(AlertCode::daily_pnl_critical), daily_pnl_});
   }
 
-  if (state_ == TradingState::paused && ts >= paused_until_) {
+  if (state_ == TradingState::paused && !operator_paused_ && ts >= paused_until_) {
     if (stopped_) {  // the drawdown stop is over: re-arm the ladder from here
       stopped_ = false;
       peak_ = equity;
@@ -514,7 +522,54 @@ void RiskManager::reset_halt(std::int64_t ts, double equity, std::vector<RiskEve
   paused_until_ = 0;
   flatten_ = false;
   stopped_ = false;
+  events.push_back(
+      {ts, EventType::drawdown_threshold, static_cast<std::uint8_t>(DrawdownCode::halt_reset),
+       equity});
+  set_state(operator_paused_ ? TradingState::paused
+                             : (stale_ ? TradingState::reducing : TradingState::active),
+            ts, events);
+}
+
+void RiskManager::pause(std::int64_t ts, std::vector<RiskEvent>& events) {
+  check_timestamp(ts, "RiskManager.pause", "timestamp", kMaxObservationNs);
+  if (operator_paused_) return;
+  operator_paused_ = true;
+  events.push_back({ts, EventType::drawdown_threshold,
+                    static_cast<std::uint8_t>(DrawdownCode::paused_by_operator), drawdown_});
+  if (state_ != TradingState::halted) set_state(TradingState::paused, ts, events);
+}
+
+void RiskManager::resume(std::int64_t ts, std::vector<RiskEvent>& events) {
+  check_timestamp(ts, "RiskManager.resume", "timestamp", kMaxObservationNs);
+  if (!operator_paused_) return;
+  operator_paused_ = false;
+  events.push_back({ts, EventType::drawdown_threshold,
+                    static_cast<std::uint8_t>(DrawdownCode::resumed_by_operator), drawdown_});
+  if (state_ != TradingState::paused) return;  // HALTED stays HALTED
+  if (ts < paused_until_) return;              // a ladder or daily-loss pause still runs
+  if (stopped_) {  // the drawdown stop's pause ended under the person's: re-arm the ladder now
+    stopped_ = false;
+    peak_ = last_equity_;
+    ladder_level_ = 0;
+    events.push_back({ts, EventType::drawdown_threshold,
+                      static_cast<std::uint8_t>(DrawdownCode::ladder_rearmed), last_equity_});
+  }
   set_state(stale_ ? TradingState::reducing : TradingState::active, ts, events);
+}
+
+void RiskManager::flatten(std::int64_t ts, std::vector<RiskEvent>& events) {
+  check_timestamp(ts, "RiskManager.flatten", "timestamp", kMaxObservationNs);
+  events.push_back({ts, EventType::drawdown_threshold,
+                    static_cast<std::uint8_t>(DrawdownCode::flatten_by_operator), drawdown_});
+  if (state_ == TradingState::halted) {
+    operator_paused_ = true;
+    return;
+  }
+  flatten_ = true;
+  if (!operator_paused_) {
+    operator_paused_ = true;
+    set_state(TradingState::paused, ts, events);
+  }
 }
 
 RiskManagerState RiskManager::snapshot() const {
@@ -549,6 +604,7 @@ RiskManagerState RiskManager::snapshot() const {
   s.ewma_variance = ewma_var_;
   s.ewma_count = ewma_count_;
   s.kelly_trades.assign(trades_.begin(), trades_.end());
+  s.operator_paused = operator_paused_;
   return s;
 }
 
@@ -558,6 +614,9 @@ void RiskManager::check_state(const RiskManagerState& s, const StateCheck& check
       "state", "is not a trading state (code " + std::to_string(static_cast<int>(s.state)) + ")");
   check.require(s.state != TradingState::reducing || s.stale, "state",
                 "is REDUCING, which only stale data leads to, but stale is false");
+  check.require(!s.operator_paused || s.state == TradingState::paused ||
+                    s.state == TradingState::halted,
+                "state", "must be PAUSED or HALTED while operator_paused is true");
   check.require(s.ladder_level >= 0 && s.ladder_level <= 3, "ladder_level",
                 "must be in 0..3, got " + std::to_string(s.ladder_level));
   check.not_nan(s.peak_equity, "peak_equity");
@@ -632,6 +691,7 @@ void RiskManager::restore(const RiskManagerState& s) {
   next.ewma_var_ = s.ewma_variance;
   next.ewma_count_ = s.ewma_count;
   next.trades_.assign(s.kelly_trades.begin(), s.kelly_trades.end());
+  next.operator_paused_ = s.operator_paused;
   *this = std::move(next);
 }
 

@@ -83,7 +83,8 @@ double RiskStage::clamp_signal(double signal) const noexcept {
   return std::clamp(signal, lo, 1.0);
 }
 
-TradingState RiskStage::open(const Bar& bar, bool new_model, std::vector<RiskEvent>& events) {
+TradingState RiskStage::open(const Bar& bar, bool new_model, std::vector<RiskEvent>& events,
+                             std::int64_t received_ts) {
   if (opened_) {
     throw std::logic_error("RiskStage.open: bar " + format_timestamp_ns(open_ts_) +
                            " was opened but not closed");
@@ -94,7 +95,13 @@ TradingState RiskStage::open(const Bar& bar, bool new_model, std::vector<RiskEve
                                 format_timestamp_ns(bar.ts) + " after " +
                                 format_timestamp_ns(last_ts_) + ")");
   }
-  if (risk_ && bars_ > 0) risk_->observe_data_age(bar.ts, last_ts_ + bar_ns_, events);
+  if (risk_ && bars_ > 0) {
+    // At receipt the newest candle before this one closed at last_ts_ + bar_ns_ (bar.ts when
+    // the bars are contiguous); the open is processed when this candle arrives, a bar later.
+    const std::int64_t now =
+        received_ts > bar_ns_ ? std::max(bar.ts, received_ts - bar_ns_) : bar.ts;
+    risk_->observe_data_age(now, last_ts_ + bar_ns_, events);
+  }
   if (new_model && risk_) {
     risk_->reset_model_estimates();
     shadow_ = PaperExecutor(shadow_config());
@@ -159,7 +166,7 @@ void RiskStage::decide_shadow(Action action, double signal, double close) {
 
 const RiskDecision& RiskStage::close(const Bar& bar, const AccountSnapshot& account, Action action,
                                      double signal, bool can_order,
-                                     std::vector<RiskEvent>& events) {
+                                     std::vector<RiskEvent>& events, std::int64_t received_ts) {
   if (!opened_) throw std::logic_error("RiskStage.close: no bar is open");
   if (bar.ts != open_ts_) {
     throw std::invalid_argument("RiskStage.close: bar " + format_timestamp_ns(bar.ts) +
@@ -186,7 +193,8 @@ const RiskDecision& RiskStage::close(const Bar& bar, const AccountSnapshot& acco
         static_cast<double>(bars_ > 0 ? bar.ts - last_ts_ : bar_ns_) / kNsPerDay;
     shadow_.accrue_borrow(bar.close, held_days);
     const double bar_return = bars_ > 0 ? std::log(bar.close / last_close_) : kNaN;
-    risk_->observe_data_age(close_ts, close_ts, events);
+    // The decision is taken when the candle arrives: its data is as old as that delay.
+    risk_->observe_data_age(std::max(close_ts, received_ts), close_ts, events);
     risk_->observe(close_ts, account.equity, bar_return, events);
   }
   // The decision for bar t + 1.
@@ -247,6 +255,31 @@ void RiskStage::halt(std::int64_t ts, std::vector<RiskEvent>& events, DrawdownCo
     throw std::logic_error("RiskStage.halt: a pass-through stage has no risk manager to halt");
   }
   risk_->halt(ts, events, reason, value);
+}
+
+RiskManager& RiskStage::checked_risk(const char* where) {
+  if (!risk_) {
+    throw std::logic_error(std::string(where) +
+                           ": a pass-through stage has no risk manager to control");
+  }
+  return *risk_;
+}
+
+void RiskStage::pause(std::int64_t ts, std::vector<RiskEvent>& events) {
+  checked_risk("RiskStage.pause").pause(ts, events);
+}
+
+void RiskStage::resume(std::int64_t ts, std::vector<RiskEvent>& events) {
+  checked_risk("RiskStage.resume").resume(ts, events);
+}
+
+void RiskStage::flatten(std::int64_t ts, std::vector<RiskEvent>& events) {
+  checked_risk("RiskStage.flatten").flatten(ts, events);
+}
+
+void RiskStage::reset_halt(std::int64_t ts, std::vector<RiskEvent>& events) {
+  RiskManager& risk = checked_risk("RiskStage.reset_halt");
+  risk.reset_halt(ts, risk.last_equity(), events);
 }
 
 RiskStageState RiskStage::snapshot() const {

@@ -1389,6 +1389,148 @@ def up(
         raise OutputError(f"services that did not stop cleanly: {bad}")
 
 
+def _nats_url(nats_url: str | None, data_dir: Path) -> str:
+    """The NATS server of ``--nats``, else the one ``colmena up`` wrote to DATA_DIR."""
+    import json
+
+    if nats_url is not None:
+        return nats_url
+    path = data_dir / "endpoints.json"
+    try:
+        endpoints = json.loads(path.read_text())
+        return str(endpoints["nats"])
+    except FileNotFoundError:
+        raise UserError(
+            f"no NATS server: give --nats URL, or the --data-dir of a running `colmena up` "
+            f"({path} not found)"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not a `colmena up` endpoints file ({_reason(exc)})") from None
+
+
+@main.command("down")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("colmena-live"),
+    show_default=True,
+    help="The data folder of the `colmena up` to stop.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1.0),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for it to stop.",
+)
+def down(data_dir: Path, timeout: float) -> None:
+    """Stop the `colmena up` running on --data-dir, gracefully: each service finishes the
+    message in hand and saves its state, then the embedded servers stop (their data stay).
+    Pause first (`colmena ctl pause`) to stop with no order in flight. Exit status: 0 stopped,
+    2 none running, 3 still stopping after --timeout."""
+    from colmena.services.up import UpNotRunningError, stop_up
+
+    try:
+        pid = stop_up(data_dir, timeout=timeout)
+    except UpNotRunningError as exc:
+        raise UserError(str(exc)) from None
+    except TimeoutError as exc:
+        raise OutputError(str(exc)) from None
+    click.echo(f"stopped `colmena up` (pid {pid}); data in {data_dir}", err=True)
+
+
+@main.command("ctl")
+@click.argument("action", type=click.Choice(["status", "pause", "resume", "flatten", "halt",
+                                             "reset"]))  # fmt: skip
+@click.option("--symbol", default=None, help="One symbol (default: every symbol).")
+@click.option("--reason", default="", help="Why (recorded; required for reset).")
+@click.option("--operator", default=None, help="Who asks (recorded; default: user@host).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("colmena-live"),
+    show_default=True,
+    help="The data folder of `colmena up` (its endpoints.json names the NATS server).",
+)
+@click.option("--nats", "nats_url", default=None, help="The NATS server (else from --data-dir).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1, max=600.0),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for the risk service's answer (3 tries, the same request id).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the risk service's reply as JSON.")
+def ctl(
+    action: str,
+    symbol: str | None,
+    reason: str,
+    operator: str | None,
+    data_dir: Path,
+    nats_url: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Control the running system: status, pause, resume, flatten, halt or reset (of a HALT).
+
+    The risk service answers and applies the action from the next bar's open, for --symbol or
+    every symbol: pause (reduce-only until resume), resume, flatten (close the position, then
+    pause), halt (flatten and stay HALTED until reset), reset (needs --reason; without --symbol
+    it also resets the account's kill switch). Each action is recorded with who, when and why
+    (the records' live_control table). Exit status: 0 done, 2 refused or a user error, 3 no
+    risk service answered.
+    """
+    import asyncio
+    from datetime import datetime, timezone
+
+    import msgspec
+
+    from colmena.services.control import ControlError, ControlUnavailableError, send_control
+
+    url = _nats_url(nats_url, data_dir)
+    try:
+        reply = asyncio.run(
+            send_control(url, action, symbol=symbol, reason=reason, operator=operator,
+                         timeout=timeout)
+        )  # fmt: skip
+    except ControlError as exc:
+        raise UserError(f"ctl {action}: {exc}") from None
+    except ControlUnavailableError as exc:
+        raise OutputError(f"ctl {action}: {exc}") from None
+    if as_json:
+        click.echo(msgspec.json.encode(reply).decode())
+        return
+    out = Console()
+
+    def when(ts: int | None) -> str:
+        if not ts:
+            return "-"
+        return datetime.fromtimestamp(ts / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+    out.print(f"colmena ctl {action} — NATS {url}", highlight=False)
+    for st in reply.symbols:
+        line = (
+            f"{st.symbol}: {st.trading_state}"
+            + (" (a person's pause)" if st.operator_paused else "")
+            + f", newest bar {when(st.closed_ts)} UTC, equity {st.equity:,.2f}, drawdown "
+            f"{st.drawdown:.2%}, open order: {st.open_order:.8g}, pending: "
+            f"{', '.join(st.pending) or '-'}"
+            + (f", applies from {when(st.applies_from_ts)} UTC" if st.applies_from_ts else "")
+        )
+        out.print(line, highlight=False, soft_wrap=True)
+    if reply.account is not None:
+        a = reply.account
+        out.print(
+            f"account kill switch: {'HALTED at ' + when(a.halted_ts) if a.halted else 'armed'}"
+            + (f" (drawdown {a.drawdown:.2%})" if a.halted else "")
+        )
+    if action != "status":
+        out.print(
+            f"{action}: {'accepted' if reply.accepted else 'already accepted'} "
+            f"(request {reply.request_id}); applies from the next bar's open"
+        )
+
+
 @main.command("replay-audit")
 @click.option("--db", "dsn", required=True, help="PostgreSQL DSN of the recorder's database.")
 @click.option("--from", "start", required=True, help="First bar (open time), ISO-8601; UTC.")

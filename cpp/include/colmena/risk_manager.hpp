@@ -51,7 +51,7 @@ enum class Verdict : std::uint8_t {
   reduce_only_paused = 3,    ///< PAUSED: the part that would add exposure was dropped
   reduce_only_stale = 4,     ///< REDUCING (stale data): the part that would add exposure dropped
   flatten_halted = 5,        ///< HALTED: flatten
-  flatten_stop = 6,          ///< drawdown stop (15% level): flatten
+  flatten_stop = 6,          ///< a requested flatten (the 15% drawdown stop, or an operator's)
   rejected_halted = 7,       ///< HALTED and already flat: nothing to do
   no_signal = 8,             ///< no valid market state / signal at this bar: hold
   skipped_small_change = 9,  ///< change below min_trade_fraction: hold
@@ -79,6 +79,10 @@ enum class DrawdownCode : std::uint8_t {
   ladder_rearmed = 6,      ///< the ladder re-armed after a drawdown stop (value: reference equity)
   halted_by_operator = 7,  ///< a person halted trading (RiskManager::halt): HALTED, flatten
   account_kill_switch = 8,  ///< the account's total equity (every symbol) over the kill switch
+  paused_by_operator = 9,    ///< a person paused trading (RiskManager::pause): PAUSED
+  resumed_by_operator = 10,  ///< a person ended their pause (RiskManager::resume)
+  flatten_by_operator = 11,  ///< a person asked to flatten (RiskManager::flatten): PAUSED
+  halt_reset = 12,           ///< a person ended a HALT (RiskManager::reset_halt); value: equity
 };
 
 enum class EventType : std::uint8_t {
@@ -177,6 +181,7 @@ struct RiskManagerState {
   double ewma_variance = 0.0;        ///< RiskMetrics EWMA variance of bar log returns
   std::size_t ewma_count = 0;        ///< finite bar log returns seen
   std::vector<double> kelly_trades;  ///< net PnL of the Kelly window's round trips, oldest first
+  bool operator_paused = false;  ///< a person's pause holds (PAUSED, or HALTED under it)
 };
 
 struct RiskEvent {
@@ -261,9 +266,34 @@ class RiskManager {
             DrawdownCode reason = DrawdownCode::halted_by_operator,
             double value = std::numeric_limits<double>::quiet_NaN());
 
-  /// Manual reset of a HALT by a person: back to ACTIVE, peaks restart at `equity`.
+  /// Manual reset of a HALT by a person: back to ACTIVE (PAUSED under a person's pause,
+  /// REDUCING on stale data), peaks restart at `equity`, with a drawdown_threshold event of code
+  /// halt_reset (value: `equity`). Nothing happens when not HALTED.
   /// `ts_ns` in [kMinTimestampNs, kMaxObservationNs] (std::invalid_argument otherwise).
   void reset_halt(std::int64_t ts_ns, double equity, std::vector<RiskEvent>& events);
+
+  /// A person pauses trading (the operator's PAUSE, the design documents' safe mode): PAUSED,
+  /// only exposure-reducing orders pass, until resume(), whatever the end of a ladder or
+  /// daily-loss pause. Under a HALT the pause is kept for after the reset. A drawdown_threshold
+  /// event of code paused_by_operator (value: the drawdown from the ladder's reference) and the
+  /// regime change; nothing happens when already paused by a person.
+  /// `ts_ns` in [kMinTimestampNs, kMaxObservationNs] (std::invalid_argument otherwise).
+  void pause(std::int64_t ts_ns, std::vector<RiskEvent>& events);
+
+  /// A person ends their pause: back to ACTIVE (REDUCING on stale data), or still PAUSED while a
+  /// ladder or daily-loss pause runs (until its end, as without the person's pause); HALTED
+  /// stays HALTED. An event of code resumed_by_operator; nothing happens without their pause.
+  void resume(std::int64_t ts_ns, std::vector<RiskEvent>& events);
+
+  /// A person asks to flatten: the person's pause (pause()) and a flatten at the next decision
+  /// (verdict flatten_stop, kept until the position is flat, as the drawdown stop's), with an
+  /// event of code flatten_by_operator. Under a HALT the HALT flattens already (event only).
+  void flatten(std::int64_t ts_ns, std::vector<RiskEvent>& events);
+
+  /// Equity at the last observe (quote currency; 0 before the first).
+  double last_equity() const noexcept { return last_equity_; }
+  /// A person's pause holds (pause() or flatten() without resume() since).
+  bool operator_paused() const noexcept { return operator_paused_; }
 
   TradingState state() const noexcept { return state_; }
   /// Drawdown from the ladder's reference equity (fraction).
@@ -320,6 +350,7 @@ class RiskManager {
   double ewma_var_ = 0.0;
   std::size_t ewma_count_ = 0;
   std::deque<double> trades_;
+  bool operator_paused_ = false;
 };
 
 }  // namespace colmena

@@ -105,7 +105,10 @@ class RiskStage {
   /// The open of `bar` (see the file comment). `new_model` restarts the model-bound estimators
   /// (ignored in pass-through mode). Events are appended. Returns the trading state at the open.
   /// Throws std::invalid_argument when bar.ts does not increase.
-  TradingState open(const Bar& bar, bool new_model, std::vector<RiskEvent>& events);
+  /// `received_ts` (ns; 0: not known) as in close(): the data age at the open is the later of
+  /// the gap since the previous bar and the candle's delay after its close.
+  TradingState open(const Bar& bar, bool new_model, std::vector<RiskEvent>& events,
+                    std::int64_t received_ts = 0);
 
   /// The execution of the outstanding order. Throws std::invalid_argument when no order is
   /// outstanding, when the report is for another order or another bar, or when it is
@@ -118,8 +121,13 @@ class RiskStage {
   /// Events are appended. Throws std::invalid_argument when the bar or the account is not the
   /// opened bar's, the signal or action is invalid, an outstanding order was not reported, or
   /// (risk mode) the account's equity is NaN.
+  /// `received_ts` (ns; 0: not known, as in a backtest) is when the candle was received: more
+  /// than the risk config's stale_after after the bar's close makes the data stale at this
+  /// decision (RiskManager::observe_data_age: REDUCING, a data_feed_silent alert), and a fresh
+  /// candle ends it.
   const RiskDecision& close(const Bar& bar, const AccountSnapshot& account, Action action,
-                            double signal, bool can_order, std::vector<RiskEvent>& events);
+                            double signal, bool can_order, std::vector<RiskEvent>& events,
+                            std::int64_t received_ts = 0);
 
   /// The operator's HALT at `ts_ns` (RiskManager::halt): the next open's state is HALTED (only
   /// reducing fills) and every close flattens until the risk manager's reset_halt. Callable
@@ -129,6 +137,14 @@ class RiskStage {
   void halt(std::int64_t ts_ns, std::vector<RiskEvent>& events,
             DrawdownCode reason = DrawdownCode::halted_by_operator,
             double value = std::numeric_limits<double>::quiet_NaN());
+
+  /// A person's control action between any two calls (RiskManager::pause, resume, flatten,
+  /// reset_halt at the last observed equity); events appended. Throws std::logic_error in
+  /// pass-through mode, std::invalid_argument for a time outside the time range.
+  void pause(std::int64_t ts_ns, std::vector<RiskEvent>& events);
+  void resume(std::int64_t ts_ns, std::vector<RiskEvent>& events);
+  void flatten(std::int64_t ts_ns, std::vector<RiskEvent>& events);
+  void reset_halt(std::int64_t ts_ns, std::vector<RiskEvent>& events);
 
   /// The state and the configuration it was taken under (RiskStageState). Allowed at any point,
   /// also between open and close: a stage restored there continues with on_execution or close.
@@ -160,6 +176,7 @@ class RiskStage {
   std::int64_t bar_ns() const noexcept { return bar_ns_; }
 
  private:
+  RiskManager& checked_risk(const char* where);
   ExecutionConfig shadow_config() const;
   double clamp_signal(double signal) const noexcept;
   void decide_shadow(Action action, double signal, double close);

@@ -78,6 +78,7 @@ __all__ = [
     "Action",
     "Bar",
     "ClosedTrade",
+    "ControlActionName",
     "Decision",
     "ExecutionReport",
     "ExecutionStage",
@@ -115,6 +116,8 @@ VerdictName = Literal[
     "end_of_run",
 ]
 OrderOriginName = Literal["decision", "remainder", "risk", "end_of_run"]
+#: A person's control action (:meth:`RiskStage.control`).
+ControlActionName = Literal["pause", "resume", "flatten", "halt", "reset"]
 EventTypeName = Literal["trade_executed", "regime_changed", "drawdown_threshold", "alert", "error"]
 ExecutionErrorName = Literal["no_volume", "non_finite_price"]
 
@@ -495,6 +498,10 @@ class RiskManagerSnapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     kelly_trades : tuple of float
         Net PnL of the Kelly window's round trips (the shadow book's), oldest first, at most
         ``kelly_window``.
+    operator_paused : bool, default False
+        A person's pause holds (:meth:`RiskStage.control` ``pause`` or ``flatten`` without a
+        ``resume`` since): the state is PAUSED (or HALTED, the pause kept for after the
+        reset). Added with a default, so a state saved before it reads as not paused.
     """
 
     state: TradingStateName
@@ -523,6 +530,7 @@ class RiskManagerSnapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     ewma_variance: float
     ewma_count: Count
     kelly_trades: tuple[float, ...]
+    operator_paused: bool = False
 
 
 class PaperExecutorSnapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -1006,7 +1014,7 @@ class RiskStage:
         """The stage without risk sizing: ``RiskStage(execution, None, ...)``."""
         return cls(execution, None, bar_seconds=bar_seconds, min_trade_fraction=min_trade_fraction)
 
-    def open(self, bar: Bar, *, new_model: bool = False) -> RiskGate:
+    def open(self, bar: Bar, *, new_model: bool = False, received_ts: int = 0) -> RiskGate:
         """The open of ``bar``: data age, model change, the shadow book's fill.
 
         Parameters
@@ -1015,6 +1023,10 @@ class RiskStage:
             The next bar; its ``ts`` must be after the previous bar's.
         new_model : bool
             A new model takes over: the Kelly window and the shadow book restart.
+        received_ts : int, default 0
+            When the candle of ``bar`` was received, ns since the epoch (0: not known), as in
+            :meth:`close`: the data age at this open is its delay after the bar's close (or the
+            gap since the previous bar, whichever is older).
 
         Returns
         -------
@@ -1024,11 +1036,12 @@ class RiskStage:
         Raises
         ------
         ValueError
-            ``ts`` not after the previous bar's, or a bar breaking the candle rules.
+            ``ts`` not after the previous bar's, a bar breaking the candle rules, or a negative
+            ``received_ts``.
         RuntimeError
             The previous bar was opened and not closed.
         """
-        state, events = self._core.open(_core_bar(bar), new_model)
+        state, events = self._core.open(_core_bar(bar), new_model, received_ts)
         return RiskGate(bar.ts, cast(TradingStateName, state), _events(events))
 
     def on_execution(self, report: ExecutionReport) -> None:
@@ -1054,6 +1067,7 @@ class RiskStage:
         signal: float | None,
         *,
         can_order: bool = True,
+        received_ts: int = 0,
     ) -> RiskDecision:
         """The close of the opened bar: observe the account, decide for the next open.
 
@@ -1065,6 +1079,12 @@ class RiskStage:
             :meth:`ExecutionStage.close`'s snapshot at this close.
         action, signal, can_order
             As :meth:`TradingLoop.step`.
+        received_ts : int, default 0
+            When the candle was received, ns since the epoch (UTC); 0: not known (a backtest,
+            a replay). Received more than the risk config's ``stale_after_seconds`` after the
+            bar's close, the data is stale at this decision: REDUCING (only exposure-reducing
+            orders, verdict ``"reduce_only_stale"``) with a ``data_feed_silent`` alert (value:
+            the age in seconds); the first fresh candle ends it (SPEC: stale data reduce-only).
 
         Returns
         -------
@@ -1075,12 +1095,18 @@ class RiskStage:
         ------
         ValueError
             The bar or account is not the opened bar's, an outstanding order was not reported,
-            a signal outside [-1, 1] or NaN, an unknown action, a NaN equity (risk mode).
+            a signal outside [-1, 1] or NaN, an unknown action, a NaN equity (risk mode), a
+            negative ``received_ts``.
         RuntimeError
             No bar is open.
         """
         decided, events = self._core.close(
-            _core_bar(bar), _core_account(account), action, _core_signal(signal), can_order
+            _core_bar(bar),
+            _core_account(account),
+            action,
+            _core_signal(signal),
+            can_order,
+            received_ts,
         )
         return RiskDecision(
             decision=_decision(decided.decision, decided.kelly, decided.state),
@@ -1122,6 +1148,47 @@ class RiskStage:
             A pass-through stage (no risk manager to halt).
         """
         return _events(self._core.halt(ts, account_drawdown))
+
+    def control(self, action: ControlActionName, ts: int) -> tuple[RiskEvent, ...]:
+        """A person's control action (``colmena ctl``), callable between any two calls.
+
+        - ``"pause"``: PAUSED (the design documents' safe mode: only exposure-reducing orders)
+          until ``"resume"``, whatever the end of a ladder or daily-loss pause; under a HALT
+          it is kept for after the reset. Event ``paused_by_operator``.
+        - ``"resume"``: ends the person's pause: ACTIVE (REDUCING on stale data), or PAUSED
+          until a running ladder or daily-loss pause ends; a HALT stays. Event
+          ``resumed_by_operator``.
+        - ``"flatten"``: the pause and a flatten at the next close (verdict
+          ``"flatten_stop"``, an order of origin ``"risk"``, repeated until the position is
+          flat). Event ``flatten_by_operator``.
+        - ``"halt"``: as :meth:`halt`.
+        - ``"reset"``: ends a HALT (the risk manager's ``reset_halt`` at the equity of the last
+          close): ACTIVE, or PAUSED under a person's pause; the ladder and the kill switch's
+          window restart from that equity. Event ``halt_reset`` (value: the equity).
+
+        Each is part of :meth:`snapshot` and survives a restart; repeating one changes nothing
+        (no event) except ``flatten``, whose flatten is asked again.
+
+        Parameters
+        ----------
+        action : {"pause", "resume", "flatten", "halt", "reset"}
+        ts : int
+            When it applies, ns since the epoch (UTC), in 1970..2200 (the live risk service
+            passes the open time of the bar it applies from).
+
+        Returns
+        -------
+        tuple of RiskEvent
+            The ``drawdown_threshold`` event of the action and any ``regime_changed`` event.
+
+        Raises
+        ------
+        ValueError
+            An unknown action or ``ts`` outside the time range.
+        RuntimeError
+            A pass-through stage (no risk manager).
+        """
+        return _events(self._core.control(action, ts))
 
     def snapshot(self) -> RiskStageSnapshot:
         """The stage's state and the configuration it was taken under (see

@@ -225,6 +225,19 @@ class AccountGuard:
         self._prune()
         return tripped
 
+    def reset(self) -> bool:
+        """A person resets the account's kill switch (``colmena ctl reset`` without a symbol):
+        the core risk manager's ``reset_halt`` at the newest total observed, so its window and
+        peaks restart there. Each symbol's own HALT is reset by its risk handler (a control
+        action per symbol). Returns False when the switch had not tripped (nothing changes)."""
+        if not self.halted:
+            return False
+        close_ns = self._evaluated + self._bar_ns
+        self._manager.reset_halt(close_ns, self.total_equity(self._evaluated))
+        self.halted_ts = 0
+        self.halted_drawdown = 0.0
+        return True
+
     def _prune(self) -> None:
         """Drop each symbol's closes older than its last one at or before the evaluated bar."""
         for closes in self._equities.values():

@@ -50,6 +50,15 @@ _CHANNEL_DESCRIPTIONS: dict[MessageKind, str] = {
         "The account's risk state after every candle's close: trading state, HALT, drawdowns, "
         "ladder level, pause end, daily PnL, volatility, Kelly fraction (risk service)."
     ),
+    "control": (
+        "Control actions accepted by the risk service (colmena ctl: pause, resume, flatten, "
+        "halt, reset; a pause asked by the reconciliation): who, when, why, and the bar they "
+        "apply from."
+    ),
+    "reconciliation": (
+        "Each reconciliation of a symbol's records with a real venue: positions and open "
+        "orders on both sides, and whether they differ (execution service)."
+    ),
 }
 
 

@@ -35,6 +35,7 @@ The strategy handler's state (the market state) is rebuilt from the retained can
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -221,7 +222,14 @@ class RiskHandler:
     """
 
     #: The message kinds this handler takes.
-    INPUTS: ClassVar[tuple[wire.MessageKind, ...]] = ("candle", "signal", "account", "execution")
+    INPUTS: ClassVar[tuple[wire.MessageKind, ...]] = (
+        "control",  # first: a restarted service replays kind after kind, in this order
+        "candle",
+        "signal",
+        "account",
+        "execution",
+        "reconciliation",
+    )
 
     def __init__(
         self,
@@ -232,6 +240,7 @@ class RiskHandler:
         bar_seconds: int = 60,
     ) -> None:
         self.symbol = wire.check_symbol(symbol)
+        self._bar_ns = bar_seconds * 1_000_000_000
         self._stage = RiskStage(execution, risk, bar_seconds=bar_seconds)
         self._bars: dict[int, _RiskBar] = {}
         self._candles: list[int] = []  # heap: bars with their candle, waiting to be opened
@@ -239,6 +248,8 @@ class RiskHandler:
         self._closed_ts: int | None = None  # the newest bar closed
         self._taken = False  # a message was taken (restore is for a fresh handler only)
         self._halt_events: list[RiskEvent] = []  # of a halt between bars: the next bar's
+        self._controls: list[wire.ControlMessage] = []  # accepted, applied at the next open
+        self._control_ids: set[str] = set()  # request ids taken (pending or applied)
         #: Asked before a bar opens, with the open time of the newest bar closed (None before
         #: the first): False holds the bar until :meth:`resume`. The risk service of an account
         #: over several symbols opens a bar only once the account's kill switch has seen the
@@ -297,8 +308,89 @@ class RiskHandler:
         else:
             self._halt_events.extend(events)
 
+    @property
+    def closed_ts(self) -> int | None:
+        """Open time of the newest bar closed (None before the first)."""
+        return self._closed_ts
+
+    @property
+    def pending_controls(self) -> tuple[wire.ControlMessage, ...]:
+        """Control actions taken and not yet applied (they apply at the next open)."""
+        return tuple(self._controls)
+
+    def next_open_ts(self) -> int:
+        """The ``ts`` a control action accepted now gets: the open time after the bar open
+        now, or after the newest closed bar (0 before the first bar). The next bar to open is
+        the first at or after it."""
+        newest = self._open_ts if self._open_ts is not None else self._closed_ts
+        return 0 if newest is None else newest + self._bar_ns
+
+    def take_control(self, message: wire.ControlMessage) -> bool:
+        """Accept a control action: it applies at the open of the first bar whose open time is
+        at or after ``message.ts`` (:meth:`next_open_ts` when it was accepted: the next bar to
+        open), before that bar's gate, with the other actions pending there in the order they
+        were requested (``requested_ns``, then ``request_id``). The rule reads only the
+        message, so a restart, a replay and the replay-audit apply it at the same bar (its
+        events belong to that bar). Already taken (the same ``request_id``, from the service's
+        reply path and again from the stream) or for a bar already closed (applied before the
+        saved state this handler continues from): ignored. Returns whether it was new.
+
+        Raises
+        ------
+        SequenceError
+            Another symbol.
+        ValueError
+            A ``reset`` without a reason.
+        """
+        _check_symbol(self.symbol, message)
+        if message.action == "reset" and not message.reason.strip():
+            raise ValueError("reset: a HALT is reset only with a reason")
+        if message.request_id in self._control_ids:
+            return False
+        if self._closed_ts is not None and message.ts <= self._closed_ts:
+            return False
+        self._control_ids.add(message.request_id)
+        self._controls.append(message)
+        return True
+
+    def _reconciliation(self, message: wire.ReconciliationMessage) -> list[wire.WireMessage]:
+        """A difference at the venue pauses the symbol (the design documents' runbook): the
+        pause is a control action of operator ``reconciliation``, published for the record."""
+        if not message.difference:
+            return []
+        request_id = (
+            "reconciliation-"
+            + hashlib.sha256(wire.idempotency_key(message).encode()).hexdigest()[:24]
+        )
+        control = wire.ControlMessage(
+            symbol=self.symbol,
+            ts=self.next_open_ts(),
+            action="pause",
+            request_id=request_id,
+            operator="reconciliation",
+            reason=f"reconciliation difference: {message.detail}",
+            requested_ns=message.checked_ns,
+        )
+        return [control] if self.take_control(control) else []
+
+    def _apply_controls(self, ts: int) -> list[RiskEvent]:
+        """Apply the pending control actions due at the open of bar ``ts`` (their events go
+        with it)."""
+        due = [c for c in self._controls if c.ts <= ts]
+        if not due:
+            return []
+        self._controls = [c for c in self._controls if c.ts > ts]
+        events: list[RiskEvent] = []
+        for control in sorted(due, key=lambda c: (c.requested_ns, c.request_id)):
+            events.extend(self._stage.control(control.action, ts))
+        return events
+
     def handle(self, message: wire.WireMessage) -> list[wire.WireMessage]:
         """Take a candle, signal, account or execution report; return what it made ready.
+
+        A :class:`~colmena.live.wire.ControlMessage` is accepted (:meth:`take_control`) and
+        returns nothing; a :class:`~colmena.live.wire.ReconciliationMessage` that reports a
+        difference returns the pause it asks for (a control message, accepted too).
 
         Raises
         ------
@@ -309,6 +401,13 @@ class RiskHandler:
             The stage refused the input (as :class:`RiskStage`); nothing changes.
         """
         _check_symbol(self.symbol, message)
+        if isinstance(message, wire.ControlMessage):
+            self._taken = True
+            self.take_control(message)
+            return []
+        if isinstance(message, wire.ReconciliationMessage):
+            self._taken = True
+            return self._reconciliation(message)
         if not isinstance(
             message,
             wire.CandleMessage | wire.SignalMessage | wire.AccountMessage | wire.ExecutionMessage,
@@ -350,10 +449,11 @@ class RiskHandler:
                 slot = self._bars[ts]
                 assert slot.candle is not None
                 slot.expects_report = self._stage.outstanding is not None
-                gate = self._stage.open(slot.candle.bar)
-                slot.gate = gate
                 slot.events.extend(self._halt_events)
                 self._halt_events.clear()
+                slot.events.extend(self._apply_controls(ts))
+                gate = self._stage.open(slot.candle.bar, received_ts=slot.candle.received_ns)
+                slot.gate = gate
                 slot.events.extend(gate.events)
                 self._open_ts = ts
                 out.append(wire.GateMessage(symbol=self.symbol, ts=ts, gate=gate))
@@ -374,7 +474,11 @@ class RiskHandler:
             slot.events.extend(report.events)
         signal = slot.signal
         decided = self._stage.close(
-            slot.candle.bar, slot.account.snapshot, signal.action, signal.signal
+            slot.candle.bar,
+            slot.account.snapshot,
+            signal.action,
+            signal.signal,
+            received_ts=slot.candle.received_ns,
         )
         slot.events.extend(decided.events)
         del self._bars[ts]

@@ -55,17 +55,21 @@ from colmena.execution.trading_loop import (
 )
 
 __all__ = [
+    "CONTROL_ACTIONS",
     "MESSAGE_TYPES",
     "SUBJECT_ROOT",
     "WIRE_VERSION",
     "AccountMessage",
     "CandleMessage",
+    "ControlAction",
+    "ControlMessage",
     "DecisionAudit",
     "EventMessage",
     "ExecutionMessage",
     "GateMessage",
     "MessageKind",
     "OrderMessage",
+    "ReconciliationMessage",
     "RiskStateMessage",
     "SignalMessage",
     "WireError",
@@ -86,8 +90,24 @@ WIRE_VERSION: Final = 1
 SUBJECT_ROOT: Final = "colmena"
 
 MessageKind = Literal[
-    "candle", "signal", "gate", "execution", "account", "order", "audit", "event", "risk_state"
+    "candle",
+    "signal",
+    "gate",
+    "execution",
+    "account",
+    "order",
+    "audit",
+    "event",
+    "risk_state",
+    "control",
+    "reconciliation",
 ]
+#: What an operator (or the reconciliation) can ask of the risk service: ``pause`` (reduce-only
+#: until ``resume``), ``resume``, ``flatten`` (close the position at the next decision and pause),
+#: ``halt`` (HALTED: flatten, stay halted until ``reset``) and ``reset`` (end a HALT; needs a
+#: reason).
+ControlAction = Literal["pause", "resume", "flatten", "halt", "reset"]
+CONTROL_ACTIONS: Final[tuple[ControlAction, ...]] = get_args(ControlAction)
 
 # A symbol is one subject token: letters, digits and the separators of ccxt's unified symbols
 # ("BTC/USDT", "BTC/USDT:USDT", "BTC-PERP"); never ".", "*", ">" or whitespace (NATS syntax).
@@ -119,10 +139,17 @@ class CandleMessage(_Message, tag="candle", frozen=True):
         Candle length in seconds (60 for one-minute candles).
     bar : Bar
         Open, high, low, close (quote currency) and volume (base units).
+    received_ns : int, default 0
+        When the feed received the closed candle from the exchange, ns since the epoch (UTC,
+        the feed's clock); 0 for replayed and ingested history. The risk service's stale-data
+        rule reads it: a candle received more than ``stale_after_seconds`` after its close
+        makes that bar's decision reduce-only (REDUCING) with a ``data_feed_silent`` alert, and
+        the first fresh candle ends it (:meth:`RiskStage.close`).
     """
 
     bar_seconds: int
     bar: Bar
+    received_ns: int = 0
 
 
 class SignalMessage(_Message, tag="signal", frozen=True):
@@ -292,6 +319,72 @@ class RiskStateMessage(_Message, tag="risk_state", frozen=True):
     kelly_round_trips: int
 
 
+class ControlMessage(_Message, tag="control", frozen=True):
+    """A control action on one symbol, accepted by the risk service (``colmena ctl``, or a
+    pause the reconciliation asked for) and recorded before it is applied: the risk service
+    publishes it, takes it back from the stream and applies it at the open of the first bar
+    whose open time is at or after ``ts`` (:meth:`colmena.live.handlers.RiskHandler.handle`), so
+    a restart, a replay and the replay-audit apply it at the same bar.
+
+    Attributes
+    ----------
+    ts : int
+        Open time of the first bar the action applies to, ns since the epoch (UTC): the bar
+        after the newest one the risk service had closed when it accepted the request.
+    action : {"pause", "resume", "flatten", "halt", "reset"}
+        :data:`ControlAction`.
+    request_id : str
+        The request's id (the same for every symbol of one request); part of the idempotency
+        key, so a retried request is applied once.
+    operator : str
+        Who asked (the ``--operator`` of ``colmena ctl``; ``reconciliation`` for a pause the
+        reconciliation asked for).
+    reason : str
+        Why (required for ``reset``).
+    requested_ns : int
+        When the request was made, ns since the epoch (UTC, the requester's clock).
+    account : bool, default False
+        ``reset`` of the account's kill switch over every symbol (the request named no symbol).
+    """
+
+    action: ControlAction
+    request_id: str
+    operator: str
+    reason: str
+    requested_ns: int
+    account: bool = False
+
+
+class ReconciliationMessage(_Message, tag="reconciliation", frozen=True):
+    """The outcome of one reconciliation of a symbol's records with the venue, published by the
+    execution service of a real venue (at its start and periodically); a difference makes the
+    risk service pause the symbol (a :class:`ControlMessage` with operator ``reconciliation``).
+
+    Attributes
+    ----------
+    ts : int
+        Open time of the newest bar the execution service had finished, ns since the epoch.
+    checked_ns : int
+        When the venue was asked, ns since the epoch (UTC, wall clock).
+    venue_position, recorded_position : float
+        The position at the venue and in the records, signed base units.
+    venue_open_orders, recorded_open_orders : int
+        Open orders at the venue and in the records.
+    difference : bool
+        The two disagree beyond the tolerance.
+    detail : str
+        What differs, for the audit and the alert (empty when nothing does).
+    """
+
+    checked_ns: int
+    venue_position: float
+    recorded_position: float
+    venue_open_orders: int
+    recorded_open_orders: int
+    difference: bool
+    detail: str = ""
+
+
 WireMessage: TypeAlias = (
     CandleMessage
     | SignalMessage
@@ -302,6 +395,8 @@ WireMessage: TypeAlias = (
     | DecisionAudit
     | EventMessage
     | RiskStateMessage
+    | ControlMessage
+    | ReconciliationMessage
 )
 
 #: The message of every subject kind.
@@ -315,6 +410,8 @@ MESSAGE_TYPES: Final[dict[MessageKind, type[WireMessage]]] = {
     "audit": DecisionAudit,
     "event": EventMessage,
     "risk_state": RiskStateMessage,
+    "control": ControlMessage,
+    "reconciliation": ReconciliationMessage,
 }
 assert set(MESSAGE_TYPES) == set(get_args(MessageKind))
 
@@ -411,13 +508,19 @@ def subject_filter(kind: MessageKind | None = None) -> str:
 def idempotency_key(message: WireMessage) -> str:
     """The message's idempotency key (the JetStream ``Nats-Msg-Id`` header).
 
-    ``v1.<kind>.<symbol>.<ts>``, with the order id for execution reports and the sequence number
-    for events (several of them can share a bar). A function of the message's content only, so
-    the same message re-published after a restart has the same key.
+    ``v1.<kind>.<symbol>.<ts>``, with the order id for execution reports, the sequence number
+    for events (several of them can share a bar) and the check time for reconciliations; a
+    control action is ``v1.control.<symbol>.<request_id>`` (a retried request is the same
+    action, whichever bar it would start at). A function of the message's content only, so the
+    same message re-published after a restart has the same key.
     """
     kind = _KIND_OF[type(message)]
+    if isinstance(message, ControlMessage):
+        return f"v{WIRE_VERSION}.{kind}.{message.symbol}.{message.request_id}"
     key = f"v{WIRE_VERSION}.{kind}.{message.symbol}.{message.ts}"
-    if isinstance(message, ExecutionMessage):
+    if isinstance(message, ReconciliationMessage):
+        key += f".{message.checked_ns}"
+    elif isinstance(message, ExecutionMessage):
         key += f".{message.report.order_id}"
     elif isinstance(message, EventMessage):
         key += f".{message.seq}"

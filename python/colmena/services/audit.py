@@ -24,6 +24,8 @@ account; a halt by the account's kill switch over several symbols
 (:class:`colmena.live.account.AccountGuard`) is taken from the recorded events as an input and
 applied where the services applied it (before the bar its event belongs to), so the audit checks
 everything that followed from it; the guard's own rule is tested in ``tests/test_account.py``.
+The recorded control actions (``live_control``: ``colmena ctl``, the reconciliation's pauses) are
+inputs too, applied by their own rule (the open of the first bar at or after their ``ts``).
 """
 
 from __future__ import annotations
@@ -348,6 +350,16 @@ def _audit_symbol(conn: Any, symbol: str, t0: int, t1: int) -> SymbolAudit:
         event = wire.decode("event", bytes(payload))
         assert isinstance(event, wire.EventMessage)
         halts[event.ts] = (event.event.ts, event.event.value)
+    # The recorded control actions (colmena ctl, the reconciliation's pauses) apply by their
+    # own rule: at the open of the first bar at or after their ts (RiskHandler.take_control).
+    for (payload,) in conn.execute(
+        "SELECT payload FROM live_control WHERE symbol = %s AND ts_ns <= %s "
+        "ORDER BY requested_ns, request_id",
+        (symbol, t1),
+    ):
+        control = wire.decode("control", bytes(payload))
+        assert isinstance(control, wire.ControlMessage)
+        risk_handler.take_control(control)
     produced: list[wire.WireMessage] = []
     for candle in candles:
         if candle.ts in halts:

@@ -217,6 +217,11 @@ class Bus:
         return self._js
 
     @property
+    def client(self) -> Client:
+        """The NATS connection (core NATS request/reply, such as the control subjects)."""
+        return self._client
+
+    @property
     def connected(self) -> bool:
         """The connection to the server is up (False while reconnecting, and once closed)."""
         return bool(self._client.is_connected)

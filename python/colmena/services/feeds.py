@@ -28,6 +28,11 @@ candles of each symbol and publishes, oldest first, those that
   candle is skipped with a warning naming the symbol, its open time and the rule, never
   published.
 
+Each candle carries ``received_ns``, the feed's clock when the answer came: a candle that arrives
+more than ``stale_after_seconds`` after its close (an exchange that was silent, slow or down, and
+the catch-up after it) makes the risk service's decision at that bar reduce-only, with a
+``data_feed_silent`` alert, until a fresh candle comes (:meth:`RiskStage.close`).
+
 A gap between published candles is logged with the number of bars missing; when the oldest
 fetched candle already lies beyond it (the feed was down for longer than ``limit`` bars), the
 log says it cannot be filled. Gaps are never filled. Requests time out after ``timeout_seconds``;
@@ -752,8 +757,9 @@ class ExchangeFeed:
                     self._settings.poll_seconds,
                 )  # fmt: skip
                 continue
-            bars = self._screen(symbol, rows, self._clock(), report)
-            await self._publish(symbol, bars, report)
+            received = self._clock()
+            bars = self._screen(symbol, rows, received, report)
+            await self._publish(symbol, bars, report, received)
         if not_called:
             log.warning(
                 "ingest: %s: circuit breaker open: %s not polled (the exchange was not called); "
@@ -812,11 +818,19 @@ class ExchangeFeed:
                     )  # fmt: skip
             previous = bar.ts
 
-    async def _publish(self, symbol: str, bars: list[Bar], report: SymbolPoll) -> None:
+    async def _publish(
+        self, symbol: str, bars: list[Bar], report: SymbolPoll, received_ns: int
+    ) -> None:
+        """Publish ``bars`` stamped with ``received_ns``, when the exchange's answer came (the
+        risk service's stale-data rule reads it)."""
         assert self._bus is not None
         for bar in bars:
             message = wire.CandleMessage(
-                symbol=symbol, ts=bar.ts, bar_seconds=self._bar_seconds, bar=bar
+                symbol=symbol,
+                ts=bar.ts,
+                bar_seconds=self._bar_seconds,
+                bar=bar,
+                received_ns=received_ns,
             )
             try:
                 result = await self._bus.publish(message)

@@ -4,9 +4,11 @@ Tables (migration ``0003_live_records.sql``): ``live_candles``, ``live_signals``
 ``live_orders`` (each decision with its verdict, the reason, and its order), ``live_fills`` with
 ``live_trades`` (the round trips a fill closed), ``live_accounts``, ``live_audit`` and
 ``live_events``; ``live_risk_state`` (the account's risk state after every close, migration
-``0005_live_risk_state.sql``); and, at its start, the checkpoint of every configured symbol
-with the settings it trades under (``live_strategies``, migration ``0004_live_strategies.sql``:
-:meth:`Recorder.record_strategies`), so that a recorded period can be replayed and audited from
+``0005_live_risk_state.sql``); ``live_control`` (the audit of every control action: who, when,
+why, from which bar) and ``live_reconciliation`` (migration ``0006_live_control.sql``); and, at
+its start, the checkpoint of every configured symbol with the settings it trades under
+(``live_strategies``, migration ``0004_live_strategies.sql``: :meth:`Recorder.record_strategies`),
+so that a recorded period can be replayed and audited from
 the records alone (:mod:`colmena.services.audit`). Every message row is keyed by the message's
 idempotency key (``msg_key``, the ``Nats-Msg-Id`` it was published with) and keeps the message's
 bytes (``payload``), so an incident can be replayed from exactly what was sent.
@@ -76,6 +78,11 @@ TABLES: Final[dict[str, tuple[str, ...]]] = {
                         "ladder_level", "paused_until_ns", "daily_pnl", "day_start_equity",
                         "bar_volatility", "volatility_returns", "kelly_fraction",
                         "kelly_round_trips", "stream_seq", "payload"),
+    "live_control": ("msg_key", "symbol", "ts_ns", "action", "request_id", "operator", "reason",
+                     "requested_ns", "account", "stream_seq", "payload"),
+    "live_reconciliation": ("msg_key", "symbol", "ts_ns", "checked_ns", "venue_position",
+                            "recorded_position", "venue_open_orders", "recorded_open_orders",
+                            "difference", "detail", "stream_seq", "payload"),
 }  # fmt: skip
 
 # Children are inserted after their parents (live_trades references live_fills).
@@ -153,6 +160,16 @@ def rows_of(
              m.drawdown_from_high, m.ladder_level, m.paused_until, m.daily_pnl,
              m.day_start_equity, m.bar_volatility, m.volatility_returns, m.kelly_fraction,
              m.kelly_round_trips, stream_seq, payload)
+        )  # fmt: skip
+    elif isinstance(m, wire.ControlMessage):
+        out["live_control"].append(
+            (*base, m.action, m.request_id, m.operator, m.reason, m.requested_ns, m.account,
+             stream_seq, payload)
+        )  # fmt: skip
+    elif isinstance(m, wire.ReconciliationMessage):
+        out["live_reconciliation"].append(
+            (*base, m.checked_ns, m.venue_position, m.recorded_position, m.venue_open_orders,
+             m.recorded_open_orders, m.difference, m.detail, stream_seq, payload)
         )  # fmt: skip
     else:  # pragma: no cover - every kind of the contract is handled above
         raise TypeError(f"no table for {type(m).__name__}")

@@ -31,6 +31,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
 
+import nats.errors
 import nats.js.errors
 from nats.js import api
 
@@ -38,6 +39,7 @@ from colmena.live import wire
 from colmena.live.account import AccountGuard
 from colmena.live.handlers import ROLE_HANDLERS, ExecutionHandler, HandlerState, RiskHandler
 from colmena.services.bus import STREAM, Bus, Consumer
+from colmena.services.control import ControlResponder
 from colmena.services.leases import Leases
 from colmena.services.state import SavedState, StateStore
 
@@ -443,6 +445,22 @@ async def _serve_owned(
         async with shared:
             await resume_all(None)  # what the replay held (published again: the stream dedupes)
     watcher = asyncio.create_task(watch_account()) if account is not None else None
+    responder: ControlResponder | None = None
+    if role == "risk":  # `colmena ctl`: the operator's actions, between two messages
+
+        async def account_reset() -> None:
+            if store is not None and account is not None:
+                await store.save_account(account.state())
+
+        responder = ControlResponder(
+            bus.client,
+            {s: h for s, h in handlers.items() if isinstance(h, RiskHandler)},
+            locks,
+            bus.publish,
+            account=account,
+            on_account_reset=account_reset,
+        )
+        await responder.start()
     stopped = asyncio.create_task(stop.wait())
     watched = [stopped, *tasks, *(t for t in (keeper, watcher) if t is not None)]
     try:
@@ -455,6 +473,11 @@ async def _serve_owned(
         # saved, input acknowledged) and sees the stop; only one stuck past the grace time is
         # cancelled (its message is delivered again after a restart).
         finishing.set()
+        if responder is not None:
+            try:
+                await responder.stop()
+            except nats.errors.Error as exc:  # the connection is already gone
+                log.info("control: unsubscribing failed: %s", exc)
         pumps = [t for t in tasks if not t.done()]
         stuck: set[asyncio.Task[None]] = set()
         if pumps:

@@ -48,11 +48,13 @@ __all__ = [
     "ENDPOINTS_FILE",
     "Supervisor",
     "SymbolStatus",
+    "UpNotRunningError",
     "UpOptions",
     "check_config",
     "config_toml",
     "resolve_config",
     "run_up",
+    "stop_up",
     "symbol_status",
     "write_config",
 ]
@@ -590,6 +592,70 @@ def run_up(
             pg_server.cleanup()
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+class UpNotRunningError(RuntimeError):
+    """No ``colmena up`` runs on the data folder (the message says why)."""
+
+
+def _is_colmena(pid: int) -> bool:
+    """The process ``pid`` runs colmena (Linux: its command line; elsewhere: assumed)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()
+    except OSError:
+        return False
+    return b"colmena" in cmdline
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and has not exited (an exited child not yet reaped by its parent, a
+    zombie, has)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): the signal check is all there is
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def stop_up(
+    data_dir: Path, *, timeout: float = 120.0, sleep: Callable[[float], None] = time.sleep
+) -> int:
+    """Stop the ``colmena up`` of ``data_dir`` (``colmena down``): SIGTERM to its process
+    (named in ``DATA_DIR/endpoints.json``), then wait until it has stopped its services and
+    servers (its own graceful stop: each service finishes the message in hand and saves its
+    state). Returns the pid stopped.
+
+    Raises
+    ------
+    UpNotRunningError
+        No endpoints file, or its process is gone or is not colmena's.
+    TimeoutError
+        Still running after ``timeout`` seconds (it keeps stopping; nothing is killed).
+    """
+    path = data_dir / ENDPOINTS_FILE
+    try:
+        pid = int(json.loads(path.read_text())["pid"])
+    except FileNotFoundError:
+        raise UpNotRunningError(f"{path} not found: no `colmena up` ran on {data_dir}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UpNotRunningError(f"{path}: not a `colmena up` endpoints file ({exc})") from None
+    if pid <= 0 or not _alive(pid) or not _is_colmena(pid):
+        raise UpNotRunningError(f"the `colmena up` of {data_dir} (pid {pid}) is not running")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"`colmena up` (pid {pid}) still stopping after {timeout:g} s")
+        sleep(0.2)
+    return pid
 
 
 @dataclass(frozen=True)
