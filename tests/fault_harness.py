@@ -489,8 +489,9 @@ MAX_ATTEMPTS: Final = 3
 
 @dataclass(frozen=True)
 class ExchangeFault:
-    """``kind`` (:data:`EXCHANGE_FAULTS`) from poll ``poll`` (0-based) for ``polls`` polls; a
-    5xx fault answers with ``status``."""
+    """``kind`` (:data:`EXCHANGE_FAULTS`, or ``"stall"``: the exchange answers but its candles
+    stop, its clock held while the feed's goes on) from poll ``poll`` (0-based) for ``polls``
+    polls; a 5xx fault answers with ``status``."""
 
     kind: str
     poll: int
@@ -527,6 +528,10 @@ class ExchangeRunResult:
     ----------
     candles : dict
         Symbol -> the candles in the stream, in stream order, as ``(ts, o, h, l, c, v)``.
+    received_ns : dict
+        Symbol -> each of those candles' ``received_ns`` stamp (the feed's clock).
+    poll_ns : list of int
+        The feed's clock at the start of each poll.
     injected : Counter
         Faults injected, by kind (each counted once, however many polls it lasted).
     events : list
@@ -539,6 +544,8 @@ class ExchangeRunResult:
     """
 
     candles: dict[str, list[tuple[Any, ...]]]
+    received_ns: dict[str, list[int]]
+    poll_ns: list[int]
     injected: Counter[str]
     events: list[tuple[Any, ...]]
     client_timeout_ms: float
@@ -584,14 +591,17 @@ async def exchange_run(
     def clock() -> int:
         return now["ms"] * 1_000_000
 
+    stalled = {"now": False}
+
     async def sleep(seconds: float) -> None:
         events.append(("wait", clock(), seconds))
         now["ms"] += round(seconds * 1_000)
-        fake.now_ms = now["ms"]
+        if not stalled["now"]:
+            fake.now_ms = now["ms"]
 
     def apply(poll: int) -> None:
         """The exchange as the faults make it for poll ``poll``."""
-        fake.delay_seconds, fake.fail_always = 0.0, False
+        fake.delay_seconds, fake.fail_always, stalled["now"] = 0.0, False, False
         for f in faults:
             if f.poll <= poll < f.poll + f.polls:
                 if poll == f.poll:
@@ -600,6 +610,8 @@ async def exchange_run(
                     fake.delay_seconds = SLOW_SECONDS
                 elif f.kind == "silent":
                     fake.delay_seconds = SILENT_SECONDS
+                elif f.kind == "stall":
+                    stalled["now"] = True
                 elif f.kind == "429":
                     fake.fail_always, fake.fail_status, fake.fail_code = True, 429, -1003
                 else:
@@ -610,6 +622,8 @@ async def exchange_run(
         if len(reports) == polls:
             stop.set()
         apply(len(reports))
+        if not stalled["now"]:
+            fake.now_ms = now["ms"]
 
     class LogEvents(logging.Handler):
         def emit(self, record: Any) -> None:
@@ -645,6 +659,7 @@ async def exchange_run(
         sub = await bus.jetstream.pull_subscribe(wire.subject_filter("candle"), stream=STREAM)
         total = await bus.stream_messages()
         candles: dict[str, list[tuple[Any, ...]]] = {s: [] for s in EXCHANGE_SYMBOLS}
+        received: dict[str, list[int]] = {s: [] for s in EXCHANGE_SYMBOLS}
         seen = 0
         while seen < total:
             for raw in await sub.fetch(1_000, timeout=10.0):
@@ -652,13 +667,15 @@ async def exchange_run(
                 assert isinstance(m, wire.CandleMessage)
                 b = m.bar
                 candles[m.symbol].append((m.ts, b.open, b.high, b.low, b.close, b.volume))
+                received[m.symbol].append(m.received_ns)
                 seen += 1
                 await raw.ack()
     finally:
         feed_log.removeHandler(handler)
         feed_log.setLevel(level)
         await bus.close()
-    return ExchangeRunResult(candles, injected, events, timeout_ms, reports)
+    polled = [r.started_ns for r in reports]
+    return ExchangeRunResult(candles, received, polled, injected, events, timeout_ms, reports)
 
 
 @dataclass

@@ -14,6 +14,7 @@ The short versions run by default (about a minute on two cores); the long campai
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -98,7 +99,8 @@ def test_the_exchange_feed_publishes_under_faults_what_it_publishes_undisturbed(
     # After recovery the feed has published what the undisturbed one did, each candle once.
     assert disturbed.candles == reference.candles
     for candles in reference.candles.values():
-        assert len(candles) == 60 + polls - 50 + 50 - 1  # the first window, then one a poll
+        # The first poll's window (50 candles, the newest still forming), then one a poll.
+        assert len(candles) == 49 + polls - 1
         assert len({c[0] for c in candles}) == len(candles)
     failed = [r for r in disturbed.reports if any(s.error for s in r.symbols)]
     assert failed, "the faults must cost polls"
@@ -176,3 +178,131 @@ def test_the_long_fault_campaign(
     assert figures["duplicates_found"] == 0
     assert figures["lost_messages"] == 0
     assert figures["faults_injected"] >= figures["runs"]
+
+
+STALL_FROM, STALL_POLLS = 5, 8  # the candles stop for 8 minutes: longer than stale_after (300 s)
+
+
+def _humanize_duration(seconds: float) -> str:
+    """Prometheus' ``humanizeDuration`` of a whole number of seconds in [60, 3600)."""
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m {s}s"
+
+
+def test_a_candle_feed_that_stops_makes_the_risk_service_reduce_only_until_fresh(
+    shared_data_dir: Path, tmp_path: Path
+) -> None:
+    """The exchange's candles stop for 8 polls (it answers, nothing new) and then come back:
+    the feed catches up, stamping each candle with when it came. Through the strategy, risk and
+    execution handlers, the catch-up bars received over ``stale_after_seconds`` (300 s) after
+    their close are decided reduce-only (REDUCING) with a ``data_feed_silent`` alert, the fresh
+    ones after them ACTIVE again; the shipped ColmenaNoCandle rule fires on the newest-candle
+    series of the run during the stall and not after (``promtool test rules``)."""
+    import dataclasses
+    import shutil
+    import subprocess
+
+    import msgspec
+
+    from colmena.execution.simulation import ExecutionSettings
+    from colmena.execution.trading_loop import Bar
+    from colmena.live import wire
+    from colmena.live.handlers import ExecutionHandler, RiskHandler, StrategyHandler, route
+    from colmena.model.decision import DecisionConfig
+    from colmena.risk import RiskConfig
+    from helpers import make_state
+
+    polls = 20
+    market = fh.exchange_market(shared_data_dir, 60 + polls + 5)
+    fake = FakeBinance(market)
+    stall = fh.ExchangeFault("stall", STALL_FROM, STALL_POLLS)
+    try:
+        with EmbeddedNatsServer(tmp_path / "nats") as server:
+            run = asyncio.run(fh.exchange_run(server.url, fake, [stall], polls))
+    finally:
+        fake.close()
+    assert run.injected == {"stall": 1}
+    symbol = "BTC/USDT"
+    bar_ns = 60 * 10**9
+    candles = [
+        wire.CandleMessage(symbol=symbol, ts=c[0], bar_seconds=60, bar=Bar(*c), received_ns=r)
+        for c, r in zip(run.candles[symbol], run.received_ns[symbol], strict=True)
+    ]
+    lateness = {m.ts: (m.received_ns - (m.ts + bar_ns)) / 1e9 for m in candles}
+    # The first window (its old candles count as fresh: the feed had no newest one yet) aside,
+    # every candle came within a minute of its close but the catch-up's oldest.
+    stale_after = RiskConfig().stale_after_seconds
+    late = sorted(ts for ts, s in lateness.items() if s > stale_after)
+    first_poll_ts = {m.ts for m in candles if m.received_ns == run.poll_ns[0]}
+    late = [ts for ts in late if ts not in first_poll_ts]
+    assert len(late) >= 2, lateness
+
+    state = make_state(finished=True, seed=3)
+    config = msgspec.structs.replace(state.config, decision=DecisionConfig(interval="5m"))
+    model = dataclasses.replace(state, config=config).to_model()
+    risk = RiskConfig(kelly_prior=1.0, kelly_multiplier=1.0, var_budget=1e9,
+                      min_trade_fraction=0.0)  # fmt: skip
+    execution = ExecutionSettings(market="margin", max_participation=0.05)
+    handlers = [StrategyHandler(model, symbol, "ab" * 32, bar_seconds=60),
+                RiskHandler(symbol, risk, execution, bar_seconds=60),
+                ExecutionHandler(symbol, execution, bar_seconds=60)]  # fmt: skip
+    # The first window's candles carry the first poll's stamp: replayed as history (no stamp).
+    fresh_history = [msgspec.structs.replace(m, received_ns=0) if m.ts in first_poll_ts else m
+                     for m in candles]  # fmt: skip
+    produced = route(handlers, fresh_history)
+    states = {m.ts: m.decided.decision.state for m in produced if isinstance(m, wire.OrderMessage)}
+    assert len(states) == len(candles)
+    alerts = [m for m in produced if isinstance(m, wire.EventMessage)
+              and m.event.code_name == "data_feed_silent"]  # fmt: skip
+    assert alerts, "the stale data must raise the data_feed_silent alert"
+    assert all(a.event.value > stale_after for a in alerts)
+    # Reduce-only exactly at the bars whose candle came over 300 s after its close (the
+    # catch-up's oldest: 421, 361 and 301 s late); ACTIVE before, and again from the first
+    # fresh one on.
+    reducing = sorted(ts for ts, s in states.items() if s == "REDUCING")
+    assert reducing == late
+    ordered = [states[ts] for ts in sorted(states)]
+    assert ordered[-1] == "ACTIVE"
+    assert set(ordered) == {"ACTIVE", "REDUCING"}
+    assert ordered.index("REDUCING") > 0
+
+    # The newest-candle series the ingest daemon serves, sampled at each poll (minute i from
+    # the first poll), through the shipped rules: firing in the stall, resolved after.
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian's prometheus package ships it)")
+    t0 = run.poll_ns[0]
+    values = []
+    for polled in run.poll_ns:
+        newest = max(m.ts for m in candles if m.received_ns <= polled)
+        values.append((newest + bar_ns - t0) / 1e9)
+    firing_at = STALL_FROM + STALL_POLLS - 1  # the last poll of the stall
+    age = firing_at * 60 - values[firing_at]
+    assert age > 300
+    after = STALL_FROM + STALL_POLLS + 1
+    rules = (Path(fh.__file__).parents[1] / "python" / "colmena" / "services" / "monitoring"
+             / "prometheus" / "colmena-alerts.yml")  # fmt: skip
+    test_file = tmp_path / "stall.test.yml"
+    test_file.write_text(json.dumps({
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [{
+                "series": 'colmena_newest_candle_timestamp_seconds{symbol="BTC/USDT"}',
+                "values": " ".join(f"{v:g}" for v in values),
+            }],
+            "alert_rule_test": [
+                {"eval_time": f"{firing_at}m", "alertname": "ColmenaNoCandle",
+                 "exp_alerts": [{"exp_labels": {"severity": "critical", "symbol": symbol},
+                                 "exp_annotations": {"summary": f"{symbol}: no candle for "
+                                     f"{_humanize_duration(age)} (over 5 minutes)"}}]},
+                {"eval_time": f"{STALL_FROM - 1}m", "alertname": "ColmenaNoCandle",
+                 "exp_alerts": []},
+                {"eval_time": f"{after}m", "alertname": "ColmenaNoCandle", "exp_alerts": []},
+            ],
+        }],
+    }))  # fmt: skip
+    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True,
+                            text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
