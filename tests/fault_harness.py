@@ -83,10 +83,22 @@ class Fault:
     at: int
 
 
-def schedule(seed: int, count: int, bars: int, kinds: tuple[str, ...] = FAULT_KINDS) -> list[Fault]:
-    """``count`` faults at points drawn from ``random.Random(seed)`` in [1, ``bars`` - 10)
-    (the replay feed's kill in [1, ``bars`` / 2)), in order of their point; the kinds taken in
-    turn from a shuffled ``kinds`` (each kind as often as the others, up to one)."""
+def schedule(
+    seed: int,
+    count: int,
+    bars: int,
+    kinds: tuple[str, ...] = FAULT_KINDS,
+    *,
+    window: int | None = None,
+) -> list[Fault]:
+    """``count`` faults at points drawn from ``random.Random(seed)`` in [1, ``window``)
+    (default ``bars`` - 10; the replay feed's kill in the first half of that, at most
+    ``bars`` / 2, while it runs), in order of their point; the kinds taken in turn from a
+    shuffled ``kinds`` (each kind as often as the others, up to one).
+
+    A daemon killed with a message in hand gets it again only after the consumer's ack wait
+    (30 s): a run lasts about its last fault's point plus that, so a short run draws its
+    points from an early ``window``."""
     rng = random.Random(seed)
     order = list(kinds)
     rng.shuffle(order)
@@ -95,7 +107,9 @@ def schedule(seed: int, count: int, bars: int, kinds: tuple[str, ...] = FAULT_KI
         kind = order[i % len(order)]
         # The replay feed finishes its file a little ahead of the decisions: its kill is
         # drawn in the first half, while it runs.
-        last = bars // 2 if kind == "kill:ingest" else bars - 10
+        last = window or bars - 10
+        if kind == "kill:ingest":
+            last = min(last, bars // 2)
         faults.append(Fault(kind, rng.randrange(1, max(2, last))))
     return sorted(faults, key=lambda f: f.at)
 
@@ -224,12 +238,24 @@ class FaultRun:
         What the system replays.
     hang_seconds : float
         Hang detection: the longest a run may take.
+    stall_seconds : float
+        Hang detection: the longest the records may stay as they are (a daemon killed with a
+        message in hand gets it again after the consumer's ack wait, 30 s, and the supervisor
+        waits up to 30 s before a restart).
     """
 
-    def __init__(self, folder: Path, inputs: Inputs, *, hang_seconds: float = 600.0) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        inputs: Inputs,
+        *,
+        hang_seconds: float = 1_200.0,
+        stall_seconds: float = 150.0,
+    ) -> None:
         self.folder = folder
         self.inputs = inputs
         self.hang_seconds = hang_seconds
+        self.stall_seconds = stall_seconds
         folder.mkdir(parents=True, exist_ok=True)
         self.config = folder / "colmena.toml"
         self.config.write_text(inputs.config_text)
@@ -384,6 +410,8 @@ class FaultRun:
         injected: Counter[str] = Counter()
         timeline: list[tuple[float, int, str, int]] = []
         waiting_since: int | None = None  # decisions when the last fault was injected
+        progress: tuple[int | None, int | None] = (None, None)
+        progressed = started
         self._start_nats()
         self._start_postgres()
         try:
@@ -420,10 +448,17 @@ class FaultRun:
                     stream = self.stream_messages()
                     if stream is not None and self.recorded_messages() == stream:
                         break
-                if time.monotonic() - started > self.hang_seconds:
+                now = (decided, self.recorded_messages())
+                if now != progress:
+                    progress, progressed = now, time.monotonic()
+                stalled = time.monotonic() - progressed > self.stall_seconds
+                if stalled or time.monotonic() - started > self.hang_seconds:
+                    why = f"nothing recorded for {self.stall_seconds:g} s" if stalled else (
+                        f"not done after {self.hang_seconds:g} s")  # fmt: skip
                     raise FaultRunError(
-                        f"hang: {decided} of {self.inputs.bars} decisions recorded after "
-                        f"{self.hang_seconds:g} s, faults left {pending}\n{self._tail()}"
+                        f"hang: {why}: {decided} of {self.inputs.bars} decisions and "
+                        f"{now[1]} messages recorded; injected {dict(injected)}, left "
+                        f"{pending}\n{self._tail()}"
                     )
                 time.sleep(0.2)  # the poll interval of the supervisor loop, not a fault point
             seconds = time.monotonic() - started
@@ -788,9 +823,10 @@ def campaign(
     compared with one undisturbed run; ``exchange_runs`` runs of the exchange feed with
     ``exchange_faults`` faults over ``polls`` polls, each compared with an undisturbed one.
 
-    Returns the figures: faults injected (in all and by kind), runs, records compared,
-    duplicates found, lost messages, differences (one line each), the exchange checks' counts,
-    and the seconds each part took.
+    Returns the figures: faults injected (in all and by kind, in the runs that finished), runs,
+    records compared, duplicates found, lost messages, the runs that hung (one line each: a
+    hang is a finding, never retried), differences (one line each), the exchange checks'
+    counts, and the seconds each part took.
     """
     from fake_exchange import FakeBinance
 
@@ -802,9 +838,14 @@ def campaign(
     differences: list[str] = []
     after_halt = 0
     run_seconds = []
+    hung: list[str] = []
     for i in range(runs):
         faults = schedule(seed + i, faults_per_run, bars)
-        result = FaultRun(folder / f"disturbed-{i}", inputs).run(faults)
+        try:
+            result = FaultRun(folder / f"disturbed-{i}", inputs).run(faults)
+        except FaultRunError as exc:
+            hung.append(f"run {i}: {str(exc).splitlines()[0]}")
+            continue
         by_kind.update(result.injected)
         n, diff = compare(reference.records, result.records)
         compared += n
@@ -858,6 +899,7 @@ def campaign(
         "records_compared": compared + exchange_compared,
         "duplicates_found": duplicates,
         "lost_messages": lost,
+        "hung_runs": hung,
         "differences": differences,
         "bars_per_run": bars,
         "polls_per_exchange_run": polls,

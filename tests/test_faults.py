@@ -36,18 +36,21 @@ SHORT_BARS = 300
 # The kill switch trips at bar 230 of these candles: faults land before and after the HALT.
 SHORT_HALT = 0.002
 SHORT_SEED = 1
+# The short run's faults: SIGKILL of each daemon. The restarts of NATS and PostgreSQL are in the
+# long campaign only: each can make the recorder hang (the xfail test below), which would make
+# the default run depend on timing luck until that is fixed.
+SHORT_KINDS = tuple(k for k in fh.FAULT_KINDS if k.startswith("kill:"))
 
 
 def test_the_system_records_under_faults_what_it_records_undisturbed(
     shared_data_dir: Path, tmp_path: Path
 ) -> None:
-    """One of each fault (SIGKILL of each of the five daemons, a restart of the NATS server,
-    one of PostgreSQL) at seeded points of a replay of 300 real candles; the undisturbed run
-    beside it."""
+    """SIGKILL of each of the five daemons at seeded points of a replay of 300 real candles;
+    the undisturbed run beside it."""
     inputs = fh.make_inputs(
         tmp_path, shared_data_dir, bars=SHORT_BARS, halt_drawdown=SHORT_HALT, speed=1_500.0
     )
-    faults = fh.schedule(SHORT_SEED, len(fh.FAULT_KINDS), SHORT_BARS)
+    faults = fh.schedule(SHORT_SEED, len(SHORT_KINDS), SHORT_BARS, SHORT_KINDS)
     runs = {
         "undisturbed": fh.FaultRun(tmp_path / "undisturbed", inputs, hang_seconds=300.0),
         "disturbed": fh.FaultRun(tmp_path / "disturbed", inputs, hang_seconds=300.0),
@@ -56,7 +59,7 @@ def test_the_system_records_under_faults_what_it_records_undisturbed(
         futures = {name: pool.submit(run.run, faults if name == "disturbed" else ())
                    for name, run in runs.items()}  # fmt: skip
         reference, disturbed = (futures[n].result() for n in ("undisturbed", "disturbed"))
-    assert dict(disturbed.injected) == dict.fromkeys(fh.FAULT_KINDS, 1)
+    assert dict(disturbed.injected) == dict.fromkeys(SHORT_KINDS, 1)
     assert not reference.injected
     compared, differences = fh.compare(reference.records, disturbed.records)
     assert differences == []
@@ -74,7 +77,7 @@ def test_the_system_records_under_faults_what_it_records_undisturbed(
     assert halted is not None
     assert halted == fh.halted_from(reference.records)
     # Faults injected once the HALT was recorded (the timeline's count of HALTED decisions).
-    after_halt = [e for e in disturbed.timeline if e[2] in fh.FAULT_KINDS and e[3] > 0]
+    after_halt = [e for e in disturbed.timeline if e[2] in SHORT_KINDS and e[3] > 0]
     assert after_halt, "a fault must land after the HALT"
     assert halted[1] == SHORT_BARS - halted[0]  # every decision from the trip on is HALTED
 
@@ -158,6 +161,53 @@ def test_a_5xx_with_binances_internal_error_code_is_retried(tmp_path: Path) -> N
     finally:
         fake.close()
     assert attempts == 2  # the failed try, then the retry
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="services/recorder.py Recorder.run: after one kind's drain fails (a NATS restart's "
+    "ServiceUnavailableError, a PostgreSQL restart's OperationalError) the others are only "
+    "cancelled, and their loop runs until stop is set; a cancellation lost inside a fetch "
+    "(asyncio.wait_for of Python < 3.12, used by nats-py's next_msg) leaves a drain running, "
+    "so run() waits forever: the recorder stays up and records nothing of the failed kinds",
+)
+def test_the_recorder_stops_when_a_kind_fails_even_if_a_cancellation_is_lost() -> None:
+    """Seen in the long campaign after a NATS restart: the recorder alive, its durable
+    consumers with messages pending and no pull request waiting. Here with consumers of
+    which one fails and one loses the cancellation that stops it."""
+    from colmena.live import wire
+    from colmena.services.recorder import Recorder
+
+    lost: list[str] = []
+
+    class Consumer:
+        def __init__(self, kind: str) -> None:
+            self.kind = kind
+
+        async def fetch(self, batch: int, timeout: float) -> list[object]:
+            if self.kind == "candle":
+                await asyncio.sleep(0.05)
+                raise ConnectionError("nats: service unavailable (the server restarted)")
+            try:
+                await asyncio.sleep(timeout)
+            except asyncio.CancelledError:
+                if self.kind != "order" or lost:
+                    raise
+                lost.append(self.kind)  # as asyncio.wait_for does when its result was ready
+            return []
+
+    class FakeBus:
+        async def consumer(self, kind: str, durable: str, **_: object) -> Consumer:
+            return Consumer(kind)
+
+    async def run() -> None:
+        recorder = Recorder(pool=None)
+        await asyncio.wait_for(recorder.run(FakeBus(), asyncio.Event()), timeout=3.0)  # type: ignore[arg-type]
+
+    assert "order" in wire.MESSAGE_TYPES
+    with pytest.raises(ConnectionError, match="service unavailable"):
+        asyncio.run(run())
+    assert lost == ["order"]
 
 
 def _long_asked(config: pytest.Config) -> bool:
