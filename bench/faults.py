@@ -33,7 +33,7 @@ import fault_harness as fh
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="disturbed runs of the system")
+    parser.add_argument("--runs", type=int, default=5, help="disturbed runs of the system")
     parser.add_argument("--faults", type=int, default=14, help="faults per run")
     parser.add_argument("--bars", type=int, default=600, help="candles replayed per run")
     parser.add_argument("--exchange-runs", type=int, default=3)

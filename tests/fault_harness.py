@@ -15,7 +15,17 @@ After a run (:meth:`FaultRun.run`) the records are read table by table, every co
 stream position and the wall-clock ones (``stream_seq``, ``recorded_at``, ``first_recorded``);
 :func:`compare` counts the rows compared and lists the differences; :func:`duplicates` counts
 the rows sharing a natural key (symbol and bar, plus the event's or trade's number) or the same
-bytes under two idempotency keys.
+bytes under two idempotency keys. A run that stops making progress is a hang
+(:class:`FaultRunError`, with the logs' tails), never retried.
+
+The exchange feed (:func:`exchange_run`) polls the local Binance-format server of
+``tests/fake_exchange.py`` on a clock the harness holds (every wait of the feed moves it on),
+publishing on a real NATS server; its faults (:data:`EXCHANGE_FAULTS`: answers slower than usual
+but within the timeout, HTTP 5xx, HTTP 429, no answer within the timeout; and ``stall``, candles
+that stop coming) start and end at polls the feed reports. :func:`check_exchange_events` checks
+the circuit breaker, the backoff and the timeouts from the outside, on every request.
+
+:func:`campaign` is the long version (``bench/faults.py``, ``pytest -m faults_long``).
 """
 
 from __future__ import annotations
@@ -809,7 +819,7 @@ def campaign(
     folder: Path,
     data_dir: Path,
     *,
-    runs: int = 3,
+    runs: int = 5,
     faults_per_run: int = 14,
     bars: int = 600,
     halt_drawdown: float = 0.002,
