@@ -12,8 +12,8 @@ local Binance-format server answering slowly, with HTTP 5xx, with 429 or not at 
 publishes is compared with an undisturbed feed's; its circuit breaker, backoff and timeouts are
 checked on every request. Writes ``bench/faults.json``: faults injected (in all and by kind),
 runs, records compared, duplicates found, lost messages, differences, the breaker's openings,
-the timeouts and waits seen, and the seconds taken. Exits 1 when a run differs, a duplicate or a
-lost message is found.
+the timeouts and waits seen, and the seconds taken. Exits 1 when a run differs or hangs, or a
+duplicate or a lost message is found.
 """
 
 from __future__ import annotations
@@ -60,7 +60,12 @@ def main() -> int:
     )
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
-    failed = figures["differences"] or figures["duplicates_found"] or figures["lost_messages"]
+    failed = (
+        figures["differences"]
+        or figures["hung_runs"]
+        or figures["duplicates_found"]
+        or figures["lost_messages"]
+    )
     return 1 if failed else 0
 
 

@@ -854,7 +854,10 @@ def campaign(
         try:
             result = FaultRun(folder / f"disturbed-{i}", inputs).run(faults)
         except FaultRunError as exc:
-            hung.append(f"run {i}: {str(exc).splitlines()[0]}")
+            log = folder / f"disturbed-{i}" / "logs" / "recorder.log"
+            tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+            hung.append(f"run {i}: {str(exc).splitlines()[0]}; the recorder's log ends: "
+                        + " | ".join(tail[-3:]))  # fmt: skip
             continue
         by_kind.update(result.injected)
         n, diff = compare(reference.records, result.records)

@@ -224,6 +224,7 @@ def test_the_long_fault_campaign(
     if not _long_asked(request.config):
         pytest.skip(f"long fault campaign: run with -m faults_long or {FAULTS_LONG_ENV}=1")
     figures = fh.campaign(tmp_path, shared_data_dir)
+    assert figures["hung_runs"] == []
     assert figures["differences"] == []
     assert figures["duplicates_found"] == 0
     assert figures["lost_messages"] == 0
