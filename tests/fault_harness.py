@@ -422,9 +422,9 @@ class FaultRun:
         waiting_since: int | None = None  # decisions when the last fault was injected
         progress: tuple[int | None, int | None] = (None, None)
         progressed = started
-        self._start_nats()
-        self._start_postgres()
         try:
+            self._start_nats()
+            self._start_postgres()
             self.supervisor = Supervisor(
                 {role: _serve(role, self.config, self.url) for role in ROLES},
                 self.folder / "logs",
