@@ -17,6 +17,7 @@ import contextlib
 import http.server
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -88,6 +89,9 @@ class FakeBinance:
         rate limit to ccxt; -1121, "invalid symbol", is not worth retrying).
     requests : list of dict
         The query of every kline request, in order.
+    delay_seconds : float
+        Every kline request is answered this much later (a slow exchange; past the client's
+        timeout, a silent one).
 
     The spot account (order endpoints; every knob is read under the server's lock):
 
@@ -145,6 +149,7 @@ class FakeBinance:
         self.fail_always = False
         self.fail_status = 500
         self.fail_code = -1003
+        self.delay_seconds = 0.0
         self._lock = threading.Lock()
         # The spot account.
         self.balances: dict[str, list[float]] = {}
@@ -177,6 +182,8 @@ class FakeBinance:
                 if url.path == "/api/v3/exchangeInfo":
                     self.reply(200, server.info)
                 elif url.path == "/api/v3/klines":
+                    if server.delay_seconds > 0:
+                        time.sleep(server.delay_seconds)
                     status, body = server.answer(query)
                     self.reply(status, body)
                 else:
