@@ -37,8 +37,8 @@ SHORT_BARS = 300
 SHORT_HALT = 0.002
 SHORT_SEED = 1
 # The short run's faults: SIGKILL of each daemon. The restarts of NATS and PostgreSQL are in the
-# long campaign only: each can make the recorder hang (the xfail test below), which would make
-# the default run depend on timing luck until that is fixed.
+# long campaign (each takes the services' reconnection time); the recorder waiting them out is
+# also tested on its own (tests/test_recorder.py).
 SHORT_KINDS = tuple(k for k in fh.FAULT_KINDS if k.startswith("kill:"))
 
 
@@ -124,12 +124,6 @@ def test_the_exchange_feed_publishes_under_faults_what_it_publishes_undisturbed(
     assert fh.check_exchange_events(reference.events).problems == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/feeds.py ExchangeFeed._retrying: Binance's 'internal error, please try "
-    "again' (HTTP 5xx with code -1000/-1001/-1006) reaches the feed as ccxt.OperationFailed, "
-    "not a NetworkError: it is neither retried nor counted by the circuit breaker",
-)
 def test_a_5xx_with_binances_internal_error_code_is_retried(tmp_path: Path) -> None:
     from colmena.services.bus import Bus
     from colmena.services.feeds import ExchangeFeed
@@ -161,53 +155,6 @@ def test_a_5xx_with_binances_internal_error_code_is_retried(tmp_path: Path) -> N
     finally:
         fake.close()
     assert attempts == 2  # the failed try, then the retry
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/recorder.py Recorder.run: after one kind's drain fails (a NATS restart's "
-    "ServiceUnavailableError, a PostgreSQL restart's OperationalError) the others are only "
-    "cancelled, and their loop runs until stop is set; a cancellation lost inside a fetch "
-    "(asyncio.wait_for of Python < 3.12, used by nats-py's next_msg) leaves a drain running, "
-    "so run() waits forever: the recorder stays up and records nothing of the failed kinds",
-)
-def test_the_recorder_stops_when_a_kind_fails_even_if_a_cancellation_is_lost() -> None:
-    """Seen in the long campaign after a NATS restart: the recorder alive, its durable
-    consumers with messages pending and no pull request waiting. Here with consumers of
-    which one fails and one loses the cancellation that stops it."""
-    from colmena.live import wire
-    from colmena.services.recorder import Recorder
-
-    lost: list[str] = []
-
-    class Consumer:
-        def __init__(self, kind: str) -> None:
-            self.kind = kind
-
-        async def fetch(self, batch: int, timeout: float) -> list[object]:
-            if self.kind == "candle":
-                await asyncio.sleep(0.05)
-                raise ConnectionError("nats: service unavailable (the server restarted)")
-            try:
-                await asyncio.sleep(timeout)
-            except asyncio.CancelledError:
-                if self.kind != "order" or lost:
-                    raise
-                lost.append(self.kind)  # as asyncio.wait_for does when its result was ready
-            return []
-
-    class FakeBus:
-        async def consumer(self, kind: str, durable: str, **_: object) -> Consumer:
-            return Consumer(kind)
-
-    async def run() -> None:
-        recorder = Recorder(pool=None)
-        await asyncio.wait_for(recorder.run(FakeBus(), asyncio.Event()), timeout=3.0)  # type: ignore[arg-type]
-
-    assert "order" in wire.MESSAGE_TYPES
-    with pytest.raises(ConnectionError, match="service unavailable"):
-        asyncio.run(run())
-    assert lost == ["order"]
 
 
 def _long_asked(config: pytest.Config) -> bool:

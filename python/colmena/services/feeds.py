@@ -551,7 +551,7 @@ class ExchangeFeed:
         self._breaker = ExchangeCircuitBreaker(
             self._name,
             clock=clock,
-            is_failure=lambda exc: isinstance(exc, ccxt.NetworkError),
+            is_failure=lambda exc: isinstance(exc, ccxt.OperationFailed),
             on_change=self._breaker_changed,
         )
         self._newest: dict[str, int | None] = dict.fromkeys(self._symbols)
@@ -692,8 +692,10 @@ class ExchangeFeed:
             return await self._unless_stopped(self._breaker.call(guarded))
 
         def transient(exc: BaseException) -> bool:
-            # Timeouts, 5xx, 429; not once the breaker is open (it fails fast).
-            return isinstance(exc, self._ccxt.NetworkError) and self._breaker.state != "open"
+            # Timeouts, 5xx, 429 (ccxt's NetworkError) and the exchange's "internal error, try
+            # again" answers (OperationFailed: Binance's -1000, -1001, -1006 with a 5xx); not
+            # once the breaker is open (it fails fast).
+            return isinstance(exc, self._ccxt.OperationFailed) and self._breaker.state != "open"
 
         def before_sleep(state: RetryCallState) -> None:
             outcome = state.outcome
