@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,3 +83,13 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _colmena_loggers_enabled() -> None:
+    """A library that configures logging with ``logging.config`` (``disable_existing_loggers``)
+    disables the loggers that exist by then; a test that reads colmena's log records
+    (``caplog``) must not depend on which tests ran before it."""
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if name.startswith("colmena") and isinstance(logger, logging.Logger):
+            logger.disabled = False
