@@ -63,6 +63,7 @@ __all__ = [
     "HANDLER_STATE_VERSION",
     "ROLE_HANDLERS",
     "ExecutionHandler",
+    "ExecutionSequencer",
     "HandlerState",
     "RiskHandler",
     "SequenceError",
@@ -525,7 +526,86 @@ class _ExecutionBar:
     order: wire.OrderMessage | None = None
 
 
-class ExecutionHandler:
+class ExecutionSequencer:
+    """The bar sequence of an execution service, for the paper account
+    (:class:`ExecutionHandler`) and a real venue
+    (:class:`colmena.live.venue.VenueExecutionHandler`): candles, gates and orders of one
+    symbol in any order; per bar ``t``, once its candle and gate are in and the order of the
+    bar before was taken, :meth:`_open_and_close` (the fill of the pending order at the open,
+    the account at the close); then, once bar ``t``'s order is in, :meth:`_take_order`. A
+    message delivered again, or one for a bar whose order was taken, gives nothing.
+
+    Subclasses set ``symbol`` (through ``__init__``) and implement the two steps.
+    """
+
+    #: The message kinds an execution service takes.
+    INPUTS: ClassVar[tuple[wire.MessageKind, ...]] = ("candle", "gate", "order")
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = wire.check_symbol(symbol)
+        self._bars: dict[int, _ExecutionBar] = {}
+        self._ready: list[int] = []  # heap: bars with their candle and gate, not yet filled
+        self._waiting_order: int | None = None  # a bar marked whose order has not come
+        self._done_ts: int | None = None  # the newest bar whose order was taken
+        self._taken = False
+
+    def _sequence(self, message: wire.WireMessage) -> list[wire.WireMessage]:
+        """Take one message (the body of ``handle``)."""
+        _check_symbol(self.symbol, message)
+        if not isinstance(message, wire.CandleMessage | wire.GateMessage | wire.OrderMessage):
+            raise SequenceError(f"the execution service does not take {type(message).__name__}")
+        self._taken = True
+        if self._done_ts is not None and message.ts <= self._done_ts:
+            return []  # delivered again
+        slot = self._bars.setdefault(message.ts, _ExecutionBar())
+        if isinstance(message, wire.CandleMessage):
+            if slot.candle is not None:
+                return []
+            slot.candle = message.bar
+        elif isinstance(message, wire.GateMessage):
+            if slot.gate is not None:
+                return []
+            slot.gate = message.gate
+        else:
+            if slot.order is not None:
+                return []
+            slot.order = message
+        completes = not isinstance(message, wire.OrderMessage)
+        if completes and slot.candle is not None and slot.gate is not None:
+            heapq.heappush(self._ready, message.ts)  # its candle and gate are both in
+        return self._advance()
+
+    def _advance(self) -> list[wire.WireMessage]:
+        out: list[wire.WireMessage] = []
+        while True:
+            if self._waiting_order is not None:
+                ts = self._waiting_order
+                slot = self._bars[ts]
+                if slot.order is None:
+                    return out
+                self._take_order(ts, slot.order)  # a refusal (it raises) changes nothing here
+                del self._bars[ts]
+                self._waiting_order = None
+                self._done_ts = ts
+            if not self._ready:
+                return out
+            ts = heapq.heappop(self._ready)
+            slot = self._bars[ts]
+            assert slot.candle is not None
+            assert slot.gate is not None
+            out.extend(self._open_and_close(ts, slot.candle, slot.gate))
+            self._waiting_order = ts
+
+    def _open_and_close(self, ts: int, candle: Bar, gate: RiskGate) -> list[wire.WireMessage]:
+        """Bar ``ts``: the pending order's execution report (if any) and the account."""
+        raise NotImplementedError
+
+    def _take_order(self, ts: int, message: wire.OrderMessage) -> None:
+        """Bar ``ts``'s order (``message.decided.order``, None when nothing is to trade)."""
+        raise NotImplementedError
+
+
+class ExecutionHandler(ExecutionSequencer):
     """The paper account for one symbol (the execution service).
 
     Parameters
@@ -535,17 +615,9 @@ class ExecutionHandler:
     bar_seconds : int, default 60
     """
 
-    #: The message kinds this handler takes.
-    INPUTS: ClassVar[tuple[wire.MessageKind, ...]] = ("candle", "gate", "order")
-
     def __init__(self, symbol: str, execution: ExecutionSettings, *, bar_seconds: int = 60) -> None:
-        self.symbol = wire.check_symbol(symbol)
+        super().__init__(symbol)
         self._stage = ExecutionStage(execution, bar_seconds=bar_seconds)
-        self._bars: dict[int, _ExecutionBar] = {}
-        self._ready: list[int] = []  # heap: bars with their candle and gate, not yet filled
-        self._waiting_order: int | None = None  # a bar marked whose order has not come
-        self._done_ts: int | None = None  # the newest bar whose order was taken
-        self._taken = False
         #: Take the stage's snapshot as each bar's order is taken (:meth:`state`).
         self.keep_state = False
         self._state: HandlerState | None = None
@@ -591,64 +663,29 @@ class ExecutionHandler:
         ValueError
             The stage refused the input (as :class:`ExecutionStage`); nothing changes.
         """
-        _check_symbol(self.symbol, message)
-        if not isinstance(message, wire.CandleMessage | wire.GateMessage | wire.OrderMessage):
-            raise SequenceError(f"the execution service does not take {type(message).__name__}")
-        self._taken = True
-        if self._done_ts is not None and message.ts <= self._done_ts:
-            return []  # delivered again
-        slot = self._bars.setdefault(message.ts, _ExecutionBar())
-        if isinstance(message, wire.CandleMessage):
-            if slot.candle is not None:
-                return []
-            slot.candle = message.bar
-        elif isinstance(message, wire.GateMessage):
-            if slot.gate is not None:
-                return []
-            slot.gate = message.gate
-        else:
-            if slot.order is not None:
-                return []
-            slot.order = message
-        completes = not isinstance(message, wire.OrderMessage)
-        if completes and slot.candle is not None and slot.gate is not None:
-            heapq.heappush(self._ready, message.ts)  # its candle and gate are both in
-        return self._advance()
+        return self._sequence(message)
 
-    def _advance(self) -> list[wire.WireMessage]:
+    def _take_order(self, ts: int, message: wire.OrderMessage) -> None:
+        order = message.decided.order
+        if order is not None:
+            self._stage.submit(order)
+        if self.keep_state:
+            self._state = HandlerState(
+                version=HANDLER_STATE_VERSION,
+                role="execution",
+                symbol=self.symbol,
+                done_ts=ts,
+                execution=self._stage.snapshot(),
+            )
+
+    def _open_and_close(self, ts: int, candle: Bar, gate: RiskGate) -> list[wire.WireMessage]:
         out: list[wire.WireMessage] = []
-        while True:
-            if self._waiting_order is not None:
-                ts = self._waiting_order
-                slot = self._bars[ts]
-                if slot.order is None:
-                    return out
-                order = slot.order.decided.order
-                if order is not None:
-                    self._stage.submit(order)
-                del self._bars[ts]
-                self._waiting_order = None
-                self._done_ts = ts
-                if self.keep_state:
-                    self._state = HandlerState(
-                        version=HANDLER_STATE_VERSION,
-                        role="execution",
-                        symbol=self.symbol,
-                        done_ts=ts,
-                        execution=self._stage.snapshot(),
-                    )
-            if not self._ready:
-                return out
-            ts = heapq.heappop(self._ready)
-            slot = self._bars[ts]
-            assert slot.candle is not None
-            assert slot.gate is not None
-            report = self._stage.open(slot.candle, slot.gate.state)
-            if report is not None:
-                out.append(wire.ExecutionMessage(symbol=self.symbol, ts=ts, report=report))
-            account = self._stage.close(slot.candle)
-            out.append(wire.AccountMessage(symbol=self.symbol, ts=ts, snapshot=account))
-            self._waiting_order = ts
+        report = self._stage.open(candle, gate.state)
+        if report is not None:
+            out.append(wire.ExecutionMessage(symbol=self.symbol, ts=ts, report=report))
+        account = self._stage.close(candle)
+        out.append(wire.AccountMessage(symbol=self.symbol, ts=ts, snapshot=account))
+        return out
 
 
 def route(

@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import heapq
 import logging
 import math
 import os
@@ -91,9 +90,10 @@ from colmena.execution.trading_loop import (
     Fill,
     Order,
     RiskEvent,
+    RiskGate,
 )
 from colmena.live import wire
-from colmena.live.handlers import SequenceError
+from colmena.live.handlers import ExecutionSequencer
 from colmena.units import NS_PER_SECOND
 
 __all__ = [
@@ -609,14 +609,7 @@ class _Placed:
     detail: str = ""
 
 
-@dataclass
-class _Bar:
-    candle: Bar | None = None
-    gate: bool = False
-    order: wire.OrderMessage | None = None
-
-
-class VenueExecutionHandler:
+class VenueExecutionHandler(ExecutionSequencer):
     """The execution service of one symbol against a real venue (see the module text).
 
     Parameters
@@ -640,8 +633,6 @@ class VenueExecutionHandler:
         The venue's markets could not be loaded.
     """
 
-    #: The message kinds this handler takes (those of the paper handler).
-    INPUTS: ClassVar[tuple[wire.MessageKind, ...]] = ("candle", "gate", "order")
     #: ``handle`` makes network calls: the runner calls it off the event loop.
     BLOCKING: ClassVar[bool] = True
 
@@ -655,7 +646,7 @@ class VenueExecutionHandler:
         bar_seconds: int = 60,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
-        self.symbol = wire.check_symbol(symbol)
+        super().__init__(symbol)
         self.venue = venue
         self.settings = settings
         self.bar_seconds = bar_seconds
@@ -674,10 +665,6 @@ class VenueExecutionHandler:
         #: not None no order that adds exposure is placed.
         self.hold_reason: str | None = None
         self.lock = threading.RLock()  # one call at a time: handle, reconcile
-        self._bars: dict[int, _Bar] = {}
-        self._ready: list[int] = []
-        self._waiting_order: int | None = None
-        self._done_ts: int | None = None
         self._pending: _Placed | None = None
         self._position_seen = 0.0  # the position of the last account message
 
@@ -738,60 +725,26 @@ class VenueExecutionHandler:
         SequenceError
             Another symbol, or a kind the execution service does not take.
         """
-        if message.symbol != self.symbol:
-            raise SequenceError(
-                f"a {type(message).__name__} for {message.symbol!r} reached the handler of "
-                f"{self.symbol!r}"
-            )
-        if not isinstance(message, wire.CandleMessage | wire.GateMessage | wire.OrderMessage):
-            raise SequenceError(f"the execution service does not take {type(message).__name__}")
         with self.lock:
-            if self._done_ts is not None and message.ts <= self._done_ts:
-                return []  # delivered again
-            slot = self._bars.setdefault(message.ts, _Bar())
-            if isinstance(message, wire.CandleMessage):
-                if slot.candle is not None:
-                    return []
-                slot.candle = message.bar
-            elif isinstance(message, wire.GateMessage):
-                if slot.gate:
-                    return []
-                slot.gate = True
-            else:
-                if slot.order is not None:
-                    return []
-                slot.order = message
-            completes = not isinstance(message, wire.OrderMessage)
-            if completes and slot.candle is not None and slot.gate:
-                heapq.heappush(self._ready, message.ts)
-            return self._advance()
+            return self._sequence(message)
 
-    def _advance(self) -> list[wire.WireMessage]:
+    def _take_order(self, ts: int, message: wire.OrderMessage) -> None:
+        order = message.decided.order
+        if order is not None:
+            self._pending = self._place(message, order)
+
+    def _open_and_close(self, ts: int, candle: Bar, gate: RiskGate) -> list[wire.WireMessage]:
+        # The order went to the venue when it came (a market order fills at once), clipped by
+        # its own reduce_only flag (:meth:`_clip`; the risk stage set it from the state at the
+        # decision); the gate at this open is not applied again: the report and the account.
         out: list[wire.WireMessage] = []
-        while True:
-            if self._waiting_order is not None:
-                ts = self._waiting_order
-                slot = self._bars[ts]
-                if slot.order is None:
-                    return out
-                order = slot.order.decided.order
-                if order is not None:
-                    self._pending = self._place(slot.order, order)
-                del self._bars[ts]
-                self._waiting_order = None
-                self._done_ts = ts
-            if not self._ready:
-                return out
-            ts = heapq.heappop(self._ready)
-            slot = self._bars[ts]
-            assert slot.candle is not None
-            if self._pending is not None:
-                report = self._report(self._pending, slot.candle)
-                self._pending = None
-                out.append(wire.ExecutionMessage(symbol=self.symbol, ts=ts, report=report))
-            account = self._account(slot.candle)
-            out.append(wire.AccountMessage(symbol=self.symbol, ts=ts, snapshot=account))
-            self._waiting_order = ts
+        if self._pending is not None:
+            report = self._report(self._pending, candle)
+            self._pending = None
+            out.append(wire.ExecutionMessage(symbol=self.symbol, ts=ts, report=report))
+        account = self._account(candle)
+        out.append(wire.AccountMessage(symbol=self.symbol, ts=ts, snapshot=account))
+        return out
 
     def _place(self, message: wire.OrderMessage, order: Order) -> _Placed:
         client_id = client_order_id(self.settings.client_id_prefix, wire.idempotency_key(message))
