@@ -21,9 +21,9 @@ import itertools
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import numpy as np
@@ -53,6 +53,8 @@ console = Console(stderr=True)
 
 #: Exit status of a user error found before any work (see the module docstring).
 EXIT_USER_ERROR = 2
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 #: Exit status when the work was done but its output could not be written.
 EXIT_OUTPUT_ERROR = 3
 
@@ -1254,6 +1256,18 @@ def serve(
     click.echo(f"{role}: stopped after {count} messages", err=True)
 
 
+def _data_dir_option(help_text: str) -> Callable[[_F], _F]:
+    """--data-dir of the live commands (up, ctl, down): the folder `colmena up` works in."""
+    option: Callable[[_F], _F] = click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("colmena-live"),
+        show_default=True,
+        help=help_text,
+    )
+    return option
+
+
 @main.command()
 @click.option(
     "--config",
@@ -1295,13 +1309,7 @@ def serve(
     default=None,
     help="Replay at this many times real time (default 0: as fast as the services go).",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("colmena-live"),
-    show_default=True,
-    help="Embedded servers' data, the services' logs, endpoints.json and colmena.toml.",
-)
+@_data_dir_option("Embedded servers' data, the services' logs, endpoints.json and colmena.toml.")
 @click.option("--nats", "nats_url", default=None, help="Use this NATS server (else embedded).")
 @click.option("--db", default=None, help="Use this PostgreSQL DSN (else embedded).")
 @click.option("--quiet", is_flag=True, help="No live console.")
@@ -1466,13 +1474,7 @@ def _nats_url(nats_url: str | None, data_dir: Path) -> str:
 
 
 @main.command("down")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("colmena-live"),
-    show_default=True,
-    help="The data folder of the `colmena up` to stop.",
-)
+@_data_dir_option("The data folder of the `colmena up` to stop.")
 @click.option(
     "--timeout",
     type=click.FloatRange(min=1.0),
@@ -1502,13 +1504,7 @@ def down(data_dir: Path, timeout: float) -> None:
 @click.option("--symbol", default=None, help="One symbol (default: every symbol).")
 @click.option("--reason", default="", help="Why (recorded; required for reset).")
 @click.option("--operator", default=None, help="Who asks (recorded; default: user@host).")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("colmena-live"),
-    show_default=True,
-    help="The data folder of `colmena up` (its endpoints.json names the NATS server).",
-)
+@_data_dir_option("The data folder of `colmena up` (its endpoints.json names the NATS server).")
 @click.option("--nats", "nats_url", default=None, help="The NATS server (else from --data-dir).")
 @click.option(
     "--timeout",
