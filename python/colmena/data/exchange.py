@@ -39,6 +39,7 @@ __all__ = [
     "CircuitOpenError",
     "ExchangeCircuitBreaker",
     "ExchangeUnavailableError",
+    "api_url_problem",
     "cache_path",
     "download_ohlcv",
     "make_async_client",
@@ -220,6 +221,24 @@ def cache_path(exchange: str, symbol: str, timeframe: str, cache_dir: Path | Non
         cache_dir = Path(platformdirs.user_cache_dir("colmena")) / "candles"
     safe = symbol.replace("/", "").replace(":", "_")
     return Path(cache_dir) / f"{exchange}_{safe}_{timeframe}.parquet"
+
+
+def api_url_problem(api_url: str) -> str | None:
+    """What is wrong with an ``api_url`` setting (the base URL every REST call of a ccxt client
+    goes to instead of the exchange's: a proxy, a local test server), or None when it is a valid
+    ``http(s)://host[:port]`` without credentials (secrets never go in a settings file)."""
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(api_url)
+        url.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        url = urlsplit("")
+    if url.username is not None or url.password is not None:
+        return "api_url carries credentials: never put secrets in this file"
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return "api_url must be http(s)://host[:port] (a base URL, no path needed)"
+    return None
 
 
 def _override_host(client: Any, base_url: str) -> None:

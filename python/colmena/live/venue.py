@@ -72,7 +72,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Final, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -81,6 +80,7 @@ from colmena.data.exchange import (
     BREAKER_RESET_SECONDS,
     CircuitOpenError,
     ExchangeUnavailableError,
+    api_url_problem,
 )
 from colmena.execution.simulation import ExecutionSettings
 from colmena.execution.trading_loop import (
@@ -208,16 +208,8 @@ class VenueSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 )
         if _PREFIX.fullmatch(self.client_id_prefix) is None:
             problems.append("client_id_prefix must be 1-10 of [A-Za-z0-9_-]")
-        if self.api_url is not None:
-            try:
-                url = urlsplit(self.api_url)
-                url.port  # noqa: B018 (raises ValueError for a port that is not a number)
-            except ValueError:
-                url = urlsplit("")
-            if url.username is not None or url.password is not None:
-                problems.append("api_url carries credentials: never put secrets in this file")
-            elif url.scheme not in ("http", "https") or not url.hostname:
-                problems.append("api_url must be http(s)://host[:port]")
+        if self.api_url is not None and (problem := api_url_problem(self.api_url)):
+            problems.append(problem)
         if self.sandbox and self.api_url is not None:
             problems.append("sandbox and api_url both move the venue's host: give one")
         if any(not math.isfinite(v) for v in self.reserves.values()):

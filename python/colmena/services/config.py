@@ -85,10 +85,10 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Final, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 
+from colmena.data.exchange import api_url_problem
 from colmena.execution.simulation import ExecutionSettings
 from colmena.live import wire
 from colmena.live.venue import VenueSettings
@@ -264,18 +264,8 @@ class FeedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 f"exchange {self.exchange!r} is not a ccxt exchange id (lower-case letters, "
                 "digits and '_', e.g. 'binance')"
             )
-        if self.api_url is not None:
-            try:
-                url = urlsplit(self.api_url)
-                url.port  # noqa: B018 (raises ValueError for a port that is not a number)
-            except ValueError:
-                url = urlsplit("")
-            if url.username is not None or url.password is not None:
-                problems.append("api_url carries credentials: never put secrets in this file")
-            elif url.scheme not in ("http", "https") or not url.hostname:
-                problems.append(
-                    "api_url must be http(s)://host[:port] (a base URL, no path needed)"
-                )
+        if self.api_url is not None and (problem := api_url_problem(self.api_url)):
+            problems.append(problem)
         if problems:
             raise ValueError("; ".join(problems))
 
